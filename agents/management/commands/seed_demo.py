@@ -1,0 +1,94 @@
+"""Create the demo organisation, operator, agent and numbers; safe to run again.
+
+Fixed values that docs and checks rely on: organisation "Demo"; operator `demo` /
+password `demo` (local use only); inbound number +815012345678 routed to the demo
+agent; handoff number +818070239355.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import Permission
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from agents.models import (
+    TOOL_NAMES,
+    AgentProfile,
+    Customer,
+    Operator,
+    Organization,
+    PhoneNumber,
+)
+
+DEMO_ORG = "Demo"
+DEMO_USERNAME = "demo"
+DEMO_PASSWORD = "demo"
+DEMO_INBOUND_NUMBER = "+815012345678"
+DEMO_HANDOFF_NUMBER = "+818070239355"
+DEMO_AGENT_NAME = "受付デモ"
+
+INSTRUCTIONS = """あなたは{{company_name}}の電話受付AIです。{{service_name}}についてのお問い合わせに、丁寧な日本語で簡潔にお答えください。
+{{service_description}}
+一度に話すのは二文までにしてください。お客様が担当者との会話を希望された場合は request_operator_handoff を使ってください。
+予約の希望があれば日時とお名前を確認して schedule_appointment を使ってください。"""
+
+GREETING = "お電話ありがとうございます。{{company_name}}、{{self_introduction}}。ご用件をお伺いします。"
+
+APP_LABELS = ("agents", "calls")
+
+
+class Command(BaseCommand):
+    help = "Create (or update) the demo data. Idempotent."
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        org, _ = Organization.objects.get_or_create(name=DEMO_ORG)
+        agent, _ = AgentProfile.objects.update_or_create(
+            organization=org,
+            name=DEMO_AGENT_NAME,
+            defaults={
+                "instructions_template": INSTRUCTIONS,
+                "greeting_template": GREETING,
+                "company_name": "デモ商事",
+                "service_name": "クラウド受付",
+                "representative_name": "AI受付",
+                "self_introduction": "AI受付担当でございます",
+                "service_description": "クラウド受付は、電話の一次対応をAIが行うサービスです。",
+                "voice": "marin",
+                "speed": 1.0,
+                "enabled_tools": list(TOOL_NAMES),
+                "handoff_phone_number": DEMO_HANDOFF_NUMBER,
+            },
+        )
+        agent.full_clean()
+        PhoneNumber.objects.update_or_create(
+            number=DEMO_INBOUND_NUMBER,
+            defaults={"organization": org, "agent": agent, "label": "デモ代表番号"},
+        )
+        Customer.objects.update_or_create(
+            organization=org,
+            phone_number="+819012345678",
+            defaults={"name": "山田太郎", "context": {"notes": "デモ用の顧客です"}},
+        )
+        user = Operator.objects.filter(username=DEMO_USERNAME).first()
+        if user is None:
+            user = Operator(username=DEMO_USERNAME)
+        user.organization = org
+        user.is_staff = True
+        user.is_superuser = False
+        user.phone_number = DEMO_HANDOFF_NUMBER
+        user.set_password(DEMO_PASSWORD)
+        user.save()
+        user.user_permissions.set(
+            Permission.objects.filter(content_type__app_label__in=APP_LABELS).exclude(
+                content_type__model="operator"
+            )
+        )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Demo data ready: organisation '{org.name}', login {DEMO_USERNAME}/"
+                f"{DEMO_PASSWORD}, inbound {DEMO_INBOUND_NUMBER} → agent '{agent.name}'."
+            )
+        )

@@ -1,0 +1,41 @@
+"""ASGI entry point: HTTP through Django, WebSockets through Channels routing."""
+
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
+
+from django.core.asgi import get_asgi_application
+
+django_asgi_app = get_asgi_application()
+
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
+from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
+from django.urls import path  # noqa: E402
+
+from callcenter.routing import (  # noqa: E402
+    operator_websocket_urlpatterns,
+    twilio_websocket_urlpatterns,
+)
+
+application = ProtocolTypeRouter(
+    {
+        # Static files are served by the app itself so `make run` needs no proxy.
+        "http": ASGIStaticFilesHandler(django_asgi_app),
+        "websocket": URLRouter(
+            [
+                # Twilio's Media Streams carry no cookies and no Origin: they are
+                # authenticated by signature and one-time token in the consumer (F-15).
+                *twilio_websocket_urlpatterns,
+                # Operators' pages: session login and same-origin only (F-35).
+                path(
+                    "ws/",
+                    AllowedHostsOriginValidator(
+                        AuthMiddlewareStack(URLRouter(operator_websocket_urlpatterns))
+                    ),
+                ),
+            ]
+        ),
+    }
+)

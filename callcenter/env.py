@@ -1,0 +1,160 @@
+"""Every setting read from the environment, with its default.
+
+One place so that the README's configuration table and the code cannot drift apart:
+`ENV_DEFAULTS` lists each variable, its default and what it means, and the README
+table is checked against it by a test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import environ
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    name: str
+    default: str
+    help: str
+
+
+ENV_DEFAULTS: tuple[EnvVar, ...] = (
+    EnvVar(
+        "SECRET_KEY",
+        "(a fixed local-only key)",
+        "Django secret key; set it in production.",
+    ),
+    EnvVar("DEBUG", "false", "Django debug mode."),
+    EnvVar(
+        "ALLOWED_HOSTS",
+        "localhost,127.0.0.1,[::1]",
+        "Comma-separated host names served.",
+    ),
+    EnvVar(
+        "CSRF_TRUSTED_ORIGINS",
+        "",
+        "Comma-separated origins trusted for CSRF (https://host).",
+    ),
+    EnvVar(
+        "DATABASE_URL", "sqlite:///db.sqlite3", "Database; postgres://… for PostgreSQL."
+    ),
+    EnvVar(
+        "REDIS_URL",
+        "",
+        "Unset: in-memory channel layer (one process). Set: channels-redis.",
+    ),
+    EnvVar("PORT", "8000", "Port `make run` serves on."),
+    EnvVar(
+        "PUBLIC_BASE_URL",
+        "http://127.0.0.1:8000",
+        "Base URL Twilio reaches; https gives wss stream URLs, http gives ws (local use).",
+    ),
+    EnvVar(
+        "OPENAI_API_KEY", "", "OpenAI key. Empty: demo mode against the built-in fake."
+    ),
+    EnvVar(
+        "OPENAI_REALTIME_URL",
+        "wss://api.openai.com/v1/realtime",
+        "Realtime WebSocket URL.",
+    ),
+    EnvVar("OPENAI_REALTIME_MODEL", "gpt-realtime", "Default Realtime model."),
+    EnvVar(
+        "TWILIO_ACCOUNT_SID",
+        "AC00000000000000000000000000000000",
+        "Twilio account SID.",
+    ),
+    EnvVar("TWILIO_AUTH_TOKEN", "", "Twilio auth token (signs webhooks; REST auth)."),
+    EnvVar("TWILIO_API_BASE_URL", "https://api.twilio.com", "Twilio REST base URL."),
+    EnvVar("TWILIO_FROM_NUMBER", "", "Caller ID for outbound calls (E.164)."),
+    EnvVar(
+        "TWILIO_VALIDATE_SIGNATURES",
+        "true",
+        "Reject webhooks without a valid signature.",
+    ),
+    EnvVar(
+        "USE_OPENAI_REALTIME",
+        "true",
+        "Global switch for the AI; false hands calls to humans.",
+    ),
+    EnvVar(
+        "DEBUG_REALTIME", "false", "Log every OpenAI event (audio payloads elided)."
+    ),
+    EnvVar(
+        "DEBUG_TWILIO",
+        "false",
+        "Log every Twilio Media Streams event (payloads elided).",
+    ),
+    EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
+    EnvVar("LOG_LEVEL", "INFO", "Root log level."),
+    EnvVar("LOG_FORMAT", "json", "json (one object a line) or text."),
+    EnvVar(
+        "PRICE_GPT_REALTIME",
+        "4.00,0.40,16.00,32.00,0.40,64.00",
+        "USD per 1M tokens for gpt-realtime: text in, text cached, text out, "
+        "audio in, audio cached, audio out.",
+    ),
+    EnvVar(
+        "PRICE_GPT_REALTIME_MINI",
+        "0.60,0.06,2.40,10.00,0.30,20.00",
+        "The same six prices for gpt-realtime-mini.",
+    ),
+)
+
+_LOCAL_SECRET_KEY = "local-only-insecure-key-change-me-in-production-0123456789"
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+
+def _default(name: str) -> str:
+    for var in ENV_DEFAULTS:
+        if var.name == name:
+            return var.default
+    raise KeyError(name)
+
+
+def get_str(name: str) -> str:
+    """Return the variable as a string, or its documented default."""
+    return env.str(name, default=_default(name))
+
+
+def get_bool(name: str) -> bool:
+    """Return the variable as a boolean (true/false/1/0/yes/no)."""
+    return env.bool(name, default=_default(name).lower() in {"true", "1", "yes", "on"})
+
+
+def get_int(name: str) -> int:
+    """Return the variable as an integer."""
+    return env.int(name, default=int(_default(name)))
+
+
+def get_list(name: str) -> list[str]:
+    """Return a comma-separated variable as a list with blanks dropped."""
+    return [item.strip() for item in get_str(name).split(",") if item.strip()]
+
+
+def get_secret_key() -> str:
+    """Return SECRET_KEY, falling back to a fixed key fit only for local use."""
+    return env.str("SECRET_KEY", default=_LOCAL_SECRET_KEY)
+
+
+def get_prices(name: str) -> dict[str, float]:
+    """Parse a six-figure price list (USD per 1M tokens) into named rates."""
+    keys = (
+        "text_in",
+        "text_cached",
+        "text_out",
+        "audio_in",
+        "audio_cached",
+        "audio_out",
+    )
+    values = [float(part) for part in get_list(name)]
+    if len(values) != len(keys):
+        raise ValueError(
+            f"{name} needs {len(keys)} comma-separated prices, got {len(values)}"
+        )
+    return dict(zip(keys, values, strict=True))

@@ -1,0 +1,174 @@
+"""Django settings. Every value that varies between machines comes from callcenter.env."""
+
+from __future__ import annotations
+
+from callcenter import env as E
+
+BASE_DIR = E.BASE_DIR
+
+SECRET_KEY = E.get_secret_key()
+DEBUG = E.get_bool("DEBUG")
+ALLOWED_HOSTS = E.get_list("ALLOWED_HOSTS")
+CSRF_TRUSTED_ORIGINS = E.get_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "channels",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "agents",
+    "calls",
+    "realtime",
+    "handoff",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "callcenter.logging.RequestCallIdMiddleware",
+]
+
+ROOT_URLCONF = "callcenter.urls"
+ASGI_APPLICATION = "callcenter.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "django.template.context_processors.i18n",
+            ],
+        },
+    },
+]
+
+if E.env.str("DATABASE_URL", default=""):
+    DATABASES = {"default": E.env.db_url("DATABASE_URL")}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": BASE_DIR / "db.sqlite3",
+            # Calls write from many coroutines' threads: wait for the lock instead of
+            # failing, take the write lock up front, and let readers run beside a writer.
+            "OPTIONS": {
+                "timeout": 20,
+                "transaction_mode": "IMMEDIATE",
+                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            },
+        }
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+FORMS_URLFIELD_ASSUME_HTTPS = True
+
+REDIS_URL = E.get_str("REDIS_URL")
+if REDIS_URL:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": 1500, "expiry": 30},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+AUTH_USER_MODEL = "agents.Operator"
+AUTH_PASSWORD_VALIDATORS = [
+    {
+        "NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"
+    },
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+
+LANGUAGE_CODE = "ja"
+LANGUAGES = [("ja", "日本語"), ("en", "English")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = "Asia/Tokyo"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+MEDIA_URL = "/media/"
+MEDIA_ROOT = BASE_DIR / "media"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "callcenter.errors.api_exception_handler",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "AI call center API",
+    "VERSION": "0.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Telephony and the model.
+PUBLIC_BASE_URL = E.get_str("PUBLIC_BASE_URL").rstrip("/")
+OPENAI_API_KEY = E.get_str("OPENAI_API_KEY")
+OPENAI_REALTIME_URL = E.get_str("OPENAI_REALTIME_URL")
+OPENAI_REALTIME_MODEL = E.get_str("OPENAI_REALTIME_MODEL")
+TWILIO_ACCOUNT_SID = E.get_str("TWILIO_ACCOUNT_SID")
+TWILIO_AUTH_TOKEN = E.get_str("TWILIO_AUTH_TOKEN")
+TWILIO_API_BASE_URL = E.get_str("TWILIO_API_BASE_URL").rstrip("/")
+TWILIO_FROM_NUMBER = E.get_str("TWILIO_FROM_NUMBER")
+TWILIO_VALIDATE_SIGNATURES = E.get_bool("TWILIO_VALIDATE_SIGNATURES")
+USE_OPENAI_REALTIME = E.get_bool("USE_OPENAI_REALTIME")
+DEBUG_REALTIME = E.get_bool("DEBUG_REALTIME")
+DEBUG_TWILIO = E.get_bool("DEBUG_TWILIO")
+MAX_LIVE_CALLS = E.get_int("MAX_LIVE_CALLS")
+# Demo mode (F-45): no OpenAI key means the built-in fake Realtime server answers.
+DEMO_MODE = not OPENAI_API_KEY
+REALTIME_PRICES = {
+    "gpt-realtime": E.get_prices("PRICE_GPT_REALTIME"),
+    "gpt-realtime-mini": E.get_prices("PRICE_GPT_REALTIME_MINI"),
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"call_id": {"()": "callcenter.logging.CallIdFilter"}},
+    "formatters": {
+        "json": {"()": "callcenter.logging.JsonFormatter"},
+        "text": {
+            "format": "%(asctime)s %(levelname)s %(name)s call=%(call_id)s %(message)s"
+        },
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "filters": ["call_id"],
+            "formatter": E.get_str("LOG_FORMAT"),
+        }
+    },
+    "root": {"handlers": ["console"], "level": E.get_str("LOG_LEVEL")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from agents.models import AgentProfile, Operator, Organization, PhoneNumber
+from agents.services import agent_render_prompts
+
+pytestmark = pytest.mark.django_db
+
+
+def test_seed_demo_is_idempotent_and_has_the_fixed_values(client):
+    call_command("seed_demo")
+    call_command("seed_demo")
+    org = Organization.objects.get(name="Demo")
+    assert Organization.objects.filter(name="Demo").count() == 1
+    number = PhoneNumber.objects.get(number="+815012345678")
+    assert number.organization == org
+    agent = number.agent
+    assert AgentProfile.objects.filter(organization=org).count() == 1
+    assert agent.handoff_phone_number == "+818070239355"
+    assert "{{company_name}}" in agent.instructions_template
+    instructions, greeting = agent_render_prompts(agent=agent)
+    assert "{{" not in instructions + greeting
+    assert "デモ商事" in greeting
+    user = Operator.objects.get(username="demo")
+    assert user.organization == org and user.is_staff and not user.is_superuser
+    assert client.login(username="demo", password="demo")
+    assert client.get("/admin/calls/callsession/").status_code == 200
+    assert client.get("/admin/agents/agentprofile/").status_code == 200

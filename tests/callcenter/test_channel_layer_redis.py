@@ -1,0 +1,58 @@
+"""Cross-process delivery through channels-redis (runs when REDIS_URL is set, as on CI)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+
+import pytest
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+
+REDIS_URL = os.environ.get("REDIS_URL", "")
+pytestmark = [
+    pytest.mark.redis,
+    pytest.mark.skipif(
+        not REDIS_URL,
+        reason="REDIS_URL not set: Redis channel-layer test needs a server",
+    ),
+]
+
+
+class GroupEchoConsumer(AsyncJsonWebsocketConsumer):
+    """Joins the group named in the URL and forwards group messages to its socket."""
+
+    async def connect(self):
+        self.group = self.scope["group"]
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def control_message(self, event):
+        await self.send_json({"text": event["text"]})
+
+
+async def test_group_message_from_another_layer_instance_reaches_consumer():
+    """A message sent by one RedisChannelLayer instance reaches a consumer on another."""
+    from channels_redis.core import RedisChannelLayer
+
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("RedisChannelLayer")
+    group = f"test.{uuid.uuid4().hex}"
+    communicator = WebsocketCommunicator(GroupEchoConsumer.as_asgi(), "/")
+    communicator.scope["group"] = group
+    connected, _ = await communicator.connect()
+    assert connected
+    other_process_layer = RedisChannelLayer(hosts=[REDIS_URL])
+    try:
+        await asyncio.sleep(0.05)
+        await other_process_layer.group_send(
+            group, {"type": "control.message", "text": "引き継ぎ"}
+        )
+        assert await communicator.receive_json_from(timeout=3) == {"text": "引き継ぎ"}
+    finally:
+        await communicator.disconnect()
+        await other_process_layer.flush()
