@@ -294,3 +294,32 @@ async def acall_session_save_figures(
         turn_latencies_ms=turn_latencies_ms,
         barge_in_count=barge_in_count,
     )
+
+
+def call_control_send(*, call_id: int, command: str, **data: Any) -> None:
+    """Send a control command to the call's bridge, wherever it runs (F-23).
+
+    Commands: `instruct` (text), `hangup`, `end` (reason), `handoff` (farewell).
+    The bridge's consumer listens on `call.<id>`; with channels-redis this reaches it in
+    any process.
+    """
+    from calls.groups import call_control_group
+
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("No channel layer configured")
+    async_to_sync(layer.group_send)(
+        call_control_group(call_id), {"type": "call.control", "command": command, **data}
+    )
+
+
+async def acall_control_send(*, call_id: int, command: str, **data: Any) -> None:
+    """See call_control_send()."""
+    from calls.groups import call_control_group
+
+    layer = get_channel_layer()
+    if layer is None:
+        raise RuntimeError("No channel layer configured")
+    await layer.group_send(
+        call_control_group(call_id), {"type": "call.control", "command": command, **data}
+    )
