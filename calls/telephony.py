@@ -1,0 +1,101 @@
+"""Services driven by Twilio's callbacks: call status and recordings (F-12, F-13)."""
+
+from __future__ import annotations
+
+import logging
+
+from django.db import transaction
+
+from calls.models import CallSession, Recording
+from calls.services import call_control_send, call_event_record, call_session_transition
+from calls.status import TERMINAL, CallStatus
+
+log = logging.getLogger(__name__)
+
+# Twilio call-resource statuses → ours. in-progress is not a status change by itself:
+# the bridge moves the call to ai-responding when the stream starts.
+_FINAL = {
+    "completed": CallStatus.COMPLETED,
+    "busy": CallStatus.BUSY,
+    "no-answer": CallStatus.NO_ANSWER,
+    "failed": CallStatus.FAILED,
+    "canceled": CallStatus.CANCELED,
+}
+
+
+def call_status_callback(
+    *,
+    call_id: int,
+    status: str,
+    call_sid: str = "",
+    duration: str = "",
+    answered_by: str = "",
+    dial_status: str = "",
+) -> CallSession:
+    """Apply Twilio's view of the call; a final status ends the bridge if still open."""
+    with transaction.atomic():
+        call = CallSession.objects.select_for_update().get(pk=call_id)
+        call_event_record(
+            call=call,
+            type="twilio-status",
+            payload={
+                "status": status,
+                "call_sid": call_sid,
+                "duration": duration,
+                "answered_by": answered_by,
+                "dial_status": dial_status,
+            },
+        )
+        if answered_by and not call.answered_by:
+            call.answered_by = answered_by
+            call.save(update_fields=["answered_by"])
+        if call.status in TERMINAL:
+            return call
+        if status == "ringing" and call.status == CallStatus.INITIATED:
+            call_session_transition(call=call, to=CallStatus.RINGING)
+        target = _FINAL.get(status)
+        if target is None:
+            return call
+        if target != CallStatus.COMPLETED and call.status not in (
+            CallStatus.INITIATED,
+            CallStatus.RINGING,
+        ):
+            # Busy/no-answer after the call was live means it ended: treat as completed.
+            target = CallStatus.COMPLETED
+        call_session_transition(call=call, to=target, reason=f"twilio:{status}")
+    # Outside the transaction: the bridge (any process) closes the model socket now.
+    call_control_send(call_id=call.pk, command="end", reason=f"twilio:{status}")
+    return call
+
+
+def call_recording_status(
+    *,
+    call_id: int,
+    recording_sid: str,
+    status: str,
+    url: str = "",
+    duration: str = "",
+    conference_sid: str = "",
+) -> Recording:
+    """Create or update the Recording row for this RecordingSid."""
+    call = CallSession.objects.get(pk=call_id)
+    source = (
+        Recording.Source.CONFERENCE if conference_sid else Recording.Source.TWILIO_CALL
+    )
+    valid_statuses = {choice.value for choice in Recording.Status}
+    recording, _ = Recording.objects.update_or_create(
+        recording_sid=recording_sid,
+        defaults={
+            "call": call,
+            "source": source,
+            "status": status if status in valid_statuses else Recording.Status.FAILED,
+            "url": url,
+            "duration_s": int(duration) if duration.isdigit() else None,
+        },
+    )
+    call_event_record(
+        call=call,
+        type="recording",
+        payload={"recording_sid": recording_sid, "status": status, "source": source},
+    )
+    return recording
