@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from calls.inbound import call_inbound_route
 from calls.models import CallSession
+from calls.reaper import calls_reap_opportunistically
 from calls.telephony import call_recording_status, call_status_callback
 from calls.twilio_security import twilio_signed
 
@@ -33,6 +34,7 @@ def voice_incoming(request: HttpRequest) -> HttpResponse:
     fields = _required(request, "CallSid", "From", "To")
     if isinstance(fields, HttpResponse):
         return fields
+    calls_reap_opportunistically()
     reply = call_inbound_route(
         call_sid=fields["CallSid"], from_number=fields["From"], to_number=fields["To"]
     )

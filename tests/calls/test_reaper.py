@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from calls.models import CallEvent
+from calls.reaper import calls_reap
+from calls.status import CallStatus
+from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_call_without_heartbeat_is_closed_failed_and_keeps_transcript():
+    """A bridge that stopped beating leaves a failed call with its transcript intact."""
+    call = CallSessionFactory(status=CallStatus.AI_RESPONDING)
+    TranscriptEntryFactory(call=call, text="予約したいです")
+    call.heartbeat_at = timezone.now() - timedelta(minutes=5)
+    call.save()
+    assert calls_reap() == 1
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+    assert "heartbeat" in call.end_reason
+    assert call.transcript.get().text == "予約したいです"
+    assert CallEvent.objects.filter(call=call, type="reaped").exists()
+
+
+def test_healthy_and_finished_calls_are_left_alone():
+    alive = CallSessionFactory(
+        status=CallStatus.AI_RESPONDING, heartbeat_at=timezone.now()
+    )
+    done = CallSessionFactory(status=CallStatus.COMPLETED)
+    fresh = CallSessionFactory(status=CallStatus.RINGING)
+    assert calls_reap() == 0
+    for call in (alive, done, fresh):
+        status = call.status
+        call.refresh_from_db()
+        assert call.status == status
+
+
+def test_stream_that_never_came_is_reaped():
+    call = CallSessionFactory(status=CallStatus.RINGING)
+    later = timezone.now() + timedelta(minutes=11)
+    assert calls_reap(now=later) == 1
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+
+
+def test_command_runs_once(capsys):
+    call_command("reap_calls")
+    assert "reaped 0 call(s)" in capsys.readouterr().out
