@@ -1,0 +1,1130 @@
+"""The bridge of one call as a pure state machine: events in, actions out.
+
+The asyncio glue owns two sockets (Twilio Media Streams and OpenAI Realtime).
+It parses each frame, hands it to ``BridgeState`` with the current time, and
+performs the actions it gets back, in order::
+
+    state = BridgeState(session=config, greeting="Greet the caller …")
+    perform(state.on_model_connected())                 # session.update
+    perform(state.on_twilio_message(parse_twilio_message(frame), now_ms=now))
+    perform(state.on_server_event(parse_server_event(frame), now_ms=now))
+    perform(state.on_tool_result(call_id, output_json))  # when a tool is done
+
+``ModelCommand`` actions go to the model socket as ``action.to_json()``,
+``TwilioCommand`` actions to the Twilio socket likewise; the others (run a tool,
+save a transcript, hang up, …) are the glue's to carry out. The clock is always
+passed in, never read, and nothing here does I/O.
+
+Outbound audio is re-chunked into frames of ``OUTBOUND_FRAME_BYTES`` (320 bytes,
+40 ms of μ-law: half the messages of 20 ms frames, still a steady pace); the
+tail is flushed when the item's audio is done. A Twilio mark follows each batch
+of frames (at most one per ``MARK_SPACING_BYTES`` of audio), named by a counter;
+its echo tells how much of an item the caller has heard (ms = bytes / 8).
+"""
+
+from __future__ import annotations
+
+import binascii
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal
+
+from realtime.protocol.errors import RealtimeProtocolError
+from realtime.protocol.openai_events import (
+    FunctionCallArgumentsDone,
+    InputAudioTimeoutTriggered,
+    InputTranscriptionCompleted,
+    InputTranscriptionDelta,
+    OutputAudioDelta,
+    OutputAudioDone,
+    OutputAudioTranscriptDelta,
+    OutputAudioTranscriptDone,
+    OutputItemAdded,
+    OutputItemDone,
+    ResponseCreated,
+    ResponseDone,
+    Role,
+    ServerError,
+    ServerEvent,
+    SessionConfig,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    Usage,
+    conversation_item_function_output,
+    conversation_item_message,
+    conversation_item_truncate,
+    input_audio_buffer_append,
+    response_cancel,
+    response_create,
+    session_format_ok,
+    session_turn_flags,
+    session_update,
+)
+from realtime.protocol.twilio_media import (
+    Dtmf,
+    Mark,
+    Media,
+    Start,
+    Stop,
+    TwilioMessage,
+    clear_message,
+    mark_message,
+    media_message,
+)
+
+__all__ = [
+    "MARK_PREFIX",
+    "OUTBOUND_FRAME_BYTES",
+    "SAY_TEMPLATE",
+    "Action",
+    "AddMessage",
+    "AddToolOutput",
+    "AppendAudio",
+    "BridgeFigures",
+    "BridgeState",
+    "BroadcastPartial",
+    "CancelResponse",
+    "ClearCaller",
+    "CreateResponse",
+    "DigitPressed",
+    "HangUp",
+    "ModelCommand",
+    "RunTool",
+    "SaveTranscript",
+    "SendAudio",
+    "SendMark",
+    "SessionMisconfigured",
+    "Truncate",
+    "TwilioCommand",
+    "UpdateSession",
+    "reseed_messages",
+]
+
+BYTES_PER_MS: Final = 8  # μ-law, 8 kHz, one byte a sample
+TWILIO_FRAME_BYTES: Final = 160  # 20 ms, the unit Twilio itself uses
+OUTBOUND_FRAME_BYTES: Final = 2 * TWILIO_FRAME_BYTES
+MARK_SPACING_BYTES: Final = 100 * BYTES_PER_MS  # truncation precision of 100 ms
+MARK_PREFIX: Final = "a"
+MAX_PENDING_MARKS: Final = 1024  # ≥ 100 s of queued audio at the spacing above
+MAX_BUFFERED_INPUT_FRAMES: Final = 250  # 5 s of 20 ms caller frames
+MAX_PENDING_RESPONSES: Final = 8
+MAX_TRACKED_ITEMS: Final = 64
+MAX_TOOL_CALLS: Final = 32
+MAX_MUTED_IDS: Final = 64
+MAX_TURN_LATENCIES: Final = 1024
+MAX_TRANSCRIPT_CHARS: Final = 16_000
+MAX_RESEED_LINES: Final = 40
+MAX_RESEED_CHARS: Final = 8_000
+# After the caller stops, the server's own response is expected this soon; until
+# then no queued response.create is sent, so the two cannot collide.
+AUTO_RESPONSE_GRACE_MS: Final = 2_000
+REQUEST_METADATA_KEY: Final = "bridge_request"
+ACTIVE_RESPONSE_CODE: Final = "conversation_already_has_active_response"
+EVENT_ID_PREFIX: Final = "evt_"  # + request id: the event_id of a response.create
+SAY_TEMPLATE: Final = (
+    "Say exactly the following to the caller, in a natural voice, then stop: {text}"
+)
+
+Speaker = Literal["customer", "ai"]
+_Purpose = Literal["greeting", "tool", "instruct", "goodbye"]
+
+
+# ---------------------------------------------------------------- actions
+
+
+class ModelCommand:
+    """An action to send on the model socket as ``to_json()``."""
+
+    __slots__ = ()
+
+    def to_json(self) -> str:
+        """Return the client event as a JSON text frame."""
+        raise NotImplementedError
+
+
+class TwilioCommand:
+    """An action to send on the Twilio socket as ``to_json()``."""
+
+    __slots__ = ()
+
+    def to_json(self) -> str:
+        """Return the Media Streams message as a JSON text frame."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSession(ModelCommand):
+    """Configure the model session (audio/pcmu both ways)."""
+
+    config: SessionConfig
+
+    def to_json(self) -> str:
+        return session_update(self.config)
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAudio(ModelCommand):
+    """Forward caller audio, base64 μ-law exactly as Twilio sent it."""
+
+    payload_b64: str
+
+    def to_json(self) -> str:
+        return input_audio_buffer_append(self.payload_b64)
+
+
+@dataclass(frozen=True, slots=True)
+class AddMessage(ModelCommand):
+    """Add a text message to the conversation (context; no response by itself)."""
+
+    role: Role
+    text: str
+
+    def to_json(self) -> str:
+        return conversation_item_message(self.role, self.text)
+
+
+@dataclass(frozen=True, slots=True)
+class AddToolOutput(ModelCommand):
+    """Give the model a tool's output for ``call_id``."""
+
+    call_id: str
+    output_json: str
+
+    def to_json(self) -> str:
+        return conversation_item_function_output(self.call_id, self.output_json)
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate(ModelCommand):
+    """Cut an assistant item's audio at what the caller heard."""
+
+    item_id: str
+    audio_end_ms: int
+    content_index: int = 0
+
+    def to_json(self) -> str:
+        return conversation_item_truncate(
+            self.item_id, self.audio_end_ms, content_index=self.content_index
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResponse(ModelCommand):
+    """Ask for a response; ``request_id`` comes back in its metadata."""
+
+    request_id: str
+    instructions: str | None = None
+    tool_choice: str | None = None
+
+    def to_json(self) -> str:
+        return response_create(
+            instructions=self.instructions,
+            tool_choice=self.tool_choice,
+            metadata={REQUEST_METADATA_KEY: self.request_id},
+            event_id=f"{EVENT_ID_PREFIX}{self.request_id}",
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResponse(ModelCommand):
+    """Cancel the active response (only sent when interrupt_response is off)."""
+
+    response_id: str
+
+    def to_json(self) -> str:
+        return response_cancel(self.response_id)
+
+
+@dataclass(frozen=True, slots=True)
+class SendAudio(TwilioCommand):
+    """Queue a frame of μ-law audio for the caller."""
+
+    stream_sid: str
+    payload_b64: str
+
+    def to_json(self) -> str:
+        return media_message(self.stream_sid, self.payload_b64)
+
+
+@dataclass(frozen=True, slots=True)
+class SendMark(TwilioCommand):
+    """Queue a mark after the audio sent so far."""
+
+    stream_sid: str
+    name: str
+
+    def to_json(self) -> str:
+        return mark_message(self.stream_sid, self.name)
+
+
+@dataclass(frozen=True, slots=True)
+class ClearCaller(TwilioCommand):
+    """Drop the audio queued for the caller (barge-in)."""
+
+    stream_sid: str
+
+    def to_json(self) -> str:
+        return clear_message(self.stream_sid)
+
+
+@dataclass(frozen=True, slots=True)
+class RunTool:
+    """Run a tool; answer with ``BridgeState.on_tool_result(call_id, …)``."""
+
+    call_id: str
+    name: str
+    arguments_json: str
+
+
+@dataclass(frozen=True, slots=True)
+class SaveTranscript:
+    """Persist one utterance. AI lines come once their audio has played."""
+
+    speaker: Speaker
+    text: str
+    item_id: str
+    interrupted: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class BroadcastPartial:
+    """Show a partial transcript live (not persisted)."""
+
+    speaker: Speaker
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class DigitPressed:
+    """The caller pressed a key."""
+
+    digit: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMisconfigured:
+    """session.updated does not show audio/pcmu both ways; the call cannot work."""
+
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class HangUp:
+    """The call is over: close both sockets and finalise ("stop", "goodbye", …)."""
+
+    reason: str
+
+
+Action = (
+    UpdateSession
+    | AppendAudio
+    | AddMessage
+    | AddToolOutput
+    | Truncate
+    | CreateResponse
+    | CancelResponse
+    | SendAudio
+    | SendMark
+    | ClearCaller
+    | RunTool
+    | SaveTranscript
+    | BroadcastPartial
+    | DigitPressed
+    | SessionMisconfigured
+    | HangUp
+)
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeFigures:
+    """Counters of one call so far."""
+
+    usage: Usage
+    responses: int
+    start_to_first_audio_ms: int | None  # Twilio start → first frame to caller
+    turn_latencies_ms: tuple[int, ...]  # speech stopped → first answer audio
+    barge_ins: int
+    input_frames_dropped: int  # caller audio lost before the session was ready
+    stale_audio_bytes_dropped: int  # model audio after a barge-in, never played
+    audio_bytes_from_model: int
+    audio_bytes_to_caller: int
+
+
+def reseed_messages(
+    lines: Sequence[tuple[str, str]],
+    *,
+    max_lines: int = MAX_RESEED_LINES,
+    max_chars: int = MAX_RESEED_CHARS,
+) -> list[AddMessage]:
+    """Turn saved transcript lines ``(speaker, text)`` into context messages.
+
+    Keeps the latest lines within the bounds. "customer" becomes a user message,
+    "ai" an assistant message, any other speaker a system note.
+    """
+    kept: list[AddMessage] = []
+    chars = 0
+    for speaker, text in reversed(lines):
+        if len(kept) >= max_lines or chars + len(text) > max_chars:
+            break
+        chars += len(text)
+        if speaker == "customer":
+            kept.append(AddMessage("user", text))
+        elif speaker == "ai":
+            kept.append(AddMessage("assistant", text))
+        else:
+            kept.append(AddMessage("system", f"{speaker}: {text}"))
+    kept.reverse()
+    return kept
+
+
+# ---------------------------------------------------------------- bookkeeping
+
+
+@dataclass(slots=True)
+class _Request:
+    request_id: str
+    purpose: _Purpose
+    system_text: str | None = None
+    instructions: str | None = None
+    tool_choice: str | None = None
+
+
+def _event_id(request: _Request) -> str:
+    return f"{EVENT_ID_PREFIX}{request.request_id}"
+
+
+@dataclass(slots=True)
+class _AiItem:
+    """Audio and transcript of one assistant item, in bytes of μ-law."""
+
+    item_id: str
+    response_id: str
+    generation: int
+    buffer: bytearray = field(default_factory=bytearray)
+    received: int = 0  # from the model
+    sent: int = 0  # to Twilio
+    heard: int = 0  # confirmed played by an echoed mark
+    marked: int = 0  # ``sent`` at the last mark
+    audio_done: bool = False
+    cut: bool = False  # stopped by a barge-in
+    final: bool = False  # its response is done
+    parts: list[str] = field(default_factory=list)
+    parts_chars: int = 0
+    transcript: str | None = None
+    saved: bool = False
+
+    @property
+    def settled(self) -> bool:
+        """Whether nothing of this item is still to be played."""
+        return self.cut or (self.audio_done and self.heard >= self.sent)
+
+
+@dataclass(slots=True)
+class _Call:
+    call_id: str
+    name: str | None
+    response_id: str
+    ran: bool = False
+
+
+class _RecentIds:
+    """A set that forgets its oldest entries beyond ``size``."""
+
+    __slots__ = ("_ids", "_size")
+
+    def __init__(self, size: int) -> None:
+        self._ids: dict[str, None] = {}
+        self._size = size
+
+    def add(self, key: str) -> None:
+        self._ids[key] = None
+        if len(self._ids) > self._size:
+            del self._ids[next(iter(self._ids))]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+    def clear(self) -> None:
+        self._ids.clear()
+
+
+# ---------------------------------------------------------------- the machine
+
+
+class BridgeState:
+    """Bookkeeping of one call's bridge (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        session: SessionConfig,
+        greeting: str | None = None,
+        frame_bytes: int = OUTBOUND_FRAME_BYTES,
+    ) -> None:
+        """Start a call; with ``greeting``, the AI speaks first.
+
+        ``greeting`` is the rendered instruction, added as a system message
+        before the greeting response once the session is confirmed and Twilio's
+        stream id is known.
+        """
+        if frame_bytes <= 0 or frame_bytes % TWILIO_FRAME_BYTES:
+            raise ValueError(f"frame_bytes {frame_bytes} is not a multiple of 160")
+        self._config = session
+        self._frame = frame_bytes
+        self._now = 0
+        # Twilio side
+        self._stream_sid: str | None = None
+        self._call_sid: str | None = None
+        self._start_ms: int | None = None
+        self._ended = False
+        self._closing = False
+        # model session
+        self._generation = 0
+        self._confirmed = False
+        self._interrupt_response = session.interrupt_response
+        self._create_response = session.create_response
+        self._backlog: deque[str] = deque(maxlen=MAX_BUFFERED_INPUT_FRAMES)
+        self._early_context: deque[AddMessage] = deque(maxlen=MAX_PENDING_RESPONSES)
+        self._reseed: list[AddMessage] = []
+        # responses
+        self._queue: deque[_Request] = deque()
+        self._requests = 0
+        self._inflight: _Request | None = None
+        self._active_id: str | None = None
+        self._active_request: _Request | None = None
+        self._cancel_sent = False
+        self._blocked_until_done = False
+        self._caller_speaking = False
+        self._auto_deadline: int | None = None
+        self._muted = _RecentIds(MAX_MUTED_IDS)
+        self._finished = _RecentIds(MAX_MUTED_IDS)  # items saved and forgotten
+        self._goodbye_response: str | None = None
+        self._goodbye_done = False
+        # audio and marks
+        self._items: dict[str, _AiItem] = {}
+        self._marks: deque[tuple[int, str, int]] = deque(maxlen=MAX_PENDING_MARKS)
+        self._mark_counter = 0
+        # tools
+        self._calls: dict[str, _Call] = {}
+        self._running: set[str] = set()
+        # figures
+        self._usage = Usage()
+        self._responses = 0
+        self._first_audio_ms: int | None = None
+        self._answer_since: int | None = None
+        self._latencies: deque[int] = deque(maxlen=MAX_TURN_LATENCIES)
+        self._barge_ins = 0
+        self._input_dropped = 0
+        self._stale_bytes = 0
+        self._bytes_in = 0
+        self._bytes_out = 0
+        if greeting is not None:
+            self._enqueue("greeting", system_text=greeting)
+
+    # ------------------------------------------------------------ read-only view
+
+    @property
+    def stream_sid(self) -> str | None:
+        """Twilio's stream id, known from ``start`` on."""
+        return self._stream_sid
+
+    @property
+    def call_sid(self) -> str | None:
+        """Twilio's call id, known from ``start`` on."""
+        return self._call_sid
+
+    @property
+    def ended(self) -> bool:
+        """Whether the call is over; every entry point then returns no action."""
+        return self._ended
+
+    @property
+    def session_confirmed(self) -> bool:
+        """Whether session.updated confirmed audio/pcmu both ways."""
+        return self._confirmed
+
+    @property
+    def active_response_id(self) -> str | None:
+        """The response the model is producing, if any."""
+        return self._active_id
+
+    def figures(self) -> BridgeFigures:
+        """Return a snapshot of the call's counters."""
+        return BridgeFigures(
+            usage=self._usage,
+            responses=self._responses,
+            start_to_first_audio_ms=self._first_audio_ms,
+            turn_latencies_ms=tuple(self._latencies),
+            barge_ins=self._barge_ins,
+            input_frames_dropped=self._input_dropped,
+            stale_audio_bytes_dropped=self._stale_bytes,
+            audio_bytes_from_model=self._bytes_in,
+            audio_bytes_to_caller=self._bytes_out,
+        )
+
+    # ------------------------------------------------------------ model socket
+
+    def on_model_connected(self) -> list[Action]:
+        """Return the session.update to send first on a new model socket."""
+        return [UpdateSession(self._config)]
+
+    def on_model_reconnected(
+        self, transcript: Sequence[tuple[str, str]]
+    ) -> list[Action]:
+        """Forget the lost model session, keeping the Twilio side.
+
+        Returns the session.update for the new socket (after any tail audio of
+        the old session). Once session.updated confirms, ``transcript`` (saved
+        ``(speaker, text)`` lines) is re-seeded as context, then buffered caller
+        audio and unsent or unfinished response requests follow. Tool calls still
+        running are forgotten: their results are ignored.
+        """
+        if self._ended:
+            return []
+        actions: list[Action] = []
+        for item in self._items.values():
+            if not item.audio_done and not item.cut:
+                actions += self._flush_tail(item)
+                item.audio_done = True
+            item.final = True
+            self._finalise_transcript(item)
+        for request in (self._inflight, self._active_request):
+            if request is not None:
+                self._queue.appendleft(request)
+        self._generation += 1
+        self._confirmed = False
+        self._interrupt_response = self._config.interrupt_response
+        self._create_response = self._config.create_response
+        self._inflight = self._active_request = self._active_id = None
+        self._cancel_sent = self._caller_speaking = self._blocked_until_done = False
+        self._auto_deadline = self._answer_since = None
+        self._muted.clear()
+        self._calls.clear()
+        self._running.clear()
+        self._reseed = reseed_messages(transcript)
+        actions.append(UpdateSession(self._config))
+        return actions
+
+    def on_server_event(self, event: ServerEvent, *, now_ms: int) -> list[Action]:
+        """Handle one parsed server event.
+
+        Raises ``RealtimeProtocolError`` when an audio delta is not base64 (the
+        state is then unchanged).
+        """
+        if self._ended:
+            return []
+        self._now = now_ms
+        if isinstance(event, OutputAudioDelta):
+            return self._on_audio_delta(event, now_ms)
+        if isinstance(event, OutputAudioTranscriptDelta):
+            if event.item_id in self._muted or event.item_id in self._finished:
+                return []
+            self._add_part(self._item(event.item_id, event.response_id), event.delta)
+            return [BroadcastPartial("ai", event.item_id, event.delta)]
+        if isinstance(event, SpeechStarted):
+            return self._on_speech_started()
+        if isinstance(event, SpeechStopped):
+            self._caller_speaking = False
+            self._answer_since = now_ms
+            if self._create_response:
+                self._auto_deadline = now_ms + AUTO_RESPONSE_GRACE_MS
+                return []
+            return self._pump()
+        if isinstance(event, OutputAudioDone):
+            item = self._items.get(event.item_id)
+            if item is None or item.audio_done or item.cut:
+                return []
+            actions = self._flush_tail(item)
+            item.audio_done = True
+            return actions + self._settle()
+        if isinstance(event, OutputAudioTranscriptDone):
+            if event.item_id in self._finished:
+                return []
+            item = self._item(event.item_id, event.response_id)
+            item.transcript = event.transcript
+            return self._settle()
+        if isinstance(event, ResponseCreated):
+            return self._on_response_created(event)
+        if isinstance(event, ResponseDone):
+            return self._on_response_done(event)
+        if isinstance(event, OutputItemAdded | OutputItemDone):
+            return self._on_output_item(event)
+        if isinstance(event, FunctionCallArgumentsDone):
+            call = self._calls.get(event.item_id)
+            if call is None:
+                call = self._track_call(event.item_id, event.call_id, event.response_id)
+            call.name = call.name or event.name
+            return self._run(call, event.arguments)
+        if isinstance(event, SessionUpdated):
+            return self._on_session_updated(event.session)
+        if isinstance(event, ServerError):
+            return self._on_error(event)
+        return self._on_caller_side(event)
+
+    def _on_caller_side(self, event: ServerEvent) -> list[Action]:
+        if isinstance(event, InputTranscriptionDelta):
+            if not event.delta:
+                return []
+            return [BroadcastPartial("customer", event.item_id, event.delta)]
+        if isinstance(event, InputTranscriptionCompleted):
+            text = event.transcript.strip()
+            if not text:
+                return []
+            return [SaveTranscript("customer", text, event.item_id)]
+        if isinstance(event, InputAudioTimeoutTriggered) and self._create_response:
+            self._auto_deadline = self._now + AUTO_RESPONSE_GRACE_MS
+        return []
+
+    # ------------------------------------------------------------ Twilio socket
+
+    def on_twilio_message(self, message: TwilioMessage, *, now_ms: int) -> list[Action]:
+        """Handle one parsed Twilio message."""
+        if self._ended:
+            return []
+        self._now = now_ms
+        if isinstance(message, Media):
+            return self._on_caller_audio(message.payload_b64, now_ms)
+        if isinstance(message, Mark):
+            return self._on_mark(message.name)
+        if isinstance(message, Start):
+            if self._stream_sid is not None:
+                return []
+            self._stream_sid = message.stream_sid
+            self._call_sid = message.call_sid
+            self._start_ms = now_ms
+            return self._pump()
+        if isinstance(message, Dtmf):
+            return [DigitPressed(message.digit)]
+        if isinstance(message, Stop):
+            return self._end("stop")
+        return []  # Connected
+
+    def _on_caller_audio(self, payload_b64: str, now_ms: int) -> list[Action]:
+        if not self._confirmed:
+            if len(self._backlog) == self._backlog.maxlen:
+                self._input_dropped += 1  # the deque drops the oldest frame
+            self._backlog.append(payload_b64)
+            return []
+        deadline = self._auto_deadline
+        if deadline is not None and now_ms >= deadline:
+            self._auto_deadline = None  # the server's answer never came
+            return [AppendAudio(payload_b64), *self._pump()]
+        return [AppendAudio(payload_b64)]
+
+    # ------------------------------------------------------------ tools, operator
+
+    def on_tool_result(self, call_id: str, output_json: str) -> list[Action]:
+        """Give a tool's output to the model and ask for the follow-up response.
+
+        The response.create waits for the calling response's response.done (and
+        for the other tools of that turn). A call_id not awaited is ignored.
+        """
+        if self._ended or call_id not in self._running:
+            return []
+        self._running.discard(call_id)
+        actions: list[Action] = [AddToolOutput(call_id, output_json)]
+        if not self._running:
+            self._enqueue("tool")
+        return actions + self._pump()
+
+    def instruct(self, text: str) -> list[Action]:
+        """Add an operator instruction as a system message and have the AI answer.
+
+        Also serves the idle prompt ("ask whether the caller is still there").
+        """
+        if self._ended or self._closing:
+            return []
+        message = AddMessage("system", text)
+        actions: list[Action] = []
+        if self._confirmed:
+            actions.append(message)
+        else:
+            self._early_context.append(message)
+        self._enqueue("instruct")
+        return actions + self._pump()
+
+    def say_and_hang_up(self, text: str) -> list[Action]:
+        """Have the AI say ``text``, then hang up once that audio has played.
+
+        Other queued requests are dropped; the reply in progress, if any, ends
+        first. ``HangUp("goodbye")`` comes when the goodbye's last mark echoes.
+        """
+        if self._ended or self._closing:
+            return []
+        self._closing = True
+        self._queue.clear()
+        self._enqueue(
+            "goodbye", instructions=SAY_TEMPLATE.format(text=text), tool_choice="none"
+        )
+        return self._pump()
+
+    def hangup(self, reason: str = "operator") -> list[Action]:
+        """End the call now, saving what the AI already said."""
+        if self._ended:
+            return []
+        return self._end(reason)
+
+    # ------------------------------------------------------------ session
+
+    def _on_session_updated(self, session: Mapping[str, object]) -> list[Action]:
+        if not session_format_ok(session):
+            self._confirmed = False
+            return [
+                SessionMisconfigured(
+                    "session.updated does not show audio/pcmu for input and output"
+                )
+            ]
+        flags = session_turn_flags(session)
+        self._create_response = flags is not None and flags.create_response
+        self._interrupt_response = flags is not None and flags.interrupt_response
+        if self._confirmed:
+            return []
+        self._confirmed = True
+        actions: list[Action] = [*self._reseed, *self._early_context]
+        self._reseed = []
+        self._early_context.clear()
+        actions += [AppendAudio(payload) for payload in self._backlog]
+        self._backlog.clear()
+        return actions + self._pump()
+
+    def _on_error(self, error: ServerError) -> list[Action]:
+        """Recover a response.create the server refused."""
+        request = self._inflight
+        active = self._active_request
+        if active is not None and error.event_id == _event_id(active):
+            # A response.created without metadata was taken for this request,
+            # but it was the server's own answer and this request was refused.
+            self._active_request = None
+            if self._goodbye_response == self._active_id:
+                self._goodbye_response = None
+            self._caller_speaking = False  # it was the answer to the caller
+            self._auto_deadline = None
+            request = active
+        elif request is None:
+            return []
+        elif error.event_id not in (None, _event_id(request)):
+            return []  # about another event
+        elif error.event_id is None and error.code != ACTIVE_RESPONSE_CODE:
+            return []  # cannot tell whether it concerns the request
+        else:
+            self._inflight = None
+        if error.code == ACTIVE_RESPONSE_CODE:
+            # A response we have not seen yet is active; its response.done follows.
+            self._queue.appendleft(request)
+            self._blocked_until_done = True
+        return self._pump()
+
+    # ------------------------------------------------------------ responses
+
+    def _enqueue(
+        self,
+        purpose: _Purpose,
+        *,
+        system_text: str | None = None,
+        instructions: str | None = None,
+        tool_choice: str | None = None,
+    ) -> None:
+        if self._closing and purpose != "goodbye":
+            return
+        if purpose == "tool" and any(r.purpose == "tool" for r in self._queue):
+            return  # one follow-up answers all tool outputs
+        if len(self._queue) >= MAX_PENDING_RESPONSES:
+            self._queue.popleft()
+        self._requests += 1
+        self._queue.append(
+            _Request(
+                f"req_{self._requests}", purpose, system_text, instructions, tool_choice
+            )
+        )
+
+    def _pump(self) -> list[Action]:
+        """Send the next queued response.create if nothing can collide with it."""
+        if (
+            not self._queue
+            or not self._confirmed
+            or self._stream_sid is None
+            or self._active_id is not None
+            or self._inflight is not None
+            or self._caller_speaking
+            or self._blocked_until_done
+            or self._ended
+        ):
+            return []
+        if self._auto_deadline is not None:
+            if self._now < self._auto_deadline:
+                return []
+            self._auto_deadline = None
+        request = self._inflight = self._queue.popleft()
+        actions: list[Action] = []
+        if request.system_text is not None:
+            actions.append(AddMessage("system", request.system_text))
+        actions.append(
+            CreateResponse(
+                request.request_id, request.instructions, request.tool_choice
+            )
+        )
+        return actions
+
+    def _on_response_created(self, event: ResponseCreated) -> list[Action]:
+        request = self._inflight
+        tag = (event.metadata or {}).get(REQUEST_METADATA_KEY)
+        # Without metadata (a server that does not echo it, or the server's own
+        # answer racing ours) the response is taken as ours; if it was not, the
+        # refusal of ours follows and _on_error puts things right.
+        if request is not None and tag in (None, request.request_id):
+            self._inflight = None
+            self._active_request = request
+            if request.purpose == "goodbye":
+                self._goodbye_response = event.response_id
+        else:
+            self._active_request = None
+            self._caller_speaking = False  # the server's answer to the caller
+            self._auto_deadline = None
+        self._active_id = event.response_id
+        self._cancel_sent = False
+        return []
+
+    def _on_response_done(self, event: ResponseDone) -> list[Action]:
+        self._responses += 1
+        self._blocked_until_done = False
+        if event.usage is not None:
+            self._usage = self._usage + event.usage
+        if event.response_id == self._active_id:
+            self._active_id = self._active_request = None
+        actions: list[Action] = []
+        for item in self._items.values():
+            if item.response_id != event.response_id:
+                continue
+            if not item.audio_done and not item.cut:
+                actions += self._flush_tail(item)
+                item.audio_done = True
+            item.final = True
+            self._finalise_transcript(item)
+        for key in [
+            k for k, c in self._calls.items() if c.response_id == event.response_id
+        ]:
+            del self._calls[key]
+        if event.response_id == self._goodbye_response:
+            self._goodbye_done = True
+        return actions + self._settle() + self._pump()
+
+    def _on_output_item(self, event: OutputItemAdded | OutputItemDone) -> list[Action]:
+        item = event.item
+        if item.type == "function_call" and item.id is not None:
+            call = self._calls.get(item.id)
+            if call is None and item.call_id is not None:
+                call = self._track_call(item.id, item.call_id, event.response_id)
+            if call is None:
+                return []
+            call.name = call.name or item.name
+            if (
+                isinstance(event, OutputItemDone)
+                and item.status == "completed"
+                and item.arguments is not None
+            ):
+                return self._run(call, item.arguments)
+            return []
+        if item.type == "message" and item.role == "assistant" and item.id is not None:
+            self._item(item.id, event.response_id)
+        return []
+
+    def _track_call(self, item_id: str, call_id: str, response_id: str) -> _Call:
+        if len(self._calls) >= MAX_TOOL_CALLS:
+            del self._calls[next(iter(self._calls))]
+        call = self._calls[item_id] = _Call(call_id, None, response_id)
+        return call
+
+    def _run(self, call: _Call, arguments: str) -> list[Action]:
+        if call.ran or call.name is None or call.response_id in self._muted:
+            return []
+        call.ran = True
+        if len(self._running) < MAX_TOOL_CALLS:
+            self._running.add(call.call_id)
+        return [RunTool(call.call_id, call.name, arguments)]
+
+    # ------------------------------------------------------------ outbound audio
+
+    def _item(self, item_id: str, response_id: str) -> _AiItem:
+        item = self._items.get(item_id)
+        if item is None:
+            if len(self._items) >= MAX_TRACKED_ITEMS:
+                del self._items[next(iter(self._items))]
+            item = self._items[item_id] = _AiItem(
+                item_id, response_id, self._generation
+            )
+        return item
+
+    def _on_audio_delta(self, event: OutputAudioDelta, now_ms: int) -> list[Action]:
+        if (
+            event.response_id in self._muted
+            or event.item_id in self._muted
+            or event.item_id in self._finished
+        ):
+            b64 = event.delta_b64
+            self._stale_bytes += len(b64) * 3 // 4 - b64[-2:].count("=")
+            return []
+        try:
+            data = binascii.a2b_base64(event.delta_b64, strict_mode=True)
+        except binascii.Error as exc:
+            raise RealtimeProtocolError(f"audio delta is not base64: {exc}") from None
+        if self._answer_since is not None:
+            self._latencies.append(now_ms - self._answer_since)
+            self._answer_since = None
+        item = self._item(event.item_id, event.response_id)
+        sid = self._stream_sid
+        if sid is None or item.audio_done or item.cut:
+            self._stale_bytes += len(data)
+            return []
+        item.received += len(data)
+        self._bytes_in += len(data)
+        buffer = item.buffer
+        buffer += data
+        whole = len(buffer) - len(buffer) % self._frame
+        if not whole:
+            return []
+        frame = self._frame
+        b2a = binascii.b2a_base64
+        actions: list[Action] = [
+            SendAudio(sid, b2a(buffer[at : at + frame], newline=False).decode("ascii"))
+            for at in range(0, whole, frame)
+        ]
+        del buffer[:whole]
+        self._sent(item, whole, now_ms)
+        if item.sent - item.marked >= MARK_SPACING_BYTES:
+            actions.append(self._mark(item, sid))
+        return actions
+
+    def _flush_tail(self, item: _AiItem) -> list[Action]:
+        """Send what is left of an item's audio, then a mark at its end."""
+        sid = self._stream_sid
+        if sid is None:
+            return []
+        actions: list[Action] = []
+        if item.buffer:
+            tail = binascii.b2a_base64(item.buffer, newline=False).decode("ascii")
+            actions.append(SendAudio(sid, tail))
+            self._sent(item, len(item.buffer), self._now)
+            item.buffer.clear()
+        if item.sent > item.marked:
+            actions.append(self._mark(item, sid))
+        return actions
+
+    def _sent(self, item: _AiItem, count: int, now_ms: int) -> None:
+        item.sent += count
+        self._bytes_out += count
+        if self._first_audio_ms is None and self._start_ms is not None:
+            self._first_audio_ms = now_ms - self._start_ms
+
+    def _mark(self, item: _AiItem, sid: str) -> SendMark:
+        self._mark_counter += 1
+        self._marks.append((self._mark_counter, item.item_id, item.sent))
+        item.marked = item.sent
+        return SendMark(sid, f"{MARK_PREFIX}{self._mark_counter}")
+
+    def _on_mark(self, name: str) -> list[Action]:
+        digits = name[len(MARK_PREFIX) :]
+        marks = self._marks
+        if (
+            not (name.startswith(MARK_PREFIX) and digits.isascii() and digits.isdigit())
+            or not marks
+        ):
+            return []
+        counter = int(digits)
+        # After a clear, the deque is empty and the discarded marks that Twilio
+        # returns fall below its first counter: they prove nothing was heard.
+        if not marks[0][0] <= counter <= marks[-1][0]:
+            return []
+        item_id = ""
+        while marks and marks[0][0] <= counter:
+            _, item_id, position = marks.popleft()
+            item = self._items.get(item_id)
+            if item is not None and position > item.heard:
+                item.heard = position
+        # Playback is in order: every earlier item has been heard to its end.
+        for key, item in self._items.items():
+            if key == item_id:
+                break
+            if item.audio_done:
+                item.heard = item.sent
+        return self._settle()
+
+    # ------------------------------------------------------------ barge-in
+
+    def _on_speech_started(self) -> list[Action]:
+        self._caller_speaking = True
+        self._auto_deadline = self._answer_since = None
+        actions: list[Action] = []
+        playing = [item for item in self._items.values() if not item.settled]
+        if self._stream_sid is not None and any(i.sent > i.heard for i in playing):
+            actions.append(ClearCaller(self._stream_sid))
+            self._marks.clear()  # Twilio returns them all at once
+        for item in playing:
+            if item.received and item.generation == self._generation:
+                heard = min(item.heard, item.received)  # never past what we got
+                actions.append(Truncate(item.item_id, heard // BYTES_PER_MS))
+            self._stale_bytes += len(item.buffer)
+            item.buffer.clear()
+            item.cut = True
+            self._muted.add(item.item_id)
+            self._muted.add(item.response_id)
+        active = self._active_id
+        if active is not None and not self._cancel_sent:
+            self._muted.add(active)  # the server cancels it, or we do
+            if not self._interrupt_response:
+                actions.append(CancelResponse(active))
+                self._cancel_sent = True
+        if playing or active is not None:
+            self._barge_ins += 1
+        return actions + self._settle()
+
+    # ------------------------------------------------------------ transcripts, end
+
+    def _add_part(self, item: _AiItem, delta: str) -> None:
+        if item.parts_chars + len(delta) <= MAX_TRANSCRIPT_CHARS:
+            item.parts.append(delta)
+            item.parts_chars += len(delta)
+
+    def _finalise_transcript(self, item: _AiItem) -> None:
+        if item.transcript is None:
+            item.transcript = "".join(item.parts)
+
+    def _settle(self) -> list[Action]:
+        """Save the AI lines whose audio has played; hang up after a goodbye."""
+        actions: list[Action] = []
+        done: list[str] = []
+        for key, item in self._items.items():
+            if not item.settled:
+                continue
+            if not item.saved and item.transcript is not None:
+                item.saved = True
+                if item.transcript.strip():
+                    actions.append(
+                        SaveTranscript("ai", item.transcript, key, interrupted=item.cut)
+                    )
+            if item.saved and item.final:
+                done.append(key)
+        for key in done:
+            del self._items[key]
+            self._finished.add(key)
+        if self._goodbye_done and not any(
+            i.response_id == self._goodbye_response for i in self._items.values()
+        ):
+            actions += self._end("goodbye")
+        return actions
+
+    def _end(self, reason: str) -> list[Action]:
+        actions: list[Action] = []
+        for key, item in self._items.items():
+            self._finalise_transcript(item)
+            if not item.saved and item.transcript and item.transcript.strip():
+                interrupted = item.cut or not item.settled
+                actions.append(
+                    SaveTranscript("ai", item.transcript, key, interrupted=interrupted)
+                )
+            item.saved = True
+        self._ended = True
+        actions.append(HangUp(reason))
+        return actions
