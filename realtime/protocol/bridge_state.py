@@ -20,6 +20,16 @@ Outbound audio is re-chunked into frames of ``OUTBOUND_FRAME_BYTES`` (320 bytes,
 tail is flushed when the item's audio is done. A Twilio mark follows each batch
 of frames (at most one per ``MARK_SPACING_BYTES`` of audio), named by a counter;
 its echo tells how much of an item the caller has heard (ms = bytes / 8).
+
+Barge-in (``speech_started``) clears Twilio and truncates every item still
+playing at its heard position; ``clear`` returns all pending marks, which are
+then ignored. Audio of the interrupted response is dropped from then on.
+
+response.create is serialised: requests (greeting, tool follow-up, operator
+instruction, goodbye) wait in one queue and go out one at a time, only when no
+response is active, none is in flight, and the server is not about to answer the
+caller by itself. Each carries its request id in ``metadata`` and ``event_id``
+so response.created and errors can be matched to it.
 """
 
 from __future__ import annotations
@@ -90,6 +100,7 @@ __all__ = [
     "CreateResponse",
     "DigitPressed",
     "HangUp",
+    "ItemAudio",
     "ModelCommand",
     "RunTool",
     "SaveTranscript",
@@ -339,6 +350,21 @@ Action = (
 
 
 @dataclass(frozen=True, slots=True)
+class ItemAudio:
+    """Where one AI item's audio stands, in bytes of μ-law (8 bytes = 1 ms)."""
+
+    item_id: str
+    received_bytes: int  # from the model
+    sent_bytes: int  # to Twilio
+    heard_bytes: int  # played, as proven by echoed marks
+
+    @property
+    def heard_ms(self) -> int:
+        """Milliseconds of the item the caller has heard."""
+        return self.heard_bytes // BYTES_PER_MS
+
+
+@dataclass(frozen=True, slots=True)
 class BridgeFigures:
     """Counters of one call so far."""
 
@@ -550,6 +576,13 @@ class BridgeState:
     def active_response_id(self) -> str | None:
         """The response the model is producing, if any."""
         return self._active_id
+
+    def item_audio(self, item_id: str) -> ItemAudio | None:
+        """Return the audio progress of an AI item still tracked, else None."""
+        item = self._items.get(item_id)
+        if item is None:
+            return None
+        return ItemAudio(item_id, item.received, item.sent, item.heard)
 
     def figures(self) -> BridgeFigures:
         """Return a snapshot of the call's counters."""

@@ -23,6 +23,7 @@ from realtime.protocol.bridge_state import (
     CreateResponse,
     DigitPressed,
     HangUp,
+    ItemAudio,
     ModelCommand,
     RunTool,
     SaveTranscript,
@@ -346,6 +347,20 @@ def test_barge_in_truncates_at_heard_position():
     actions = model(state, SpeechStarted("item_u", 0))
     assert actions == [ClearCaller(SID), Truncate("item_1", 400)]
     assert state.figures().barge_ins == 1
+
+
+def test_heard_audio_follows_echoed_marks():
+    """Bytes heard advance only when a mark comes back, to the mark's position."""
+    state = ready()
+    created(state, "resp_1")
+    audio(state, "resp_1", "item_1", 3200)
+    audio(state, "resp_1", "item_1", 1700)
+    assert state.item_audio("item_1") == ItemAudio("item_1", 4900, 4800, 0)
+    echo(state, "a1")
+    progress = state.item_audio("item_1")
+    assert progress == ItemAudio("item_1", 4900, 4800, 3200)
+    assert progress.heard_ms == 400
+    assert state.item_audio("item_x") is None
 
 
 def test_truncate_never_passes_the_audio_sent():
