@@ -12,7 +12,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.contrib.staticfiles.handlers import ASGIStaticFilesHandler  # noqa: E402
-from django.urls import path  # noqa: E402
+from django.urls import re_path  # noqa: E402
 
 from callcenter.routing import (  # noqa: E402
     operator_websocket_urlpatterns,
@@ -29,8 +29,10 @@ application = ProtocolTypeRouter(
                 # authenticated by signature and one-time token in the consumer (F-15).
                 *twilio_websocket_urlpatterns,
                 # Operators' pages: session login and same-origin only (F-35).
-                path(
-                    "ws/",
+                # A prefix (re_path without `$`): URLRouter only un-anchors path()
+                # routes whose callback is itself a router, not a wrapped one.
+                re_path(
+                    r"^ws/",
                     AllowedHostsOriginValidator(
                         AuthMiddlewareStack(URLRouter(operator_websocket_urlpatterns))
                     ),

@@ -1,0 +1,177 @@
+"""Operators' sockets through the real ASGI application (routing, session, origin)."""
+
+from __future__ import annotations
+
+import pytest
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+
+from calls.groups import call_monitor_group, org_monitor_group
+from calls.services import call_session_transition, transcript_entry_add
+from calls.status import CallStatus
+from tests.agents.factories import OperatorFactory, OrganizationFactory
+from tests.calls.factories import CallSessionFactory
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _application():
+    from callcenter.asgi import application
+
+    return application
+
+
+@database_sync_to_async
+def _session_cookie(user) -> str:
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.save()
+    return f"{settings.SESSION_COOKIE_NAME}={session.session_key}"
+
+
+async def _connect(path: str, user=None) -> tuple[WebsocketCommunicator, bool, object]:
+    headers = [(b"origin", b"http://localhost"), (b"host", b"localhost")]
+    if user is not None:
+        headers.append((b"cookie", (await _session_cookie(user)).encode()))
+    communicator = WebsocketCommunicator(_application(), path, headers=headers)
+    connected, code = await communicator.connect(timeout=5)
+    return communicator, connected, code
+
+
+@database_sync_to_async
+def _world():
+    org, other = OrganizationFactory(), OrganizationFactory()
+    operator = OperatorFactory(organization=org)
+    stranger = OperatorFactory(organization=other)
+    call = CallSessionFactory(organization=org, status=CallStatus.AI_RESPONDING)
+    return operator, stranger, call
+
+
+async def test_operator_receives_transcript_of_own_call():
+    """A saved utterance reaches the monitor socket as transcript.update JSON."""
+    operator, _stranger, call = await _world()
+    communicator, connected, _ = await _connect(f"/ws/calls/{call.pk}/", operator)
+    assert connected
+    try:
+        entry = await database_sync_to_async(transcript_entry_add)(
+            call=call, speaker="customer", text="予約したいです", item_id="item_1"
+        )
+        message = await communicator.receive_json_from(timeout=3)
+        assert message == {
+            "type": "transcript.update",
+            "call_id": call.pk,
+            "entry_id": entry.pk,
+            "speaker": "customer",
+            "text": "予約したいです",
+            "item_id": "item_1",
+            "offset_ms": 0,
+            "interrupted": False,
+            "final": True,
+        }
+    finally:
+        await communicator.disconnect()
+
+
+async def test_partial_status_and_event_messages_are_forwarded():
+    operator, _stranger, call = await _world()
+    communicator, connected, _ = await _connect(f"/ws/calls/{call.pk}/", operator)
+    assert connected
+    layer = get_channel_layer()
+    try:
+        partial = {
+            "type": "transcript.partial",
+            "call_id": call.pk,
+            "speaker": "ai",
+            "item_id": "item_2",
+            "delta": "お電話",
+        }
+        await layer.group_send(call_monitor_group(call.pk), partial)
+        assert await communicator.receive_json_from(timeout=3) == partial
+        await database_sync_to_async(call_session_transition)(
+            call=call, to=CallStatus.COMPLETED, reason="hangup"
+        )
+        status = await communicator.receive_json_from(timeout=3)
+        assert status == {
+            "type": "call.status",
+            "call_id": call.pk,
+            "status": "completed",
+            "previous": "ai-responding",
+            "reason": "hangup",
+        }
+        # A kind the page does not know yet (the handoff's) still arrives.
+        await layer.group_send(
+            call_monitor_group(call.pk),
+            {"type": "handoff.initiated", "call_id": call.pk},
+        )
+        assert (await communicator.receive_json_from(timeout=3))["type"] == (
+            "handoff.initiated"
+        )
+    finally:
+        await communicator.disconnect()
+
+
+async def test_other_organisations_call_is_refused():
+    _operator, stranger, call = await _world()
+    _communicator, connected, code = await _connect(f"/ws/calls/{call.pk}/", stranger)
+    assert not connected
+    assert code == 4403
+
+
+async def test_anonymous_socket_is_refused():
+    _operator, _stranger, call = await _world()
+    for path in (f"/ws/calls/{call.pk}/", "/ws/dashboard/"):
+        _communicator, connected, code = await _connect(path)
+        assert not connected
+        assert code == 4403
+
+
+async def test_unknown_call_is_refused():
+    operator, _stranger, _call = await _world()
+    _communicator, connected, code = await _connect("/ws/calls/999999/", operator)
+    assert not connected
+    assert code == 4403
+
+
+async def test_dashboard_receives_status_of_own_organisation_only():
+    operator, stranger, call = await _world()
+    communicator, connected, _ = await _connect("/ws/dashboard/", operator)
+    assert connected
+    layer = get_channel_layer()
+    try:
+        await layer.group_send(
+            org_monitor_group(stranger.organization_id),
+            {"type": "call.status", "call_id": 0, "status": "ringing"},
+        )
+        await layer.group_send(
+            org_monitor_group(call.organization_id),
+            {"type": "transcript.partial", "call_id": call.pk, "delta": "x"},
+        )
+        assert await communicator.receive_nothing(timeout=0.3)
+        await layer.group_send(
+            org_monitor_group(call.organization_id),
+            {"type": "call.status", "call_id": call.pk, "status": "transferring"},
+        )
+        message = await communicator.receive_json_from(timeout=3)
+        assert message["call_id"] == call.pk
+        assert message["status"] == "transferring"
+    finally:
+        await communicator.disconnect()
+
+
+async def test_foreign_origin_is_refused():
+    """The origin check keeps other sites' pages off the operators' sockets."""
+    operator, _stranger, call = await _world()
+    cookie = await _session_cookie(operator)
+    communicator = WebsocketCommunicator(
+        _application(),
+        f"/ws/calls/{call.pk}/",
+        headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie.encode())],
+    )
+    connected, _code = await communicator.connect(timeout=5)
+    assert not connected
