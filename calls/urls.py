@@ -1,9 +1,17 @@
+"""Operators' call pages (F-36 … F-38); mounted at the site root."""
+
 from __future__ import annotations
 
 from django.urls import path
-from django.views.generic import RedirectView
+
+from calls import views
 
 app_name = "calls"
 urlpatterns = [
-    path("", RedirectView.as_view(url="/admin/", permanent=False), name="dashboard"),
+    path("", views.dashboard, name="dashboard"),
+    path("calls/", views.call_list_page, name="list"),
+    path("calls/live/", views.live_calls_fragment, name="live"),
+    path("calls/<int:pk>/", views.call_detail, name="detail"),
+    path("calls/<int:pk>/hangup", views.call_hangup, name="hangup"),
+    path("calls/<int:pk>/instruct", views.call_instruct, name="instruct"),
 ]

@@ -1,0 +1,375 @@
+"""Operators' call pages: dashboard, list, monitor/detail, hang-up and instruct (F-36…F-38).
+
+Views only validate, call one service or selector, and render. Every view requires
+login and reads through `calls.selectors`, so another organisation's call is a 404.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, time, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django import forms
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_GET, require_POST
+
+from agents.selectors import agent_list
+from calls.models import CallSession
+from calls.selectors import call_get, call_list
+from calls.services import call_control_send
+from calls.status import LIVE, TERMINAL, CallStatus
+
+LATENCY_BIN_MS = 250
+LATENCY_BINS = 10  # the last bin holds everything from 2250 ms up
+INSTRUCTION_MAX_CHARS = 2000
+
+
+# --- Today's figures (F-36) -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    calls: int
+    answered: int
+    handed_off: int
+    ended: int
+    completed: int
+    latency_mean_ms: float | None
+    latency_p95_ms: float | None
+    cost_usd: Decimal
+
+    @property
+    def handoff_pct(self) -> float | None:
+        """Handed-off calls per answered call, in percent."""
+        return 100 * self.handed_off / self.answered if self.answered else None
+
+    @property
+    def completion_pct(self) -> float | None:
+        """Completed calls per ended call, in percent."""
+        return 100 * self.completed / self.ended if self.ended else None
+
+
+def latency_mean_p95(
+    latencies_ms: Sequence[float],
+) -> tuple[float | None, float | None]:
+    """Mean and 95th percentile (nearest rank) of response latencies."""
+    if not latencies_ms:
+        return None, None
+    ordered = sorted(latencies_ms)
+    rank = math.ceil(0.95 * len(ordered))
+    return sum(ordered) / len(ordered), float(ordered[rank - 1])
+
+
+def latency_histogram(latencies_ms: Iterable[float]) -> list[int]:
+    """Counts per LATENCY_BIN_MS bin; the last bin is open-ended."""
+    counts = [0] * LATENCY_BINS
+    for value in latencies_ms:
+        counts[min(int(max(value, 0) // LATENCY_BIN_MS), LATENCY_BINS - 1)] += 1
+    return counts
+
+
+def latency_bin_labels() -> list[str]:
+    labels = [
+        f"{i * LATENCY_BIN_MS}–{(i + 1) * LATENCY_BIN_MS}"
+        for i in range(LATENCY_BINS - 1)
+    ]
+    return [*labels, f"{(LATENCY_BINS - 1) * LATENCY_BIN_MS}+"]
+
+
+def _was_handed_off(call: CallSession) -> bool:
+    return bool(call.handoff_requested_at or call.handoff_trigger) or call.status in {
+        CallStatus.TRANSFERRING,
+        CallStatus.HUMAN_CONNECTED,
+    }
+
+
+def today_start() -> datetime:
+    """Midnight today in the service's time zone."""
+    return timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
+
+
+def figures_for(calls: Iterable[CallSession]) -> tuple[Figures, dict[str, Any]]:
+    """Today's figures and chart series for the given calls."""
+    calls = list(calls)
+    latencies = [
+        float(v)
+        for call in calls
+        for v in (call.turn_latencies_ms or [])
+        if isinstance(v, int | float)
+    ]
+    mean, p95 = latency_mean_p95(latencies)
+    per_hour = [0] * 24
+    outcome = {"ai": 0, "handoff": 0, "unanswered": 0, "live": 0}
+    for call in calls:
+        per_hour[timezone.localtime(call.created_at).hour] += 1
+        if _was_handed_off(call):
+            outcome["handoff"] += 1
+        elif call.status in LIVE:
+            outcome["live"] += 1
+        elif call.answered_at:
+            outcome["ai"] += 1
+        else:
+            outcome["unanswered"] += 1
+    figures = Figures(
+        calls=len(calls),
+        answered=sum(1 for c in calls if c.answered_at),
+        handed_off=outcome["handoff"],
+        ended=sum(1 for c in calls if c.status in TERMINAL),
+        completed=sum(1 for c in calls if c.status == CallStatus.COMPLETED),
+        latency_mean_ms=mean,
+        latency_p95_ms=p95,
+        cost_usd=sum((c.cost_usd for c in calls), Decimal(0)),
+    )
+    charts = {
+        "perHour": {"labels": [f"{h}:00" for h in range(24)], "counts": per_hour},
+        "latency": {
+            "labels": latency_bin_labels(),
+            "counts": latency_histogram(latencies),
+        },
+        "outcome": {
+            "labels": [
+                _("AIで完結"),
+                _("担当者へ引き継ぎ"),
+                _("未応答・失敗"),
+                _("通話中"),
+            ],
+            "counts": [
+                outcome["ai"],
+                outcome["handoff"],
+                outcome["unanswered"],
+                outcome["live"],
+            ],
+        },
+    }
+    return figures, charts
+
+
+def status_labels() -> dict[str, str]:
+    """Translated status labels for the pages' scripts."""
+    return {value: str(label) for value, label in CallStatus.choices}
+
+
+def _live_calls(request: HttpRequest) -> QuerySet[CallSession]:
+    return call_list(user=request.user).filter(status__in=LIVE)
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    """Live calls, today's figures and charts (F-36)."""
+    figures, charts = figures_for(
+        call_list(user=request.user).filter(created_at__gte=today_start())
+    )
+    return render(
+        request,
+        "calls/dashboard.html",
+        {
+            "live_calls": _live_calls(request),
+            "figures": figures,
+            "charts": charts,
+            "status_labels": status_labels(),
+        },
+    )
+
+
+@login_required
+@require_GET
+def live_calls_fragment(request: HttpRequest) -> HttpResponse:
+    """The dashboard's live-calls table alone, refetched when a new call appears."""
+    return render(
+        request, "calls/_live_calls.html", {"live_calls": _live_calls(request)}
+    )
+
+
+# --- List with filters --------------------------------------------------------------
+
+
+class CallFilterForm(forms.Form):
+    status = forms.ChoiceField(
+        label=gettext_lazy("状態"),
+        required=False,
+        choices=[("", gettext_lazy("すべて")), *CallStatus.choices],
+    )
+    direction = forms.ChoiceField(
+        label=gettext_lazy("方向"),
+        required=False,
+        choices=[("", gettext_lazy("すべて")), *CallSession.Direction.choices],
+    )
+    date = forms.DateField(
+        label=gettext_lazy("日付"),
+        required=False,
+        widget=forms.DateInput(attrs={"type": "date"}),
+    )
+    agent = forms.ModelChoiceField(
+        label=gettext_lazy("エージェント"),
+        required=False,
+        queryset=None,
+        empty_label=gettext_lazy("すべて"),
+    )
+    number = forms.CharField(
+        label=gettext_lazy("電話番号"),
+        required=False,
+        max_length=32,
+        widget=forms.TextInput(attrs={"inputmode": "tel", "placeholder": "+81…"}),
+    )
+
+    def __init__(self, *args: Any, user: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["agent"].queryset = agent_list(user=user)  # type: ignore[attr-defined]
+
+    def filter(self, calls: QuerySet[CallSession]) -> QuerySet[CallSession]:
+        if not self.is_valid():
+            return calls
+        data = self.cleaned_data
+        if data["status"]:
+            calls = calls.filter(status=data["status"])
+        if data["direction"]:
+            calls = calls.filter(direction=data["direction"])
+        if data["date"]:
+            start = timezone.make_aware(datetime.combine(data["date"], time.min))
+            calls = calls.filter(
+                created_at__gte=start, created_at__lt=start + timedelta(days=1)
+            )
+        if data["agent"]:
+            calls = calls.filter(agent=data["agent"])
+        if data["number"]:
+            digits = data["number"].strip().replace("-", "").replace(" ", "")
+            calls = calls.filter(
+                Q(from_number__contains=digits) | Q(to_number__contains=digits)
+            )
+        return calls
+
+
+@login_required
+@require_GET
+def call_list_page(request: HttpRequest) -> HttpResponse:
+    """All calls of the organisation, filtered and paginated."""
+    form = CallFilterForm(request.GET or None, user=request.user)
+    calls = form.filter(call_list(user=request.user))
+    page = Paginator(calls, 50).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "calls/call_list.html",
+        {"form": form, "page": page, "query": query.urlencode()},
+    )
+
+
+# --- Monitor (live) and detail (after) -------------------------------------------
+
+
+def _get_call_or_404(request: HttpRequest, pk: int) -> CallSession:
+    try:
+        return call_get(user=request.user, call_id=pk)
+    except CallSession.DoesNotExist:
+        raise Http404("No such call") from None
+
+
+@login_required
+@require_GET
+def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """The monitor while the call is live (F-37), its record afterwards (F-38)."""
+    call = _get_call_or_404(request, pk)
+    transcript = list(call.transcript.all())
+    for entry in transcript:
+        entry.offset_label = offset_label(entry.offset_ms)  # type: ignore[attr-defined]
+    events = list(call.events.all())
+    for event in events:
+        event.summary = event_summary(event.type, event.payload)  # type: ignore[attr-defined]
+    latencies = [v for v in call.turn_latencies_ms or [] if isinstance(v, int | float)]
+    mean, p95 = latency_mean_p95(latencies)
+    return render(
+        request,
+        "calls/call_detail.html",
+        {
+            "call": call,
+            "transcript": transcript,
+            "events": events,
+            "recordings": call.recordings.all(),
+            "latency_mean_ms": mean,
+            "latency_p95_ms": p95,
+            "terminal_statuses": " ".join(sorted(TERMINAL)),
+            "status_labels": status_labels(),
+        },
+    )
+
+
+def offset_label(offset_ms: int) -> str:
+    """`m:ss` of an offset in the call."""
+    seconds = max(offset_ms, 0) // 1000
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def event_summary(kind: str, payload: Any) -> str:
+    """One line for a timeline event: `from → to (reason)` for a status, else key=value."""
+    if not isinstance(payload, dict):
+        return str(payload or "")
+    if kind == "status":
+        text = f"{payload.get('from', '?')} → {payload.get('to', '?')}"
+        return f"{text} ({payload['reason']})" if payload.get("reason") else text
+    return ", ".join(f"{k}={v}" for k, v in payload.items())
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def _control_reply(
+    request: HttpRequest, call: CallSession, *, ok: bool, message: str, status: int
+) -> HttpResponse:
+    if _wants_json(request):
+        return JsonResponse({"ok": ok, "message": message}, status=status)
+    (messages.success if ok else messages.error)(request, message)
+    return redirect("calls:detail", pk=call.pk)
+
+
+def _send_control(
+    request: HttpRequest, pk: int, *, command: str, done: str, **data: Any
+) -> HttpResponse:
+    call = _get_call_or_404(request, pk)
+    if not call.is_live:
+        return _control_reply(
+            request, call, ok=False, message=_("この通話は終了しています。"), status=409
+        )
+    call_control_send(call_id=call.pk, command=command, **data)
+    return _control_reply(request, call, ok=True, message=done, status=202)
+
+
+@login_required
+@require_POST
+def call_hangup(request: HttpRequest, pk: int) -> HttpResponse:
+    """Ask the call's bridge, wherever it runs, to hang up (F-23)."""
+    return _send_control(request, pk, command="hangup", done=_("切断を指示しました。"))
+
+
+@login_required
+@require_POST
+def call_instruct(request: HttpRequest, pk: int) -> HttpResponse:
+    """Inject an operator's instruction into the live conversation (F-23)."""
+    text = request.POST.get("text", "").strip()
+    if not text or len(text) > INSTRUCTION_MAX_CHARS:
+        call = _get_call_or_404(request, pk)
+        return _control_reply(
+            request,
+            call,
+            ok=False,
+            message=_("指示を1〜%(max)d文字で入力してください。")
+            % {"max": INSTRUCTION_MAX_CHARS},
+            status=400,
+        )
+    return _send_control(
+        request, pk, command="instruct", text=text, done=_("AIに指示を送りました。")
+    )

@@ -1,0 +1,202 @@
+/* Call monitor (F-37): live transcript with partial text, status timeline, controls.
+ * Messages come from ws/calls/<id>/ exactly as the server broadcasts them:
+ *   transcript.partial {speaker, item_id, delta}
+ *   transcript.update  {entry_id, speaker, text, item_id, offset_ms, interrupted, final}
+ *   call.status        {status, previous, reason}
+ *   call.event         {event, payload, at}
+ * Any other type (handoff steps…) is shown on the timeline. */
+(function () {
+  "use strict";
+
+  var root = document.getElementById("call");
+  if (!root || root.dataset.live !== "true") return;
+  var transcript = document.getElementById("transcript");
+  var timeline = document.getElementById("timeline");
+  var terminal = (root.dataset.terminal || "").split(/\s+/);
+  var result = root.querySelector("[data-control-result]");
+
+  function speakerLabel(speaker) {
+    return transcript.dataset["label" + speaker.charAt(0).toUpperCase() + speaker.slice(1)] || speaker;
+  }
+
+  function offsetLabel(ms) {
+    var s = Math.floor(Math.max(ms || 0, 0) / 1000);
+    return Math.floor(s / 60) + ":" + String(s % 60).padStart(2, "0");
+  }
+
+  function nearBottom(el) {
+    return el.scrollHeight - el.scrollTop - el.clientHeight < 80;
+  }
+
+  function makeLine(speaker, itemId) {
+    var empty = transcript.querySelector("[data-empty]");
+    if (empty) empty.remove();
+    var li = document.createElement("li");
+    li.className = "utterance speaker-" + speaker;
+    li.dataset.itemId = itemId || "";
+    var who = document.createElement("span");
+    who.className = "speaker";
+    who.textContent = speakerLabel(speaker);
+    var offset = document.createElement("span");
+    offset.className = "offset";
+    var text = document.createElement("p");
+    text.className = "text";
+    li.append(who, " ", offset, " ", text);
+    return li;
+  }
+
+  function append(li) {
+    var stick = nearBottom(transcript);
+    transcript.appendChild(li);
+    if (stick) transcript.scrollTop = transcript.scrollHeight;
+  }
+
+  function partialLine(itemId) {
+    if (!itemId) return null;
+    return transcript.querySelector('li.partial[data-item-id="' + CSS.escape(itemId) + '"]');
+  }
+
+  function onPartial(msg) {
+    var li = partialLine(msg.item_id);
+    if (!li) {
+      li = makeLine(msg.speaker || "ai", msg.item_id);
+      li.classList.add("partial");
+      // Screen readers get the line once, when it is final.
+      li.setAttribute("aria-hidden", "true");
+      append(li);
+    }
+    li.querySelector(".text").textContent += msg.delta || "";
+    if (nearBottom(transcript)) transcript.scrollTop = transcript.scrollHeight;
+  }
+
+  function onTranscript(msg) {
+    if (msg.entry_id && transcript.querySelector('[data-entry-id="' + msg.entry_id + '"]')) return;
+    var li = partialLine(msg.item_id);
+    var isNew = !li;
+    if (isNew) li = makeLine(msg.speaker, msg.item_id);
+    li.classList.remove("partial");
+    li.removeAttribute("aria-hidden");
+    li.className = "utterance speaker-" + msg.speaker;
+    li.dataset.entryId = msg.entry_id || "";
+    li.querySelector(".offset").textContent = offsetLabel(msg.offset_ms);
+    li.querySelector(".text").textContent = msg.text || "";
+    if (msg.interrupted && !li.querySelector(".tag")) {
+      var tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = transcript.dataset.labelInterrupted;
+      li.insertBefore(tag, li.querySelector(".text"));
+    }
+    if (isNew) {
+      append(li);
+    } else {
+      // Re-append so assistive tech announces the final text.
+      transcript.appendChild(li);
+    }
+  }
+
+  function summary(kind, payload) {
+    if (!payload || typeof payload !== "object") return payload ? String(payload) : "";
+    if (kind === "status") {
+      var text = (payload.from || "?") + " → " + (payload.to || "?");
+      return payload.reason ? text + " (" + payload.reason + ")" : text;
+    }
+    return Object.keys(payload).map(function (k) {
+      var v = payload[k];
+      return k + "=" + (typeof v === "object" ? JSON.stringify(v) : v);
+    }).join(", ");
+  }
+
+  function addTimeline(kind, text, at) {
+    var li = document.createElement("li");
+    li.className = "event event-" + kind;
+    var when = at ? new Date(at) : new Date();
+    var time = document.createElement("time");
+    time.dateTime = when.toISOString();
+    time.textContent = when.toLocaleTimeString([], { hour12: false });
+    var type = document.createElement("span");
+    type.className = "event-type";
+    type.textContent = kind;
+    var body = document.createElement("span");
+    body.className = "event-summary";
+    body.textContent = text;
+    li.append(time, " ", type, " ", body);
+    timeline.appendChild(li);
+  }
+
+  function setStatus(status, label) {
+    root.querySelectorAll("[data-status]").forEach(function (el) {
+      el.className = "status status-" + status;
+      el.textContent = label || status;
+    });
+    var duration = root.querySelector(".duration");
+    if (duration && !duration.dataset.since && status !== "initiated" && status !== "ringing") {
+      duration.dataset.since = new Date().toISOString();
+    }
+    if (terminal.indexOf(status) !== -1) {
+      if (duration && duration.dataset.since) duration.dataset.until = new Date().toISOString();
+      root.dataset.live = "false";
+      root.querySelectorAll("[data-controls] button, [data-controls] textarea").forEach(function (el) {
+        el.disabled = true;
+      });
+      var badge = root.querySelector("[data-live-badge]");
+      if (badge) badge.hidden = true;
+      root.querySelector("[data-ended-notice]").hidden = false;
+    }
+  }
+
+  function onMessage(msg) {
+    switch (msg.type) {
+      case "transcript.partial":
+        onPartial(msg);
+        break;
+      case "transcript.update":
+        onTranscript(msg);
+        break;
+      case "call.status":
+        setStatus(msg.status, window.CC.statusLabel(msg.status));
+        addTimeline("status", summary("status", { from: msg.previous, to: msg.status, reason: msg.reason }));
+        break;
+      case "call.event":
+        addTimeline(msg.event, summary(msg.event, msg.payload), msg.at);
+        break;
+      default: {
+        var rest = Object.assign({}, msg);
+        delete rest.type;
+        delete rest.call_id;
+        addTimeline(msg.type, summary(msg.type, rest), msg.at);
+      }
+    }
+  }
+
+  function showResult(ok, text) {
+    result.textContent = text;
+    result.className = "control-result " + (ok ? "ok" : "error");
+    result.setAttribute("role", ok ? "status" : "alert");
+  }
+
+  root.querySelectorAll("form[data-control]").forEach(function (form) {
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+      var buttons = form.querySelectorAll("button");
+      buttons.forEach(function (b) { b.disabled = true; });
+      window.CC.postForm(form.action, new FormData(form))
+        .then(function (reply) {
+          var data = reply.data || {};
+          var error = data.error && typeof data.error === "object" ? data.error.message : data.error;
+          var text = data.message || error || data.detail ||
+            (reply.ok ? result.dataset.textSent : result.dataset.textFailed + " (HTTP " + reply.status + ")");
+          showResult(reply.ok, text);
+          if (reply.ok && form.dataset.control === "instruct") form.reset();
+        })
+        .catch(function (err) {
+          showResult(false, result.dataset.textFailed + ": " + err.message);
+        })
+        .finally(function () {
+          if (root.dataset.live === "true") buttons.forEach(function (b) { b.disabled = false; });
+        });
+    });
+  });
+
+  window.CC.liveSocket(root.dataset.wsPath, onMessage, root.querySelector("[data-socket-state]"));
+})();
