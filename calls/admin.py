@@ -1,9 +1,33 @@
 from __future__ import annotations
 
-from django.contrib import admin
+import csv
+from typing import Any
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from agents.admin_scoping import OrganizationScopedAdmin
 from calls.models import CallEvent, CallSession, Recording, TranscriptEntry
+from calls.services import call_control_send
+from calls.status import LIVE
+
+TRANSCRIPT_CSV_COLUMNS = (
+    "call_id",
+    "call_created_at",
+    "direction",
+    "from_number",
+    "to_number",
+    "agent",
+    "offset_ms",
+    "speaker",
+    "text",
+    "interrupted",
+    "item_id",
+)
 
 METRIC_FIELDS = (
     "input_text_tokens",
@@ -77,10 +101,81 @@ class CallSessionAdmin(OrganizationScopedAdmin):
     ]
     raw_id_fields = ["customer", "handoff_requested_by"]
     inlines = [TranscriptInline, EventInline, RecordingInline]
+    # The handoff action arrives with the handoff service (F-29).
+    actions = ["hang_up", "export_transcripts_csv"]
+
+    @admin.action(description=_("選択した通話を切断する"), permissions=["change"])
+    def hang_up(self, request: HttpRequest, queryset: QuerySet[CallSession]) -> None:
+        """Tell each selected live call's bridge to hang up (F-23, F-40)."""
+        live = list(queryset.filter(status__in=LIVE).values_list("pk", flat=True))
+        for call_id in live:
+            call_control_send(call_id=call_id, command="hangup")
+        skipped = queryset.count() - len(live)
+        if live:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d件の通話に切断を指示しました。",
+                    "%(count)d件の通話に切断を指示しました。",
+                    len(live),
+                )
+                % {"count": len(live)},
+                messages.SUCCESS,
+            )
+        if skipped:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d件は通話中ではないため切断しませんでした。",
+                    "%(count)d件は通話中ではないため切断しませんでした。",
+                    skipped,
+                )
+                % {"count": skipped},
+                messages.WARNING,
+            )
+
+    @admin.action(description=_("文字起こしをCSVで書き出す"), permissions=["view"])
+    def export_transcripts_csv(
+        self, request: HttpRequest, queryset: QuerySet[CallSession]
+    ) -> HttpResponse:
+        """One row per utterance of the selected calls, in call and time order."""
+        stamp = timezone.localtime().strftime("%Y%m%d-%H%M%S")
+        response = HttpResponse(content_type="text/csv; charset=utf-8")
+        response["Content-Disposition"] = (
+            f'attachment; filename="transcripts-{stamp}.csv"'
+        )
+        response.write("\ufeff")  # BOM: Excel opens UTF-8 Japanese correctly
+        writer = csv.writer(response)
+        writer.writerow(TRANSCRIPT_CSV_COLUMNS)
+        entries = (
+            TranscriptEntry.objects.filter(call__in=queryset)
+            .select_related("call", "call__agent")
+            .order_by("call_id", "offset_ms", "id")
+        )
+        for entry in entries:
+            call = entry.call
+            writer.writerow(_transcript_row(call, entry))
+        return response
 
     def get_search_results(self, request, queryset, search_term):  # type: ignore[no-untyped-def]
         queryset, _dupes = super().get_search_results(request, queryset, search_term)
         return queryset.distinct(), False
+
+
+def _transcript_row(call: CallSession, entry: TranscriptEntry) -> list[Any]:
+    return [
+        call.pk,
+        timezone.localtime(call.created_at).isoformat(),
+        call.direction,
+        call.from_number,
+        call.to_number,
+        call.agent.name if call.agent_id else "",
+        entry.offset_ms,
+        entry.speaker,
+        entry.text,
+        entry.interrupted,
+        entry.item_id,
+    ]
 
 
 @admin.register(TranscriptEntry)
