@@ -72,6 +72,7 @@ __all__ = [
     "ConferenceRoom",
     "FarEnd",
     "LogEntry",
+    "Participant",
     "StreamStart",
     "Timings",
     "TwilioEmulator",
@@ -256,7 +257,20 @@ class _CallOptions:
 
 
 class Call:
-    """One call: its REST resource, its progress and everything it did."""
+    """One call: its REST resource, its progress and everything it did.
+
+    Read by tests: ``sid``, ``status``, ``direction``, ``to``, ``from_``,
+    ``answered_by``, ``parent_call_sid``, ``resource()`` (the REST JSON);
+    ``log`` (``LogEntry`` kinds: status, verb, say, play, pause, amd, update,
+    stream-start, stream-stop (Twilio ended it), stream-end (the bridge or the
+    caller did), conference-join, hold-music, hold-music-stop,
+    conference-left, dial, dial-end, callback, error, application-error,
+    unsupported, caller-script-error, hangup); ``said()``, ``verbs()``,
+    ``entries(kind)``, ``status_callbacks()``; ``callbacks`` (every
+    ``Callback`` about this call), ``errors`` (``CallError``), ``streams``
+    (the ``SimulatedCaller`` of each Media Stream); ``finished`` (an event set
+    once the call is over and its final callbacks were sent).
+    """
 
     def __init__(
         self,
@@ -457,7 +471,9 @@ class CallHandle:
 
 
 @dataclass(slots=True)
-class _Participant:
+class Participant:
+    """A call in a conference room, with the ``<Conference>`` it dialled."""
+
     call: Call
     settings: twiml.Conference
     joined_at: float
@@ -466,7 +482,24 @@ class _Participant:
 
 
 class ConferenceRoom:
-    """One conference (a room name lives as long as someone is in it)."""
+    """One conference; a room name lives as long as someone is in it.
+
+    Read by tests: ``sid`` (CF…), ``friendly_name``, ``status`` (init,
+    in-progress, completed), ``participants`` (CallSid → ``Participant``, those
+    in the room now), ``joined`` (every CallSid that joined, in order),
+    ``events`` (every ``ConferenceEvent``, subscribed to or not),
+    ``recording_sid``, ``reason_ended``, ``call_sid_ending``, and the events
+    ``began`` (conference-start) and ``ended`` (conference-end).
+
+    Rules: the room starts once two participants are in it and one of them has
+    ``startConferenceOnEnter``; until then the others hear the ``waitUrl``
+    (noted in their log). It ends when a participant with
+    ``endConferenceOnExit`` leaves (everyone else is let go and goes on with
+    their TwiML) or when the last one leaves. Each ``statusCallback`` URL gets
+    the events it asked for from its participant's join on; each
+    ``recordingStatusCallback`` of a ``record-from-start`` participant gets
+    the recording events (``completed`` once the room ends).
+    """
 
     def __init__(self, *, account_sid: str, friendly_name: str) -> None:
         self.sid = new_sid("CF")
@@ -475,13 +508,14 @@ class ConferenceRoom:
         self.status = "init"
         self.date_created = _now()
         self.date_updated = self.date_created
-        self.participants: dict[str, _Participant] = {}
+        self.participants: dict[str, Participant] = {}
         self.joined: list[str] = []  # every CallSid that ever joined, in order
         self.events: list[ConferenceEvent] = []
         self.recording_sid: str | None = None
         self.reason_ended: str | None = None
         self.call_sid_ending: str | None = None
         self.ended = asyncio.Event()
+        self.began = asyncio.Event()
         self._started_at: float | None = None
         self._recording_started: datetime | None = None
         self._subscribers: dict[str, tuple[str, frozenset[str]]] = {}
@@ -1405,7 +1439,9 @@ class TwilioEmulator:
         )
         call.stream_started.set()
         await self._stream_event(call, verb.stream, stream_sid, "stream-started")
-        if call.caller_script is not None:
+        if call.caller_script is not None and len(call.streams) == 1:
+            # The script plays on the first stream only; later streams (back
+            # from a conference, say) are driven through ``handle.caller``.
             self._spawn(call, self._run_script(call, caller, call.caller_script))
         try:
             while not caller.closed:
@@ -1537,7 +1573,7 @@ class TwilioEmulator:
             return await self._action(
                 call, verb.action, verb.method, document_url, extra
             )
-        participant = _Participant(call, settings, time.monotonic())
+        participant = Participant(call, settings, time.monotonic())
         self._join(room, participant, document_url)
         try:
             await self._flush(room)
@@ -1568,7 +1604,7 @@ class TwilioEmulator:
         return room
 
     def _join(
-        self, room: ConferenceRoom, participant: _Participant, document_url: str | None
+        self, room: ConferenceRoom, participant: Participant, document_url: str | None
     ) -> None:
         """Add a participant; start the room if the rules say so (synchronous)."""
         call, settings = participant.call, participant.settings
@@ -1609,6 +1645,7 @@ class TwilioEmulator:
             p.settings.start_conference_on_enter for p in room.participants.values()
         ):
             room._started_at = time.monotonic()
+            room.began.set()
             room.status = "in-progress"
             room.date_updated = _now()
             self._emit(room, "conference-start", None)
@@ -1624,7 +1661,7 @@ class TwilioEmulator:
                 wait_url=DEFAULT_HOLD_MUSIC if wait_url is None else wait_url,
             )
 
-    def _leave(self, room: ConferenceRoom, participant: _Participant) -> None:
+    def _leave(self, room: ConferenceRoom, participant: Participant) -> None:
         """Remove a participant; end the room if the rules say so (synchronous)."""
         sid = participant.call.sid
         del room.participants[sid]
@@ -1650,7 +1687,7 @@ class TwilioEmulator:
         room.ended.set()
 
     def _emit(
-        self, room: ConferenceRoom, name: str, participant: _Participant | None
+        self, room: ConferenceRoom, name: str, participant: Participant | None
     ) -> None:
         """Record a conference event now; ``_flush`` posts it to subscribers."""
         room._sequence += 1

@@ -8,6 +8,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ class Hit:
     path: str
     params: dict[str, str]
     signature_valid: bool
+    at: float
 
 
 class FakeApp:
@@ -62,7 +64,9 @@ class FakeApp:
         )
         if request.method == "GET":
             params = dict(parse_qsl(request.url.query.decode()))
-        self.hits.append(Hit(request.method, url, request.url.path, params, valid))
+        self.hits.append(
+            Hit(request.method, url, request.url.path, params, valid, time.monotonic())
+        )
         body = self.twiml.get(request.url.path, "<Response/>")
         return httpx.Response(
             self.status.get(request.url.path, 200),
@@ -576,6 +580,7 @@ class FakeBridge:
 
     def __init__(self, on_start: Callable[[ServerConnection], Any] | None = None):
         self.messages: list[dict[str, Any]] = []
+        self.times: list[float] = []
         self.closed = asyncio.Event()
         self.started = asyncio.Event()
         self.on_start = on_start
@@ -589,6 +594,7 @@ class FakeBridge:
             async for raw in ws:
                 message = json.loads(raw)
                 self.messages.append(message)
+                self.times.append(time.monotonic())
                 if message["event"] == "start":
                     self.started.set()
                     if self.on_start is not None:
@@ -689,6 +695,7 @@ async def test_caller_hang_up_stops_the_stream_then_completes(
     assert sum(1 for m in bridge.messages if m["event"] == "media") >= 5
     (status,) = app.to("/status")
     assert status.params["CallStatus"] == "completed"
+    assert status.at > bridge.times[-1]  # stop first, then the callback
     assert handle.call.status == "completed"
 
 
@@ -738,3 +745,71 @@ def test_runs_standalone() -> None:
     finally:
         process.terminate()
         process.wait(5)
+
+
+async def test_handoff_moves_the_streaming_caller_into_a_conference(
+    emu: TwilioEmulator, client: Client, app: FakeApp, bridge: FakeBridge
+) -> None:
+    """The handoff shape: the caller's stream is replaced by a waiting
+    conference leg; the agent leg's join starts the room."""
+    app.twiml["/voice"] = stream_twiml(bridge.url())
+    caller = await emu.inbound_call(
+        from_="+819012345678", to="+81312345678", voice_url=f"{APP}/voice"
+    )
+    await asyncio.wait_for(bridge.started.wait(), 2)
+    hold = Dial()
+    hold.conference(
+        "handoff-7", start_conference_on_enter=False, end_conference_on_exit=False
+    )
+    await asyncio.to_thread(
+        client.calls(caller.sid).update, twiml=str(VoiceResponse().append(hold))
+    )
+    await asyncio.wait_for(bridge.closed.wait(), 2)
+    assert bridge.events()[-1] == "stop"
+
+    emu.far_ends["+818070239355"] = FarEnd("answer")
+    room_twiml = Dial()
+    room_twiml.conference(
+        "handoff-7",
+        end_conference_on_exit=True,
+        status_callback=f"{APP}/conference",
+        status_callback_event="join leave",
+    )
+    agent = await create(client, twiml=str(VoiceResponse().append(room_twiml)))
+    room = emu.conference("handoff-7")
+    await asyncio.wait_for(room.began.wait(), 2)
+    assert set(room.participants) == {caller.sid, agent.sid}
+    assert (
+        caller.call.entries("hold-music")[0]
+        .detail["wait_url"]
+        .startswith("https://twimlets.com/holdmusic")
+    )
+    await emu.call(agent.sid).hang_up()
+    await caller.wait_finished(2)
+    assert room.reason_ended == "participant-with-end-conference-on-exit-left"
+    joins = [h.params["CallSid"] for h in app.to("/conference")]
+    assert joins == [agent.sid, agent.sid, caller.sid]  # join, leave, leave
+
+
+async def test_update_before_answer_replaces_the_first_twiml(
+    emu: TwilioEmulator, client: Client, app: FakeApp
+) -> None:
+    emu.far_ends["+818070239355"] = FarEnd("answer", ring_s=0.1)
+    call = await create(client, url=f"{APP}/answer")
+    await asyncio.to_thread(client.calls(call.sid).update, twiml=say("差し替え"))
+    done = await finished(emu, call.sid)
+    assert app.to("/answer") == []
+    assert done.said() == ["差し替え"]
+
+
+async def test_cancel_a_ringing_call(
+    emu: TwilioEmulator, client: Client, app: FakeApp
+) -> None:
+    emu.far_ends["+818070239355"] = FarEnd("answer", ring_s=1.0)
+    call = await create(client, url=f"{APP}/answer", status_callback=f"{APP}/status")
+    await emu.call(call.sid).wait_status("ringing")
+    canceled = await asyncio.to_thread(client.calls(call.sid).update, status="canceled")
+    assert canceled.status == "canceled"
+    await finished(emu, call.sid)
+    assert [h.params["CallStatus"] for h in app.to("/status")] == ["canceled"]
+    assert app.to("/answer") == []
