@@ -1586,13 +1586,13 @@ class TwilioEmulator:
                     else "participant_hung_up"
                 )
                 self._leave(room, participant)
+            call._note(
+                "conference-left",
+                conference=room.friendly_name,
+                reason=participant.reason_left,
+            )
             await self._flush(room)
-        call._note(
-            "conference-left",
-            conference=room.friendly_name,
-            reason=participant.reason_left,
-        )
-        extra = {"DialCallStatus": "answered", "ConferenceSid": room.sid}
+        extra = {"DialCallStatus": "answered"}
         return await self._action(call, verb.action, verb.method, document_url, extra)
 
     def _room(self, account_sid: str, name: str) -> ConferenceRoom:

@@ -813,3 +813,45 @@ async def test_cancel_a_ringing_call(
     await finished(emu, call.sid)
     assert [h.params["CallStatus"] for h in app.to("/status")] == ["canceled"]
     assert app.to("/answer") == []
+
+
+async def test_refused_stream_handshake_fails_the_call(
+    emu: TwilioEmulator, app: FakeApp
+) -> None:
+    """A bridge that refuses the upgrade (bad signature, say): error 31920."""
+
+    def refuse(connection: ServerConnection, request: Any) -> Any:
+        return connection.respond(403, "bad signature\n")
+
+    async def never(ws: ServerConnection) -> None:
+        raise AssertionError("the upgrade was refused")
+
+    async with serve(never, "127.0.0.1", 0, process_request=refuse) as server:
+        port = server.sockets[0].getsockname()[1]
+        app.twiml["/voice"] = stream_twiml(f"ws://127.0.0.1:{port}/media-stream")
+        handle = await emu.inbound_call(
+            from_="+819012345678", to="+81312345678", voice_url=f"{APP}/voice"
+        )
+        done = await handle.wait_finished(3)
+    assert [e.code for e in done.errors] == [31920]
+    assert done.streams == []
+
+
+async def test_recorded_call_posts_its_recording(
+    emu: TwilioEmulator, app: FakeApp
+) -> None:
+    """Record=true: a recording callback (RecordingSource OutboundAPI) after
+    the call completes; emu.twilio_client() is pointed at the emulator."""
+    client = emu.twilio_client()
+    call = await create(
+        client,
+        twiml=say("録音します"),
+        record=True,
+        recording_status_callback=f"{APP}/recording",
+    )
+    await finished(emu, call.sid)
+    (recording,) = app.to("/recording")
+    assert recording.signature_valid
+    assert recording.params["CallSid"] == call.sid
+    assert recording.params["RecordingSource"] == "OutboundAPI"
+    assert recording.params["RecordingStatus"] == "completed"
