@@ -60,7 +60,8 @@ import httpx
 import uvicorn
 
 from realtime.emulators import twiml
-from realtime.emulators.caller import SimulatedCaller, Step, new_sid, sign_request
+from realtime.emulators.caller import SimulatedCaller, Step
+from realtime.emulators.caller_webhook import new_sid, sign_request
 from realtime.emulators.twiml import TwimlError
 
 __all__ = [
