@@ -479,6 +479,11 @@ class ResponsePlayer:
         if resp is None:
             return
         heard = resp.outputs[-1] if resp.outputs else None
+        if resp.task is not None:
+            resp.task.cancel()
+        out = resp.open
+        if out is not None and out.part_open and "audio.done" not in out.sent:
+            await self._send_late_deltas(resp, out)
         await self.cancel(resp, "turn_detected")
         if (
             self._sc.expect_truncate_on_barge_in
@@ -495,6 +500,20 @@ class ResponsePlayer:
                         and e.get("item_id") == item_id
                     ),
                 )
+            )
+
+    async def _send_late_deltas(self, resp: Response, out: _Output) -> None:
+        """Audio already in flight when the server noticed the caller."""
+        if not out.audio:
+            return
+        fmt = resp.format["type"]
+        chunk = audio.from_ulaw(audio.tone(20, 392.0, 7000), fmt)
+        for _ in range(self._sc.late_deltas):
+            self._count_audio(resp, out, 20.0)
+            await self._send(
+                "response.output_audio.delta",
+                **self._content_ids(resp, out),
+                delta=base64.b64encode(chunk).decode(),
             )
 
     async def _finish(

@@ -26,8 +26,9 @@ for the exact event order). They differ in:
 - ``TOOL_CALL``: the first caller turn gets "one moment" plus a
   ``function_call``; after ``function_call_output`` and ``response.create``,
   an audio answer.
-- ``BARGE_IN``: long answers (8 s), so caller speech interrupts them; expects
-  the client to truncate the interrupted item.
+- ``BARGE_IN``: long answers (8 s), so caller speech interrupts them; two
+  stale audio deltas follow ``speech_started`` before the cancel; expects the
+  client to truncate the interrupted item.
 - ``ERRORS``: a ``server_error`` after the first ``session.update``, and the
   first caller turn's response ends ``failed``.
 - ``MID_CALL_DROP``: the first connection is aborted (no close frame) after 50
@@ -182,6 +183,9 @@ class Scenario:
     """Odd delta sizes in μ-law bytes, cycled (× 6 for 24 kHz PCM)."""
     transcription_delay_s: float = 0.02
     """Delay of the asynchronous caller transcription events."""
+    late_deltas: int = 0
+    """Audio deltas still sent after speech_started, before a turn_detected
+    cancel: audio in flight, which the client must drop, never play."""
 
     # Faults
     fail_responses: frozenset[int] = frozenset()
@@ -295,6 +299,7 @@ class BargeIn(Scenario):
     name: str = "barge_in"
     reply_ms: int | None = 8000
     audio_speed: float = 2.0
+    late_deltas: int = 2
     expect_truncate_on_barge_in: bool = True
 
 

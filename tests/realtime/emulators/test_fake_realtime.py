@@ -11,6 +11,7 @@ import base64
 import dataclasses
 import json
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -981,6 +982,8 @@ async def test_barge_in_cancels_server_side_and_expects_a_truncate(serve):
             "conversation.item.done",
             "response.done",
         ]
+        late = [e for e in events[1:] if e["type"] == "response.output_audio.delta"]
+        assert len(late) >= 2  # in flight after speech_started: to be dropped
         done = events[-1]["response"]
         assert done["status"] == "cancelled"
         assert done["status_details"]["reason"] == "turn_detected"
@@ -1262,3 +1265,75 @@ async def test_standalone_server_prints_its_url_and_stops_on_ctrl_c():
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_official_sdk_client_drives_the_fake(serve):
+    """AsyncOpenAI(websocket_base_url=server.base_url) talks to the fake (A1)."""
+    from openai import AsyncOpenAI
+
+    server = await serve(fast(scenarios.TOOL_CALL))
+    sdk = AsyncOpenAI(api_key="sk-test", websocket_base_url=server.base_url)
+    async with sdk.realtime.connect(model="gpt-realtime") as conn:
+        assert (await conn.recv()).type == "session.created"
+        await conn.session.update(
+            session={
+                "type": "realtime",
+                "audio": {"input": {"format": PCMU}, "output": {"format": PCMU}},
+            }
+        )
+        updated = await conn.recv()
+        assert updated.type == "session.updated"
+        said = utterance()
+        for start in range(0, len(said), 160):
+            chunk = base64.b64encode(said[start : start + 160]).decode()
+            await conn.input_audio_buffer.append(audio=chunk)
+        while (event := await conn.recv()).type != "response.done":
+            pass
+        call = event.response.output[1]
+        assert call.type == "function_call"
+        await conn.conversation.item.create(
+            item={
+                "type": "function_call_output",
+                "call_id": call.call_id,
+                "output": "{}",
+            }
+        )
+        await conn.response.create()
+        while (event := await conn.recv()).type != "response.done":
+            pass
+        assert event.response.status == "completed"
+    connection = server.connections[0]
+    assert connection.headers["authorization"] == "Bearer sk-test"
+    assert "openai-beta" not in connection.headers
+    server.assert_complete()
+
+
+def test_emulators_import_nothing_from_django():
+    """The emulators run without Django (STYLE: no Django in emulators)."""
+    modules = [
+        "realtime.emulators." + name
+        for name in (
+            "audio",
+            "caller",
+            "caller_media",
+            "caller_webhook",
+            "fake_realtime",
+            "realtime_checks",
+            "realtime_conversation",
+            "realtime_record",
+            "realtime_responses",
+            "realtime_session",
+            "realtime_shapes",
+            "scenarios",
+        )
+    ]
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in modules)
+        + "print(sorted(m for m in sys.modules if m.split('.')[0] == 'django'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
