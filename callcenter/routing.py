@@ -7,8 +7,9 @@ from typing import Any
 from django.urls import path
 
 from calls.consumers import CallMonitorConsumer, DashboardConsumer
+from realtime.routing import websocket_urlpatterns as media_stream_urlpatterns
 
-twilio_websocket_urlpatterns: list[Any] = []
+twilio_websocket_urlpatterns: list[Any] = [*media_stream_urlpatterns]
 # Mounted under `ws/` behind the session and origin checks (callcenter.asgi).
 operator_websocket_urlpatterns: list[Any] = [
     path("calls/<int:call_id>/", CallMonitorConsumer.as_asgi()),

@@ -59,6 +59,7 @@ def stream_twiml(*, call: CallSession) -> str:
     return twiml.stream(
         url=stream_url(f"/api/twilio/media-stream/{call.pk}"),
         parameters={"call_id": str(call.pk), "stream_token": call.stream_token},
+        action=public_url(f"/api/twilio/stream-ended/{call.pk}"),
     )
 
 

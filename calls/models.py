@@ -103,6 +103,8 @@ class CallSession(models.Model):
     handoff_agent_call_sid = models.CharField(max_length=64, blank=True)
     handoff_conference_name = models.CharField(max_length=80, blank=True)
     handoff_connected_at = models.DateTimeField(null=True, blank=True)
+    # What the AI is told when the caller comes back to it (F-33, F-34).
+    ai_resume_note = models.TextField(blank=True)
 
     # Outcome (F-49).
     outcome = models.CharField(max_length=100, blank=True)

@@ -9,6 +9,7 @@ from django.db import transaction
 from calls.models import CallSession, Recording
 from calls.services import call_control_send, call_event_record, call_session_transition
 from calls.status import TERMINAL, CallStatus
+from calls.twilio_security import public_url
 
 log = logging.getLogger(__name__)
 
@@ -99,3 +100,34 @@ def call_recording_status(
         payload={"recording_sid": recording_sid, "status": status, "source": source},
     )
     return recording
+
+
+def call_stream_ended_twiml(*, call_id: int) -> str:
+    """What the caller hears after our side closed the media stream.
+
+    Transferring → the handoff room (the bridge could not move the caller itself);
+    a failed call → an apology from Twilio's voice, since the model could not speak;
+    anything else → hang up. A call still with the AI means the bridge crashed: treat
+    it as failed so the caller is not left in silence.
+    """
+    from calls import twiml
+    from handoff import twiml as handoff_twiml
+    from realtime.call_setup import APOLOGY_LINE
+
+    call = CallSession.objects.get(pk=call_id)
+    call_event_record(call=call, type="stream-ended", payload={"status": call.status})
+    if call.status == CallStatus.TRANSFERRING:
+        return handoff_twiml.caller_leg(
+            call_id=call.pk,
+            conference_status_url=public_url(
+                f"/api/twilio/conference/status/{call.pk}"
+            ),
+        )
+    if call.status == CallStatus.AI_RESPONDING:
+        call_session_transition(
+            call=call, to=CallStatus.FAILED, reason="stream ended unexpectedly"
+        )
+        return twiml.say_and_hang_up(APOLOGY_LINE)
+    if call.status == CallStatus.FAILED:
+        return twiml.say_and_hang_up(APOLOGY_LINE)
+    return twiml.hang_up()

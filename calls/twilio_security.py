@@ -60,7 +60,9 @@ def websocket_signature_valid(*, path: str, headers: list[tuple[bytes, bytes]]) 
     for name, value in headers:
         if name.lower() == b"x-twilio-signature":
             signature = value.decode("latin-1")
-    return signature_valid(url=stream_url(path), params={}, signature=signature)
+    # Twilio signs the upgrade over the wss:// URL, whatever scheme we advertise.
+    netloc = urlsplit(settings.PUBLIC_BASE_URL).netloc
+    return signature_valid(url=f"wss://{netloc}{path}", params={}, signature=signature)
 
 
 def twilio_signed(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -22,15 +22,27 @@ def say_and_hang_up(message: str) -> str:
     return str(response)
 
 
-def stream(*, url: str, parameters: dict[str, str], status_callback: str = "") -> str:
-    """`<Connect><Stream>` to the bridge; values travel as `<Parameter>`s (PROTOCOL B1)."""
+def stream(
+    *, url: str, parameters: dict[str, str], action: str = "", status_callback: str = ""
+) -> str:
+    """`<Connect><Stream>` to the bridge; values travel as `<Parameter>`s (PROTOCOL B1).
+
+    Twilio requests `action` when our side closes the stream, so the bridge ending a
+    call (goodbye, model failure, handoff) decides what the caller hears next.
+    """
     response = VoiceResponse()
-    connect = Connect()
+    connect = Connect(action=action) if action else Connect()
     options = {"status_callback": status_callback} if status_callback else {}
     stream_verb = connect.stream(url=url, **options)
     for name, value in parameters.items():
         stream_verb.parameter(name=name, value=value)
     response.append(connect)
+    return str(response)
+
+
+def hang_up() -> str:
+    response = VoiceResponse()
+    response.hangup()
     return str(response)
 
 

@@ -3,13 +3,28 @@ from __future__ import annotations
 from django.urls import path
 
 from calls import webhooks
+from handoff import webhooks as handoff_webhooks
 
 urlpatterns = [
     path("voice/incoming", webhooks.voice_incoming, name="twilio-voice-incoming"),
+    path("status", webhooks.call_status, name="twilio-call-status-by-sid"),
     path("status/<int:call_id>", webhooks.call_status, name="twilio-call-status"),
     path(
         "recording/status/<int:call_id>",
         webhooks.recording_status,
         name="twilio-recording-status",
+    ),
+    path(
+        "stream-ended/<int:call_id>", webhooks.stream_ended, name="twilio-stream-ended"
+    ),
+    path(
+        "conference/status/<int:call_id>",
+        handoff_webhooks.conference_status,
+        name="twilio-conference-status",
+    ),
+    path(
+        "handoff/agent-status/<int:call_id>",
+        handoff_webhooks.agent_status,
+        name="twilio-handoff-agent-status",
     ),
 ]

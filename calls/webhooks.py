@@ -11,7 +11,11 @@ from django.views.decorators.http import require_POST
 from calls.inbound import call_inbound_route
 from calls.models import CallSession
 from calls.reaper import calls_reap_opportunistically
-from calls.telephony import call_recording_status, call_status_callback
+from calls.telephony import (
+    call_recording_status,
+    call_status_callback,
+    call_stream_ended_twiml,
+)
 from calls.twilio_security import twilio_signed
 
 log = logging.getLogger(__name__)
@@ -44,11 +48,22 @@ def voice_incoming(request: HttpRequest) -> HttpResponse:
 @csrf_exempt
 @require_POST
 @twilio_signed
-def call_status(request: HttpRequest, call_id: int) -> HttpResponse:
-    """Apply a call status callback; `completed` ends the bridge and the call (F-12)."""
+def call_status(request: HttpRequest, call_id: int | None = None) -> HttpResponse:
+    """Apply a call status callback; `completed` ends the bridge and the call (F-12).
+
+    Outbound calls carry our call id in the URL; inbound calls report to the number's
+    status URL, without one, and are found by CallSid.
+    """
     fields = _required(request, "CallStatus")
     if isinstance(fields, HttpResponse):
         return fields
+    if call_id is None:
+        found = CallSession.objects.filter(
+            twilio_call_sid=request.POST.get("CallSid") or "-"
+        ).values_list("pk", flat=True)
+        if not found:
+            return HttpResponse("Unknown call", status=404)
+        call_id = found[0]
     try:
         call_status_callback(
             call_id=call_id,
@@ -83,3 +98,15 @@ def recording_status(request: HttpRequest, call_id: int) -> HttpResponse:
     except CallSession.DoesNotExist:
         return HttpResponse("Unknown call", status=404)
     return HttpResponse(status=204)
+
+
+@csrf_exempt
+@require_POST
+@twilio_signed
+def stream_ended(request: HttpRequest, call_id: int) -> HttpResponse:
+    """`<Connect action>`: Twilio asks what next after our side closed the stream."""
+    try:
+        reply = call_stream_ended_twiml(call_id=call_id)
+    except CallSession.DoesNotExist:
+        return HttpResponse("Unknown call", status=404)
+    return HttpResponse(reply, content_type=TWIML)

@@ -235,3 +235,46 @@ def test_recording_status_creates_then_updates_row(client):
     recording = Recording.objects.get()
     assert recording.status == "completed" and recording.duration_s == 31
     assert recording.source == "conference"
+
+
+def test_inbound_status_found_by_call_sid(client):
+    call = CallSessionFactory(status=CallStatus.AI_RESPONDING)
+    response = signed_post(
+        client,
+        "/api/twilio/status",
+        {"CallSid": call.twilio_call_sid, "CallStatus": "completed"},
+    )
+    assert response.status_code == 204
+    call.refresh_from_db()
+    assert call.status == CallStatus.COMPLETED
+    unknown = signed_post(
+        client, "/api/twilio/status", {"CallSid": "CAnope", "CallStatus": "completed"}
+    )
+    assert unknown.status_code == 404
+
+
+def test_stream_ended_after_model_failure_apologises(client):
+    call = CallSessionFactory(status=CallStatus.FAILED)
+    body = signed_post(
+        client, f"/api/twilio/stream-ended/{call.pk}", {"CallSid": call.twilio_call_sid}
+    ).content.decode()
+    assert "<Say" in body and "<Hangup />" in body
+
+
+def test_stream_ended_for_transferring_call_joins_the_room(client):
+    call = CallSessionFactory(status=CallStatus.TRANSFERRING)
+    body = signed_post(
+        client, f"/api/twilio/stream-ended/{call.pk}", {"CallSid": call.twilio_call_sid}
+    ).content.decode()
+    assert f">handoff-{call.pk}</Conference>" in body
+    assert 'startConferenceOnEnter="false"' in body
+
+
+def test_stream_ended_while_ai_was_talking_fails_the_call_politely(client):
+    call = CallSessionFactory(status=CallStatus.AI_RESPONDING)
+    body = signed_post(
+        client, f"/api/twilio/stream-ended/{call.pk}", {"CallSid": call.twilio_call_sid}
+    ).content.decode()
+    assert "<Say" in body
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED

@@ -1,0 +1,102 @@
+"""The media-stream consumer: a thin adapter between Channels and the bridge (F-15).
+
+Accept only a known call that is waiting for its stream and whose upgrade carries a
+valid Twilio signature; then hand every frame to the bridge and every control message
+from group `call.<id>` to it. Anything else is closed with 1008 (policy violation),
+logged, and costs no OpenAI connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.generic.websocket import AsyncWebsocketConsumer
+
+from callcenter.logging import bind_call_id
+from calls.groups import call_control_group
+from calls.live import live_calls_decrement, live_calls_increment
+from calls.twilio_security import websocket_signature_valid
+from realtime.bridge import CallBridge
+from realtime.call_setup import abridge_config_build
+from realtime.store import DjangoCallStore, stream_call_get
+
+log = logging.getLogger(__name__)
+
+POLICY_VIOLATION = 1008
+
+
+class MediaStreamConsumer(AsyncWebsocketConsumer):
+    bridge: CallBridge | None = None
+    group: str | None = None
+
+    async def connect(self) -> None:
+        call_id = int(self.scope["url_route"]["kwargs"]["call_id"])
+        self.call_id = call_id
+        with bind_call_id(call_id):
+            if not websocket_signature_valid(
+                path=self.scope["path"], headers=self.scope["headers"]
+            ):
+                log.warning("media stream refused: bad or missing signature")
+                await self._refuse()
+                return
+            call = await stream_call_get(call_id)
+            if call is None:
+                log.warning(
+                    "media stream refused: unknown call or not waiting for a stream"
+                )
+                await self._refuse()
+                return
+            try:
+                config = await abridge_config_build(call=call)
+            except Exception:
+                log.exception("media stream refused: call cannot be configured")
+                await self._refuse()
+                return
+            await self.accept()
+            self.group = call_control_group(call_id)
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            self.bridge = CallBridge(
+                config,
+                store=DjangoCallStore(call),
+                send_to_twilio=self._send_text,
+                close_twilio=self._close,
+            )
+            live_calls_increment()
+            await self.bridge.start()
+
+    async def _refuse(self) -> None:
+        await self.accept()
+        await self.close(code=POLICY_VIOLATION)
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
+
+    async def _close(self, code: int) -> None:
+        await self.close(code=code)
+
+    async def receive(
+        self, text_data: str | None = None, bytes_data: bytes | None = None
+    ) -> None:
+        if self.bridge is None:
+            return
+        await self.bridge.on_twilio_frame(
+            text_data if text_data is not None else bytes_data or b""
+        )
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.bridge is not None:
+            bridge, self.bridge = self.bridge, None
+            with bind_call_id(self.call_id):
+                await bridge.finish("twilio-disconnected")
+            live_calls_decrement()
+
+    async def call_control(self, event: dict[str, Any]) -> None:
+        """A control command for this call (F-23), from any process."""
+        if self.bridge is None:
+            return
+        data = {k: v for k, v in event.items() if k not in ("type", "command")}
+        with bind_call_id(self.call_id):
+            await self.bridge.on_control(str(event.get("command", "")), data)

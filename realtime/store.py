@@ -1,0 +1,166 @@
+"""The bridge's persistence, through the calls services (async twins).
+
+The bridge talks to this object only; tests can hand it another one. Nothing here is
+called per audio frame: transcripts are written per utterance, the heartbeat every few
+seconds, figures once at the end.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from calls import services
+from calls.groups import call_monitor_group, org_monitor_group
+from calls.models import CallSession, TranscriptEntry
+from calls.status import CallStatus
+from realtime.protocol.bridge_state import BridgeFigures
+
+log = logging.getLogger(__name__)
+
+# A call back from a human (F-33, F-34) is already ai-responding, with a fresh token.
+STREAM_EXPECTING = (CallStatus.INITIATED, CallStatus.RINGING, CallStatus.AI_RESPONDING)
+
+
+@database_sync_to_async
+def stream_call_get(call_id: int) -> CallSession | None:
+    """The call if it may start a media stream now (F-15): known, waiting, token unused."""
+    return (
+        CallSession.objects.select_related("agent", "organization")
+        .filter(
+            pk=call_id, status__in=STREAM_EXPECTING, stream_token_used_at__isnull=True
+        )
+        .first()
+    )
+
+
+class DjangoCallStore:
+    """Reads and writes of one call on behalf of its bridge."""
+
+    def __init__(self, call: CallSession) -> None:
+        self.call = call
+
+    @database_sync_to_async
+    def claim_stream(self, *, token: str, stream_sid: str) -> bool:
+        """Spend the one-time stream token; True only for the first, valid use."""
+        if not token:
+            return False
+        claimed = CallSession.objects.filter(
+            pk=self.call.pk,
+            stream_token=token,
+            stream_token_used_at__isnull=True,
+            status__in=STREAM_EXPECTING,
+        ).update(
+            stream_token_used_at=timezone.now(),
+            stream_sid=stream_sid,
+            ai_resume_note="",
+        )
+        if not claimed:
+            return False
+        self.call.stream_sid = stream_sid
+        services.call_session_transition(
+            call=self.call, to=CallStatus.AI_RESPONDING, reason="stream-start"
+        )
+        services.call_event_record(
+            call=self.call, type="stream-start", payload={"stream_sid": stream_sid}
+        )
+        return True
+
+    async def record_event(
+        self, type: str, payload: dict[str, Any] | None = None
+    ) -> None:
+        await services.acall_event_record(call=self.call, type=type, payload=payload)
+
+    async def save_transcript(
+        self,
+        *,
+        speaker: str,
+        text: str,
+        item_id: str,
+        offset_ms: int,
+        interrupted: bool,
+    ) -> None:
+        await services.atranscript_entry_add(
+            call=self.call,
+            speaker=speaker,
+            text=text,
+            item_id=item_id,
+            offset_ms=offset_ms,
+            interrupted=interrupted,
+        )
+
+    async def broadcast_partial(
+        self, *, speaker: str, item_id: str, delta: str
+    ) -> None:
+        """Live text for monitors; not saved (F-20)."""
+        layer = get_channel_layer()
+        if layer is None:
+            return
+        message = {
+            "type": "transcript.partial",
+            "call_id": self.call.pk,
+            "speaker": speaker,
+            "item_id": item_id,
+            "delta": delta,
+        }
+        for group in (
+            call_monitor_group(self.call.pk),
+            org_monitor_group(self.call.organization_id),
+        ):
+            await layer.group_send(group, message)
+
+    @database_sync_to_async
+    def load_transcript(self) -> list[tuple[str, str]]:
+        """Saved lines, oldest first, to re-seed a new model session (F-25)."""
+        return list(
+            TranscriptEntry.objects.filter(call_id=self.call.pk)
+            .order_by("offset_ms", "id")
+            .values_list("speaker", "text")
+        )
+
+    @database_sync_to_async
+    def heartbeat(self) -> None:
+        CallSession.objects.filter(pk=self.call.pk).update(heartbeat_at=timezone.now())
+
+    @database_sync_to_async
+    def set_openai_session(self, session_id: str) -> None:
+        CallSession.objects.filter(pk=self.call.pk).update(openai_session_id=session_id)
+
+    async def save_figures(self, figures: BridgeFigures) -> None:
+        usage = figures.usage
+        await services.acall_session_save_figures(
+            call=self.call,
+            usage={
+                "input_text": usage.input_text_tokens,
+                "input_audio": usage.input_audio_tokens,
+                "input_cached": usage.input_cached_tokens,
+                "output_text": usage.output_text_tokens,
+                "output_audio": usage.output_audio_tokens,
+            },
+            first_audio_ms=figures.start_to_first_audio_ms,
+            turn_latencies_ms=list(figures.turn_latencies_ms),
+            barge_in_count=figures.barge_ins,
+        )
+
+    async def finish(self, *, reason: str, failed: bool = False) -> None:
+        await services.acall_session_end(call=self.call, reason=reason, failed=failed)
+
+    @database_sync_to_async
+    def current_status(self) -> str:
+        return CallSession.objects.values_list("status", flat=True).get(pk=self.call.pk)
+
+    async def move_caller_to_handoff(self) -> None:
+        """Update the caller's call into the handoff room (after the farewell)."""
+        from handoff.services import ahandoff_move_caller
+
+        await ahandoff_move_caller(call_id=self.call.pk)
+
+    async def request_handoff(self, *, trigger: str, reason: str) -> None:
+        """Hand the call to a human (F-29); the handoff service does the rest."""
+        from handoff.services import ahandoff_request
+
+        await ahandoff_request(call_id=self.call.pk, trigger=trigger, reason=reason)
