@@ -31,6 +31,15 @@ CALLER_NUMBER = "+819012345678"
 CALLER_TIME_SCALE = 0.25  # the simulated caller plays and speaks 4× real time
 
 
+async def wait_until(predicate: Callable[[], Any], *, within_s: float = 10.0) -> bool:
+    """Poll an async predicate every 50 ms; True as soon as it holds."""
+    for _ in range(int(within_s / 0.05)):
+        if await predicate():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 @contextlib.asynccontextmanager
 async def serve_asgi(app: Any) -> AsyncIterator[str]:
     """Serve an ASGI app on 127.0.0.1 at a free port; yield its base URL."""

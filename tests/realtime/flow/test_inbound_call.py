@@ -11,17 +11,9 @@ from calls.groups import call_monitor_group
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import CallStatus
 from realtime.emulators.caller import HangUp, Pause, Speak, WaitForAudio, WaitUntilQuiet
-from tests.realtime.flow.conftest import CALLER_NUMBER, INBOUND_NUMBER
+from tests.realtime.flow.conftest import CALLER_NUMBER, INBOUND_NUMBER, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
-
-
-async def _wait_for(predicate, timeout=10.0):
-    for _ in range(int(timeout / 0.05)):
-        if await predicate():
-            return True
-        await asyncio.sleep(0.05)
-    return False
 
 
 async def test_whole_inbound_call(service, start_fake_realtime, twilio, inbound_agent):
@@ -54,7 +46,7 @@ async def test_whole_inbound_call(service, start_fake_realtime, twilio, inbound_
         async def model_closed():
             return fake.open_connections == 0
 
-        assert await _wait_for(model_closed, timeout=5), "model socket left open"
+        assert await wait_until(model_closed, within_s=5), "model socket left open"
         fake.assert_complete()
     caller.assert_clean()
     assert caller.heard_ms > 500  # greeting and answer audio reached the caller
@@ -63,7 +55,7 @@ async def test_whole_inbound_call(service, start_fake_realtime, twilio, inbound_
         await call.arefresh_from_db()
         return call.status == CallStatus.COMPLETED
 
-    assert await _wait_for(finished), f"call not completed: {call.status}"
+    assert await wait_until(finished), f"call not completed: {call.status}"
     entries = [
         e async for e in TranscriptEntry.objects.filter(call=call).order_by("offset_ms")
     ]
