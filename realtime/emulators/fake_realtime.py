@@ -33,6 +33,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -59,6 +60,8 @@ __all__ = [
 ]
 
 AuthFailureMode = Literal["accept-then-close", "reject-handshake"]
+
+_log = logging.getLogger(__name__)
 
 BETA_MESSAGE = (
     "The Realtime Beta API is no longer supported. Please use /v1/realtime for the "
@@ -270,8 +273,12 @@ class FakeRealtimeServer:
         )
         self.connections.append(record)
         self._changed.notify()
+        _log.info("connection %d opened: %s", record.index, request.path)
         try:
             await self._serve_connection(ws, record, query)
+        except Exception as error:  # a bug in the fake: fail the test loudly
+            record.violations.append(Violation("fake_internal_error", repr(error)))
+            raise
         finally:
             if ws.state is not State.CLOSED and record.closed_by != "drop":
                 await ws.close()
@@ -283,6 +290,12 @@ class FakeRealtimeServer:
             if record.closed_by is None:
                 record.closed_by = "client"
             record.changed.notify()
+            _log.info(
+                "connection %d closed by %s (%s)",
+                record.index,
+                record.closed_by,
+                record.close_code,
+            )
 
     async def _serve_connection(
         self,
@@ -377,6 +390,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["accept-then-close", "reject-handshake"],
     )
     parser.add_argument("--handshake-delay", type=float, default=0.0, metavar="S")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="log connections as they come"
+    )
     return parser
 
 
@@ -402,6 +418,8 @@ async def _serve(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake until Ctrl-C."""
     args = _parser().parse_args(argv)
+    if args.verbose:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(args))
     return 0
