@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -13,9 +14,10 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
+from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from realtime.emulators import audio
+from realtime.emulators import audio, scenarios
 from realtime.emulators.caller import (
     Dtmf,
     HangUp,
@@ -31,6 +33,7 @@ from realtime.emulators.caller import (
     voice_webhook_params,
 )
 from realtime.emulators.caller_media import Playback
+from realtime.emulators.fake_realtime import FakeRealtimeServer
 
 FAST = 0.1  # ten times real time where the pace is not the point
 
@@ -491,3 +494,103 @@ def test_parse_stream_twiml_refuses_what_twilio_cannot_use(xml, message):
     """No stream, a query string, a non-ws URL or broken XML raise TwimlError."""
     with pytest.raises(TwimlError, match=re.escape(message)):
         parse_stream_twiml(xml)
+
+
+# -- both emulators together ------------------------------------------------------------------
+
+
+async def _minimal_relay(twilio: ServerConnection, model_url: str) -> None:
+    """The least a bridge does: caller audio to the model, model audio back."""
+    async with connect(
+        model_url + "?model=gpt-realtime",
+        additional_headers={"Authorization": "Bearer sk-test"},
+    ) as model:
+        await model.recv()  # session.created
+        pcmu = {"type": "audio/pcmu"}
+        session = {
+            "type": "realtime",
+            "audio": {"input": {"format": pcmu}, "output": {"format": pcmu}},
+        }
+        await model.send(json.dumps({"type": "session.update", "session": session}))
+        stream_sid = ""
+
+        async def model_to_caller() -> None:
+            async for frame in model:
+                event = json.loads(frame)
+                if event["type"] == "response.output_audio.delta":
+                    media = {"payload": event["delta"]}
+                    await twilio.send(
+                        json.dumps(
+                            {"event": "media", "streamSid": stream_sid, "media": media}
+                        )
+                    )
+                elif event["type"] == "response.done":
+                    mark = {"name": event["response"]["id"]}
+                    await twilio.send(
+                        json.dumps(
+                            {"event": "mark", "streamSid": stream_sid, "mark": mark}
+                        )
+                    )
+
+        back = asyncio.create_task(model_to_caller())
+        try:
+            async for frame in twilio:
+                message = json.loads(frame)
+                if message["event"] == "start":
+                    stream_sid = message["streamSid"]
+                elif message["event"] == "media":
+                    append = {
+                        "type": "input_audio_buffer.append",
+                        "audio": message["media"]["payload"],
+                    }
+                    await model.send(json.dumps(append))
+        finally:
+            back.cancel()
+
+
+@pytest.fixture
+async def relayed():
+    """A fake model behind a minimal relay; yields (relay URL, fake server)."""
+    servers = {}
+
+    async def start(scenario):
+        fake = FakeRealtimeServer(scenario)
+        await fake.start()
+        relay = await serve(lambda ws: _minimal_relay(ws, fake.url), "127.0.0.1", 0)
+        servers[fake] = relay
+        port = relay.sockets[0].getsockname()[1]
+        return f"ws://127.0.0.1:{port}/media-stream", fake
+
+    yield start
+    for fake, relay in servers.items():
+        relay.close()
+        await relay.wait_closed()
+        await fake.close()
+
+
+async def test_caller_hears_the_fake_model_answer_through_a_relay(relayed):
+    """Caller speech → VAD turn → the model's answer is played, its mark returned."""
+    scenario = dataclasses.replace(scenarios.GREET_THEN_ANSWER, audio_speed=20.0)
+    url, fake = await relayed(scenario)
+    caller = SimulatedCaller(url, time_scale=FAST)
+    await caller.run([Pause(100), Speak(ms=600), WaitUntilQuiet(quiet_ms=300)])
+    answer = audio.tone_for_text(scenario.replies[0])
+    assert caller.heard_bytes == answer
+    assert [m.cleared for m in caller.marks_echoed] == [False]
+    assert caller.marks_echoed[0].heard_ms == len(answer) / 8
+    caller.assert_clean()
+    await fake.connections[0].wait_closed()
+    fake.assert_complete()
+
+
+async def test_echo_frames_round_trip_latency_through_a_relay(relayed):
+    """The benchmark's pattern: probe frames, ECHO_FRAMES, echo_latencies_ms()."""
+    url, fake = await relayed(scenarios.ECHO_FRAMES)
+    caller = SimulatedCaller(url, probe=True, time_scale=0.5)
+    await caller.run([Pause(1000)])
+    latencies = caller.echo_latencies_ms()
+    assert len(latencies) >= caller.frames_sent - 5  # the last few are in flight
+    assert sorted(latencies)[len(latencies) // 2] < 20
+    caller.assert_clean()
+    await fake.connections[0].wait_closed()
+    fake.assert_complete()
