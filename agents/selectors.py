@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from django.db.models import Model, QuerySet
 
-from agents.models import AgentProfile, Customer, PhoneNumber
+from agents.models import AgentProfile, Appointment, Customer, PhoneNumber
 
 M = TypeVar("M", bound=Model)
 
@@ -54,3 +54,13 @@ def agent_list(*, user: Any) -> QuerySet[AgentProfile]:
     return organization_scope(
         AgentProfile.objects.select_related("organization"), user=user
     )
+
+
+def customer_list(*, user: Any) -> QuerySet[Customer]:
+    """Customers the user may see."""
+    return organization_scope(Customer.objects.all(), user=user)
+
+
+def appointment_list(*, user: Any) -> QuerySet[Appointment]:
+    """Appointments the user may see, with their customer."""
+    return organization_scope(Appointment.objects.select_related("customer"), user=user)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.utils.translation import gettext_lazy as _
 
-from agents.models import AgentProfile
+from agents.models import AgentProfile, Appointment, Customer
 from agents.prompts import render_template
 
 
@@ -16,6 +18,45 @@ def agent_profile_save(*, agent: AgentProfile) -> AgentProfile:
     agent.full_clean()
     agent.save()
     return agent
+
+
+def agent_profile_delete(*, agent: AgentProfile) -> None:
+    """Delete a profile; its calls and numbers keep their history without it."""
+    agent.delete()
+
+
+@transaction.atomic
+def customer_save(*, customer: Customer) -> Customer:
+    """Validate (E.164 phone, one customer per number) and save."""
+    customer.full_clean()
+    customer.save()
+    return customer
+
+
+def customer_delete(*, customer: Customer) -> None:
+    """Delete a customer; their calls and appointments stay, unlinked."""
+    customer.delete()
+
+
+@transaction.atomic
+def appointment_save(*, appointment: Appointment) -> Appointment:
+    """Validate (customer and call of the same organisation) and save."""
+    errors: dict[str, Any] = {}
+    org_id = appointment.organization_id
+    if appointment.customer_id and appointment.customer.organization_id != org_id:
+        errors["customer"] = _("The customer belongs to another organisation.")
+    if appointment.call_id and appointment.call.organization_id != org_id:
+        errors["call"] = _("The call belongs to another organisation.")
+    if errors:
+        raise ValidationError(errors)
+    appointment.full_clean()
+    appointment.save()
+    return appointment
+
+
+def appointment_delete(*, appointment: Appointment) -> None:
+    """Delete an appointment."""
+    appointment.delete()
 
 
 def agent_prompt_values(

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-from django.db.models import QuerySet
+import asyncio
+import importlib
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import DatabaseError, connection
+from django.db.models import Q, QuerySet
 
 from agents.selectors import organization_scope
-from calls.models import CallSession
+from calls import live
+from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import LIVE
+
+log = logging.getLogger(__name__)
+
+# How long /api/health waits for its message to come back through the layer.
+CHANNEL_LAYER_TIMEOUT_S = 2.0
 
 
 def call_list(*, user: object) -> QuerySet[CallSession]:
@@ -21,6 +37,129 @@ def call_get(*, user: object, call_id: int) -> CallSession:
     return call_list(user=user).get(pk=call_id)
 
 
+def call_search(
+    *,
+    user: object,
+    status: str | None = None,
+    direction: str | None = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    agent_id: int | None = None,
+    phone: str | None = None,
+) -> QuerySet[CallSession]:
+    """Calls the user may see, filtered; `phone` (E.164) matches from or to."""
+    calls = call_list(user=user)
+    if status:
+        calls = calls.filter(status=status)
+    if direction:
+        calls = calls.filter(direction=direction)
+    if created_after:
+        calls = calls.filter(created_at__gte=created_after)
+    if created_before:
+        calls = calls.filter(created_at__lt=created_before)
+    if agent_id is not None:
+        calls = calls.filter(agent_id=agent_id)
+    if phone:
+        calls = calls.filter(Q(from_number=phone) | Q(to_number=phone))
+    return calls
+
+
+def call_detail(*, user: object, call_id: int) -> CallSession:
+    """One call with its transcript and recordings loaded; DoesNotExist if not visible."""
+    return (
+        call_list(user=user)
+        .prefetch_related("transcript", "recordings")
+        .get(pk=call_id)
+    )
+
+
+def call_transcript(*, call: CallSession) -> QuerySet[TranscriptEntry]:
+    """The call's transcript in call order."""
+    return call.transcript.order_by("offset_ms", "id")
+
+
+def call_events(*, call: CallSession) -> QuerySet[CallEvent]:
+    """The call's timeline, oldest first."""
+    return call.events.order_by("created_at", "id")
+
+
 def live_call_count() -> int:
     """Calls in a live state across every process (the admission cap counts these)."""
     return CallSession.objects.filter(status__in=LIVE).count()
+
+
+def live_calls_in_process() -> int:
+    """Calls this process is bridging now.
+
+    The bridge's own gauge (`realtime.metrics.LIVE_CALLS_IN_PROCESS`, a number or a
+    callable) when that module exists, else the counter in `calls.live`.
+    """
+    try:
+        metrics = importlib.import_module("realtime.metrics")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("realtime.metrics", "realtime"):
+            raise
+        return live.live_calls_in_process()
+    gauge = getattr(metrics, "LIVE_CALLS_IN_PROCESS", None)
+    if gauge is None:
+        return live.live_calls_in_process()
+    return int(gauge() if callable(gauge) else gauge)
+
+
+def database_reachable() -> bool:
+    """Return True if the default database answers `SELECT 1`."""
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except DatabaseError:
+        log.warning("health: database unreachable", exc_info=True)
+        return False
+
+
+def channel_layer_reachable(*, timeout: float | None = None) -> bool:
+    """Return True if a message sent on the channel layer comes back in time."""
+    limit = CHANNEL_LAYER_TIMEOUT_S if timeout is None else timeout
+    layer = get_channel_layer()
+    if layer is None:
+        return False
+    marker = secrets.token_hex(8)
+
+    async def round_trip() -> bool:
+        channel = await layer.new_channel("health.")
+        await layer.send(channel, {"type": "health.ping", "marker": marker})
+        message = await layer.receive(channel)
+        return bool(message.get("marker") == marker)
+
+    async def bounded() -> bool:
+        return await asyncio.wait_for(round_trip(), limit)
+
+    try:
+        return async_to_sync(bounded)()
+    except Exception:  # any failure of the layer is "unreachable", never a 500
+        log.warning("health: channel layer unreachable", exc_info=True)
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    database: bool
+    channel_layer: bool
+    live_calls_in_process: int
+
+    @property
+    def ok(self) -> bool:
+        return self.database and self.channel_layer
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.ok else "unavailable"
+
+
+def health_check() -> Health:
+    """Probe the database and the channel layer; count this process's live calls."""
+    return Health(
+        database=database_reachable(),
+        channel_layer=channel_layer_reachable(),
+        live_calls_in_process=live_calls_in_process(),
+    )

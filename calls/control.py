@@ -1,0 +1,80 @@
+"""Operators' control of a live call (F-23, F-37): hang up, instruct the AI.
+
+Each request is checked against the call's current status, recorded on its timeline
+and sent to the call's bridge over the channel layer (`call_control_send`), so it
+reaches the bridge in whichever process holds the call.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from agents.models import Operator
+from callcenter.errors import ApplicationError, ErrorCode
+from calls.models import CallSession
+from calls.services import call_control_send, call_event_record
+
+log = logging.getLogger(__name__)
+
+
+class CallNotLive(ApplicationError):
+    """The call has ended (or never started), so there is nothing to control."""
+
+    code = ErrorCode.CALL_NOT_LIVE
+    http_status = 409
+
+
+def call_check_live(*, call: CallSession) -> None:
+    """Raise CallNotLive unless the call, as stored now, is live."""
+    call.refresh_from_db(fields=["status"])
+    if not call.is_live:
+        raise CallNotLive(
+            f"Call {call.pk} is not live (status '{call.status}').",
+            details={"status": call.status},
+        )
+
+
+def _send(*, call: CallSession, command: str, **data: Any) -> None:
+    try:
+        call_control_send(call_id=call.pk, command=command, **data)
+    except Exception as exc:  # the layer (Redis) is down: tell the client, not a 500
+        log.warning(
+            "control %s not sent", command, exc_info=True, extra={"call_id": call.pk}
+        )
+        raise ApplicationError(
+            "The call's bridge could not be reached; try again.",
+            code=ErrorCode.UPSTREAM,
+            http_status=502,
+        ) from exc
+
+
+def call_hangup_request(
+    *, call: CallSession, requested_by: Operator | None = None
+) -> CallSession:
+    """Ask the bridge to end a live call (it says nothing more and hangs up)."""
+    call_check_live(call=call)
+    call_event_record(
+        call=call,
+        type="hangup-requested",
+        payload={"requested_by": requested_by.pk if requested_by else None},
+    )
+    _send(call=call, command="hangup")
+    return call
+
+
+def call_instruct(
+    *, call: CallSession, text: str, requested_by: Operator | None = None
+) -> CallSession:
+    """Inject an operator's instruction into a live call's AI conversation."""
+    call_check_live(call=call)
+    call_event_record(
+        call=call,
+        type="instruct-requested",
+        payload={
+            "text": text,
+            "requested_by": requested_by.pk if requested_by else None,
+        },
+    )
+    _send(call=call, command="instruct", text=text)
+    return call
