@@ -89,6 +89,17 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Log every Twilio Media Streams event (payloads elided).",
     ),
     EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
+    EnvVar(
+        "API_THROTTLE_MUTATIONS",
+        "120/min",
+        "Per-user rate of mutating API requests (POST/PUT/PATCH/DELETE): "
+        "N/s, N/min, N/hour or N/day.",
+    ),
+    EnvVar(
+        "API_THROTTLE_OUTBOUND",
+        "30/min",
+        "Per-user rate of outbound calls placed through the API.",
+    ),
     EnvVar("LOG_LEVEL", "INFO", "Root log level."),
     EnvVar("LOG_FORMAT", "json", "json (one object a line) or text."),
     EnvVar(

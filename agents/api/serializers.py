@@ -1,0 +1,299 @@
+"""Input validation and output shapes for agent profiles, customers, appointments.
+
+Validation matches the settings page and the model: prompt templates may only use
+known variables (`agents.prompts.validate_template`), voice and model come from the
+GA lists, speed stays in the GA range, phone numbers in any Japanese format become
+E.164. Related objects (organisation, customer, call) resolve only within what the
+caller may see, so another organisation's id is "does not exist", never a leak.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db.models import Model, QuerySet
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from agents.models import (
+    TOOL_NAMES,
+    AgentProfile,
+    Appointment,
+    Customer,
+    Organization,
+)
+from agents.phones import normalize_phone
+from agents.prompts import validate_template
+from agents.selectors import customer_list
+from calls.selectors import call_list
+
+DTMF_DIGITS = [*"0123456789", "*", "#"]
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "example": "090-1234-5678",
+        "description": "Any Japanese or international format; stored and "
+        "returned as E.164 (`+819012345678`).",
+    }
+)
+class PhoneNumberField(serializers.CharField):
+    """A phone number in, E.164 out (F-32)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("max_length", 32)
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> str:
+        value = super().to_internal_value(data)
+        try:
+            return normalize_phone(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from exc
+
+
+@extend_schema_field(
+    {
+        "type": "string",
+        "pattern": r"^([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?$",
+        "example": "14:30",
+        "description": "Local wall-clock time, HH:MM[:SS] (no UTC offset).",
+    }
+)
+class LocalTimeField(serializers.TimeField):
+    """A wall-clock time; JSON Schema's `time` format would demand an offset."""
+
+
+def _no_nul(value: Any) -> None:
+    """Refuse NUL characters anywhere in a JSON value (PostgreSQL cannot store them)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise serializers.ValidationError("Null characters are not allowed.")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _no_nul(key)
+            _no_nul(item)
+    elif isinstance(value, list):
+        for item in value:
+            _no_nul(item)
+
+
+class JSONObjectField(serializers.DictField):
+    """A free JSON object (customer context, contact fields)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("child", serializers.JSONField())
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> dict[str, Any]:
+        value: dict[str, Any] = super().to_internal_value(data)
+        _no_nul(value)
+        return value
+
+
+def _request_user(serializer: serializers.Serializer) -> Any:
+    return serializer.context["request"].user
+
+
+def _scope_field(
+    serializer: serializers.Serializer, name: str, queryset: QuerySet[Any]
+) -> None:
+    field = serializer.fields.get(name)
+    if isinstance(field, serializers.PrimaryKeyRelatedField):
+        field.queryset = queryset
+
+
+class OrganizationOwnedSerializer(serializers.ModelSerializer):
+    """An object of one organisation: the caller's, or a superuser's choice."""
+
+    organization = serializers.PrimaryKeyRelatedField(
+        queryset=Organization.objects.all(),
+        required=False,
+        help_text="Defaults to your organisation; only superusers may choose "
+        "another. Cannot change after creation.",
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None and not request.user.is_superuser:
+            own_id = getattr(request.user, "organization_id", None)
+            _scope_field(self, "organization", Organization.objects.filter(pk=own_id))
+
+    def _organization(self, attrs: dict[str, Any]) -> Organization:
+        given: Organization | None = attrs.get("organization")
+        if self.instance is not None:
+            owned: Organization = self.instance.organization
+            if given is not None and given.pk != owned.pk:
+                raise serializers.ValidationError(
+                    {"organization": ["An object cannot move to another organisation."]}
+                )
+            return owned
+        own = getattr(_request_user(self), "organization", None)
+        organization = given or own
+        if organization is None:
+            raise serializers.ValidationError(
+                {"organization": ["Choose the organisation (you belong to none)."]}
+            )
+        return organization
+
+    def _unique_in_organization(
+        self, attrs: dict[str, Any], organization: Organization, field: str
+    ) -> None:
+        value = attrs.get(field)
+        if value is None:
+            return
+        model: type[Model] = self.Meta.model
+        clash = model._default_manager.filter(
+            organization=organization, **{field: value}
+        )
+        if self.instance is not None:
+            clash = clash.exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise serializers.ValidationError(
+                {field: ["Already used in this organisation."]}
+            )
+
+
+class AgentProfileSerializer(OrganizationOwnedSerializer):
+    """An agent profile: the sales pitch and its Realtime settings (F-03)."""
+
+    enabled_tools = serializers.ListField(
+        child=serializers.ChoiceField(choices=TOOL_NAMES),
+        required=False,
+        help_text="Function tools the AI may call.",
+    )
+    handoff_phone_number = PhoneNumberField(
+        required=False, allow_blank=True, help_text="Where handoffs ring (F-32)."
+    )
+    handoff_dtmf_digit = serializers.ChoiceField(
+        choices=DTMF_DIGITS,
+        required=False,
+        allow_blank=True,
+        help_text="Keypad digit that asks for a human; blank for none.",
+    )
+
+    class Meta:
+        model = AgentProfile
+        fields = [
+            "id",
+            "organization",
+            "name",
+            "realtime_enabled",
+            "model",
+            "voice",
+            "speed",
+            "instructions_template",
+            "greeting_template",
+            "ai_speaks_first",
+            "language",
+            "turn_detection",
+            "vad_threshold",
+            "vad_prefix_padding_ms",
+            "vad_silence_duration_ms",
+            "vad_eagerness",
+            "interrupt_response",
+            "transcription_model",
+            "transcription_language",
+            "noise_reduction",
+            "enabled_tools",
+            "company_name",
+            "service_name",
+            "representative_name",
+            "self_introduction",
+            "service_description",
+            "handoff_phone_number",
+            "handoff_dtmf_digit",
+            "handoff_farewell",
+            "on_agent_unavailable",
+            "return_to_ai_after_agent",
+            "on_model_failure",
+            "voicemail_message",
+            "max_call_duration_s",
+            "idle_timeout_s",
+            "rollout_percentage",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        # Name per organisation is checked in validate(): the organisation is implied.
+        validators: list[Any] = []
+        extra_kwargs = {
+            "instructions_template": {
+                "help_text": "May use {{company_name}}, {{service_name}}, "
+                "{{representative_name}}, {{self_introduction}}, "
+                "{{service_description}}, {{customer_name}}."
+            },
+            "greeting_template": {"help_text": "The AI's first words; same variables."},
+            # Twilio ends any call at 4 hours; an idle caller gets an hour at most.
+            "max_call_duration_s": {"max_value": 4 * 3600},
+            "idle_timeout_s": {"max_value": 3600},
+        }
+
+    def validate_instructions_template(self, value: str) -> str:
+        validate_template(value)
+        return value
+
+    def validate_greeting_template(self, value: str) -> str:
+        validate_template(value)
+        return value
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs["organization"] = self._organization(attrs)
+        self._unique_in_organization(attrs, attrs["organization"], "name")
+        return attrs
+
+
+class CustomerSerializer(OrganizationOwnedSerializer):
+    """A customer (F-06): one per phone number in an organisation."""
+
+    phone_number = PhoneNumberField()
+    context = JSONObjectField(
+        required=False, help_text="Free context: bookings, notes, anything."
+    )
+
+    class Meta:
+        model = Customer
+        fields = ["id", "organization", "phone_number", "name", "context", "created_at"]
+        read_only_fields = ["id", "created_at"]
+        # Phone per organisation is checked in validate(): the organisation is implied.
+        validators: list[Any] = []
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs["organization"] = self._organization(attrs)
+        self._unique_in_organization(attrs, attrs["organization"], "phone_number")
+        return attrs
+
+
+class AppointmentSerializer(OrganizationOwnedSerializer):
+    """An appointment (F-07); its customer and call must be of its organisation."""
+
+    time = LocalTimeField()
+
+    class Meta:
+        model = Appointment
+        fields = [
+            "id",
+            "organization",
+            "customer",
+            "call",
+            "date",
+            "time",
+            "name",
+            "notes",
+            "created_at",
+        ]
+        read_only_fields = ["id", "created_at"]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            _scope_field(self, "customer", customer_list(user=request.user))
+            _scope_field(self, "call", call_list(user=request.user))
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        attrs["organization"] = self._organization(attrs)
+        return attrs

@@ -1,0 +1,1 @@
+"""Public REST API of calls (F-42): list, detail, timeline, control, outbound, health."""
