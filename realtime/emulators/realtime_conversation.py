@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from realtime.emulators import realtime_shapes as shapes
-from realtime.emulators.realtime_checks import ClientEventError
+from realtime.emulators.strict_json import ClientEventError
 
 __all__ = ["Conversation", "Item"]
 

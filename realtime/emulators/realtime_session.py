@@ -48,12 +48,8 @@ from websockets.exceptions import ConnectionClosed
 
 from realtime.emulators import audio
 from realtime.emulators import realtime_shapes as shapes
-from realtime.emulators.realtime_checks import (
-    ClientEventError,
-    check_client_event,
-    default_session,
-    merge_session,
-)
+from realtime.emulators.realtime_checks import ClientEventError, check_client_event
+from realtime.emulators.realtime_config import default_session, merge_session
 from realtime.emulators.realtime_conversation import Conversation, Item
 from realtime.emulators.realtime_record import RealtimeConnection, Violation
 from realtime.emulators.realtime_responses import (

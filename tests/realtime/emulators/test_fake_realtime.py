@@ -1319,12 +1319,14 @@ def test_emulators_import_nothing_from_django():
             "caller_webhook",
             "fake_realtime",
             "realtime_checks",
+            "realtime_config",
             "realtime_conversation",
             "realtime_record",
             "realtime_responses",
             "realtime_session",
             "realtime_shapes",
             "scenarios",
+            "strict_json",
         )
     ]
     code = (
