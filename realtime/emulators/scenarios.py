@@ -30,7 +30,8 @@ for the exact event order). They differ in:
   stale audio deltas follow ``speech_started`` before the cancel; expects the
   client to truncate the interrupted item.
 - ``ERRORS``: a ``server_error`` after the first ``session.update``, and the
-  first caller turn's response ends ``failed``.
+  second response (index 1: the first caller turn's answer when the client
+  greets first) ends ``failed`` with ``status_details.error``.
 - ``MID_CALL_DROP``: the first connection is aborted (no close frame) after 50
   client events; later connections behave normally (for reconnect tests).
 - ``SESSION_EXPIRED``: the first connection gets ``session_expired`` after 1 s,
