@@ -3,7 +3,7 @@
 Every operation of /api/schema/ gets bounded, derandomized examples (the schema's
 examples, boundary "coverage" cases, and a few fuzzed ones). Path ids and the
 outbound agent are pointed at real objects of the caller's organisation so the happy
-paths are exercised too; other ids (negative, huge) go as generated. Checks: no 5xx, every status documented, every body and
+paths are exercised too; ids no database holds (negative, huge) go as generated. Checks: no 5xx, every status documented, every body and
 content type as the schema says.
 """
 
@@ -21,6 +21,7 @@ from rest_framework.authtoken.models import Token
 from schemathesis.config import SchemathesisConfig
 
 from agents.models import Appointment
+from callcenter.api import ID_MAX
 from calls.models import CallEvent, Recording
 from calls.status import CallStatus
 from tests.agents.factories import AgentProfileFactory, CustomerFactory, OperatorFactory
@@ -106,14 +107,21 @@ def seeded(db: None, settings: Any) -> dict[str, Any]:
     }
 
 
-def aim_at_real_objects(case: Any, seeded: dict[str, Any]) -> None:
-    """Point small path ids (and the outbound agent) at the caller's own objects.
+def storable_id(value: Any) -> bool:
+    """True for an id a database could hold (the coverage phase sends strings)."""
+    if isinstance(value, str) and value.isascii() and value.isdigit():
+        value = int(value)
+    return type(value) is int and 0 <= value <= ID_MAX
 
-    Ids outside 0..1000 (negative, huge, boundary values) are sent as generated.
+
+def aim_at_real_objects(case: Any, seeded: dict[str, Any]) -> None:
+    """Point path ids (and the outbound agent) at the caller's own objects.
+
+    Ids no database can hold (negative, beyond 64 bits) are sent as generated.
     """
     resource = case.path.split("/")[2]
     for name, value in (case.path_parameters or {}).items():
-        if isinstance(value, int) and 0 <= value <= 1000:
+        if storable_id(value):
             case.path_parameters[name] = seeded["ids"][resource]
     if case.path == "/api/calls/outbound" and isinstance(case.body, dict):
         case.body["agent"] = seeded["ids"]["agents"]
