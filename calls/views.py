@@ -22,7 +22,7 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
-from django.utils.translation import gettext_lazy
+from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.selectors import agent_list
@@ -213,7 +213,7 @@ class CallFilterForm(forms.Form):
         widget=forms.DateInput(attrs={"type": "date"}),
     )
     agent = forms.ModelChoiceField(
-        label=gettext_lazy("エージェント"),
+        label=pgettext_lazy("one agent", "エージェント"),
         required=False,
         queryset=None,
         empty_label=gettext_lazy("すべて"),

@@ -175,3 +175,28 @@ async def test_foreign_origin_is_refused():
     )
     connected, _code = await communicator.connect(timeout=5)
     assert not connected
+
+
+def _close_worker_connections() -> None:
+    from django.db import connections
+
+    for conn in connections.all(initialized_only=True):
+        if conn.connection is not None:
+            # SQLite's close() keeps in-memory test databases open; this thread's
+            # own handle can go (the main thread's keeps the database alive).
+            conn.connection.close()
+            conn.connection = None
+
+
+@pytest.fixture(autouse=True)
+async def _close_consumer_connections():
+    """Leave no open connection in Channels' worker thread after a test.
+
+    Channels closes old connections before each dispatch; a handle left behind by
+    these transactional tests would make that check touch the database in a later
+    test that has no database access.
+    """
+    yield
+    from asgiref.sync import sync_to_async
+
+    await sync_to_async(_close_worker_connections)()

@@ -71,6 +71,10 @@
         err.hidden = true;
         err.textContent = "";
         area.removeAttribute("aria-invalid");
+        // The server's message about an earlier value no longer applies.
+        form.querySelectorAll('[data-field-error="' + area.name + '"]').forEach(function (el) {
+          el.hidden = true;
+        });
       } else {
         out.classList.add("stale");
         err.textContent = data.error || "HTTP " + reply.status;
