@@ -124,3 +124,13 @@ def test_live_call_counter() -> None:
     assert live.live_calls_in_process() == before
     if before == 0:
         assert live.live_calls_decrement() == 0
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_health_through_asgi() -> None:
+    """Under the ASGI server the sync view's layer round trip still works."""
+    from django.test import AsyncClient
+
+    response = await AsyncClient().get("/api/health")
+    assert response.status_code == 200, response.content
+    assert response.json()["channel_layer"] is True
