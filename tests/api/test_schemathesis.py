@@ -16,7 +16,9 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
+from django.db import close_old_connections
 from rest_framework.authtoken.models import Token
 from schemathesis.config import SchemathesisConfig
 
@@ -67,7 +69,22 @@ def _report_cases() -> Iterator[None]:
 
 
 @pytest.fixture
-def seeded(db: None, settings: Any) -> dict[str, Any]:
+def _keep_test_connection() -> Iterator[None]:
+    """Keep the test's database connection open across WSGI requests.
+
+    Django closes "old" connections when a request starts and finishes; inside a
+    test transaction that would close the test's own connection (on a file
+    database). Django's test client disconnects these handlers; so do we.
+    """
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.fixture
+def seeded(db: None, settings: Any, _keep_test_connection: None) -> dict[str, Any]:
     """An operator's token and one object of each kind in their organisation."""
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
