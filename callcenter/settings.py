@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+
 from callcenter import env as E
 
 BASE_DIR = E.BASE_DIR
@@ -23,6 +27,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "agents",
     "calls",
     "realtime",
@@ -76,10 +81,17 @@ else:
                 "transaction_mode": "IMMEDIATE",
                 "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
             },
+            # Tests use a file, not shared-cache memory: bridge threads write beside
+            # the request threads, and memory databases lock whole tables at once.
+            # One file per process, so parallel test runs never share it.
+            "TEST": {
+                "NAME": str(
+                    Path(tempfile.gettempdir()) / f"callcenter-test-{os.getpid()}.sqlite3"
+                )
+            },
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-FORMS_URLFIELD_ASSUME_HTTPS = True
 
 REDIS_URL = E.get_str("REDIS_URL")
 if REDIS_URL:
@@ -118,18 +130,41 @@ MEDIA_URL = "/media/"
 MEDIA_ROOT = BASE_DIR / "media"
 
 REST_FRAMEWORK = {
+    # Token first: an unauthenticated request gets 401 with `WWW-Authenticate: Token`.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.SessionAuthentication",
         "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_SCHEMA_CLASS": "callcenter.api_docs.AutoSchema",
     "EXCEPTION_HANDLER": "callcenter.errors.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "callcenter.api.Pagination",
+    "PAGE_SIZE": 50,
+    # Per user (token): anonymous requests are refused before they are counted.
+    "DEFAULT_THROTTLE_CLASSES": ["callcenter.api.MutationRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {
+        "mutations": E.get_str("API_THROTTLE_MUTATIONS"),
+        "outbound": E.get_str("API_THROTTLE_OUTBOUND"),
+    },
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "AI call center API",
+    "DESCRIPTION": "Calls, live control, outbound calls, agent profiles, customers "
+    "and appointments of your organisation. Every failure has the body "
+    '`{"error": {"code", "message", "details"}}`; see docs/API.md.',
     "VERSION": "0.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Request and response shapes apart: read-only fields are not inputs.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "ENUM_NAME_OVERRIDES": {
+        "CallStatusEnum": "calls.status.CallStatus",
+        "ErrorCodeEnum": "callcenter.api_docs.ERROR_CODE_CHOICES",
+        "RecordingStatusEnum": "calls.models.Recording.Status",
+    },
+    # Swagger UI from our own static files (drf-spectacular-sidecar), no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Telephony and the model.
@@ -141,6 +176,8 @@ TWILIO_ACCOUNT_SID = E.get_str("TWILIO_ACCOUNT_SID")
 TWILIO_AUTH_TOKEN = E.get_str("TWILIO_AUTH_TOKEN")
 TWILIO_API_BASE_URL = E.get_str("TWILIO_API_BASE_URL").rstrip("/")
 TWILIO_FROM_NUMBER = E.get_str("TWILIO_FROM_NUMBER")
+# Places outbound calls: a callable(call) -> Twilio call SID (tests plug in a fake).
+TWILIO_DIALER = "calls.twilio_client.dial_outbound"
 TWILIO_VALIDATE_SIGNATURES = E.get_bool("TWILIO_VALIDATE_SIGNATURES")
 USE_OPENAI_REALTIME = E.get_bool("USE_OPENAI_REALTIME")
 DEBUG_REALTIME = E.get_bool("DEBUG_REALTIME")
