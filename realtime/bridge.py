@@ -46,6 +46,7 @@ from realtime.protocol.bridge_state import (
 )
 from realtime.protocol.errors import ProtocolError, TwilioProtocolError
 from realtime.protocol.openai_events import (
+    ResponseDone,
     ServerError,
     SessionCreated,
     SessionUpdated,
@@ -60,12 +61,16 @@ log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS_S = (0.25, 1.0, 2.0)  # three tries (F-25)
 CONNECT_TIMEOUT_S = 10.0
+# A connection that lived this long and then dropped starts the count of tries afresh;
+# one that keeps dropping sooner counts towards the fallback.
+STABLE_S = 30.0
 TOOL_TIMEOUT_S = 8.0
 HEARTBEAT_EVERY_S = 15.0
 SESSION_ROTATE_AFTER_S = 55 * 60  # before the 60-minute cap (PROTOCOL C11)
 HARD_STOP_GRACE_S = 30.0  # after a polite goodbye, hang up regardless
 MAX_PENDING_MODEL_FRAMES = 500
 MAX_PENDING_WRITES = 1000
+MAX_RESEED_LINES = 200
 NOT_RETRYABLE_CODES = {"invalid_api_key", "beta_api_shape_disabled"}
 
 
@@ -133,8 +138,11 @@ class CallBridge:
             asyncio.Queue(MAX_PENDING_WRITES)
         )
         self._pending_model: deque[str] = deque(maxlen=MAX_PENDING_MODEL_FRAMES)
+        # What this call has said so far, to re-seed a new model session (F-25).
+        self._lines: deque[tuple[str, str]] = deque(maxlen=MAX_RESEED_LINES)
         self._model_ready = asyncio.Event()
         self._stream_claimed = False
+        self._claimed = asyncio.Event()
         self._started_stream = False
         self._finished = asyncio.Event()
         self._finishing = False
@@ -268,6 +276,7 @@ class CallBridge:
                 await self._close_twilio(1008)
             return False
         self._stream_claimed = True
+        self._claimed.set()
         self._start_model()
         return True
 
@@ -323,8 +332,13 @@ class CallBridge:
             except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
                 if self._finishing:
                     return
-                if self._session_ok:
-                    failures = 0  # it had worked: a fresh count of tries
+                connected = self._model_connected_at
+                if (
+                    self._session_ok
+                    and connected
+                    and self._clock() - connected >= STABLE_S
+                ):
+                    failures = 0  # it had worked for a while: a fresh count of tries
                 failures += 1
                 self.model_failures += 1
                 reason = f"{type(exc).__name__}: {exc}"[:500]
@@ -341,12 +355,16 @@ class CallBridge:
                 if refused or failures > len(RECONNECT_DELAYS_S):
                     await self._model_failed(reason)
                     return
+                # Forget the lost session at once, so caller audio is buffered by the
+                # state (not sent into a dead socket) while we back off.
+                await self._prepare_reconnect()
                 await asyncio.sleep(RECONNECT_DELAYS_S[failures - 1])
-            if self._finishing:
-                return
+            else:
+                if self._finishing:
+                    return
+                await self._prepare_reconnect()  # a planned rotation
             self._rotating = False
             reconnecting = True
-            await self._prepare_reconnect()
 
     async def _prepare_reconnect(self) -> None:
         """Forget the lost session now; its commands wait for the next socket."""
@@ -354,11 +372,12 @@ class CallBridge:
         self._model_ready.clear()
         # Frames meant for the lost session would confuse the new one.
         self._pending_model.clear()
-        lines = await self.store.load_transcript()
-        await self._perform(self.state.on_model_reconnected(lines))
+        lines = list(self._lines)
+        actions = self.state.on_model_reconnected(lines)
         self._enqueue(
             lambda: self.store.record_event("model-reconnect", {"lines": len(lines)})
         )
+        await self._perform(actions)
 
     async def _run_model_connection(self, reconnecting: bool) -> None:
         self._model_connected_at = None
@@ -379,8 +398,8 @@ class CallBridge:
             if reconnecting:
                 pass  # _prepare_reconnect queued the session for this socket
             elif self.config.resume:
-                lines = await self.store.load_transcript()
-                await self._perform(self.state.on_model_reconnected(lines))
+                self._lines.extend(await self.store.load_transcript())
+                await self._perform(self.state.on_model_reconnected(list(self._lines)))
             else:
                 await self._perform(self.state.on_model_connected())
             # Commands produced while no socket was open go first, in order.
@@ -432,6 +451,14 @@ class CallBridge:
             self._enqueue(lambda: self.store.record_event("model-connected", {}))
         elif isinstance(event, ServerError):
             await self._on_model_error(event)
+        elif isinstance(event, ResponseDone) and event.status == "failed":
+            failure = {
+                "source": "openai",
+                "response_id": event.response_id,
+                "code": event.error_code,
+                "message": (event.error_message or "")[:300],
+            }
+            self._enqueue(lambda: self.store.record_event("response-failed", failure))
         try:
             actions = self.state.on_server_event(event, now_ms=self.now_ms())
         except ProtocolError as exc:
@@ -471,6 +498,14 @@ class CallBridge:
             lambda: self.store.record_event("model-failed", {"reason": reason[:500]})
         )
         self._model_task = None
+        # The model was opened before `start`; the fallback needs the claimed call.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._claimed.wait(), timeout=3.0)
+        if not self._stream_claimed:
+            await self.finish(
+                f"model-failure before start: {reason}"[:200], failed=True
+            )
+            return
         if self.config.on_model_failure == "handoff":
             self._end_mode = "handoff"
             try:
@@ -539,6 +574,7 @@ class CallBridge:
 
     def _save_transcript(self, action: SaveTranscript) -> None:
         offset = self.now_ms()
+        self._lines.append((action.speaker, action.text))
         self._last_activity = self._clock()
         self._enqueue(
             lambda: self.store.save_transcript(

@@ -20,6 +20,7 @@ from agents.models import TOOL_NAMES
 from realtime.emulators import scenarios
 from realtime.emulators.caller import SimulatedCaller
 from realtime.emulators.fake_realtime import FakeRealtimeServer
+from realtime.emulators.run import ControlledTwilioEmulator
 from realtime.emulators.twilio_api import StreamStart, TwilioEmulator
 from tests.agents.factories import AgentProfileFactory, PhoneNumberFactory
 
@@ -137,3 +138,17 @@ def inbound_agent(db):
         number=INBOUND_NUMBER, organization=agent.organization, agent=agent
     )
     return agent
+
+
+@pytest.fixture
+async def controlled_twilio(flow_settings) -> AsyncIterator[TwilioEmulator]:
+    """The Twilio emulator with the demo's `/_emulator/` control API on its port.
+
+    Fast network timings, callers at CALLER_TIME_SCALE, and a human far end that
+    answers every outbound call (the handoff number included).
+    """
+    async with ControlledTwilioEmulator(
+        ACCOUNT_SID, AUTH_TOKEN, caller_factory=fast_caller
+    ) as emu:
+        flow_settings.TWILIO_API_BASE_URL = emu.base_url
+        yield emu
