@@ -49,6 +49,16 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     ),
     EnvVar("PORT", "8000", "Port `make run` serves on."),
     EnvVar(
+        "DEMO_REALTIME_PORT",
+        "8765",
+        "Demo mode: port of the built-in fake OpenAI Realtime server.",
+    ),
+    EnvVar(
+        "DEMO_TWILIO_PORT",
+        "8766",
+        "Demo mode: port of the Twilio emulator (and its /_emulator/ control API).",
+    ),
+    EnvVar(
         "PUBLIC_BASE_URL",
         "http://127.0.0.1:8000",
         "Base URL Twilio reaches; https gives wss stream URLs, http gives ws (local use).",

@@ -1,16 +1,127 @@
-"""Serve the project with Daphne on the embedded defaults (`make run`)."""
+"""Serve the project with Daphne on the embedded defaults (`make run`).
+
+With an OpenAI key, Daphne replaces this process, as any server would. Without one
+(demo mode, F-45) this process stays as a small supervisor of two children:
+
+- `python -m realtime.emulators.run`: the fake OpenAI Realtime server and the Twilio
+  emulator (with its `/_emulator/` control API) on DEMO_REALTIME_PORT and
+  DEMO_TWILIO_PORT;
+- Daphne, pointed at them by URL only (OPENAI_REALTIME_URL, TWILIO_API_BASE_URL,
+  PUBLIC_BASE_URL) and sharing one TWILIO_AUTH_TOKEN with the emulator, so that
+  webhook and stream signatures validate.
+
+Ctrl-C or SIGTERM stops both; if either child exits, the other is stopped too. On
+Linux the children also get SIGTERM if this process is killed outright.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
+import secrets
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Mapping
+from types import FrameType
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from callcenter import env as E
+
+log = logging.getLogger(__name__)
+
+DEMO_BANNER = (
+    "DEMO MODE: no OpenAI key — calls are answered by the built-in fake Realtime server"
+)
+STARTUP_TIMEOUT_S = 20.0
+STOP_TIMEOUT_S = 10.0
+
+
+def _daphne_argv(host: str, port: int) -> list[str]:
+    daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
+    return [
+        daphne,
+        "-b",
+        host,
+        "-p",
+        str(port),
+        "--proxy-headers",
+        "callcenter.asgi:application",
+    ]
+
+
+def _local_host(host: str) -> str:
+    """The address another local process uses to reach a server bound to `host`."""
+    return "127.0.0.1" if host in ("", "0.0.0.0", "::", "[::]") else host
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGTERM the child if this process dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+
+    def preexec() -> None:
+        import ctypes
+
+        try:
+            libc = ctypes.CDLL("libc.so.6", use_errno=True)
+            libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        except OSError:
+            pass
+
+    return preexec
+
+
+def demo_environment(
+    *,
+    base: Mapping[str, str],
+    host: str,
+    port: int,
+    realtime_port: int,
+    twilio_port: int,
+) -> dict[str, str]:
+    """Daphne's environment in demo mode: every external URL points at an emulator."""
+    local = _local_host(host)
+    token = settings.TWILIO_AUTH_TOKEN or secrets.token_hex(16)
+    return {
+        **base,
+        "OPENAI_API_KEY": "",  # keeps DEMO_MODE (and the pages' banner) on
+        "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{realtime_port}/v1/realtime",
+        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
+        "TWILIO_ACCOUNT_SID": settings.TWILIO_ACCOUNT_SID,
+        "TWILIO_AUTH_TOKEN": token,
+        "PUBLIC_BASE_URL": f"http://{local}:{port}",
+    }
 
 
 class Command(BaseCommand):
-    help = "Serve HTTP and WebSockets with Daphne (PORT and HOST from the environment)."
+    help = (
+        "Serve HTTP and WebSockets with Daphne (PORT and HOST from the environment); "
+        "without an OpenAI key, also run the emulators (demo mode)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
@@ -23,16 +134,153 @@ class Command(BaseCommand):
             f"Serving on http://{host}:{port}/ (admin: /admin/, login demo/demo)"
         )
         self.stdout.flush()
-        daphne = os.path.join(os.path.dirname(sys.executable), "daphne")
-        os.execv(
-            daphne,
-            [
-                daphne,
-                "-b",
-                host,
-                "-p",
-                str(port),
-                "--proxy-headers",
-                "callcenter.asgi:application",
-            ],
+        if not settings.DEMO_MODE:
+            argv = _daphne_argv(host, port)
+            os.execv(argv[0], argv)
+        self._serve_demo(host, port)
+
+    # -- demo mode -----------------------------------------------------------------
+
+    def _serve_demo(self, host: str, port: int) -> None:
+        realtime_port = E.get_int("DEMO_REALTIME_PORT")
+        twilio_port = E.get_int("DEMO_TWILIO_PORT")
+        for name, number in (
+            ("DEMO_REALTIME_PORT", realtime_port),
+            ("DEMO_TWILIO_PORT", twilio_port),
+        ):
+            if not _port_free("127.0.0.1", number):
+                raise CommandError(
+                    f"Port {number} ({name}) is in use, perhaps by another `make run`. "
+                    f"Stop it, or choose another port: {name}=<port> make run"
+                )
+        environment = demo_environment(
+            base=os.environ,
+            host=host,
+            port=port,
+            realtime_port=realtime_port,
+            twilio_port=twilio_port,
         )
+        line = "=" * len(DEMO_BANNER)
+        self.stdout.write(self.style.WARNING(f"{line}\n{DEMO_BANNER}\n{line}"))
+        self.stdout.write(
+            f"Fake OpenAI Realtime: {environment['OPENAI_REALTIME_URL']}\n"
+            f"Twilio emulator:      {environment['TWILIO_API_BASE_URL']} "
+            "(control API under /_emulator/)\n"
+            "Place a simulated call from another terminal: "
+            f"PORT={port} .venv/bin/python manage.py simulate_call"
+        )
+        self.stdout.flush()
+        log.warning(DEMO_BANNER)
+        emulators = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "realtime.emulators.run",
+                "--host",
+                "127.0.0.1",
+                "--realtime-port",
+                str(realtime_port),
+                "--twilio-port",
+                str(twilio_port),
+                "--scenario",
+                "demo",
+            ],
+            cwd=settings.BASE_DIR,
+            env=environment,  # the account SID and auth token go in here, not argv
+            preexec_fn=_die_with_parent(),
+        )
+        children: list[subprocess.Popen[bytes]] = [emulators]
+        stop = _StopOnSignal()
+        try:
+            self._wait_ready(emulators, [realtime_port, twilio_port], stop)
+            if not stop.signum:
+                children.append(
+                    subprocess.Popen(
+                        _daphne_argv(host, port),
+                        cwd=settings.BASE_DIR,
+                        env=environment,
+                        preexec_fn=_die_with_parent(),
+                    )
+                )
+                failed = _supervise(children, stop)
+                if failed is not None:
+                    raise CommandError(
+                        f"{failed} exited with status {children_status(children)}; "
+                        "stopped the rest."
+                    )
+        finally:
+            _stop_all(children)
+            stop.restore()
+
+    def _wait_ready(
+        self, child: subprocess.Popen[bytes], ports: list[int], stop: _StopOnSignal
+    ) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not all(_port_open("127.0.0.1", p) for p in ports):
+            if stop.signum:
+                return
+            if child.poll() is not None:
+                raise CommandError(
+                    f"The emulators exited on start (status {child.returncode})."
+                )
+            if time.monotonic() > deadline:
+                raise CommandError(
+                    f"The emulators did not open ports {ports} within "
+                    f"{STARTUP_TIMEOUT_S:.0f} s."
+                )
+            time.sleep(0.05)
+
+
+class _StopOnSignal:
+    """Turn SIGINT and SIGTERM into a flag (the children get SIGTERM from us)."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous = {
+            signum: signal.signal(signum, self._handle)
+            for signum in (signal.SIGINT, signal.SIGTERM)
+        }
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        self.signum = signum
+
+    def restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+
+def _name(child: subprocess.Popen[bytes]) -> str:
+    argv = child.args if isinstance(child.args, list) else [str(child.args)]
+    return "Daphne" if "daphne" in os.path.basename(str(argv[0])) else "The emulators"
+
+
+def children_status(children: list[subprocess.Popen[bytes]]) -> str:
+    return ", ".join(
+        f"{_name(c)}={c.returncode}" for c in children if c.returncode is not None
+    )
+
+
+def _supervise(
+    children: list[subprocess.Popen[bytes]], stop: _StopOnSignal
+) -> str | None:
+    """Wait for a signal (None) or for a child to exit (its name)."""
+    while not stop.signum:
+        for child in children:
+            if child.poll() is not None:
+                return _name(child)
+        time.sleep(0.1)
+    return None
+
+
+def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM every live child, wait, then SIGKILL what is left."""
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    for child in children:
+        try:
+            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()

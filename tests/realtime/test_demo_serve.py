@@ -1,0 +1,196 @@
+"""`manage.py serve` as `make run` starts it: demo mode (F-45) and with a key.
+
+Real processes on free ports, an empty SQLite file per test; each test takes a few
+seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+from realtime.call_setup import DEMO_API_KEY
+from realtime.management.commands.serve import DEMO_BANNER
+
+ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 15.0
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def children_of(pid: int) -> list[int]:
+    """Direct children of a process (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # pid (comm) state ppid …; comm may hold spaces, so split after the ")".
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def gone(pid: int) -> bool:
+    """True once the process has exited (a zombie waiting to be reaped counts)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def wait_for(predicate, within_s: float = START_TIMEOUT_S) -> bool:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def admin_login_ok(port: int) -> bool:
+    try:
+        return (
+            httpx.get(f"http://127.0.0.1:{port}/admin/login/", timeout=1).status_code
+            == 200
+        )
+    except httpx.TransportError:
+        return False
+
+
+class Served:
+    def __init__(self, process: subprocess.Popen[str], port: int, env: dict[str, str]):
+        self.process = process
+        self.port = port
+        self.env = env
+
+    def stop(self, signum: int = signal.SIGTERM) -> str:
+        """Send `signum` (if still running); return everything it printed."""
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+        return self.wait()
+
+    def wait(self) -> str:
+        output, _ = self.process.communicate(timeout=20)
+        return output
+
+
+@pytest.fixture
+def serve(tmp_path) -> Iterator[Callable[..., Served]]:
+    started: list[Served] = []
+
+    def start(**env_overrides: str) -> Served:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "DEMO_REALTIME_PORT": str(free_port()),
+            "DEMO_TWILIO_PORT": str(free_port()),
+            "LOG_FORMAT": "text",
+            "PYTHONUNBUFFERED": "1",
+            **env_overrides,
+        }
+        for name in ("PUBLIC_BASE_URL", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL"):
+            env.pop(name, None)
+        process = subprocess.Popen(
+            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        served = Served(process, port, env)
+        started.append(served)
+        return served
+
+    yield start
+    for served in started:
+        if served.process.poll() is None:
+            served.process.kill()
+            served.process.communicate()
+
+
+def test_demo_mode_runs_daphne_and_the_emulators_and_stops_them(serve):
+    """No OpenAI key: two children (emulators, Daphne); the admin login page is
+    served, the fake Realtime port speaks the Realtime protocol, the Twilio
+    emulator's control API answers; SIGTERM stops the parent and both children."""
+    served = serve(OPENAI_API_KEY="")
+    assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
+    children = children_of(served.process.pid)
+    assert len(children) == 2, children
+    realtime = served.env["DEMO_REALTIME_PORT"]
+    with connect(
+        f"ws://127.0.0.1:{realtime}/v1/realtime?model=gpt-realtime",
+        additional_headers={"Authorization": f"Bearer {DEMO_API_KEY}"},
+        open_timeout=5,
+    ) as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "session.created"
+    twilio = served.env["DEMO_TWILIO_PORT"]
+    reply = httpx.get(f"http://127.0.0.1:{twilio}/_emulator/calls", timeout=5)
+    assert reply.json() == {"calls": []}
+
+    output = served.stop(signal.SIGTERM)
+    assert served.process.returncode == 0, output
+    assert all(gone(pid) for pid in children), output
+    assert DEMO_BANNER in output
+    assert f"WARNING realtime.management.commands.serve call=None {DEMO_BANNER}" in (
+        output
+    )
+    assert f"fake OpenAI Realtime (scenario demo) at ws://127.0.0.1:{realtime}" in (
+        output
+    )
+    assert "Listening on TCP address 127.0.0.1:" in output
+
+
+def test_demo_mode_children_die_with_a_killed_parent(serve):
+    """SIGKILL leaves no time to clean up: the children still go (PDEATHSIG)."""
+    served = serve(OPENAI_API_KEY="")
+    assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
+    children = children_of(served.process.pid)
+    assert len(children) == 2, children
+    served.stop(signal.SIGKILL)
+    assert wait_for(lambda: all(gone(pid) for pid in children), within_s=10)
+
+
+def test_demo_mode_refuses_a_busy_port(serve):
+    """A demo port already taken (another `make run`): a clear error, no children."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        taken = str(busy.getsockname()[1])
+        served = serve(OPENAI_API_KEY="", DEMO_TWILIO_PORT=taken)
+        output = served.wait()
+    assert served.process.returncode != 0
+    assert f"Port {taken} (DEMO_TWILIO_PORT) is in use" in output
+
+
+def test_with_a_key_serve_is_daphne_alone(serve):
+    """An OpenAI key: no banner, no emulators; Daphne replaces the command."""
+    served = serve(OPENAI_API_KEY="sk-test-not-demo")
+    assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
+    assert children_of(served.process.pid) == []
+    output = served.stop(signal.SIGTERM)
+    assert DEMO_BANNER not in output
