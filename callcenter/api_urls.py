@@ -17,6 +17,7 @@ from calls.api.views import (
     CallTranscriptApi,
     HealthApi,
 )
+from handoff.api.views import CallHandoffApi, HandoffByPhoneApi
 
 LIST = {"get": "list", "post": "create"}
 DETAIL = {
@@ -36,6 +37,11 @@ urlpatterns: list[URLPattern] = [
     ),
     path("calls/", CallListApi.as_view(), name="api-call-list"),
     path("calls/outbound", CallOutboundApi.as_view(), name="api-call-outbound"),
+    path(
+        "calls/handoff-by-phone",
+        HandoffByPhoneApi.as_view(),
+        name="api-call-handoff-by-phone",
+    ),
     path("calls/<int:call_id>/", CallDetailApi.as_view(), name="api-call-detail"),
     path(
         "calls/<int:call_id>/transcript/",
@@ -46,6 +52,9 @@ urlpatterns: list[URLPattern] = [
         "calls/<int:call_id>/events/", CallEventsApi.as_view(), name="api-call-events"
     ),
     path("calls/<int:call_id>/hangup", CallHangupApi.as_view(), name="api-call-hangup"),
+    path(
+        "calls/<int:call_id>/handoff", CallHandoffApi.as_view(), name="api-call-handoff"
+    ),
     path(
         "calls/<int:call_id>/instruct",
         CallInstructApi.as_view(),

@@ -131,3 +131,46 @@ def call_stream_ended_twiml(*, call_id: int) -> str:
     if call.status == CallStatus.FAILED:
         return twiml.say_and_hang_up(APOLOGY_LINE)
     return twiml.hang_up()
+
+
+MACHINE_ANSWERS = {
+    "machine_start",
+    "machine_end_beep",
+    "machine_end_silence",
+    "machine_end_other",
+    "fax",
+}
+
+
+def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
+    """TwiML for an outbound call the callee's side picked up (F-11).
+
+    A person (or AMD unsure) gets the AI on a media stream; a machine gets the
+    profile's voicemail message, or a hang-up when there is none.
+    """
+    from calls import twiml
+    from calls.inbound import stream_twiml
+
+    call = CallSession.objects.select_related("agent").get(pk=call_id)
+    if answered_by:
+        call.answered_by = answered_by
+        call.save(update_fields=["answered_by"])
+    call_event_record(
+        call=call,
+        type="webhook",
+        payload={"kind": "voice-outbound", "answered_by": answered_by},
+    )
+    if call.status in TERMINAL:
+        return twiml.hang_up()
+    if answered_by in MACHINE_ANSWERS:
+        message = call.agent.voicemail_message if call.agent_id else ""
+        call_session_transition(
+            call=call,
+            to=CallStatus.COMPLETED,
+            reason=f"answering-machine:{answered_by}",
+        )
+        if message:
+            call_event_record(call=call, type="voicemail", payload={"message": message})
+            return twiml.say_and_hang_up(message)
+        return twiml.hang_up()
+    return stream_twiml(call=call)

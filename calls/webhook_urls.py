@@ -7,6 +7,11 @@ from handoff import webhooks as handoff_webhooks
 
 urlpatterns = [
     path("voice/incoming", webhooks.voice_incoming, name="twilio-voice-incoming"),
+    path(
+        "voice/outbound/<int:call_id>",
+        webhooks.voice_outbound,
+        name="twilio-voice-outbound",
+    ),
     path("status", webhooks.call_status, name="twilio-call-status-by-sid"),
     path("status/<int:call_id>", webhooks.call_status, name="twilio-call-status"),
     path(

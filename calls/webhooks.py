@@ -12,6 +12,7 @@ from calls.inbound import call_inbound_route
 from calls.models import CallSession
 from calls.reaper import calls_reap_opportunistically
 from calls.telephony import (
+    call_outbound_answered_twiml,
     call_recording_status,
     call_status_callback,
     call_stream_ended_twiml,
@@ -107,6 +108,20 @@ def stream_ended(request: HttpRequest, call_id: int) -> HttpResponse:
     """`<Connect action>`: Twilio asks what next after our side closed the stream."""
     try:
         reply = call_stream_ended_twiml(call_id=call_id)
+    except CallSession.DoesNotExist:
+        return HttpResponse("Unknown call", status=404)
+    return HttpResponse(reply, content_type=TWIML)
+
+
+@csrf_exempt
+@require_POST
+@twilio_signed
+def voice_outbound(request: HttpRequest, call_id: int) -> HttpResponse:
+    """The callee answered our outbound call: AI stream or voicemail (F-11)."""
+    try:
+        reply = call_outbound_answered_twiml(
+            call_id=call_id, answered_by=request.POST.get("AnsweredBy", "")
+        )
     except CallSession.DoesNotExist:
         return HttpResponse("Unknown call", status=404)
     return HttpResponse(reply, content_type=TWIML)

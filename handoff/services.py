@@ -169,8 +169,12 @@ def handoff_request(
     try:
         agent_sid = _dial_agent(call=call, number=number)
     except ApplicationError as exc:
+        # The bridge was not told yet: the caller is still talking to the AI.
         _back_to_ai(
-            call=call, note=_unavailable_note(call), reason=f"agent-dial-failed: {exc}"
+            call=call,
+            note="",
+            reason=f"agent-dial-failed: {exc}"[:200],
+            move_caller=False,
         )
         raise
     call_control_send(
@@ -256,11 +260,25 @@ def _unavailable_note(call: CallSession) -> str:
     return NO_AGENT_NOTE
 
 
-def _back_to_ai(*, call: CallSession, note: str, reason: str) -> None:
-    """Return the caller to a fresh AI stream that knows what happened (F-33, F-34)."""
+def _back_to_ai(
+    *, call: CallSession, note: str, reason: str, move_caller: bool = True
+) -> None:
+    """Return the caller to a fresh AI stream that knows what happened (F-33, F-34).
+
+    With `move_caller=False` the caller never left the AI (the human's leg could not
+    even be dialled): only the status goes back.
+    """
     with transaction.atomic():
         locked = CallSession.objects.select_for_update().get(pk=call.pk)
         if locked.status not in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
+            return
+        if not move_caller:
+            call_session_transition(
+                call=locked, to=CallStatus.AI_RESPONDING, reason=reason
+            )
+            call_event_record(
+                call=locked, type="handoff-failed", payload={"reason": reason}
+            )
             return
         locked.stream_token = new_stream_token()
         locked.stream_token_used_at = None

@@ -84,8 +84,15 @@ def _keep_test_connection() -> Iterator[None]:
 
 
 @pytest.fixture
-def seeded(db: None, settings: Any, _keep_test_connection: None) -> dict[str, Any]:
+def seeded(
+    db: None, settings: Any, _keep_test_connection: None, monkeypatch: Any
+) -> dict[str, Any]:
     """An operator's token and one object of each kind in their organisation."""
+    # Handoffs dial through Twilio's REST API: answer with SIDs, never the network.
+    monkeypatch.setattr(
+        "handoff.services.twilio_call_create", lambda **_: "CA" + "f" * 32
+    )
+    monkeypatch.setattr("handoff.services.twilio_call_update", lambda **_: None)
     settings.REST_FRAMEWORK = {
         **settings.REST_FRAMEWORK,
         "DEFAULT_THROTTLE_RATES": {"mutations": "100000/min", "outbound": "100000/min"},

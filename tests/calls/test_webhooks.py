@@ -278,3 +278,55 @@ def test_stream_ended_while_ai_was_talking_fails_the_call_politely(client):
     assert "<Say" in body
     call.refresh_from_db()
     assert call.status == CallStatus.FAILED
+
+
+@pytest.mark.parametrize("answered_by", ["human", "unknown", ""])
+def test_outbound_answer_by_a_person_gets_the_stream(client, answered_by):
+    call = CallSessionFactory(status=CallStatus.RINGING, direction="outbound")
+    body = signed_post(
+        client,
+        f"/api/twilio/voice/outbound/{call.pk}",
+        {"CallSid": call.twilio_call_sid, "AnsweredBy": answered_by},
+    ).content.decode()
+    assert f"/api/twilio/media-stream/{call.pk}" in body
+    call.refresh_from_db()
+    assert call.answered_by == answered_by
+
+
+@pytest.mark.parametrize("answered_by", ["machine_start", "machine_end_beep", "fax"])
+def test_outbound_answer_by_a_machine_leaves_the_voicemail(client, answered_by):
+    call = CallSessionFactory(status=CallStatus.RINGING, direction="outbound")
+    call.agent.voicemail_message = "デモ商事です。またお電話いたします。"
+    call.agent.save()
+    body = signed_post(
+        client,
+        f"/api/twilio/voice/outbound/{call.pk}",
+        {"CallSid": call.twilio_call_sid, "AnsweredBy": answered_by},
+    ).content.decode()
+    assert (
+        "またお電話いたします" in body
+        and "<Hangup />" in body
+        and "<Connect" not in body
+    )
+    call.refresh_from_db()
+    assert call.status == CallStatus.COMPLETED and call.answered_by == answered_by
+
+
+def test_outbound_answer_by_a_machine_without_message_hangs_up(client):
+    call = CallSessionFactory(status=CallStatus.RINGING, direction="outbound")
+    body = signed_post(
+        client,
+        f"/api/twilio/voice/outbound/{call.pk}",
+        {"CallSid": call.twilio_call_sid, "AnsweredBy": "machine_start"},
+    ).content.decode()
+    assert "<Hangup />" in body and "<Say" not in body
+
+
+def test_outbound_answer_is_signed(client):
+    call = CallSessionFactory(status=CallStatus.RINGING, direction="outbound")
+    assert (
+        client.post(
+            f"/api/twilio/voice/outbound/{call.pk}", {"AnsweredBy": "human"}
+        ).status_code
+        == 403
+    )
