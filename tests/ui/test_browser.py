@@ -227,21 +227,24 @@ def test_monitor_shows_live_transcript_and_hangs_up(
         CALLER_GREEN
     )
 
-    # The handoff endpoint arrives with the handoff work: a failure must show.
-    page.route(
-        f"**/api/calls/{call_id}/handoff",
-        lambda route: route.fulfill(
+    # A refused handoff shows the API's message. Stubbed: the real endpoint dials
+    # Twilio; the simulated-call flow test will press it for real.
+    handoff_requests: list[Any] = []
+
+    def refuse_handoff(route: Any) -> None:
+        handoff_requests.append(route.request)
+        route.fulfill(
             status=409,
-            json={
-                "error": {
-                    "code": "no_agent_number",
-                    "message": "引き継ぎ先がありません",
-                }
-            },
-        ),
-    )
+            json={"error": {"code": "call_not_live", "message": "引き継げません"}},
+        )
+
+    page.route(f"**/api/calls/{call_id}/handoff", refuse_handoff)
     page.get_by_role("button", name="担当者に引き継ぐ").click()
-    expect(page.locator("[data-control-result]")).to_have_text("引き継ぎ先がありません")
+    expect(page.locator("[data-control-result]")).to_have_text("引き継げません")
+    (sent,) = handoff_requests
+    assert sent.headers["content-type"] == "application/json"  # the API is JSON-only
+    assert sent.post_data_json == {"reason": "monitor"}
+    assert sent.headers["x-csrftoken"]
     page.get_by_label("AIへの指示").fill("料金は担当者から折り返すと伝えてください")
     screenshot(page, "06-monitor-live")
 

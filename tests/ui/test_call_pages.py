@@ -303,3 +303,16 @@ def test_control_needs_post_login_and_csrf(client, operator, live_call):
     strict = Client(enforce_csrf_checks=True)
     strict.force_login(operator)
     assert strict.post(url).status_code == 403
+
+
+def test_handoff_api_takes_what_the_monitor_button_sends(logged_in, ended_call):
+    """The button posts `{"reason": "monitor"}` as JSON with the session; a refusal
+    comes back as `{"error": {"message": …}}`, which the page shows."""
+    response = logged_in.post(
+        f"/api/calls/{ended_call.pk}/handoff",
+        {"reason": "monitor"},
+        content_type="application/json",
+        HTTP_ACCEPT="application/json",
+    )
+    assert response.status_code == 409
+    assert response.json()["error"]["message"]

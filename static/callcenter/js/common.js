@@ -29,6 +29,31 @@
     });
   }
 
+  /* POST a form's fields (CSRF token aside) as JSON, for the REST API. */
+  function postJson(url, form) {
+    var body = {};
+    new FormData(form).forEach(function (value, key) {
+      if (key !== "csrfmiddlewaretoken") body[key] = value;
+    });
+    return fetch(url, {
+      method: "POST",
+      body: JSON.stringify(body),
+      credentials: "same-origin",
+      headers: {
+        "X-CSRFToken": csrfToken(),
+        Accept: "application/json",
+        "Content-Type": "application/json",
+      },
+    }).then(function (response) {
+      return response
+        .json()
+        .catch(function () { return {}; })
+        .then(function (data) {
+          return { ok: response.ok, status: response.status, data: data };
+        });
+    });
+  }
+
   /* A WebSocket to `path` that reconnects with backoff, except when refused (4403). */
   function liveSocket(path, onMessage, stateEl) {
     var delay = 500;
@@ -109,6 +134,7 @@
   window.CC = {
     csrfToken: csrfToken,
     postForm: postForm,
+    postJson: postJson,
     liveSocket: liveSocket,
     formatDuration: formatDuration,
     statusLabel: statusLabel,

@@ -180,12 +180,18 @@
       if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
       var buttons = form.querySelectorAll("button");
       buttons.forEach(function (b) { b.disabled = true; });
-      window.CC.postForm(form.action, new FormData(form))
+      var request = "json" in form.dataset
+        ? window.CC.postJson(form.action, form)
+        : window.CC.postForm(form.action, new FormData(form));
+      request
         .then(function (reply) {
           var data = reply.data || {};
           var error = data.error && typeof data.error === "object" ? data.error.message : data.error;
           var text = data.message || error || data.detail ||
             (reply.ok ? result.dataset.textSent : result.dataset.textFailed + " (HTTP " + reply.status + ")");
+          if (reply.ok && data.agent_number) {
+            text = result.dataset.textHandoff + " (" + data.agent_number + ")";
+          }
           showResult(reply.ok, text);
           if (reply.ok && form.dataset.control === "instruct") form.reset();
         })
