@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from openai.types.realtime import RealtimeClientEvent
+from pydantic import TypeAdapter
 from channels.layers import get_channel_layer
 
 from calls.groups import call_monitor_group
@@ -48,6 +50,9 @@ async def test_whole_inbound_call(service, start_fake_realtime, twilio, inbound_
 
         assert await wait_until(model_closed, within_s=5), "model socket left open"
         fake.assert_complete()
+        client_event = TypeAdapter(RealtimeClientEvent)
+        for event in fake.connections[0].received:
+            client_event.validate_python(event)  # the official SDK's union
     caller.assert_clean()
     assert caller.heard_ms > 500  # greeting and answer audio reached the caller
 
