@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from channels.layers import get_channel_layer
 from openai.types.realtime import RealtimeClientEvent
 from pydantic import TypeAdapter
-from channels.layers import get_channel_layer
 
 from calls.groups import call_monitor_group
 from calls.models import CallEvent, CallSession, TranscriptEntry
