@@ -11,9 +11,9 @@ from django.utils.translation import gettext_lazy as _
 from django.utils.translation import ngettext
 
 from agents.admin_scoping import OrganizationScopedAdmin
+from callcenter.errors import ApplicationError
+from calls.control import call_hangup_request
 from calls.models import CallEvent, CallSession, Recording, TranscriptEntry
-from calls.services import call_control_send
-from calls.status import LIVE
 
 TRANSCRIPT_CSV_COLUMNS = (
     "call_id",
@@ -107,10 +107,14 @@ class CallSessionAdmin(OrganizationScopedAdmin):
     @admin.action(description=_("選択した通話を切断する"), permissions=["change"])
     def hang_up(self, request: HttpRequest, queryset: QuerySet[CallSession]) -> None:
         """Tell each selected live call's bridge to hang up (F-23, F-40)."""
-        live = list(queryset.filter(status__in=LIVE).values_list("pk", flat=True))
-        for call_id in live:
-            call_control_send(call_id=call_id, command="hangup")
-        skipped = queryset.count() - len(live)
+        live, skipped = [], 0
+        for call in queryset:
+            try:
+                call_hangup_request(call=call, requested_by=request.user)
+            except ApplicationError:  # not live (or its bridge unreachable)
+                skipped += 1
+            else:
+                live.append(call.pk)
         if live:
             self.message_user(
                 request,
@@ -126,8 +130,8 @@ class CallSessionAdmin(OrganizationScopedAdmin):
             self.message_user(
                 request,
                 ngettext(
-                    "%(count)d件は通話中ではないため切断しませんでした。",
-                    "%(count)d件は通話中ではないため切断しませんでした。",
+                    "%(count)d件は通話中でないか通話に届かなかったため、切断できませんでした。",
+                    "%(count)d件は通話中でないか通話に届かなかったため、切断できませんでした。",
                     skipped,
                 )
                 % {"count": skipped},

@@ -13,5 +13,5 @@ urlpatterns = [
     path("calls/live/", views.live_calls_fragment, name="live"),
     path("calls/<int:pk>/", views.call_detail, name="detail"),
     path("calls/<int:pk>/hangup", views.call_hangup, name="hangup"),
-    path("calls/<int:pk>/instruct", views.call_instruct, name="instruct"),
+    path("calls/<int:pk>/instruct", views.call_instruct_view, name="instruct"),
 ]

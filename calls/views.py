@@ -26,9 +26,10 @@ from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
 from agents.selectors import agent_list
+from callcenter.errors import ApplicationError
+from calls.control import CallNotLive, call_hangup_request, call_instruct
 from calls.models import CallSession
 from calls.selectors import call_get, call_list
-from calls.services import call_control_send
 from calls.status import LIVE, TERMINAL, CallStatus
 
 LATENCY_BIN_MS = 250
@@ -336,15 +337,24 @@ def _control_reply(
     return redirect("calls:detail", pk=call.pk)
 
 
-def _send_control(
-    request: HttpRequest, pk: int, *, command: str, done: str, **data: Any
+def _run_control(
+    request: HttpRequest, pk: int, *, action: Any, done: str, **data: Any
 ) -> HttpResponse:
     call = _get_call_or_404(request, pk)
-    if not call.is_live:
+    try:
+        action(call=call, requested_by=request.user, **data)
+    except CallNotLive:
         return _control_reply(
             request, call, ok=False, message=_("この通話は終了しています。"), status=409
         )
-    call_control_send(call_id=call.pk, command=command, **data)
+    except ApplicationError as exc:  # the channel layer could not be reached
+        return _control_reply(
+            request,
+            call,
+            ok=False,
+            message=_("通話に届きませんでした。もう一度お試しください。"),
+            status=exc.http_status,
+        )
     return _control_reply(request, call, ok=True, message=done, status=202)
 
 
@@ -352,12 +362,14 @@ def _send_control(
 @require_POST
 def call_hangup(request: HttpRequest, pk: int) -> HttpResponse:
     """Ask the call's bridge, wherever it runs, to hang up (F-23)."""
-    return _send_control(request, pk, command="hangup", done=_("切断を指示しました。"))
+    return _run_control(
+        request, pk, action=call_hangup_request, done=_("切断を指示しました。")
+    )
 
 
 @login_required
 @require_POST
-def call_instruct(request: HttpRequest, pk: int) -> HttpResponse:
+def call_instruct_view(request: HttpRequest, pk: int) -> HttpResponse:
     """Inject an operator's instruction into the live conversation (F-23)."""
     text = request.POST.get("text", "").strip()
     if not text or len(text) > INSTRUCTION_MAX_CHARS:
@@ -370,6 +382,6 @@ def call_instruct(request: HttpRequest, pk: int) -> HttpResponse:
             % {"max": INSTRUCTION_MAX_CHARS},
             status=400,
         )
-    return _send_control(
-        request, pk, command="instruct", text=text, done=_("AIに指示を送りました。")
+    return _run_control(
+        request, pk, action=call_instruct, text=text, done=_("AIに指示を送りました。")
     )

@@ -46,7 +46,7 @@ def test_hang_up_action_sends_hangup_to_live_calls_only(
     assert response.status_code == 200
     text = response.content.decode()
     assert "1件の通話に切断を指示しました。" in text
-    assert "1件は通話中ではないため切断しませんでした。" in text
+    assert "1件は通話中でないか通話に届かなかったため、切断できませんでした。" in text
     message = async_to_sync(layer.receive)(channels[live_call.pk])
     assert message == {"type": "call.control", "command": "hangup"}
 

@@ -316,3 +316,28 @@ def test_handoff_api_takes_what_the_monitor_button_sends(logged_in, ended_call):
     )
     assert response.status_code == 409
     assert response.json()["error"]["message"]
+
+
+def test_control_is_recorded_on_the_timeline(logged_in, live_call, operator):
+    logged_in.post(reverse("calls:hangup", args=[live_call.pk]))
+    logged_in.post(reverse("calls:instruct", args=[live_call.pk]), {"text": "急いで"})
+    events = {e.type: e.payload for e in live_call.events.all()}
+    assert events["hangup-requested"] == {"requested_by": operator.pk}
+    assert events["instruct-requested"]["text"] == "急いで"
+
+
+def test_unreachable_bridge_is_reported(logged_in, live_call, monkeypatch):
+    """With the channel layer down the button says so instead of a server error."""
+
+    def layer_down(**kwargs):
+        raise ConnectionError("redis down")
+
+    monkeypatch.setattr("calls.control.call_control_send", layer_down)
+    response = logged_in.post(
+        reverse("calls:hangup", args=[live_call.pk]), HTTP_ACCEPT="application/json"
+    )
+    assert response.status_code == 502
+    assert response.json() == {
+        "ok": False,
+        "message": "通話に届きませんでした。もう一度お試しください。",
+    }
