@@ -105,7 +105,8 @@ def call_recording_status(
 def call_stream_ended_twiml(*, call_id: int) -> str:
     """What the caller hears after our side closed the media stream.
 
-    Transferring → the handoff room (the bridge could not move the caller itself);
+    Transferring, or the human already in the room → the handoff room (the bridge
+    could not move the caller itself);
     a failed call → an apology from Twilio's voice, since the model could not speak;
     anything else → hang up. A call still with the AI means the bridge crashed: treat
     it as failed so the caller is not left in silence.
@@ -116,7 +117,7 @@ def call_stream_ended_twiml(*, call_id: int) -> str:
 
     call = CallSession.objects.get(pk=call_id)
     call_event_record(call=call, type="stream-ended", payload={"status": call.status})
-    if call.status == CallStatus.TRANSFERRING:
+    if call.status in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
         return handoff_twiml.caller_leg(
             call_id=call.pk,
             conference_status_url=public_url(

@@ -62,6 +62,7 @@ BACK_FROM_AGENT_NOTE = (
     "ほかにご用件がないか伺ってください。"
 )
 AGENT_UNAVAILABLE = {"busy", "no-answer", "failed", "canceled"}
+HANDOFF_LIVE = (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED)
 BRIDGE_SILENT_AFTER = timedelta(seconds=45)
 
 
@@ -239,7 +240,8 @@ def _dial_agent(*, call: CallSession, number: str) -> str:
 def handoff_move_caller(*, call_id: int) -> None:
     """Move the caller's call into the handoff room (called once the farewell played)."""
     call = CallSession.objects.get(pk=call_id)
-    if call.status != CallStatus.TRANSFERRING or not call.twilio_call_sid:
+    # The human may answer and join while the farewell still plays: still move.
+    if call.status not in HANDOFF_LIVE or not call.twilio_call_sid:
         return
     caller_twiml = twiml.caller_leg(
         call_id=call.pk,

@@ -1,0 +1,241 @@
+"""Handoff to a human end to end on the emulators, over real sockets (F-29 … F-34).
+
+The whole service runs on uvicorn; the Twilio emulator rings it, runs its TwiML
+(streams, conferences, the agent's leg) and posts every callback; the fake Realtime
+server voices the AI. Triggers covered elsewhere: the DTMF digit
+(tests/realtime/flow/test_call_behaviour.py::test_dtmf_reaches_the_model_and_the_
+handoff_digit_hands_off) and a model failure after retries
+(tests/realtime/flow/test_model_failures.py::test_three_failed_reconnects_fall_back_
+to_a_human).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from calls.models import Recording, TranscriptEntry
+from calls.status import CallStatus
+from handoff.services import CONNECTING_LINE
+from handoff.twiml import AGENT_ANNOUNCEMENT, HOLD_MUSIC_URL
+from realtime.emulators.caller import Pause, WaitForAudio, WaitUntilQuiet
+from tests.handoff.conftest import (
+    AGENT_MASKED,
+    AGENT_NUMBER,
+    api_post,
+    conference_of,
+    event_types,
+    events_of,
+    place_inbound_call,
+    wait_bridge_heartbeat,
+    wait_status,
+)
+from tests.realtime.flow.conftest import wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+
+# Hear the greeting, then stay on the line (the handoff happens meanwhile).
+LISTEN = [
+    WaitForAudio(ms=100, timeout_s=20),
+    WaitUntilQuiet(quiet_ms=300, timeout_s=20),
+    Pause(ms=120_000),
+]
+
+
+async def _greeting_heard(call, caller) -> None:
+    """Wait until the greeting was saved and the caller's playback is idle."""
+
+    async def quiet() -> bool:
+        saved = await TranscriptEntry.objects.filter(
+            call_id=call.pk, speaker="ai"
+        ).aexists()
+        return saved and caller.heard_ms > 0 and caller.queued_ms == 0
+
+    assert await wait_until(quiet, within_s=20), "the greeting never finished"
+
+
+async def test_seed_flow_operator_api_to_human_and_hang_up(
+    service, start_fake_realtime, twilio, inbound_agent, operator, token, monitor
+):
+    """Inbound call with the AI → operator asks over the API → farewell heard →
+    model socket closed → agent dialled into handoff-<id> with the exact conference
+    TwiML → caller moved into the same room on hold music → agent joins →
+    human-connected → agent hangs up → conference recording stored → completed."""
+    farewell = inbound_agent.handoff_farewell
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        await monitor.join(call)
+        caller = await handle.wait_stream(timeout=10)
+        await _greeting_heard(call, caller)
+        await wait_bridge_heartbeat(call)
+        asked_at = asyncio.get_running_loop().time()
+        heard_before = caller.heard_ms
+
+        reply = await api_post(
+            f"{service}/api/calls/{call.pk}/handoff",
+            token=token,
+            body={"reason": "お客様のご希望"},
+        )
+
+        assert reply.status_code == 202, reply.text
+        body = reply.json()
+        assert body["call_id"] == call.pk
+        assert body["status"] == CallStatus.TRANSFERRING
+        assert body["agent_number"] == AGENT_MASKED
+        assert body["created"] is True
+        assert body["agent_call_sid"].startswith("CA")
+
+        # The bridge says the farewell, then lets go: the stream ends, the model
+        # socket closes.
+        await caller.wait_closed(timeout_s=20)
+
+        async def model_closed() -> bool:
+            return fake.open_connections == 0
+
+        assert await wait_until(model_closed, within_s=5), "model socket left open"
+        goodbye = [
+            e
+            for e in fake.connections[0].received
+            if e.get("type") == "response.create"
+            and farewell in json.dumps(e, ensure_ascii=False)
+        ]
+        assert goodbye, fake.connections[0].received_types()
+    farewell_audio = [r for r in caller.media_received() if r.at > asked_at]
+    assert farewell_audio, "no audio reached the caller after the request"
+    assert caller.heard_ms - heard_before >= 200
+    ai_lines = [
+        t
+        async for t in TranscriptEntry.objects.filter(
+            call_id=call.pk, speaker="ai"
+        ).values_list("text", flat=True)
+    ]
+    assert any(farewell in line for line in ai_lines), ai_lines
+
+    # The agent's leg: exactly one call to the number, with the exact TwiML.
+    agent_calls = twilio.calls_to(AGENT_NUMBER)
+    assert [c.sid for c in agent_calls] == [body["agent_call_sid"]]
+    agent_leg = agent_calls[0]
+    assert agent_leg.direction == "outbound-api"
+    assert agent_leg.options.twiml is not None
+    root, conference = conference_of(agent_leg.options.twiml)
+    assert [child.tag for child in root] == ["Say", "Dial"]
+    say = root.find("Say")
+    assert say is not None and say.text == AGENT_ANNOUNCEMENT
+    assert say.attrib == {"language": "ja-JP", "voice": "Polly.Mizuki"}
+    room = f"handoff-{call.pk}"
+    assert conference.text == room
+    assert conference.attrib == {
+        "startConferenceOnEnter": "true",
+        "endConferenceOnExit": "true",
+        "record": "record-from-start",
+        "recordingStatusCallback": f"{service}/api/twilio/recording/status/{call.pk}",
+        "recordingStatusCallbackEvent": "completed",
+        "statusCallback": f"{service}/api/twilio/conference/status/{call.pk}",
+        "statusCallbackEvent": "start end join leave",
+    }
+    assert agent_leg.options.status_callback == (
+        f"{service}/api/twilio/handoff/agent-status/{call.pk}"
+    )
+    assert agent_leg.said() == [AGENT_ANNOUNCEMENT]
+
+    # The caller's call was updated into the same room, waiting on hold music.
+    updates = handle.call.entries("update")
+    assert len(updates) == 1, updates
+    _, caller_conference = conference_of(updates[0].detail["twiml"])
+    assert caller_conference.text == room
+    assert caller_conference.attrib == {
+        "startConferenceOnEnter": "false",
+        "endConferenceOnExit": "false",
+        "waitUrl": HOLD_MUSIC_URL,
+        "statusCallback": f"{service}/api/twilio/conference/status/{call.pk}",
+        "statusCallbackEvent": "start end join leave",
+    }
+    conference_room = twilio.conference(room)
+    await asyncio.wait_for(conference_room.began.wait(), timeout=10)
+    assert set(conference_room.joined) == {handle.sid, agent_leg.sid}
+    assert "stream-stop" in [e.kind for e in handle.log]  # Twilio ended the stream
+
+    await wait_status(call, CallStatus.HUMAN_CONNECTED)
+    assert call.handoff_connected_at is not None
+    assert call.handoff_trigger == "api"
+    assert call.handoff_reason == "お客様のご希望"
+    assert call.handoff_requested_by_id is not None
+    assert call.handoff_conference_name == room
+    assert call.handoff_agent_call_sid == agent_leg.sid
+
+    # The human hangs up: the room ends (their leg ends it), the recording
+    # arrives, the caller's call completes.
+    await twilio.hang_up(agent_leg.sid)
+    await handle.wait_finished(timeout=10)
+    await wait_status(call, CallStatus.COMPLETED)
+
+    async def recorded() -> bool:
+        return await Recording.objects.filter(call_id=call.pk).aexists()
+
+    assert await wait_until(recorded, within_s=10), await event_types(call)
+    recording = await Recording.objects.aget(call_id=call.pk)
+    assert recording.source == Recording.Source.CONFERENCE
+    assert recording.status == Recording.Status.COMPLETED
+    assert recording.recording_sid == conference_room.recording_sid
+    assert recording.url and recording.duration_s
+
+    # Every step is on the timeline, in order.
+    types = await event_types(call)
+    # The human may join before the farewell ends and the caller is moved.
+    for steps in (
+        ["handoff-initiated", "handoff-agent-dialled", "conference-participant-join"],
+        ["handoff-agent-dialled", "handoff-caller-moved", "recording"],
+    ):
+        positions = [types.index(step) for step in steps]
+        assert positions == sorted(positions), types
+    for step in ("handoff-agent-status", "bridge-end", "conference-participant-leave"):
+        assert step in types, (step, types)
+    statuses = [
+        (e.payload["from"], e.payload["to"]) for e in await events_of(call, "status")
+    ]
+    assert (CallStatus.AI_RESPONDING, CallStatus.TRANSFERRING) in statuses
+    assert (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED) in statuses
+    assert statuses[-1][1] == CallStatus.COMPLETED
+    initiated = (await events_of(call, "handoff-initiated"))[0]
+    assert initiated.payload == {
+        "trigger": "api",
+        "reason": "お客様のご希望",
+        "agent": AGENT_MASKED,
+    }
+    bridge_end = (await events_of(call, "bridge-end"))[0]
+    assert bridge_end.payload["mode"] == "handoff"
+
+    system = [
+        t
+        async for t in TranscriptEntry.objects.filter(
+            call_id=call.pk, speaker="system"
+        ).values_list("text", flat=True)
+    ]
+    assert CONNECTING_LINE in system
+
+    messages = await monitor.drain()
+    initiated_messages = [m for m in messages if m["type"] == "handoff.initiated"]
+    assert initiated_messages == [
+        {
+            "type": "handoff.initiated",
+            "call_id": call.pk,
+            "trigger": "api",
+            "agent": AGENT_MASKED,
+        }
+    ]
+    assert any(
+        m["type"] == "call.event" and m["event"] == "handoff-initiated"
+        for m in messages
+    )
+    assert any(
+        m["type"] == "transcript.update" and m["text"] == CONNECTING_LINE
+        for m in messages
+    )
+    assert any(m["type"] == "handoff.connected" for m in messages)
+    assert [m["status"] for m in messages if m["type"] == "call.status"][-3:] == [
+        CallStatus.TRANSFERRING,
+        CallStatus.HUMAN_CONNECTED,
+        CallStatus.COMPLETED,
+    ]
