@@ -6,33 +6,16 @@
         --account-sid AC… --auth-token … --scenario demo
 
 serves the fake OpenAI Realtime server and the Twilio emulator (with the delays
-of a real call, ``Timings.realistic()``, unless ``--fast``), and narrates on
-stdout what each call does (created, ringing, stream up, conference joined …) so
-whoever watches ``make run`` sees the call. Outbound calls reach a human far end
-that answers and stays on the line until hung up (or ``--far-end-hangup-after``
-seconds).
+of a real call, ``Timings.realistic()``, unless ``--fast``) plus the Twilio
+emulator's ``/_emulator/`` control API (``realtime.emulators.control``), through
+which another process places inbound calls, reads them, presses keys and hangs
+up. It narrates on stdout what each call does (created, ringing, stream up,
+conference joined …) so whoever watches ``make run`` sees the call. Outbound
+calls (the demo handoff number's among them) reach a human far end that answers
+and stays on the line until hung up, or ``--far-end-hangup-after`` seconds.
 
-Another process drives the Twilio side through a small JSON control API on the
-Twilio emulator's port, under ``/_emulator/`` only (no auth: it listens on the
-loopback interface, like the emulator itself)::
-
-    POST /_emulator/inbound-calls         ring our number → 201 {"sid": "CA…"}
-         {"from", "to", "voice_url", "status_callback"?, "script": [step, …]}
-    GET  /_emulator/calls                 every call: sid, direction, from, to, status
-    GET  /_emulator/calls/<sid>           status, log, heard_ms, stream_up …
-    POST /_emulator/calls/<sid>/hang-up   the remote party hangs up → {"sid", "status"}
-    POST /_emulator/calls/<sid>/dtmf      {"digit": "0"}: the caller presses a key
-
-Script steps (the simulated caller's, run once the Media Stream is up)::
-
-    {"speak_ms": 1200}                    speech-like audio
-    {"pause_ms": 800}                     silence
-    {"wait_audio": true, "ms"?: 100, "timeout_s"?: 30}
-    {"wait_quiet_ms": 400, "timeout_s"?: 30}
-    {"dtmf": "0"}
-    {"hang_up": true}
-
-Every other path is the Twilio REST emulator's.
+The account SID and auth token default to ``$TWILIO_ACCOUNT_SID`` and
+``$TWILIO_AUTH_TOKEN``, so a parent process can keep the token out of argv.
 """
 
 from __future__ import annotations
@@ -40,36 +23,28 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import logging
 import os
-import re
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 from realtime.emulators import scenarios
-from realtime.emulators.caller import (
-    Dtmf,
-    HangUp,
-    Pause,
-    SimulatedCaller,
-    Speak,
-    Step,
-    WaitForAudio,
-    WaitUntilQuiet,
+from realtime.emulators.caller import SimulatedCaller
+from realtime.emulators.control import (
+    CONTROL_PREFIX,
+    ControlledTwilioEmulator,
+    ScriptError,
+    describe,
+    parse_script,
 )
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.emulators.twilio_api import (
     Behaviour,
     Call,
     FarEnd,
-    LogEntry,
-    Receive,
-    Scope,
-    Send,
     StreamStart,
     Timings,
     TwilioEmulator,
@@ -80,282 +55,20 @@ __all__ = [
     "DEMO_HANDOFF_NUMBER",
     "ControlledTwilioEmulator",
     "ScriptError",
-    "call_summary",
+    "build_twilio",
+    "describe",
     "main",
+    "narrate",
     "parse_script",
+    "serve",
 ]
 
-CONTROL_PREFIX: Final = "/_emulator/"
 DEMO_HANDOFF_NUMBER: Final = "+818070239355"
-DEFAULT_WAIT_S: Final = 30.0  # a real-time greeting can last several seconds
-MAX_BODY: Final = 1 << 20
 
 log = logging.getLogger("realtime.emulators.run")
 
-_CALL_PATH: Final = re.compile(
-    r"^/_emulator/calls/(?P<sid>CA[0-9a-f]{32})(?:/(?P<action>hang-up|dtmf))?$"
-)
-
-
-# -- scripts ---------------------------------------------------------------------
-
-
-class ScriptError(ValueError):
-    """A script step the control API cannot read."""
-
-
-def _number(step: Mapping[str, Any], key: str, default: float) -> float:
-    value = step.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise ScriptError(f"{key} must be a non-negative number, got {value!r}")
-    return float(value)
-
-
-def _parse_step(step: Any) -> Step:
-    if not isinstance(step, Mapping):
-        raise ScriptError(f"a step is a JSON object, got {step!r}")
-    if "speak_ms" in step:
-        return Speak(ms=int(_number(step, "speak_ms", 0)))
-    if "pause_ms" in step:
-        return Pause(ms=int(_number(step, "pause_ms", 0)))
-    if step.get("wait_audio") is True:
-        return WaitForAudio(
-            ms=_number(step, "ms", 100.0),
-            timeout_s=_number(step, "timeout_s", DEFAULT_WAIT_S),
-        )
-    if "wait_quiet_ms" in step:
-        return WaitUntilQuiet(
-            quiet_ms=_number(step, "wait_quiet_ms", 0),
-            require_audio=bool(step.get("require_audio", True)),
-            timeout_s=_number(step, "timeout_s", DEFAULT_WAIT_S),
-        )
-    if "dtmf" in step:
-        digit = step["dtmf"]
-        if not isinstance(digit, str) or len(digit) != 1 or digit not in "0123456789*#":
-            raise ScriptError(f"dtmf must be one key of 0-9, * or #, got {digit!r}")
-        return Dtmf(digit)
-    if step.get("hang_up") is True:
-        return HangUp()
-    raise ScriptError(f"unknown step {dict(step)!r}")
-
-
-def parse_script(steps: Any) -> list[Step]:
-    """Turn the control API's JSON steps into the simulated caller's script."""
-    if steps is None:
-        return []
-    if not isinstance(steps, list):
-        raise ScriptError("script must be a list of steps")
-    return [_parse_step(step) for step in steps]
-
-
-# -- what the control API reports ------------------------------------------------
-
-
-def _plain(value: Any, depth: int = 0) -> Any:
-    """A JSON-safe, short copy of a log detail (long TwiML is cut)."""
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    if isinstance(value, str):
-        return value if len(value) <= 300 else value[:300] + "…"
-    if isinstance(value, Mapping) and depth < 3:
-        return {str(k): _plain(v, depth + 1) for k, v in value.items()}
-    if isinstance(value, list | tuple) and depth < 3:
-        return [_plain(v, depth + 1) for v in value]
-    return str(value)
-
-
-def _entry(entry: LogEntry) -> dict[str, Any]:
-    return {"at": entry.at, "kind": entry.kind, "detail": _plain(entry.detail)}
-
-
-def _brief(call: Call) -> dict[str, Any]:
-    return {
-        "sid": call.sid,
-        "direction": call.direction,
-        "from": call.from_,
-        "to": call.to,
-        "status": call.status,
-        "parent_call_sid": call.parent_call_sid,
-    }
-
-
-def call_summary(emulator: TwilioEmulator, call: Call) -> dict[str, Any]:
-    """What ``GET /_emulator/calls/<sid>`` returns."""
-    stream = call.streams[-1] if call.streams else None
-    rooms = [
-        room.friendly_name
-        for room in emulator.conferences.values()
-        if call.sid in room.participants
-    ]
-    return {
-        **_brief(call),
-        "answered_by": call.answered_by,
-        "duration": call.duration,
-        "finished": call.is_finished,
-        "stream_up": stream is not None and not stream.closed,
-        "streams": len(call.streams),
-        "heard_ms": sum(s.heard_ms for s in call.streams),
-        "violations": [
-            f"{v.code}: {v.reason}" for s in call.streams for v in s.violations
-        ],
-        "conference": rooms[0] if rooms else None,
-        "errors": [{"code": e.code, "message": e.message} for e in call.errors],
-        "log": [_entry(e) for e in call.log],
-    }
-
-
-# -- the Twilio emulator with its control API ------------------------------------
-
-
-class _HttpError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-async def _read_json(receive: Receive) -> Any:
-    body = b""
-    while True:
-        message = await receive()
-        body += message.get("body", b"")
-        if len(body) > MAX_BODY:
-            raise _HttpError(413, "body too large")
-        if not message.get("more_body", False):
-            break
-    if not body:
-        return {}
-    try:
-        return json.loads(body)
-    except ValueError as exc:
-        raise _HttpError(400, f"invalid JSON: {exc}") from None
-
-
-async def _reply(send: Send, status: int, payload: Any) -> None:
-    data = json.dumps(payload, ensure_ascii=False).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json; charset=utf-8"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-class ControlledTwilioEmulator(TwilioEmulator):
-    """The Twilio emulator, plus the ``/_emulator/`` control API on the same port."""
-
-    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve ``/_emulator/…`` here and everything else as Twilio would."""
-        if scope["type"] != "http" or not scope["path"].startswith(CONTROL_PREFIX):
-            await super().app(scope, receive, send)
-            return
-        try:
-            body = await _read_json(receive)
-            status, payload = await self._control(scope["method"], scope["path"], body)
-        except _HttpError as exc:
-            status, payload = exc.status, {"error": exc.message}
-        await _reply(send, status, payload)
-
-    async def _control(
-        self, method: str, path: str, body: Any
-    ) -> tuple[int, dict[str, Any]]:
-        if path == "/_emulator/inbound-calls":
-            if method != "POST":
-                raise _HttpError(405, "use POST")
-            return 201, await self._place_inbound(body)
-        if path == "/_emulator/calls":
-            if method != "GET":
-                raise _HttpError(405, "use GET")
-            return 200, {"calls": [_brief(c) for c in self.calls.values()]}
-        match = _CALL_PATH.match(path)
-        if match is None:
-            raise _HttpError(404, f"no control endpoint {path}")
-        call = self.calls.get(match["sid"])
-        if call is None:
-            raise _HttpError(404, f"no call {match['sid']}")
-        action = match["action"]
-        if action is None:
-            if method != "GET":
-                raise _HttpError(405, "use GET")
-            return 200, call_summary(self, call)
-        if method != "POST":
-            raise _HttpError(405, "use POST")
-        if action == "hang-up":
-            if not call.is_finished:
-                await self.hang_up(call.sid)
-            return 200, {"sid": call.sid, "status": call.status}
-        return 200, await self._press(call, body)
-
-    async def _place_inbound(self, body: Any) -> dict[str, Any]:
-        if not isinstance(body, Mapping):
-            raise _HttpError(400, "send a JSON object")
-        missing = [k for k in ("from", "to", "voice_url") if not body.get(k)]
-        if missing:
-            raise _HttpError(400, f"missing {', '.join(missing)}")
-        try:
-            script = parse_script(body.get("script"))
-        except ScriptError as exc:
-            raise _HttpError(400, str(exc)) from None
-        callback = body.get("status_callback") or None
-        handle = await self.inbound_call(
-            from_=str(body["from"]),
-            to=str(body["to"]),
-            voice_url=str(body["voice_url"]),
-            caller_script=script,
-            status_callback=None if callback is None else str(callback),
-        )
-        return {"sid": handle.sid, "status": handle.status}
-
-    async def _press(self, call: Call, body: Any) -> dict[str, Any]:
-        digit = body.get("digit") if isinstance(body, Mapping) else None
-        if not isinstance(digit, str) or len(digit) != 1 or digit not in "0123456789*#":
-            raise _HttpError(400, "digit must be one key of 0-9, * or #")
-        stream = call.streams[-1] if call.streams else None
-        if stream is None or stream.closed:
-            raise _HttpError(409, f"call {call.sid} has no Media Stream up")
-        await stream.send_dtmf(digit)
-        call._note("dtmf", digit=digit)
-        return {"sid": call.sid, "digit": digit}
-
 
 # -- narration on stdout ---------------------------------------------------------
-
-
-def describe(kind: str, detail: Mapping[str, Any]) -> str | None:
-    """One line about a call's log entry for a person watching, or None for
-    bookkeeping not worth a line (also fed the JSON of ``GET …/calls/<sid>``)."""
-    d = detail
-    if kind == "status":
-        return f"status {d.get('status')}"
-    if kind == "say":
-        return f"<Say> “{d.get('text')}”"
-    if kind == "play":
-        return f"<Play> {d.get('url') or d.get('digits')}"
-    if kind == "stream-start":
-        return f"media stream up ({d.get('stream_sid')}) → {d.get('url')}"
-    if kind in ("stream-stop", "stream-end"):
-        by = f" by {d['by']}" if "by" in d else " (Twilio sent stop)"
-        return f"media stream closed{by}"
-    if kind == "conference-join":
-        return f"joined conference {d.get('conference')}"
-    if kind == "callback":
-        code = d.get("status_code")
-        mark = "" if isinstance(code, int) and code < 400 else "  ← refused!"
-        return f"webhook {d.get('kind')} {d.get('url')} → {code}{mark}"
-    if kind == "hangup":
-        return f"hung up ({d.get('by')})"
-    if kind == "update":
-        change = f"Status={d['status']}" if d.get("status") else "new TwiML"
-        return f"REST update: {change}"
-    if kind in ("verb", "pause"):
-        return None
-    rest = " ".join(f"{k}={_plain(v)}" for k, v in d.items() if k != "twiml")
-    return f"{kind} {rest}".strip()
 
 
 def _who(call: Call) -> str:

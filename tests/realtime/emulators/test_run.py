@@ -1,4 +1,5 @@
-"""The emulators' runner: the ``/_emulator/`` control API and the process itself."""
+"""The Twilio emulator's ``/_emulator/`` control API, and the process that runs
+both emulators (``python -m realtime.emulators.run``)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,12 @@ from realtime.emulators.caller import (
     WaitForAudio,
     WaitUntilQuiet,
 )
-from realtime.emulators.run import (
-    DEMO_HANDOFF_NUMBER,
+from realtime.emulators.control import (
     ControlledTwilioEmulator,
     ScriptError,
     parse_script,
 )
+from realtime.emulators.run import DEMO_HANDOFF_NUMBER
 
 ROOT = Path(__file__).resolve().parents[3]
 AC = "AC" + "2" * 32
