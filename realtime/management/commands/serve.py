@@ -117,6 +117,16 @@ def demo_environment(
     }
 
 
+def simulate_call_hint(*, host: str, port: int, twilio_port: int) -> str:
+    """The simulate_call command line that reaches this server and its emulator."""
+    command = ".venv/bin/python manage.py simulate_call"
+    if (_local_host(host), port) != ("127.0.0.1", 8000):
+        command += f" --url http://{_local_host(host)}:{port}"
+    if twilio_port != 8766:
+        command += f" --emulator http://127.0.0.1:{twilio_port}"
+    return command
+
+
 class Command(BaseCommand):
     help = (
         "Serve HTTP and WebSockets with Daphne (PORT and HOST from the environment); "
@@ -167,7 +177,7 @@ class Command(BaseCommand):
             f"Twilio emulator:      {environment['TWILIO_API_BASE_URL']} "
             "(control API under /_emulator/)\n"
             "Place a simulated call from another terminal: "
-            f"PORT={port} .venv/bin/python manage.py simulate_call"
+            + simulate_call_hint(host=host, port=port, twilio_port=twilio_port)
         )
         self.stdout.flush()
         log.warning(DEMO_BANNER)
