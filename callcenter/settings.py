@@ -86,7 +86,8 @@ else:
             # One file per process, so parallel test runs never share it.
             "TEST": {
                 "NAME": str(
-                    Path(tempfile.gettempdir()) / f"callcenter-test-{os.getpid()}.sqlite3"
+                    Path(tempfile.gettempdir())
+                    / f"callcenter-test-{os.getpid()}.sqlite3"
                 )
             },
         }
