@@ -14,6 +14,9 @@ from django.conf import settings
 REDIS_URL = os.environ.get("REDIS_URL", "")
 pytestmark = [
     pytest.mark.redis,
+    # The consumer touches no model, but the thread-sensitive executor may hold a
+    # connection opened by an earlier async test: allow it a database.
+    pytest.mark.django_db(transaction=True),
     pytest.mark.skipif(
         not REDIS_URL,
         reason="REDIS_URL not set: Redis channel-layer test needs a server",
