@@ -101,8 +101,31 @@ class CallSessionAdmin(OrganizationScopedAdmin):
     ]
     raw_id_fields = ["customer", "handoff_requested_by"]
     inlines = [TranscriptInline, EventInline, RecordingInline]
-    # The handoff action arrives with the handoff service (F-29).
-    actions = ["hang_up", "export_transcripts_csv"]
+    actions = ["hand_off", "hang_up", "export_transcripts_csv"]
+
+    @admin.action(
+        description=_("選択した通話を担当者に引き継ぐ"), permissions=["change"]
+    )
+    def hand_off(self, request: HttpRequest, queryset: QuerySet[CallSession]) -> None:
+        """Hand each selected AI call to a human (F-29, F-40); others are reported."""
+        from handoff.services import handoff_request
+
+        for call in queryset:
+            try:
+                result = handoff_request(
+                    call_id=call.pk, trigger="admin", requested_by=request.user
+                )
+            except ApplicationError as exc:
+                self.message_user(
+                    request, f"#{call.pk}: {exc.message}", messages.WARNING
+                )
+            else:
+                self.message_user(
+                    request,
+                    _("#%(id)s: %(number)s に引き継ぎ中です。")
+                    % {"id": call.pk, "number": result.agent_number_masked},
+                    messages.SUCCESS,
+                )
 
     @admin.action(description=_("選択した通話を切断する"), permissions=["change"])
     def hang_up(self, request: HttpRequest, queryset: QuerySet[CallSession]) -> None:

@@ -173,3 +173,36 @@ def test_operator_cannot_manage_accounts(client, world):
     assert client.post(url, {"is_superuser": "on"}).status_code == 403
     operator.refresh_from_db()
     assert not operator.is_superuser
+
+
+def test_admin_handoff_action_hands_off_live_calls_and_reports_others(
+    client, world, monkeypatch
+):
+    """The admin action runs the handoff service; a finished call is reported, not changed."""
+    from calls.status import CallStatus
+
+    monkeypatch.setattr(
+        "handoff.services.twilio_call_create", lambda **_: "CA" + "e" * 32
+    )
+    monkeypatch.setattr("handoff.services.twilio_call_update", lambda **_: None)
+    operator = _operator_with_all_perms(world["a"]["organization"])
+    client.force_login(operator)
+    live = world["a"]["callsession"]
+    live.status = CallStatus.AI_RESPONDING
+    live.save()
+    from tests.calls.factories import CallSessionFactory
+
+    done = CallSessionFactory(
+        organization=live.organization, agent=live.agent, status=CallStatus.COMPLETED
+    )
+    response = client.post(
+        reverse("admin:calls_callsession_changelist"),
+        {"action": "hand_off", "_selected_action": [live.pk, done.pk]},
+        follow=True,
+    )
+    texts = [str(m) for m in response.context["messages"]]
+    live.refresh_from_db()
+    assert live.status == CallStatus.TRANSFERRING
+    assert live.handoff_agent_call_sid == "CA" + "e" * 32
+    assert any("080****9355" in t for t in texts), texts
+    assert any(f"#{done.pk}" in t for t in texts), texts
