@@ -309,7 +309,8 @@ def call_control_send(*, call_id: int, command: str, **data: Any) -> None:
     if layer is None:
         raise RuntimeError("No channel layer configured")
     async_to_sync(layer.group_send)(
-        call_control_group(call_id), {"type": "call.control", "command": command, **data}
+        call_control_group(call_id),
+        {"type": "call.control", "command": command, **data},
     )
 
 
@@ -321,5 +322,6 @@ async def acall_control_send(*, call_id: int, command: str, **data: Any) -> None
     if layer is None:
         raise RuntimeError("No channel layer configured")
     await layer.group_send(
-        call_control_group(call_id), {"type": "call.control", "command": command, **data}
+        call_control_group(call_id),
+        {"type": "call.control", "command": command, **data},
     )
