@@ -2,10 +2,11 @@
 
 The order of a handoff (F-29):
 1. `handoff_request` (any process; idempotent under concurrent requests: the call row
-   is locked and a second request gets the handoff already in flight): status →
-   `transferring`, `handoff-initiated` broadcast with a system transcript line, the
-   human's leg dialled into room `handoff-<id>` (announcement, starts and ends the
-   room, recorded), and the bridge told over the channel layer (F-23).
+   is locked until the human's leg is dialled, and a second request gets the handoff
+   already in flight, with that leg's SID): status → `transferring`,
+   `handoff-initiated` broadcast with a system transcript line, the human's leg
+   dialled into room `handoff-<id>` (announcement, starts and ends the room,
+   recorded), and the bridge told over the channel layer (F-23).
 2. The bridge (wherever the call lives) speaks the farewell, closes the model socket,
    and calls `handoff_move_caller`: the caller's call is updated into the same room
    (waits with hold music). Twilio ends the media stream itself.
@@ -102,7 +103,13 @@ def handoff_request(
     reason: str = "",
     requested_by: object | None = None,
 ) -> HandoffResult:
-    """Start the handoff of a live AI call, or return the one already in flight."""
+    """Start the handoff of a live AI call, or return the one already in flight.
+
+    The human's leg is dialled while the call's row is still locked, so a concurrent
+    request waits and then returns this handoff with its agent call SID. If Twilio
+    refuses the leg, nothing is kept: the caller is still talking to the AI.
+    """
+    dial_failed: ApplicationError | None = None
     with transaction.atomic():
         call = (
             CallSession.objects.select_for_update()
@@ -167,17 +174,20 @@ def handoff_request(
                 },
             )
         )
-    try:
-        agent_sid = _dial_agent(call=call, number=number)
-    except ApplicationError as exc:
-        # The bridge was not told yet: the caller is still talking to the AI.
-        _back_to_ai(
+        try:
+            agent_sid = _dial_agent(call=call, number=number)
+        except ApplicationError as exc:
+            transaction.set_rollback(True)
+            dial_failed = exc
+    if dial_failed is not None:
+        # The bridge was not told: the caller is still talking to the AI.
+        call.refresh_from_db()
+        call_event_record(
             call=call,
-            note="",
-            reason=f"agent-dial-failed: {exc}"[:200],
-            move_caller=False,
+            type="handoff-failed",
+            payload={"reason": f"agent-dial-failed: {dial_failed}"[:200]},
         )
-        raise
+        raise dial_failed
     call_control_send(
         call_id=call.pk,
         command="handoff",
@@ -262,25 +272,11 @@ def _unavailable_note(call: CallSession) -> str:
     return NO_AGENT_NOTE
 
 
-def _back_to_ai(
-    *, call: CallSession, note: str, reason: str, move_caller: bool = True
-) -> None:
-    """Return the caller to a fresh AI stream that knows what happened (F-33, F-34).
-
-    With `move_caller=False` the caller never left the AI (the human's leg could not
-    even be dialled): only the status goes back.
-    """
+def _back_to_ai(*, call: CallSession, note: str, reason: str) -> None:
+    """Return the caller to a fresh AI stream that knows what happened (F-33, F-34)."""
     with transaction.atomic():
         locked = CallSession.objects.select_for_update().get(pk=call.pk)
         if locked.status not in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
-            return
-        if not move_caller:
-            call_session_transition(
-                call=locked, to=CallStatus.AI_RESPONDING, reason=reason
-            )
-            call_event_record(
-                call=locked, type="handoff-failed", payload={"reason": reason}
-            )
             return
         locked.stream_token = new_stream_token()
         locked.stream_token_used_at = None
