@@ -74,23 +74,25 @@ else:
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": BASE_DIR / "db.sqlite3",
-            # Calls write from many coroutines' threads: wait for the lock instead of
-            # failing, take the write lock up front, and let readers run beside a writer.
-            "OPTIONS": {
-                "timeout": 20,
-                "transaction_mode": "IMMEDIATE",
-                "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-            },
-            # Tests use a file, not shared-cache memory: bridge threads write beside
-            # the request threads, and memory databases lock whole tables at once.
-            # One file per process, so parallel test runs never share it.
-            "TEST": {
-                "NAME": str(
-                    Path(tempfile.gettempdir())
-                    / f"callcenter-test-{os.getpid()}.sqlite3"
-                )
-            },
         }
+    }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Calls write from many coroutines' threads: wait for the lock instead of failing,
+    # take the write lock up front, and let readers run beside a writer.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": 20,
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+    # Tests use a file, not shared-cache memory: bridge threads write beside the
+    # request threads, and memory databases lock whole tables at once. One file per
+    # process, so parallel test runs never share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(
+            Path(tempfile.gettempdir()) / f"callcenter-test-{os.getpid()}.sqlite3"
+        )
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -134,8 +134,10 @@ AUTO_RESPONSE_GRACE_MS: Final = 2_000
 REQUEST_METADATA_KEY: Final = "bridge_request"
 ACTIVE_RESPONSE_CODE: Final = "conversation_already_has_active_response"
 EVENT_ID_PREFIX: Final = "evt_"  # + request id: the event_id of a response.create
+# The line goes in Japanese corner brackets: a clear boundary for the model, and
+# what the demo's fake speaks.
 SAY_TEMPLATE: Final = (
-    "Say exactly the following to the caller, in a natural voice, then stop: {text}"
+    "Say exactly the following to the caller, in a natural voice, then stop: 「{text}」"
 )
 
 Speaker = Literal["customer", "ai"]
