@@ -111,8 +111,10 @@ def handoff_request(
     """
     dial_failed: ApplicationError | None = None
     with transaction.atomic():
+        # Lock the call's row only: PostgreSQL refuses FOR UPDATE on the nullable
+        # side of the outer join to the agent.
         call = (
-            CallSession.objects.select_for_update()
+            CallSession.objects.select_for_update(of=("self",))
             .select_related("agent")
             .get(pk=call_id)
         )
