@@ -2,48 +2,29 @@
 
 from __future__ import annotations
 
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
+from django.http import HttpRequest, HttpResponse
 
-from calls.models import CallSession
-from calls.twilio_security import twilio_signed
+from calls.webhook_views import required, twilio_webhook
 from handoff.services import handoff_agent_status, handoff_conference_event
 
 
-@csrf_exempt
-@require_POST
-@twilio_signed
+@twilio_webhook
 def agent_status(request: HttpRequest, call_id: int) -> HttpResponse:
     """Status of the human's leg; busy / no-answer / failed sends the caller back."""
-    status = request.POST.get("CallStatus", "")
-    if not status:
-        return HttpResponseBadRequest("Missing parameter(s): CallStatus")
-    try:
-        handoff_agent_status(
-            call_id=call_id,
-            status=status,
-            agent_call_sid=request.POST.get("CallSid", ""),
-        )
-    except CallSession.DoesNotExist:
-        return HttpResponse("Unknown call", status=404)
+    handoff_agent_status(
+        call_id=call_id,
+        status=required(request, "CallStatus")["CallStatus"],
+        agent_call_sid=request.POST.get("CallSid", ""),
+    )
     return HttpResponse(status=204)
 
 
-@csrf_exempt
-@require_POST
-@twilio_signed
+@twilio_webhook
 def conference_status(request: HttpRequest, call_id: int) -> HttpResponse:
     """Conference events: the human joining or leaving drives the states (F-14)."""
-    event = request.POST.get("StatusCallbackEvent", "")
-    if not event:
-        return HttpResponseBadRequest("Missing parameter(s): StatusCallbackEvent")
-    try:
-        handoff_conference_event(
-            call_id=call_id,
-            event=event,
-            participant_sid=request.POST.get("CallSid", ""),
-        )
-    except CallSession.DoesNotExist:
-        return HttpResponse("Unknown call", status=404)
+    handoff_conference_event(
+        call_id=call_id,
+        event=required(request, "StatusCallbackEvent")["StatusCallbackEvent"],
+        participant_sid=request.POST.get("CallSid", ""),
+    )
     return HttpResponse(status=204)
