@@ -18,9 +18,16 @@ import pytest
 
 from calls.models import Recording, TranscriptEntry
 from calls.status import CallStatus
-from handoff.services import CONNECTING_LINE
+from handoff.services import (
+    BACK_FROM_AGENT_NOTE,
+    CONNECTING_LINE,
+    NO_AGENT_NOTE,
+    TAKE_MESSAGE_NOTE,
+)
 from handoff.twiml import AGENT_ANNOUNCEMENT, HOLD_MUSIC_URL
-from realtime.emulators.caller import Pause, WaitForAudio, WaitUntilQuiet
+from realtime.emulators import scenarios
+from realtime.emulators.caller import Pause, Speak, WaitForAudio, WaitUntilQuiet
+from realtime.emulators.twilio_api import FarEnd
 from tests.handoff.conftest import (
     AGENT_MASKED,
     AGENT_NUMBER,
@@ -239,3 +246,224 @@ async def test_seed_flow_operator_api_to_human_and_hang_up(
         CallStatus.HUMAN_CONNECTED,
         CallStatus.COMPLETED,
     ]
+
+
+async def _assert_handed_to_the_human(call, handle, twilio, fake) -> str:
+    """The handoff completed: one agent leg, the caller in its room, the human
+    connected, the model socket closed. Return the agent leg's SID."""
+    await wait_status(call, CallStatus.HUMAN_CONNECTED)
+    agent_legs = twilio.calls_to(AGENT_NUMBER)
+    assert len(agent_legs) == 1, agent_legs
+    room = twilio.conference(f"handoff-{call.pk}")
+    await asyncio.wait_for(room.began.wait(), timeout=10)
+    assert set(room.joined) == {handle.sid, agent_legs[0].sid}
+
+    async def model_closed() -> bool:
+        return fake.open_connections == 0
+
+    assert await wait_until(model_closed, within_s=5), "model socket left open"
+    assert call.handoff_agent_call_sid == agent_legs[0].sid
+    return agent_legs[0].sid
+
+
+@pytest.mark.parametrize("find_by", ["phoneNumber", "callSid"])
+async def test_handoff_by_phone_finds_the_live_call(
+    service, start_fake_realtime, twilio, inbound_agent, token, find_by
+):
+    """`handoff-by-phone` finds the live call by the caller's number in a Japanese
+    format, or by Twilio's CallSid, and hands it off."""
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        caller = await handle.wait_stream(timeout=10)
+        await _greeting_heard(call, caller)
+        await wait_bridge_heartbeat(call)
+        key = {"phoneNumber": "090-1234-5678", "callSid": handle.sid}[find_by]
+        reply = await api_post(
+            f"{service}/api/calls/handoff-by-phone",
+            token=token,
+            body={find_by: key, "reason": "電話番号から"},
+        )
+        assert reply.status_code == 202, reply.text
+        body = reply.json()
+        assert body["call_id"] == call.pk and body["created"] is True
+        assert body["agent_number"] == AGENT_MASKED
+        agent_sid = await _assert_handed_to_the_human(call, handle, twilio, fake)
+        assert body["agent_call_sid"] == agent_sid
+    assert call.handoff_trigger == "api-by-phone"
+    assert call.handoff_reason == "電話番号から"
+    await twilio.hang_up(agent_sid)
+    await wait_status(call, CallStatus.COMPLETED)
+
+
+async def test_ai_tool_requests_the_handoff(
+    service, start_fake_realtime, twilio, inbound_agent
+):
+    """The model calls `request_operator_handoff` on the caller's first turn: its
+    output goes back to the model, and the call is handed off with its reason."""
+    scenario = scenarios.ToolCall(
+        tool_name="request_operator_handoff",
+        arguments='{"reason":"担当者との会話を希望"}',
+        speak_instructions=True,
+    )
+    script = [
+        WaitForAudio(ms=100, timeout_s=20),
+        WaitUntilQuiet(quiet_ms=300, timeout_s=20),
+        Speak(ms=1000),
+        Pause(ms=120_000),
+    ]
+    async with start_fake_realtime(scenario) as fake:
+        handle, call = await place_inbound_call(twilio, service, script)
+        agent_sid = await _assert_handed_to_the_human(call, handle, twilio, fake)
+        outputs = [
+            json.loads(e["item"]["output"])
+            for e in fake.connections[0].received
+            if e.get("type") == "conversation.item.create"
+            and e["item"].get("type") == "function_call_output"
+        ]
+    assert outputs == [{"ok": True, "message": "担当者に引き継ぎます。"}]
+    assert call.handoff_trigger == "ai-tool"
+    assert call.handoff_reason == "担当者との会話を希望"
+    tool_events = await events_of(call, "tool-call")
+    assert tool_events[0].payload["name"] == "request_operator_handoff"
+    await twilio.hang_up(agent_sid)
+    await wait_status(call, CallStatus.COMPLETED)
+
+
+async def _request_handoff(service, token, call, caller) -> dict:
+    await _greeting_heard(call, caller)
+    await wait_bridge_heartbeat(call)
+    reply = await api_post(f"{service}/api/calls/{call.pk}/handoff", token=token)
+    assert reply.status_code == 202, reply.text
+    return reply.json()
+
+
+async def _assert_back_with_the_ai(call, handle, fake, *, note: str, reason: str):
+    """The caller is on a new stream with a fresh token, the new model session
+    has `note` as context, and AI audio reaches the caller again."""
+    first = handle.call.streams[0]
+
+    async def new_stream() -> bool:
+        return len(handle.call.streams) >= 2
+
+    assert await wait_until(new_stream, within_s=15), (
+        f"no new stream; events: {await event_types(call)}"
+    )
+    await wait_status(call, CallStatus.AI_RESPONDING)
+    second = handle.call.streams[1]
+    assert second.parameters["stream_token"] != first.parameters["stream_token"]
+    assert second.parameters["call_id"] == str(call.pk)
+    await second.wait_for_audio(ms=200, timeout_s=15)
+    connection = await fake.wait_for_connection(1, timeout_s=5)
+    told = [
+        e
+        for e in connection.received
+        if e.get("type") == "conversation.item.create"
+        and note in json.dumps(e, ensure_ascii=False)
+    ]
+    assert told, connection.received_types()
+    back = await events_of(call, "back-to-ai")
+    assert [e.payload["reason"] for e in back] == [reason]
+    system = [
+        t
+        async for t in TranscriptEntry.objects.filter(
+            call_id=call.pk, speaker="system"
+        ).values_list("text", flat=True)
+    ]
+    assert system[-1] == "AIとの会話に戻りました。", system
+    return second
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "on_unavailable"),
+    [
+        ("busy", "back-to-ai"),
+        ("no-answer", "back-to-ai"),
+        ("failed", "back-to-ai"),
+        ("busy", "take-message"),
+    ],
+)
+async def test_agent_unavailable_returns_the_caller_to_the_ai(
+    service,
+    start_fake_realtime,
+    twilio,
+    inbound_agent,
+    token,
+    behaviour,
+    on_unavailable,
+):
+    """F-33: the human's leg is busy / not answered / fails: the caller is not left
+    in silence but goes back to the AI on a new stream, with the note that no one
+    is free (or that a message should be taken, as the profile says)."""
+    inbound_agent.on_agent_unavailable = on_unavailable
+    await inbound_agent.asave(update_fields=["on_agent_unavailable"])
+    twilio.far_ends[AGENT_NUMBER] = FarEnd(behaviour)
+    note = TAKE_MESSAGE_NOTE if on_unavailable == "take-message" else NO_AGENT_NOTE
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        caller = await handle.wait_stream(timeout=10)
+        await _request_handoff(service, token, call, caller)
+        await _assert_back_with_the_ai(
+            call, handle, fake, note=note, reason=f"agent-{behaviour}"
+        )
+        await twilio.hang_up(handle.sid)
+        await wait_status(call, CallStatus.COMPLETED)
+    assert twilio.calls_to(AGENT_NUMBER)[0].status == behaviour
+    statuses = [
+        e.payload["status"] for e in await events_of(call, "handoff-agent-status")
+    ]
+    assert behaviour in statuses, statuses
+
+
+@pytest.mark.parametrize("return_to_ai", [True, False])
+async def test_agent_leaving_returns_to_the_ai_only_when_configured(
+    service, start_fake_realtime, twilio, inbound_agent, token, return_to_ai
+):
+    """F-34: the human hangs up after joining. With return_to_ai_after_agent the
+    caller goes back to the AI with the conversation so far; without it the room
+    ends with the human and the call completes."""
+    inbound_agent.return_to_ai_after_agent = return_to_ai
+    await inbound_agent.asave(update_fields=["return_to_ai_after_agent"])
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        caller = await handle.wait_stream(timeout=10)
+        await _request_handoff(service, token, call, caller)
+        agent_sid = await _assert_handed_to_the_human(call, handle, twilio, fake)
+        await twilio.hang_up(agent_sid)
+        if return_to_ai:
+            await _assert_back_with_the_ai(
+                call, handle, fake, note=BACK_FROM_AGENT_NOTE, reason="agent-left"
+            )
+            connection = fake.connections[1]
+            seeded = json.dumps(connection.received, ensure_ascii=False)
+            assert CONNECTING_LINE in seeded  # the conversation so far, re-seeded
+            await twilio.hang_up(handle.sid)
+        else:
+            await handle.wait_finished(timeout=10)
+            assert len(handle.call.streams) == 1
+        await wait_status(call, CallStatus.COMPLETED)
+    if not return_to_ai:
+        assert call.end_reason == "agent-left"
+
+
+async def test_model_server_going_away_falls_back_to_a_human_after_retries(
+    service, start_fake_realtime, twilio, inbound_agent
+):
+    """F-25 → F-30: the Realtime server closes the socket cleanly (1001, going
+    away) and stops listening; after the retries the call is handed to a human.
+
+    (The abrupt drop is tests/realtime/flow/test_model_failures.py::
+    test_three_failed_reconnects_fall_back_to_a_human.)"""
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        caller = await handle.wait_stream(timeout=10)
+        await _greeting_heard(call, caller)
+        await fake.close()
+        await wait_status(
+            call, CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED, within_s=12
+        )
+    assert call.handoff_trigger == "model-failure"
+    types = await event_types(call)
+    assert "model-failed" in types, types
+    await wait_status(call, CallStatus.HUMAN_CONNECTED)
+    await twilio.hang_up(call.handoff_agent_call_sid)
+    await wait_status(call, CallStatus.COMPLETED)
