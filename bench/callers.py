@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import bisect
+import contextlib
 import json
 from dataclasses import dataclass
 from types import TracebackType
@@ -15,6 +16,7 @@ from typing import Any
 
 import httpx
 from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 
 from bench.service import ACCOUNT_SID, AUTH_TOKEN, INBOUND_NUMBER
 from realtime.emulators.audio import FRAME_BYTES
@@ -55,12 +57,14 @@ class ProbeCaller(SimulatedCaller):
     def __init__(self, stream_url: str, **kwargs: Any) -> None:
         super().__init__(stream_url, probe=True, time_scale=1.0, **kwargs)
         self._muted = False
+        self._parked = asyncio.Event()
 
     def mute(self) -> None:
         self._muted = True
 
     async def _send_numbered(self, event: str, body: dict[str, Any]) -> None:
         if event == "media" and self._muted and self.frames_sent % 2 == 0:
+            self._parked.set()
             await asyncio.Event().wait()  # until hang_up() cancels the frame loop
         await super()._send_numbered(event, body)
 
@@ -73,10 +77,13 @@ class ProbeCaller(SimulatedCaller):
         return self.echoed_bytes >= self.frames_sent * FRAME_BYTES
 
     async def wait_echoed(self, timeout_s: float) -> bool:
-        """Wait until every frame sent has come back; False after `timeout_s`."""
+        """Once muted: wait until the last frame is out and every frame sent has come
+        back; False after `timeout_s`."""
         try:
-            await self._wait(self.all_echoed, timeout_s, "the echoes")
-        except AssertionError:
+            async with asyncio.timeout(timeout_s):
+                await self._parked.wait()
+                await self._wait(self.all_echoed, None, "the echoes")
+        except TimeoutError:
             return False
         return True
 
@@ -139,6 +146,11 @@ class DirectEcho:
 
     @staticmethod
     async def _handle(ws: ServerConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            await DirectEcho._echo(ws)
+
+    @staticmethod
+    async def _echo(ws: ServerConnection) -> None:
         stream_sid = ""
         async for raw in ws:
             message = json.loads(raw)
