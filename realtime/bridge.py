@@ -106,6 +106,10 @@ class ModelGaveUp(Exception):
     """The model could not be reached after every retry (or refused us for good)."""
 
 
+class ModelDropped(Exception):
+    """The model closed the socket cleanly while the call still needed it."""
+
+
 class CallBridge:
     """Bridge one Twilio media stream to one OpenAI Realtime conversation."""
 
@@ -218,7 +222,7 @@ class CallBridge:
             task.cancel()
             with contextlib.suppress(BaseException):
                 await task
-        if model is not None:
+        if model is not None or task is not None:
             self.model_closed_at = self._clock()
 
     # ------------------------------------------------------------ Twilio side in
@@ -329,7 +333,13 @@ class CallBridge:
             except ModelGaveUp as exc:
                 await self._model_failed(str(exc))
                 return
-            except (OSError, TimeoutError, InvalidHandshake, ConnectionClosed) as exc:
+            except (
+                OSError,
+                TimeoutError,
+                InvalidHandshake,
+                ConnectionClosed,
+                ModelDropped,
+            ) as exc:
                 if self._finishing:
                     return
                 connected = self._model_connected_at
@@ -419,7 +429,9 @@ class CallBridge:
                     f"model closed the session ({rcvd}: {ws.close_reason})"
                 )
             if not self._rotating:
-                raise ConnectionClosed(ws.close_rcvd, ws.close_sent)
+                raise ModelDropped(
+                    f"model closed the socket ({rcvd}: {ws.close_reason})"
+                )
 
     async def _on_model_frame(self, raw: str | bytes) -> None:
         if self.first_model_event_ms is None:
