@@ -212,8 +212,15 @@ async def ahandoff_request(
 
 
 def _bridge_alive(call: CallSession) -> bool:
-    beat = CallSession.objects.values_list("heartbeat_at", flat=True).get(pk=call.pk)
-    return beat is not None and timezone.now() - beat < BRIDGE_SILENT_AFTER
+    """A bridge holds the stream: it heartbeated, or claimed the stream, lately.
+
+    The first heartbeat comes a second after the stream starts; a handoff before it
+    is still the bridge's to finish (farewell, then move).
+    """
+    row = CallSession.objects.filter(pk=call.pk)
+    seen = row.values_list("heartbeat_at", "stream_token_used_at").get()
+    latest = max((t for t in seen if t is not None), default=None)
+    return latest is not None and timezone.now() - latest < BRIDGE_SILENT_AFTER
 
 
 def _offset_ms(call: CallSession) -> int:

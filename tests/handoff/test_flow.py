@@ -467,3 +467,35 @@ async def test_model_server_going_away_falls_back_to_a_human_after_retries(
     await wait_status(call, CallStatus.HUMAN_CONNECTED)
     await twilio.hang_up(call.handoff_agent_call_sid)
     await wait_status(call, CallStatus.COMPLETED)
+
+
+async def test_handoff_in_the_first_second_still_says_the_farewell(
+    service, start_fake_realtime, twilio, inbound_agent, token
+):
+    """A handoff asked for as soon as the stream starts (before the bridge's first
+    heartbeat) is still the bridge's to finish: the farewell is said, then the
+    caller is moved once."""
+    farewell = inbound_agent.handoff_farewell
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        await handle.wait_stream(timeout=10)
+        await wait_status(call, CallStatus.AI_RESPONDING)
+        reply = await api_post(f"{service}/api/calls/{call.pk}/handoff", token=token)
+        assert reply.status_code == 202, reply.text
+        await _assert_handed_to_the_human(call, handle, twilio, fake)
+
+        async def moved() -> bool:
+            return "handoff-caller-moved" in await event_types(call)
+
+        assert await wait_until(moved, within_s=10)
+    ai_lines = [
+        t
+        async for t in TranscriptEntry.objects.filter(
+            call_id=call.pk, speaker="ai"
+        ).values_list("text", flat=True)
+    ]
+    assert any(farewell in line for line in ai_lines), ai_lines
+    assert len(handle.call.entries("update")) == 1
+    assert (await event_types(call)).count("handoff-caller-moved") == 1
+    await twilio.hang_up(call.handoff_agent_call_sid)
+    await wait_status(call, CallStatus.COMPLETED)
