@@ -60,6 +60,7 @@ class RunResult:
     start_to_model_ms: Spread | None = None
     stop_to_closed_ms: Spread | None = None
     unclosed_model_sockets: int = 0
+    attempts: int = 1
     fake_problems: list[str] = field(default_factory=list)
 
     @property

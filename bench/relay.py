@@ -66,6 +66,7 @@ DRAIN_S = 2.0
 CLOSE_WAIT_S = 5.0
 RSS_EVERY_S = 1.0
 QUIET_CORES = 0.3  # wait for other processes to use less than this before a run
+NOISY_CORES = 0.25  # a run during which other processes used more is retried
 
 
 @dataclass(slots=True)
@@ -306,24 +307,41 @@ def _parser() -> argparse.ArgumentParser:
         metavar="S",
         help="before each run, wait up to S seconds for other processes to go quiet",
     )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="run again (at most this often) when other processes were busy",
+    )
     parser.add_argument("--json", type=Path, help="write every figure to this file")
     return parser
 
 
-async def _quiet(timeout_s: float) -> None:
-    busy = await asyncio.to_thread(
-        wait_for_quiet, max_busy_cores=QUIET_CORES, timeout_s=timeout_s
-    )
-    if busy > QUIET_CORES:
-        print(f"(machine still busy: {busy:.2f} cores used by others)", flush=True)
-
-
-def _progress(r: RunResult) -> None:
-    print(
-        f"round trip {spread(r.latency_ms)} ms, lost {r.frames_lost},"
-        f" others' CPU {r.others_cpu_s_per_s:.2f} cores",
-        flush=True,
-    )
+async def _least_noisy(
+    run: Callable[[], Awaitable[RunResult]], args: argparse.Namespace
+) -> RunResult:
+    """Run after a lull; again (up to --retries times) while other processes took
+    more than NOISY_CORES during the window. Keep the quietest attempt."""
+    best: RunResult | None = None
+    for attempt in range(1 + args.retries):
+        busy = await asyncio.to_thread(
+            wait_for_quiet, max_busy_cores=QUIET_CORES, timeout_s=args.quiet_wait
+        )
+        result = await run()
+        result.attempts = attempt + 1
+        print(
+            f"{'' if attempt == 0 else '  … again: '}"
+            f"round trip {spread(result.latency_ms)} ms, lost {result.frames_lost},"
+            f" others' CPU {result.others_cpu_s_per_s:.2f} cores"
+            f" (before: {busy:.2f})",
+            flush=True,
+        )
+        if best is None or result.others_cpu_s_per_s < best.others_cpu_s_per_s:
+            best = result
+        if best.others_cpu_s_per_s <= NOISY_CORES:
+            break
+    assert best is not None
+    return best
 
 
 _ACCESS_LOG = re.compile(r'^\S+:\d+ - - \[|"(GET|POST|WS\w+) |\.env not found')
@@ -360,16 +378,18 @@ async def _main(args: argparse.Namespace) -> int:
             log_path = Path(env["BENCH_LOG"])
             try:
                 for n in ns:
-                    await _quiet(args.quiet_wait)
                     print(f"direct  N={n:<4} …", end=" ", flush=True)
-                    direct[n] = await run_direct(n, args.seconds)
-                    _progress(direct[n])
+                    direct[n] = await _least_noisy(
+                        lambda n=n: run_direct(n, args.seconds), args
+                    )
                     for kind in servers:
-                        await _quiet(args.quiet_wait)
                         print(f"{kind:<7} N={n:<4} …", end=" ", flush=True)
-                        result = await run_bridged(kind, n, args.seconds, env, fake)
-                        by_server[kind][n] = result
-                        _progress(result)
+                        by_server[kind][n] = await _least_noisy(
+                            lambda k=kind, n=n: run_bridged(
+                                k, n, args.seconds, env, fake
+                            ),
+                            args,
+                        )
             finally:
                 log = _tail(log_path)
                 if log:
