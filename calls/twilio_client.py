@@ -6,13 +6,17 @@ failure (an error reply, a refused connection, a timeout) becomes `TwilioError`,
 `ApplicationError` the API renders as 502 `upstream_error`.
 
 Outbound calls go through `dial_outbound(call)`, the default `settings.TWILIO_DIALER`;
-the handoff service uses `twilio_call_create` and `twilio_call_update` directly.
+the handoff service uses `twilio_call_create` and `twilio_call_update` directly; the
+call pages play recordings through `twilio_recording_fetch`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
@@ -28,6 +32,9 @@ log = logging.getLogger(__name__)
 
 # Twilio's status callback events for a call we place (F-12).
 CALL_STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
+# Recording media: (connect, read) timeouts in seconds, and the chunk streamed on.
+RECORDING_TIMEOUT_S = (5.0, 20.0)
+RECORDING_CHUNK_BYTES = 64 * 1024
 
 
 class TwilioError(ApplicationError):
@@ -86,4 +93,91 @@ def dial_outbound(call: CallSession) -> str:
         status_callback=f"{base}/api/twilio/status/{call.pk}",
         status_callback_event=CALL_STATUS_EVENTS,
         machine_detection="Enable",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingMedia:
+    """A recording's audio as Twilio serves it, open and not yet read.
+
+    `status` is 200, or 206 for a byte range; `headers` are the ones worth passing on
+    (Content-Type, Content-Length, Content-Range, Accept-Ranges). Read `chunks()`
+    once, or `close()` it.
+    """
+
+    status: int
+    headers: dict[str, str]
+    response: requests.Response
+
+    def chunks(self) -> Iterator[bytes]:
+        """The audio in chunks; a failure mid-way ends it early (and is logged)."""
+        try:
+            yield from self.response.iter_content(RECORDING_CHUNK_BYTES)
+        except (requests.RequestException, OSError) as exc:
+            log.warning("Recording download cut short: %s", exc)
+        finally:
+            self.response.close()
+
+    def close(self) -> None:
+        self.response.close()
+
+
+_PASSED_HEADERS = ("Content-Type", "Content-Length", "Content-Range", "Accept-Ranges")
+
+
+def recording_media_url(url: str) -> str:
+    """Twilio's RecordingUrl has no extension; `.mp3` asks for the MP3 it serves."""
+    path = urlsplit(url).path.lower()
+    return url if path.endswith((".mp3", ".wav")) else f"{url}.mp3"
+
+
+def _trusted_recording_host(url: str) -> bool:
+    """Our credentials go only to Twilio (or the emulator we are pointed at)."""
+    parts = urlsplit(url)
+    configured = urlsplit(settings.TWILIO_API_BASE_URL)
+    if (parts.scheme, parts.netloc) == (configured.scheme, configured.netloc):
+        return True
+    host = parts.hostname or ""
+    return parts.scheme == "https" and (
+        host == "twilio.com" or host.endswith(".twilio.com")
+    )
+
+
+def twilio_recording_fetch(
+    url: str, *, byte_range: str = "", session: requests.Session | None = None
+) -> RecordingMedia:
+    """Open a Twilio recording's audio with the account's Basic auth; raise TwilioError.
+
+    `url` is the RecordingUrl Twilio posted (`.mp3` is appended); `byte_range` is the
+    browser's Range header, passed on so the player can seek. Redirects are followed
+    (requests drops the credentials when the host changes).
+    """
+    media_url = recording_media_url(url)
+    if not _trusted_recording_host(media_url):
+        raise TwilioError(
+            f"Refusing to send Twilio credentials to {urlsplit(media_url).netloc}: "
+            "a recording URL must be Twilio's.",
+            details={"url": media_url},
+        )
+    headers = {"Range": byte_range} if byte_range else {}
+    http = session or requests.Session()
+    try:
+        response = http.get(
+            media_url,
+            auth=(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN),
+            headers=headers,
+            timeout=RECORDING_TIMEOUT_S,
+            stream=True,
+        )
+    except (requests.RequestException, OSError) as exc:
+        raise _upstream_error("fetch the recording", exc) from exc
+    if response.status_code not in (200, 206):
+        response.close()
+        message = f"Twilio refused to fetch the recording: HTTP {response.status_code}"
+        log.warning("%s (%s)", message, media_url)
+        raise TwilioError(message, details={"status": response.status_code})
+    passed = {k: response.headers[k] for k in _PASSED_HEADERS if k in response.headers}
+    passed.setdefault("Content-Type", "audio/mpeg")
+    return RecordingMedia(
+        status=response.status_code, headers=passed, response=response
     )

@@ -11,7 +11,13 @@ urlpatterns = [
     path("", views.dashboard, name="dashboard"),
     path("calls/", views.call_list_page, name="list"),
     path("calls/live/", views.live_calls_fragment, name="live"),
+    path("calls/today/", views.today_fragment, name="today"),
     path("calls/<int:pk>/", views.call_detail, name="detail"),
     path("calls/<int:pk>/hangup", views.call_hangup, name="hangup"),
     path("calls/<int:pk>/instruct", views.call_instruct_view, name="instruct"),
+    path(
+        "calls/<int:pk>/recordings/<int:rec_id>/audio",
+        views.recording_audio,
+        name="recording-audio",
+    ),
 ]

@@ -2,23 +2,36 @@
 
 Views only validate, call one service or selector, and render. Every view requires
 login and reads through `calls.selectors`, so another organisation's call is a 404.
+A call's recordings play through `recording_audio`, which streams the stored file or
+Twilio's audio (fetched with the account's credentials) to the page's `<audio>`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+import mimetypes
+import re
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from decimal import Decimal
+from pathlib import PurePosixPath
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.files.storage import default_storage
 from django.core.paginator import Paginator
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    JsonResponse,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -28,13 +41,16 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.selectors import agent_list
 from callcenter.errors import ApplicationError
 from calls.control import CallNotLive, call_hangup_request, call_instruct
-from calls.models import CallSession
+from calls.models import CallSession, Recording
 from calls.selectors import call_get, call_list
 from calls.status import LIVE, TERMINAL, CallStatus
+from calls.twilio_client import TwilioError, twilio_recording_fetch
 
 LATENCY_BIN_MS = 250
 LATENCY_BINS = 10  # the last bin holds everything from 2250 ms up
 INSTRUCTION_MAX_CHARS = 2000
+FILE_CHUNK_BYTES = 64 * 1024
+RECORDING_CACHE_CONTROL = "private, max-age=300"
 
 
 # --- Today's figures (F-36) -------------------------------------------------------
@@ -166,23 +182,33 @@ def _live_calls(request: HttpRequest) -> QuerySet[CallSession]:
     return call_list(user=request.user).filter(status__in=LIVE)
 
 
+def _today(request: HttpRequest) -> dict[str, Any]:
+    figures, charts = figures_for(
+        call_list(user=request.user).filter(created_at__gte=today_start())
+    )
+    return {"figures": figures, "charts": charts}
+
+
 @login_required
 @require_GET
 def dashboard(request: HttpRequest) -> HttpResponse:
     """Live calls, today's figures and charts (F-36)."""
-    figures, charts = figures_for(
-        call_list(user=request.user).filter(created_at__gte=today_start())
-    )
     return render(
         request,
         "calls/dashboard.html",
         {
             "live_calls": _live_calls(request),
-            "figures": figures,
-            "charts": charts,
             "status_labels": status_labels(),
+            **_today(request),
         },
     )
+
+
+@login_required
+@require_GET
+def today_fragment(request: HttpRequest) -> HttpResponse:
+    """Today's figures and chart data alone, refetched as calls start and end."""
+    return render(request, "calls/_today.html", _today(request))
 
 
 @login_required
@@ -314,14 +340,27 @@ def offset_label(offset_ms: int) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+EVENT_VALUE_MAX_CHARS = 80
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    if len(text) <= EVENT_VALUE_MAX_CHARS:
+        return text
+    return text[: EVENT_VALUE_MAX_CHARS - 1] + "…"
+
+
 def event_summary(kind: str, payload: Any) -> str:
-    """One line for a timeline event: `from → to (reason)` for a status, else key=value."""
+    """One line for a timeline event: `from → to (reason)` for a status, else
+    key=value, leaving out empty values and cutting long ones (TwiML) short."""
     if not isinstance(payload, dict):
-        return str(payload or "")
+        return _short(payload or "")
     if kind == "status":
         text = f"{payload.get('from', '?')} → {payload.get('to', '?')}"
         return f"{text} ({payload['reason']})" if payload.get("reason") else text
-    return ", ".join(f"{k}={v}" for k, v in payload.items())
+    return ", ".join(
+        f"{k}={_short(v)}" for k, v in payload.items() if v not in ("", None)
+    )
 
 
 def _wants_json(request: HttpRequest) -> bool:
@@ -384,4 +423,167 @@ def call_instruct_view(request: HttpRequest, pk: int) -> HttpResponse:
         )
     return _run_control(
         request, pk, action=call_instruct, text=text, done=_("AIに指示を送りました。")
+    )
+
+
+# --- Recordings (F-38) ------------------------------------------------------------
+
+
+def _recording_or_404(request: HttpRequest, pk: int, rec_id: int) -> Recording:
+    call = _get_call_or_404(request, pk)
+    try:
+        return call.recordings.get(pk=rec_id)
+    except Recording.DoesNotExist:
+        raise Http404("No such recording") from None
+
+
+_SINGLE_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+class RangeNotSatisfiable(ValueError):
+    """A Range header that asks for bytes past the end."""
+
+
+def byte_range(header: str, size: int) -> tuple[int, int] | None:
+    """The inclusive (first, last) byte of a single-range `Range` header, or None to
+    send everything (no header, several ranges, or one we cannot read)."""
+    match = _SINGLE_RANGE.match(header.strip())
+    if match is None or not any(match.groups()):
+        return None
+    first, last = match.groups()
+    if not first:  # the last N bytes
+        if int(last) == 0 or size == 0:
+            raise RangeNotSatisfiable(header)
+        return max(size - int(last), 0), size - 1
+    start = int(first)
+    end = size - 1 if not last else min(int(last), size - 1)
+    if start >= size:
+        raise RangeNotSatisfiable(header)
+    if end < start:
+        return None
+    return start, end
+
+
+async def _in_thread(
+    chunks: Iterator[bytes], close: Callable[[], None]
+) -> AsyncIterator[bytes]:
+    """Read a blocking iterator chunk by chunk in a worker thread, so Daphne streams
+    it instead of reading it all first; `close` runs however the reading ends."""
+    end = object()
+    try:
+        while (
+            chunk := await sync_to_async(next, thread_sensitive=False)(chunks, end)
+        ) is not end:
+            yield chunk  # type: ignore[misc]
+    finally:
+        await sync_to_async(close, thread_sensitive=False)()
+
+
+def _file_chunks(handle: Any, length: int) -> Iterator[bytes]:
+    while length > 0:
+        chunk = handle.read(min(FILE_CHUNK_BYTES, length))
+        if not chunk:
+            return
+        length -= len(chunk)
+        yield chunk
+
+
+def _open_file(name: str) -> tuple[Any, int]:
+    size = default_storage.size(name)
+    return default_storage.open(name, "rb"), size
+
+
+def _audio_response(
+    chunks: AsyncIterator[bytes], *, status: int, headers: dict[str, str], name: str
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(chunks, status=status)
+    for header, value in headers.items():
+        response[header] = value
+    response["Cache-Control"] = RECORDING_CACHE_CONTROL
+    response["Content-Disposition"] = f'inline; filename="{name}"'
+    return response
+
+
+async def _unavailable(
+    request: HttpRequest, recording: Recording, *, status: int, reason: str
+) -> HttpResponse:
+    # The page's header reads the user's organisation: render in a thread.
+    return await sync_to_async(render)(
+        request,
+        "calls/recording_unavailable.html",
+        {"call_id": recording.call_id, "recording": recording, "reason": reason},
+        status=status,
+    )
+
+
+async def _file_audio(
+    request: HttpRequest, recording: Recording, name: str
+) -> HttpResponse:
+    try:
+        handle, size = await sync_to_async(_open_file)(recording.file.name)
+    except OSError:
+        return await _unavailable(
+            request,
+            recording,
+            status=404,
+            reason=_("録音ファイルが見つかりません。"),
+        )
+    try:
+        span = byte_range(request.headers.get("Range", ""), size)
+    except RangeNotSatisfiable:
+        await sync_to_async(handle.close)()
+        response = HttpResponse(status=416)
+        response["Content-Range"] = f"bytes */{size}"
+        return response
+    first, last = span if span is not None else (0, size - 1)
+    headers = {
+        "Content-Type": mimetypes.guess_type(recording.file.name)[0]
+        or "application/octet-stream",
+        "Content-Length": str(max(last - first + 1, 0)),
+        "Accept-Ranges": "bytes",
+    }
+    if span is not None:
+        headers["Content-Range"] = f"bytes {first}-{last}/{size}"
+        await sync_to_async(handle.seek)(first)
+    chunks = _in_thread(_file_chunks(handle, last - first + 1), handle.close)
+    return _audio_response(
+        chunks, status=206 if span else 200, headers=headers, name=name
+    )
+
+
+async def _twilio_audio(
+    request: HttpRequest, recording: Recording, name: str
+) -> HttpResponse:
+    try:
+        media = await sync_to_async(twilio_recording_fetch, thread_sensitive=False)(
+            recording.url, byte_range=request.headers.get("Range", "")
+        )
+    except TwilioError as exc:
+        return await _unavailable(request, recording, status=502, reason=str(exc))
+    return _audio_response(
+        _in_thread(media.chunks(), media.close),
+        status=media.status,
+        headers=media.headers,
+        name=name,
+    )
+
+
+@login_required
+@require_GET
+async def recording_audio(request: HttpRequest, pk: int, rec_id: int) -> HttpResponse:
+    """A recording's audio for the call page's player (F-38): the stored file, or
+    Twilio's MP3 fetched with the account's credentials; byte ranges for seeking.
+    Another organisation's call or recording is a 404; Twilio failing is a 502 page."""
+    recording = await sync_to_async(_recording_or_404)(request, pk, rec_id)
+    if recording.file:
+        extension = PurePosixPath(recording.file.name).suffix or ".bin"
+        return await _file_audio(
+            request, recording, f"call-{pk}-recording-{rec_id}{extension}"
+        )
+    if recording.url:
+        return await _twilio_audio(
+            request, recording, f"call-{pk}-recording-{rec_id}.mp3"
+        )
+    return await _unavailable(
+        request, recording, status=404, reason=_("この録音には音声がありません。")
     )

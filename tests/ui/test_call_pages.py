@@ -15,7 +15,12 @@ from django.utils import timezone
 from calls.groups import call_control_group
 from calls.models import CallEvent, Recording
 from calls.status import CallStatus
-from calls.views import figures_for, latency_histogram, latency_mean_p95
+from calls.views import (
+    event_summary,
+    figures_for,
+    latency_histogram,
+    latency_mean_p95,
+)
 from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
@@ -27,6 +32,7 @@ pytestmark = pytest.mark.django_db
         ("calls:dashboard", []),
         ("calls:list", []),
         ("calls:live", []),
+        ("calls:today", []),
         ("calls:detail", [1]),
         ("agents:list", []),
         ("agents:detail", [1]),
@@ -115,6 +121,19 @@ def test_dashboard_shows_todays_figures(logged_in, org, agent):
     assert "50.0%" in html
     assert 'id="chart-data"' in html
     assert "vendor/chartjs/chart.umd.js" in html
+    # The same figures alone, as the dashboard refetches them while calls come and go.
+    fragment = logged_in.get(reverse("calls:today"))
+    assert fragment.context["figures"] == figures
+    text = fragment.content.decode()
+    assert '<dd data-figure="calls">2</dd>' in text
+    assert "50.0%" in text
+    assert 'id="chart-data"' in text
+    assert "<html" not in text
+
+
+def test_todays_figures_count_only_own_calls(logged_in, live_call, foreign_call):
+    fragment = logged_in.get(reverse("calls:today"))
+    assert fragment.context["figures"].calls == 1
 
 
 def test_latency_figures():
@@ -211,7 +230,7 @@ def test_detail_of_an_ended_call(logged_in, ended_call):
     ended_call.cost_usd = Decimal("0.1234")
     ended_call.input_audio_tokens = 321
     ended_call.save()
-    Recording.objects.create(
+    recording = Recording.objects.create(
         call=ended_call, source="twilio-call", url="https://example.com/rec.mp3"
     )
     CallEvent.objects.create(
@@ -219,7 +238,8 @@ def test_detail_of_an_ended_call(logged_in, ended_call):
     )
     TranscriptEntryFactory(call=ended_call, speaker="ai", text="失礼いたします")
     html = logged_in.get(reverse("calls:detail", args=[ended_call.pk])).content.decode()
-    assert '<audio controls preload="none" src="https://example.com/rec.mp3">' in html
+    audio_url = reverse("calls:recording-audio", args=[ended_call.pk, recording.pk])
+    assert f'<audio controls preload="none" src="{audio_url}"' in html
     assert "ringing → completed" in html
     assert "appointment" in html
     assert "$0.1234" in html
@@ -341,3 +361,17 @@ def test_unreachable_bridge_is_reported(logged_in, live_call, monkeypatch):
         "ok": False,
         "message": "通話に届きませんでした。もう一度お試しください。",
     }
+
+
+def test_event_summary_leaves_out_empty_values_and_cuts_long_ones():
+    assert event_summary("status", {"from": "a", "to": "b", "reason": "r"}) == (
+        "a → b (r)"
+    )
+    twiml = "<Response>" + "x" * 200 + "</Response>"
+    line = event_summary(
+        "handoff-caller-moved", {"twiml": twiml, "participant": "", "n": 0}
+    )
+    assert line.startswith("twiml=<Response>xxx")
+    assert line.endswith("…, n=0")
+    assert len(line) < 100
+    assert "participant" not in line
