@@ -1,6 +1,7 @@
 /* Dashboard (F-36): live calls over ws/dashboard/, today's charts with Chart.js.
  * Consumes call.status {call_id, status, previous, reason}: a known row changes in
- * place (and leaves when the call ends); an unknown call refetches the table. */
+ * place (and leaves when the call ends); an unknown call refetches the table. Any
+ * status change also refetches today's figures and chart data (at most once a second). */
 (function () {
   "use strict";
 
@@ -9,6 +10,13 @@
   var terminal = (root.dataset.terminal || "").split(/\s+/);
   var container = root.querySelector("[data-live-calls-container]");
   var refetching = null;
+  // Status messages of calls not in the table yet, replayed in order once it is
+  // refetched: a call's next status often arrives while the table is on its way.
+  var queued = [];
+
+  function rowOf(callId) {
+    return container.querySelector('tr[data-call-id="' + callId + '"]');
+  }
 
   function refetch() {
     if (refetching) return refetching;
@@ -16,17 +24,23 @@
       .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
       .then(function (html) {
         container.innerHTML = html;
+        var pending = queued;
+        queued = [];
+        pending.forEach(function (msg) { if (rowOf(msg.call_id)) onStatus(msg); });
         window.CC.tickDurations();
       })
-      .catch(function () {})
+      .catch(function () { queued = []; })
       .finally(function () { refetching = null; });
     return refetching;
   }
 
   function onStatus(msg) {
-    var row = container.querySelector('tr[data-call-id="' + msg.call_id + '"]');
+    var row = rowOf(msg.call_id);
     if (!row) {
-      if (terminal.indexOf(msg.status) === -1) refetch();
+      if (refetching || terminal.indexOf(msg.status) === -1) {
+        queued.push(msg);
+        refetch();
+      }
       return;
     }
     var badge = row.querySelector("[data-status]");
@@ -41,16 +55,50 @@
       row.classList.add("ended");
       window.setTimeout(refetch, 3000);
     }
+    window.CC.tickDurations();
+  }
+
+  var today = root.querySelector("[data-today-container]");
+  var todayTimer = null;
+  var charts = {};
+
+  function refreshToday() {
+    if (todayTimer) return;
+    todayTimer = window.setTimeout(function () {
+      fetch(today.dataset.todayUrl, { credentials: "same-origin" })
+        .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
+        .then(function (html) {
+          today.innerHTML = html;
+          updateCharts();
+        })
+        .catch(function () {})
+        .finally(function () { todayTimer = null; });
+    }, 1000);
   }
 
   window.CC.liveSocket(root.dataset.wsPath, function (msg) {
-    if (msg.type === "call.status") onStatus(msg);
+    if (msg.type !== "call.status") return;
+    onStatus(msg);
+    refreshToday();
   }, root.querySelector("[data-socket-state]"));
 
+  function chartData() {
+    var el = document.getElementById("chart-data");
+    return el ? JSON.parse(el.textContent) : null;
+  }
+
+  function updateCharts() {
+    var data = chartData();
+    if (!data || !charts.perHour) return;
+    charts.perHour.data.datasets[0].data = data.perHour.counts;
+    charts.latency.data.datasets[0].data = data.latency.counts;
+    charts.outcome.data.datasets[0].data = data.outcome.counts;
+    Object.keys(charts).forEach(function (name) { charts[name].update(); });
+  }
+
   // Charts: drawn only when the vendored Chart.js loaded (the figures stay readable).
-  var dataEl = document.getElementById("chart-data");
-  if (!window.Chart || !dataEl) return;
-  var data = JSON.parse(dataEl.textContent);
+  var data = chartData();
+  if (!window.Chart || !data) return;
   var blue = "#1d5fd1";
   var common = {
     responsive: true,
@@ -59,17 +107,17 @@
     plugins: { legend: { display: false } },
     scales: { y: { beginAtZero: true, ticks: { precision: 0 } } },
   };
-  new window.Chart(document.getElementById("chart-per-hour"), {
+  charts.perHour = new window.Chart(document.getElementById("chart-per-hour"), {
     type: "bar",
     data: { labels: data.perHour.labels, datasets: [{ data: data.perHour.counts, backgroundColor: blue }] },
     options: common,
   });
-  new window.Chart(document.getElementById("chart-latency"), {
+  charts.latency = new window.Chart(document.getElementById("chart-latency"), {
     type: "bar",
     data: { labels: data.latency.labels, datasets: [{ data: data.latency.counts, backgroundColor: "#2e8b57" }] },
     options: common,
   });
-  new window.Chart(document.getElementById("chart-outcome"), {
+  charts.outcome = new window.Chart(document.getElementById("chart-outcome"), {
     type: "doughnut",
     data: {
       labels: data.outcome.labels,

@@ -51,6 +51,26 @@
     if (stick) transcript.scrollTop = transcript.scrollHeight;
   }
 
+  /* A final line goes where the record will show it: in offset order, before the
+   * lines still being spoken. (The caller's words are transcribed while the AI
+   * already answers them, so they often arrive after the answer's partial text.) */
+  function placeFinal(li, offsetMs) {
+    var stick = nearBottom(transcript);
+    var lines = transcript.querySelectorAll("li.utterance");
+    var before = null;
+    for (var i = 0; i < lines.length; i++) {
+      var other = lines[i];
+      if (other === li) continue;
+      if (other.classList.contains("partial") || Number(other.dataset.offsetMs) > offsetMs) {
+        before = other;
+        break;
+      }
+    }
+    // (Re-)inserting also makes assistive tech announce the final text.
+    transcript.insertBefore(li, before);
+    if (stick) transcript.scrollTop = transcript.scrollHeight;
+  }
+
   function partialLine(itemId) {
     if (!itemId) return null;
     return transcript.querySelector('li.partial[data-item-id="' + CSS.escape(itemId) + '"]');
@@ -71,13 +91,11 @@
 
   function onTranscript(msg) {
     if (msg.entry_id && transcript.querySelector('[data-entry-id="' + msg.entry_id + '"]')) return;
-    var li = partialLine(msg.item_id);
-    var isNew = !li;
-    if (isNew) li = makeLine(msg.speaker, msg.item_id);
-    li.classList.remove("partial");
+    var li = partialLine(msg.item_id) || makeLine(msg.speaker, msg.item_id);
     li.removeAttribute("aria-hidden");
     li.className = "utterance speaker-" + msg.speaker;
     li.dataset.entryId = msg.entry_id || "";
+    li.dataset.offsetMs = msg.offset_ms || 0;
     li.querySelector(".offset").textContent = offsetLabel(msg.offset_ms);
     li.querySelector(".text").textContent = msg.text || "";
     if (msg.interrupted && !li.querySelector(".tag")) {
@@ -86,12 +104,7 @@
       tag.textContent = transcript.dataset.labelInterrupted;
       li.insertBefore(tag, li.querySelector(".text"));
     }
-    if (isNew) {
-      append(li);
-    } else {
-      // Re-append so assistive tech announces the final text.
-      transcript.appendChild(li);
-    }
+    placeFinal(li, msg.offset_ms || 0);
   }
 
   function summary(kind, payload) {
@@ -100,9 +113,13 @@
       var text = (payload.from || "?") + " → " + (payload.to || "?");
       return payload.reason ? text + " (" + payload.reason + ")" : text;
     }
-    return Object.keys(payload).map(function (k) {
+    // As the server renders it: no empty values, long ones (TwiML) cut short.
+    return Object.keys(payload).filter(function (k) {
+      return payload[k] !== "" && payload[k] !== null && payload[k] !== undefined;
+    }).map(function (k) {
       var v = payload[k];
-      return k + "=" + (typeof v === "object" ? JSON.stringify(v) : v);
+      v = typeof v === "object" ? JSON.stringify(v) : String(v);
+      return k + "=" + (v.length > 80 ? v.slice(0, 79) + "…" : v);
     }).join(", ");
   }
 
@@ -120,10 +137,23 @@
     body.className = "event-summary";
     body.textContent = text;
     li.append(time, " ", type, " ", body);
+    var stick = nearBottom(timeline);
     timeline.appendChild(li);
+    if (stick) timeline.scrollTop = timeline.scrollHeight;
+  }
+
+  /* Handing off and instructing need the AI on the call; hanging up, a live call. */
+  function applyControls() {
+    var live = root.dataset.live === "true";
+    var withAi = root.dataset.callStatus === "ai-responding";
+    root.querySelectorAll("form[data-control]").forEach(function (form) {
+      var usable = live && (form.dataset.control === "hangup" || withAi);
+      form.querySelectorAll("button, textarea").forEach(function (el) { el.disabled = !usable; });
+    });
   }
 
   function setStatus(status, label) {
+    root.dataset.callStatus = status;
     root.querySelectorAll("[data-status]").forEach(function (el) {
       el.className = "status status-" + status;
       el.textContent = label || status;
@@ -135,13 +165,12 @@
     if (terminal.indexOf(status) !== -1) {
       if (duration && duration.dataset.since) duration.dataset.until = new Date().toISOString();
       root.dataset.live = "false";
-      root.querySelectorAll("[data-controls] button, [data-controls] textarea").forEach(function (el) {
-        el.disabled = true;
-      });
       var badge = root.querySelector("[data-live-badge]");
       if (badge) badge.hidden = true;
       root.querySelector("[data-ended-notice]").hidden = false;
     }
+    window.CC.tickDurations();
+    applyControls();
   }
 
   function onMessage(msg) {
@@ -168,10 +197,20 @@
     }
   }
 
-  function showResult(ok, text) {
+  function showResult(ok, text, detail) {
     result.textContent = text;
+    result.title = detail || "";
     result.className = "control-result " + (ok ? "ok" : "error");
     result.setAttribute("role", ok ? "status" : "alert");
+  }
+
+  /* The page's own words for an API error code (`upstream_error` → data-error-upstream-error). */
+  function errorText(code) {
+    if (!code) return "";
+    var key = "error" + code.split("_").map(function (part) {
+      return part.charAt(0).toUpperCase() + part.slice(1);
+    }).join("");
+    return result.dataset[key] || "";
   }
 
   root.querySelectorAll("form[data-control]").forEach(function (form) {
@@ -186,23 +225,33 @@
       request
         .then(function (reply) {
           var data = reply.data || {};
-          var error = data.error && typeof data.error === "object" ? data.error.message : data.error;
+          var apiError = data.error && typeof data.error === "object" ? data.error : null;
+          var error = apiError ? apiError.message : data.error;
           var text = data.message || error || data.detail ||
             (reply.ok ? result.dataset.textSent : result.dataset.textFailed + " (HTTP " + reply.status + ")");
+          var detail = "";
           if (reply.ok && data.agent_number) {
             text = result.dataset.textHandoff + " (" + data.agent_number + ")";
+          } else if (!reply.ok && form.dataset.control === "handoff") {
+            // The API's message is for developers (English, technical): it goes in
+            // the tooltip; the operator reads the page's words for its code.
+            detail = text;
+            text = result.dataset.textHandoffFailed + ": " + (errorText(apiError && apiError.code) || text);
           }
-          showResult(reply.ok, text);
+          showResult(reply.ok, text, detail);
           if (reply.ok && form.dataset.control === "instruct") form.reset();
         })
         .catch(function (err) {
           showResult(false, result.dataset.textFailed + ": " + err.message);
         })
-        .finally(function () {
-          if (root.dataset.live === "true") buttons.forEach(function (b) { b.disabled = false; });
-        });
+        .finally(applyControls);
     });
   });
+
+  // Scrolled to the newest line and event; controls as the status allows.
+  transcript.scrollTop = transcript.scrollHeight;
+  timeline.scrollTop = timeline.scrollHeight;
+  applyControls();
 
   window.CC.liveSocket(root.dataset.wsPath, onMessage, root.querySelector("[data-socket-state]"));
 })();
