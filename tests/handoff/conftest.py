@@ -16,7 +16,9 @@ from typing import Any
 
 import httpx
 import pytest
+from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
+from django.db import connections
 from rest_framework.authtoken.models import Token
 
 from calls.groups import call_monitor_group
@@ -29,6 +31,18 @@ from tests.realtime.flow.conftest import CALLER_NUMBER, INBOUND_NUMBER, wait_unt
 
 AGENT_NUMBER = "+818070239355"  # inbound_agent's handoff_phone_number
 AGENT_MASKED = "080****9355"
+
+
+@pytest.fixture(autouse=True)
+async def _close_shared_thread_connections() -> AsyncIterator[None]:
+    """Close the connection the bridges left in asgiref's shared sync thread.
+
+    Channels runs `database_sync_to_async` there (it closes stale connections
+    before a call, not after), and so do this test's own async ORM calls; left
+    open, it keeps PostgreSQL from dropping the test database at the end.
+    """
+    yield
+    await sync_to_async(connections.close_all)()
 
 
 @pytest.fixture

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import AsyncIterator
 
 import pytest
+from asgiref.sync import sync_to_async
 from django.core.management import CommandError, call_command
 from django.db import connections
 
@@ -28,6 +30,15 @@ service = flow.service
 start_fake_realtime = flow.start_fake_realtime
 twilio = flow.twilio
 inbound_agent = flow.inbound_agent
+
+
+@pytest.fixture(autouse=True)
+async def _close_shared_thread_connections() -> AsyncIterator[None]:
+    """Close the connection the bridge left in asgiref's shared sync thread (it
+    keeps PostgreSQL from dropping the test database)."""
+    yield
+    await sync_to_async(connections.close_all)()
+
 
 CALLEE = "+819012345678"
 VOICEMAIL = "テスト株式会社です。またお電話いたします。"
