@@ -248,6 +248,32 @@ async def test_seed_flow_operator_api_to_human_and_hang_up(
     ]
 
 
+async def test_letting_go_of_the_model_is_neither_an_error_nor_a_reconnect(
+    service, start_fake_realtime, twilio, inbound_agent, token
+):
+    """The bridge closes the model socket on purpose after the farewell: the
+    timeline shows no model error and no reconnect, and no new model session is
+    opened."""
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        caller = await handle.wait_stream(timeout=10)
+        await _greeting_heard(call, caller)
+        reply = await api_post(f"{service}/api/calls/{call.pk}/handoff", token=token)
+        assert reply.status_code == 202, reply.text
+        await wait_status(call, CallStatus.HUMAN_CONNECTED)
+
+        async def bridge_ended() -> bool:
+            return "bridge-end" in await event_types(call)
+
+        assert await wait_until(bridge_ended, within_s=10)
+        await asyncio.sleep(0.5)  # longer than the first reconnect back-off
+        assert fake.connection_count == 1
+    types = await event_types(call)
+    assert "error" not in types and "model-reconnect" not in types, types
+    await twilio.hang_up(call.handoff_agent_call_sid)
+    await wait_status(call, CallStatus.COMPLETED)
+
+
 async def _assert_handed_to_the_human(call, handle, twilio, fake) -> str:
     """The handoff completed: one agent leg, the caller in its room, the human
     connected, the model socket closed. Return the agent leg's SID."""
