@@ -1,14 +1,17 @@
 """The operators' pages in headless Chromium against the service under Daphne.
 
 Skipped only when no Chromium (or Playwright) is available; the monitor test also
-needs REDIS_URL, because its broadcasts are made in another process. Screenshots of
-every page go to artifacts/screenshots/ (printed; `pytest -s` shows the paths).
+needs REDIS_URL, because its broadcasts are made in another process. The real call
+path (a simulated call through the emulators, a handoff that reaches the Twilio
+emulator) is test_browser_call.py's. Screenshots of every page go to
+artifacts/screenshots/ (printed; `pytest -s` shows the paths).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +23,7 @@ from tests.ui.browser import (
     ServiceProcess,
     chromium_context,
     chromium_missing_reason,
+    free_port,
     login,
     screenshot,
 )
@@ -41,8 +45,9 @@ AI_BLUE = "rgb(29, 95, 209)"
 CALLER_GREEN = "rgb(46, 125, 50)"
 
 SEED_PAST_CALLS = """
-import random
+import io, random, wave
 from datetime import timedelta
+from django.core.files.base import ContentFile
 from django.utils import timezone
 from agents.models import AgentProfile
 from calls.models import CallEvent, CallSession, Recording, TranscriptEntry
@@ -64,10 +69,15 @@ TranscriptEntry.objects.create(call=first, speaker="ai", text="お電話あり�
 TranscriptEntry.objects.create(call=first, speaker="customer", text="営業時間を教えてください。", offset_ms=4200)
 TranscriptEntry.objects.create(call=first, speaker="ai", text="平日の9時から18時まででございます。", offset_ms=6900, interrupted=True)
 CallEvent.objects.create(call=first, type="status", payload={"from": "ai-responding", "to": "completed", "reason": "hangup"})
-Recording.objects.create(call=first, source="bridge", file="recordings/demo.wav", duration_s=42)
+audio = io.BytesIO()
+with wave.open(audio, "wb") as w:  # 1.5 s of a 400 Hz square wave, 8 kHz mono
+    w.setnchannels(1); w.setsampwidth(2); w.setframerate(8000)
+    w.writeframes(b"".join((5000 if i % 20 < 10 else -5000).to_bytes(2, "little", signed=True) for i in range(12000)))
+rec = Recording(call=first, source="bridge", duration_s=2)
+rec.file.save("demo.wav", ContentFile(audio.getvalue()))
 first.outcome = "info-given"
 first.save()
-print(first.pk)
+print(first.pk, rec.pk)
 """
 
 NEW_LIVE_CALL = """
@@ -86,7 +96,9 @@ print(call.pk)
 
 @pytest.fixture(scope="module")
 def service() -> Iterator[ServiceProcess]:
-    with ServiceProcess() as svc:
+    # Twilio is unreachable here (a closed port): a handoff is refused for real.
+    closed = f"http://127.0.0.1:{free_port()}"
+    with ServiceProcess(env={"TWILIO_API_BASE_URL": closed}) as svc:
         print(f"\nservice: {svc.base_url}  screenshots: {SCREENSHOT_DIR}")
         yield svc
 
@@ -105,7 +117,7 @@ def test_login_dashboard_calls_and_language(service: ServiceProcess, page: Any) 
     """Log in as demo, see the live dashboard with figures and charts, list, detail."""
     from playwright.sync_api import expect
 
-    past_call = service.django(SEED_PAST_CALLS)
+    past_call, recording = service.django(SEED_PAST_CALLS).split()
     page.goto(f"{service.base_url}/")
     expect(page).to_have_url(f"{service.base_url}/accounts/login/?next=/")
     screenshot(page, "01-login")
@@ -130,7 +142,21 @@ def test_login_dashboard_calls_and_language(service: ServiceProcess, page: Any) 
 
     page.get_by_role("link", name=f"#{past_call}", exact=True).click()
     expect(page.locator(".utterance.speaker-ai").first).to_contain_text("デモ商事")
-    expect(page.locator("audio")).to_have_attribute("src", "/media/recordings/demo.wav")
+    audio = page.locator(".recording audio")
+    expect(audio).to_have_attribute(
+        "src", f"/calls/{past_call}/recordings/{recording}/audio"
+    )
+    # Playable: Chromium loads the WAV through the view and knows its length.
+    duration = audio.evaluate(
+        """el => new Promise((resolve, reject) => {
+             el.addEventListener("canplaythrough", () => resolve(el.duration), {once: true});
+             el.addEventListener("error", () => reject(new Error("audio error " +
+               (el.error && el.error.code))), {once: true});
+             el.preload = "auto";
+             el.load();
+           })"""
+    )
+    assert duration == pytest.approx(1.5, abs=0.05)
     expect(page.get_by_test_id("outcome")).to_contain_text("info-given")
     expect(page.get_by_role("button", name="切断する")).to_have_count(0)
     screenshot(page, "04-call-detail")
@@ -227,24 +253,21 @@ def test_monitor_shows_live_transcript_and_hangs_up(
         CALLER_GREEN
     )
 
-    # A refused handoff shows the API's message. Stubbed: the real endpoint dials
-    # Twilio; the simulated-call flow test will press it for real.
-    handoff_requests: list[Any] = []
-
-    def refuse_handoff(route: Any) -> None:
-        handoff_requests.append(route.request)
-        route.fulfill(
-            status=409,
-            json={"error": {"code": "call_not_live", "message": "引き継げません"}},
-        )
-
-    page.route(f"**/api/calls/{call_id}/handoff", refuse_handoff)
+    # A refused handoff (Twilio unreachable: the human's leg cannot be dialled) shows
+    # why, and the call stays with the AI. The handoff that reaches Twilio is
+    # test_browser_call.py's.
     page.get_by_role("button", name="担当者に引き継ぐ").click()
-    expect(page.locator("[data-control-result]")).to_have_text("引き継げません")
-    (sent,) = handoff_requests
-    assert sent.headers["content-type"] == "application/json"  # the API is JSON-only
-    assert sent.post_data_json == {"reason": "monitor"}
-    assert sent.headers["x-csrftoken"]
+    result = page.locator("[data-control-result]")
+    expect(result).to_have_text(
+        "担当者に引き継げませんでした: 電話回線 (Twilio) に接続できませんでした。"
+        "しばらくしてからもう一度お試しください。"
+    )
+    # The API's own (technical) message is the tooltip.
+    expect(result).to_have_attribute("title", re.compile("Twilio could not be reached"))
+    expect(result).to_have_attribute("role", "alert")
+    expect(page.get_by_test_id("call-status")).to_have_text("AI対応中")
+    expect(page.locator("#timeline")).to_contain_text("handoff-failed")
+    expect(page.get_by_role("button", name="担当者に引き継ぐ")).to_be_enabled()
     page.get_by_label("AIへの指示").fill("料金は担当者から折り返すと伝えてください")
     screenshot(page, "06-monitor-live")
 
@@ -336,7 +359,9 @@ def test_agent_settings_edit_preview_and_save(
     assert saved == (
         "cedar|1.25|{{company_name}}の{{representative_name}}です。{{customer_name}}"
     )
-    screenshot(page, "11-agent-saved")
+    # The viewport (the top, with the message): in a full-page shot the sticky save
+    # bar would be drawn over the middle of the form.
+    screenshot(page, "11-agent-saved", full_page=False)
 
     page.get_by_text("既存設定から生成", exact=True).click()
     page.get_by_label("冒頭のあいさつ").fill("お忙しいところ失礼いたします。")
