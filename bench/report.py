@@ -193,18 +193,23 @@ def comparison(by_server: Mapping[str, Results], direct: Results) -> str:
     ra, rb = ra_all[n], rb_all[n]
     pa, pb = ra.latency_ms.p99, rb.latency_ms.p99
     ca, cb = ra.cpu_s_per_call_min or 0.0, rb.cpu_s_per_call_min or 0.0
-    # Faster: less CPU per call (what limits calls per core), then lower p99.
-    winner, loser = (a, b) if (ca, pa) <= (cb, pb) else (b, a)
-    cw, cl = (ca, cb) if winner == a else (cb, ca)
-    pw, pl = (pa, pb) if winner == a else (pb, pa)
-    # Clearly: at least 20 % less CPU and a p99 no worse than 1 ms more.
-    clearly = cw <= 0.8 * cl and pw <= pl + 1.0
+    quicker = a if pa <= pb else b
+    cheaper = a if ca <= cb else b
+    # Clearly: at least 20 % apart (and 1 ms for latency).
+    quick_clear = abs(pa - pb) >= max(1.0, 0.2 * max(pa, pb))
+    cheap_clear = abs(ca - cb) >= 0.2 * max(ca, cb)
     lines.append(
-        f"  faster at N={n}: {winner} ({cw:.3f} vs {cl:.3f} CPU-s/call-min,"
-        f" round-trip p99 {pw:.1f} vs {pl:.1f} ms) —"
-        + (" clearly" if clearly else " not clearly")
-        + f"; {loser} is slower"
+        f"  at N={n}: lower round-trip p99: {quicker} ({a} {pa:.1f} ms, {b} {pb:.1f}"
+        f" ms, {'clearly' if quick_clear else 'within noise'}); less CPU: {cheaper}"
+        f" ({a} {ca:.3f}, {b} {cb:.3f} CPU-s/call-min,"
+        f" {'clearly' if cheap_clear else 'within noise'})"
     )
+    if quicker == cheaper and quick_clear and cheap_clear:
+        lines.append(f"  faster: {quicker}, clearly")
+    elif quicker == cheaper:
+        lines.append(f"  faster: {quicker}, but not clearly")
+    else:
+        lines.append("  faster: neither on both counts")
     return "\n".join(lines)
 
 
