@@ -9,7 +9,6 @@ from django.db import transaction
 from calls.models import CallSession, Recording
 from calls.services import call_control_send, call_event_record, call_session_transition
 from calls.status import TERMINAL, CallStatus
-from calls.twilio_security import public_url
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ def call_recording_status(
     return recording
 
 
-def call_stream_ended_twiml(*, call_id: int) -> str:
+def call_stream_ended_twiml(*, call_id: int, dial_status: str = "") -> str:
     """What the caller hears after our side closed the media stream.
 
     Transferring, or the human already in the room → the handoff room (the bridge
@@ -110,20 +109,20 @@ def call_stream_ended_twiml(*, call_id: int) -> str:
     a failed call → an apology from Twilio's voice, since the model could not speak;
     anything else → hang up. A call still with the AI means the bridge crashed: treat
     it as failed so the caller is not left in silence.
+
+    With `dial_status` this is the action of the caller's `<Dial>` into the handoff
+    room, which ended: the handoff decides (back to the AI, or hang up).
     """
     from calls import twiml
-    from handoff import twiml as handoff_twiml
+    from handoff.services import caller_leg_twiml, handoff_room_ended_twiml
     from realtime.call_setup import APOLOGY_LINE
 
+    if dial_status:
+        return handoff_room_ended_twiml(call_id=call_id, dial_status=dial_status)
     call = CallSession.objects.get(pk=call_id)
     call_event_record(call=call, type="stream-ended", payload={"status": call.status})
     if call.status in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
-        return handoff_twiml.caller_leg(
-            call_id=call.pk,
-            conference_status_url=public_url(
-                f"/api/twilio/conference/status/{call.pk}"
-            ),
-        )
+        return caller_leg_twiml(call=call)
     if call.status == CallStatus.AI_RESPONDING:
         call_session_transition(
             call=call, to=CallStatus.FAILED, reason="stream ended unexpectedly"

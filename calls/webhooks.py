@@ -77,5 +77,10 @@ def recording_status(request: HttpRequest, call_id: int) -> HttpResponse:
 
 @twilio_webhook
 def stream_ended(request: HttpRequest, call_id: int) -> HttpResponse:
-    """`<Connect action>`: Twilio asks what next after our side closed the stream."""
-    return twiml_response(call_stream_ended_twiml(call_id=call_id))
+    """Twilio asks what next: our side closed the stream (`<Connect action>`), or the
+    caller's `<Dial>` into the handoff room ended (its action, with DialCallStatus)."""
+    return twiml_response(
+        call_stream_ended_twiml(
+            call_id=call_id, dial_status=request.POST.get("DialCallStatus", "")
+        )
+    )

@@ -10,8 +10,10 @@ The order of a handoff (F-29):
 2. The bridge (wherever the call lives) speaks the farewell, closes the model socket,
    and calls `handoff_move_caller`: the caller's call is updated into the same room
    (waits with hold music). Twilio ends the media stream itself.
-3. Conference callbacks: the human joins → `human-connected`; the human leaves →
-   back to the AI if the profile says so (F-34), else the room ends with them.
+3. Conference callbacks: the human joins → `human-connected`. The human leaves →
+   the room ends with them, and Twilio asks the caller's `<Dial>` action what next
+   (`handoff_room_ended_twiml`): back to the AI if the profile says so (F-34), else
+   hang up. The participant-leave callback may come before or after that request.
 4. The human's leg busy / no-answer / failed → back to the AI with a note that no one
    is free, or the AI takes a message (F-33): never silence.
 """
@@ -29,6 +31,7 @@ from django.utils import timezone
 
 from agents.phones import mask_phone
 from callcenter.errors import ApplicationError, ErrorCode
+from calls import twiml as calls_twiml
 from calls.inbound import stream_twiml
 from calls.models import CallSession, new_stream_token
 from calls.services import (
@@ -256,16 +259,22 @@ def _dial_agent(*, call: CallSession, number: str) -> str:
     return sid
 
 
+def caller_leg_twiml(*, call: CallSession) -> str:
+    """The caller's `<Dial><Conference>`; its action asks us what next when it ends."""
+    return twiml.caller_leg(
+        call_id=call.pk,
+        conference_status_url=public_url(f"/api/twilio/conference/status/{call.pk}"),
+        action_url=public_url(f"/api/twilio/stream-ended/{call.pk}"),
+    )
+
+
 def handoff_move_caller(*, call_id: int) -> None:
     """Move the caller's call into the handoff room (called once the farewell played)."""
     call = CallSession.objects.get(pk=call_id)
     # The human may answer and join while the farewell still plays: still move.
     if call.status not in HANDOFF_LIVE or not call.twilio_call_sid:
         return
-    caller_twiml = twiml.caller_leg(
-        call_id=call.pk,
-        conference_status_url=public_url(f"/api/twilio/conference/status/{call.pk}"),
-    )
+    caller_twiml = caller_leg_twiml(call=call)
     twilio_call_update(call_sid=call.twilio_call_sid, twiml=caller_twiml)
     call_event_record(
         call=call, type="handoff-caller-moved", payload={"twiml": caller_twiml}
@@ -281,8 +290,15 @@ def _unavailable_note(call: CallSession) -> str:
     return NO_AGENT_NOTE
 
 
-def _back_to_ai(*, call: CallSession, note: str, reason: str) -> None:
-    """Return the caller to a fresh AI stream that knows what happened (F-33, F-34)."""
+def _back_to_ai(
+    *, call: CallSession, note: str, reason: str, move_caller: bool = True
+) -> None:
+    """Return the caller to a fresh AI stream that knows what happened (F-33, F-34).
+
+    With `move_caller=False` the call is only made ready for a new stream (fresh
+    token, the note, status): Twilio is about to ask for the caller's next TwiML
+    itself (`handoff_room_ended_twiml`).
+    """
     with transaction.atomic():
         locked = CallSession.objects.select_for_update().get(pk=call.pk)
         if locked.status not in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
@@ -301,7 +317,7 @@ def _back_to_ai(*, call: CallSession, note: str, reason: str) -> None:
             text="AIとの会話に戻りました。",
             offset_ms=_offset_ms(locked),
         )
-    if locked.twilio_call_sid:
+    if move_caller and locked.twilio_call_sid:
         twilio_call_update(
             call_sid=locked.twilio_call_sid, twiml=stream_twiml(call=locked)
         )
@@ -343,8 +359,43 @@ def handoff_conference_event(*, call_id: int, event: str, participant_sid: str) 
         and call.status == CallStatus.HUMAN_CONNECTED
     ):
         if call.agent_id and call.agent.return_to_ai_after_agent:
-            _back_to_ai(call=call, note=BACK_FROM_AGENT_NOTE, reason="agent-left")
+            # The room ended with the human: the caller's <Dial> action brings them
+            # back (Twilio goes on with the caller's TwiML, not waiting for us).
+            _back_to_ai(
+                call=call,
+                note=BACK_FROM_AGENT_NOTE,
+                reason="agent-left",
+                move_caller=False,
+            )
         else:
             call_session_transition(
                 call=call, to=CallStatus.COMPLETED, reason="agent-left"
             )
+
+
+def handoff_room_ended_twiml(*, call_id: int, dial_status: str) -> str:
+    """What the caller hears when their `<Dial>` into the room ends (F-34).
+
+    Twilio asks as soon as the room ends, whether or not the participant-leave
+    callback has reached us yet: the human connected and the profile allows it →
+    back to the AI (the note says the human left); already made ready for the AI by
+    that callback → the new stream; anything else → hang up.
+    """
+    call = CallSession.objects.select_related("agent").get(pk=call_id)
+    call_event_record(
+        call=call,
+        type="handoff-room-left",
+        payload={"status": call.status, "dial_status": dial_status},
+    )
+    if (
+        call.status == CallStatus.HUMAN_CONNECTED
+        and call.agent_id
+        and call.agent.return_to_ai_after_agent
+    ):
+        _back_to_ai(
+            call=call, note=BACK_FROM_AGENT_NOTE, reason="agent-left", move_caller=False
+        )
+        call.refresh_from_db()
+    if call.status == CallStatus.AI_RESPONDING and call.stream_token_used_at is None:
+        return stream_twiml(call=call)
+    return calls_twiml.hang_up()

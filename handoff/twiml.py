@@ -38,10 +38,15 @@ def agent_leg(
     return str(response)
 
 
-def caller_leg(*, call_id: int, conference_status_url: str) -> str:
-    """The caller's leg: wait in the room with hold music until the human comes."""
+def caller_leg(*, call_id: int, conference_status_url: str, action_url: str) -> str:
+    """The caller's leg: wait in the room with hold music until the human comes.
+
+    When the room ends (the human hung up: their leg ends it), Twilio requests
+    `action_url` for what the caller hears next, at once and before any conference
+    callback reaches us: back to the AI, or a hang-up (F-34).
+    """
     response = VoiceResponse()
-    dial = Dial()
+    dial = Dial(action=action_url)
     dial.conference(
         conference_name(call_id),
         start_conference_on_enter=False,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+import httpx
 import pytest
 
 from calls.models import Recording, TranscriptEntry
@@ -27,7 +28,7 @@ from handoff.services import (
 from handoff.twiml import AGENT_ANNOUNCEMENT, HOLD_MUSIC_URL
 from realtime.emulators import scenarios
 from realtime.emulators.caller import Pause, Speak, WaitForAudio, WaitUntilQuiet
-from realtime.emulators.twilio_api import FarEnd
+from realtime.emulators.twilio_api import FarEnd, TwilioEmulator
 from tests.handoff.conftest import (
     AGENT_MASKED,
     AGENT_NUMBER,
@@ -39,7 +40,12 @@ from tests.handoff.conftest import (
     wait_bridge_heartbeat,
     wait_status,
 )
-from tests.realtime.flow.conftest import wait_until
+from tests.realtime.flow.conftest import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    fast_caller,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -150,7 +156,13 @@ async def test_seed_flow_operator_api_to_human_and_hang_up(
     # The caller's call was updated into the same room, waiting on hold music.
     updates = handle.call.entries("update")
     assert len(updates) == 1, updates
-    _, caller_conference = conference_of(updates[0].detail["twiml"])
+    caller_root, caller_conference = conference_of(updates[0].detail["twiml"])
+    caller_dial = caller_root.find("Dial")
+    assert caller_dial is not None
+    # When the room ends, Twilio asks us what the caller hears next (F-34).
+    assert caller_dial.attrib == {
+        "action": f"{service}/api/twilio/stream-ended/{call.pk}"
+    }
     assert caller_conference.text == room
     assert caller_conference.attrib == {
         "startConferenceOnEnter": "false",
@@ -469,6 +481,93 @@ async def test_agent_leaving_returns_to_the_ai_only_when_configured(
         await wait_status(call, CallStatus.COMPLETED)
     if not return_to_ai:
         assert call.end_reason == "agent-left"
+
+
+class LaggingConferenceCallbacks(httpx.AsyncBaseTransport):
+    """Conference status callbacks as Twilio sends them: fire and forget.
+
+    Twilio does not wait for a status callback before the call goes on; the
+    emulator does (it posts conference events, then lets the callers continue).
+    This transport answers conference callbacks at once and delivers them a little
+    later, so the calls move on first, as on Twilio.
+    """
+
+    def __init__(self, lag_s: float = 0.1) -> None:
+        self.lag_s = lag_s
+        self.network = httpx.AsyncHTTPTransport()
+        self.pending: set[asyncio.Task[None]] = set()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if "/api/twilio/conference/status/" not in request.url.path:
+            return await self.network.handle_async_request(request)
+        body = await request.aread()
+        late = httpx.Request(
+            request.method, request.url, headers=request.headers, content=body
+        )
+        task = asyncio.create_task(self._deliver(late))
+        self.pending.add(task)
+        task.add_done_callback(self.pending.discard)
+        return httpx.Response(204, request=request)
+
+    async def _deliver(self, request: httpx.Request) -> None:
+        await asyncio.sleep(self.lag_s)
+        response = await self.network.handle_async_request(request)
+        await response.aread()
+        await response.aclose()
+
+    async def aclose(self) -> None:
+        if self.pending:
+            await asyncio.wait(self.pending, timeout=5)
+        await self.network.aclose()
+
+
+@pytest.fixture
+async def twilio_lagging_callbacks(flow_settings):
+    """The Twilio emulator, with conference callbacks delivered as Twilio does."""
+    transport = LaggingConferenceCallbacks()
+    async with TwilioEmulator(
+        ACCOUNT_SID, AUTH_TOKEN, caller_factory=fast_caller, transport=transport
+    ) as emu:
+        flow_settings.TWILIO_API_BASE_URL = emu.base_url
+        yield emu
+    await transport.aclose()
+
+
+@pytest.mark.parametrize("return_to_ai", [True, False])
+async def test_agent_leaving_with_twilio_paced_callbacks(
+    service,
+    start_fake_realtime,
+    twilio_lagging_callbacks,
+    inbound_agent,
+    token,
+    return_to_ai,
+):
+    """F-34 as Twilio runs it: when the human (endConferenceOnExit) hangs up, the
+    room ends and the caller's TwiML goes on at once, before the participant-leave
+    callback reaches us. The caller must still come back to the AI when the
+    profile says so (and be let go otherwise), not be hung up by the end of the
+    document."""
+    twilio = twilio_lagging_callbacks
+    inbound_agent.return_to_ai_after_agent = return_to_ai
+    await inbound_agent.asave(update_fields=["return_to_ai_after_agent"])
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        caller = await handle.wait_stream(timeout=10)
+        await _request_handoff(service, token, call, caller)
+        agent_sid = await _assert_handed_to_the_human(call, handle, twilio, fake)
+        await twilio.hang_up(agent_sid)
+        if return_to_ai:
+            await _assert_back_with_the_ai(
+                call, handle, fake, note=BACK_FROM_AGENT_NOTE, reason="agent-left"
+            )
+            assert not handle.call.errors, handle.call.errors
+            await twilio.hang_up(handle.sid)
+        else:
+            await handle.wait_finished(timeout=10)
+            assert len(handle.call.streams) == 1
+        await wait_status(call, CallStatus.COMPLETED)
+        failed = [c for c in twilio.callbacks if (c.status_code or 500) >= 500]
+        assert not failed, failed
 
 
 async def test_model_server_going_away_falls_back_to_a_human_after_retries(
