@@ -150,6 +150,7 @@ class CallBridge:
         self._started_stream = False
         self._finished = asyncio.Event()
         self._finishing = False
+        self._released = False  # the model socket was let go of on purpose
         self._end_mode = "hangup"  # or "handoff": the call goes on without us
         self._rotating = False
         self._model_connected_at: float | None = None
@@ -212,6 +213,8 @@ class CallBridge:
             )
 
     async def _close_model(self) -> None:
+        # From here on a closing socket is ours, not a drop: the loop must not reconnect.
+        self._released = True
         task, self._model_task = self._model_task, None
         model, self._model = self._model, None
         if model is not None:
@@ -327,7 +330,7 @@ class CallBridge:
     async def _model_loop(self) -> None:
         failures = 0
         reconnecting = False
-        while not self._finishing:
+        while not (self._finishing or self._released):
             try:
                 await self._run_model_connection(reconnecting)
             except ModelGaveUp as exc:
@@ -340,7 +343,7 @@ class CallBridge:
                 ConnectionClosed,
                 ModelDropped,
             ) as exc:
-                if self._finishing:
+                if self._finishing or self._released:
                     return
                 connected = self._model_connected_at
                 if (
@@ -370,7 +373,7 @@ class CallBridge:
                 await self._prepare_reconnect()
                 await asyncio.sleep(RECONNECT_DELAYS_S[failures - 1])
             else:
-                if self._finishing:
+                if self._finishing or self._released:
                     return
                 await self._prepare_reconnect()  # a planned rotation
             self._rotating = False
@@ -418,11 +421,11 @@ class CallBridge:
             self._model_ready.set()
             async for raw in ws:
                 await self._on_model_frame(raw)
-                if self._finishing:
+                if self._finishing or self._released:
                     return
             # The server closed the socket: a drop unless we rotated on purpose.
             rcvd = ws.close_code
-            if self._finishing:
+            if self._finishing or self._released:
                 return
             if rcvd in (3000, 4000):
                 raise ModelGaveUp(
