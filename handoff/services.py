@@ -324,14 +324,20 @@ def _back_to_ai(
 
 
 def handoff_agent_status(*, call_id: int, status: str, agent_call_sid: str) -> None:
-    """The human's leg reported a status; if nobody answered, back to the AI (F-33)."""
+    """The human's leg reported a status; if nobody came, back to the AI (F-33).
+
+    Nobody came: the leg was busy, not answered, failed, or it ended (`completed`)
+    while the call was still transferring, i.e. the human hung up before joining.
+    """
     call = CallSession.objects.select_related("agent").get(pk=call_id)
     call_event_record(
         call=call,
         type="handoff-agent-status",
         payload={"status": status, "agent_call_sid": agent_call_sid},
     )
-    if status in AGENT_UNAVAILABLE and call.status == CallStatus.TRANSFERRING:
+    if call.status == CallStatus.TRANSFERRING and (
+        status in AGENT_UNAVAILABLE or status == "completed"
+    ):
         _back_to_ai(call=call, note=_unavailable_note(call), reason=f"agent-{status}")
 
 

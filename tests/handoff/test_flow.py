@@ -452,6 +452,26 @@ async def test_agent_unavailable_returns_the_caller_to_the_ai(
     assert behaviour in statuses, statuses
 
 
+async def test_agent_hanging_up_before_joining_returns_the_caller_to_the_ai(
+    service, start_fake_realtime, twilio, inbound_agent, token
+):
+    """F-33: the human answers, then hangs up during the announcement, before
+    joining the room: their leg completes without anyone to talk to. The caller,
+    waiting in the room on hold music, goes back to the AI."""
+    twilio.far_ends[AGENT_NUMBER] = FarEnd("answer", hangup_after_s=0.005)
+    async with start_fake_realtime() as fake:
+        handle, call = await place_inbound_call(twilio, service, LISTEN)
+        caller = await handle.wait_stream(timeout=10)
+        await _request_handoff(service, token, call, caller)
+        await _assert_back_with_the_ai(
+            call, handle, fake, note=NO_AGENT_NOTE, reason="agent-completed"
+        )
+        await twilio.hang_up(handle.sid)
+        await wait_status(call, CallStatus.COMPLETED)
+    agent_leg = twilio.calls_to(AGENT_NUMBER)[0]
+    assert "conference-join" not in [e.kind for e in agent_leg.log]
+
+
 @pytest.mark.parametrize("return_to_ai", [True, False])
 async def test_agent_leaving_returns_to_the_ai_only_when_configured(
     service, start_fake_realtime, twilio, inbound_agent, token, return_to_ai
