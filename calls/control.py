@@ -14,6 +14,8 @@ from agents.models import Operator
 from callcenter.errors import ApplicationError, ErrorCode
 from calls.models import CallSession
 from calls.services import call_control_send, call_event_record
+from calls.status import CallStatus
+from calls.twilio_client import twilio_call_update
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +61,20 @@ def call_hangup_request(
         type="hangup-requested",
         payload={"requested_by": requested_by.pk if requested_by else None},
     )
-    _send(call=call, command="hangup")
+    if call.status == CallStatus.AI_RESPONDING:
+        _send(call=call, command="hangup")
+    else:
+        # No bridge holds the call (still ringing, or with a human): Twilio ends it.
+        _hang_up_with_twilio(call=call)
     return call
+
+
+def _hang_up_with_twilio(*, call: CallSession) -> None:
+    not_answered = call.status in (CallStatus.INITIATED, CallStatus.RINGING)
+    status = "canceled" if not_answered else "completed"
+    for sid in (call.twilio_call_sid, call.handoff_agent_call_sid):
+        if sid:
+            twilio_call_update(call_sid=sid, status=status)
 
 
 def call_instruct(
