@@ -171,6 +171,9 @@ async def _stream_measured(
         rss_peak = max(rss_peak, service.rss_kib())
     await _drain(legs)
     await _hang_up_all(legs)
+    # The fake model lives in this loop: let it see the closes before the
+    # (blocking) count of the echoes.
+    await _wait_closed(legs)
     echoed, latency, not_held = _echo_figures(legs, start, end)
     result = RunResult(
         loop=service.kind if service else "direct",
@@ -238,12 +241,10 @@ async def run_bridged(
                 return leg
 
             # Warm-up: the first call pays for lazy imports and first connections.
-            warm, _ = await _stream(1, 1.0, dial, None)
-            await _wait_closed(warm)
+            await _stream(1, 1.0, dial, None)
             await asyncio.sleep(1.0)
             rss_before = service.rss_kib()
             legs, result = await _stream(n, seconds, dial, service)
-            await _wait_closed(legs)
     finally:
         await asyncio.to_thread(service.stop)
     assert result.rss_peak_kib is not None
