@@ -134,6 +134,8 @@ async def test_seed_flow_operator_api_to_human_and_hang_up(
     assert agent_leg.options.twiml is not None
     root, conference = conference_of(agent_leg.options.twiml)
     assert [child.tag for child in root] == ["Say", "Dial"]
+    agent_dial = root.find("Dial")
+    assert agent_dial is not None and agent_dial.attrib == {}
     say = root.find("Say")
     assert say is not None and say.text == AGENT_ANNOUNCEMENT
     assert say.attrib == {"language": "ja-JP", "voice": "Polly.Mizuki"}
@@ -392,13 +394,19 @@ async def _assert_back_with_the_ai(call, handle, fake, *, note: str, reason: str
     assert second.parameters["call_id"] == str(call.pk)
     await second.wait_for_audio(ms=200, timeout_s=15)
     connection = await fake.wait_for_connection(1, timeout_s=5)
+    received = connection.received
     told = [
-        e
-        for e in connection.received
+        i
+        for i, e in enumerate(received)
         if e.get("type") == "conversation.item.create"
         and note in json.dumps(e, ensure_ascii=False)
     ]
     assert told, connection.received_types()
+    # The note is the first thing the new session is asked to answer.
+    first_response = next(
+        i for i, e in enumerate(received) if e.get("type") == "response.create"
+    )
+    assert told[0] < first_response, connection.received_types()
     back = await events_of(call, "back-to-ai")
     assert [e.payload["reason"] for e in back] == [reason]
     system = [
