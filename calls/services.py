@@ -99,7 +99,7 @@ def call_session_transition(
         fields.append("handoff_connected_at")
     if to in TERMINAL:
         locked.ended_at = now
-        locked.end_reason = reason or locked.end_reason or to
+        locked.end_reason = (reason or locked.end_reason or to)[:200]
         fields += ["ended_at", "end_reason"]
     locked.save(update_fields=fields)
     CallEvent.objects.create(

@@ -91,3 +91,14 @@ def test_unknown_status_is_rejected():
     call = CallSessionFactory()
     with pytest.raises(ValueError):
         call_session_transition(call=call, to="on-hold")
+
+
+def test_a_long_end_reason_is_cut_to_fit_not_refused():
+    """A Twilio error text can be longer than the column: it is kept, shortened."""
+    call = CallSessionFactory(status=CallStatus.INITIATED)
+    call_session_transition(
+        call=call, to=CallStatus.FAILED, reason="dial failed: " + "x" * 400
+    )
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+    assert len(call.end_reason) == 200 and call.end_reason.startswith("dial failed")
