@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/relay.py [--n 1,10,50,100] [--seconds 20]
         [--server daphne|uvicorn|both] [--json out.json]
+        [--quiet-wait 30] [--retries 2]
 
 (`make bench` runs it with the defaults.) The service runs as a user runs it: a
 Daphne or uvicorn subprocess configured by environment variables only, over a
@@ -16,9 +17,14 @@ bridge), then for each server a fresh process, one warm-up call, and the run:
    each waits until the fake has the call's `session.update`;
 2. steady window: all N stream 20 ms probe frames at real-time pace for
    `--seconds`; server CPU and RSS are read from /proc at both ends;
-3. drain: callers stop talking and wait (≤ 2 s) for their echoes;
+3. drain: callers stop talking (on a 40 ms boundary) and wait ≤ 5 s for their
+   echoes; a frame not back by then counts as lost;
 4. hang-up: all N send `stop` at once; the fake records when each model socket
    has closed.
+
+Each run starts after a lull (other processes below 0.3 cores, waiting at most
+--quiet-wait s) and is repeated (at most --retries times) when other processes
+took more than 0.25 cores during its window; the quietest attempt is kept.
 
 Only loopback traffic; it stops by itself. See bench/README.md for the figures.
 """
@@ -62,7 +68,7 @@ from realtime.emulators.fake_realtime import FakeRealtimeServer, RealtimeConnect
 
 API_KEY = "sk-bench"
 SETTLE_S = 1.0  # after the ramp, before the window opens
-DRAIN_S = 2.0
+DRAIN_S = 5.0  # a frame not back this long after the caller falls silent is lost
 CLOSE_WAIT_S = 5.0
 RSS_EVERY_S = 1.0
 QUIET_CORES = 0.3  # wait for other processes to use less than this before a run
@@ -304,7 +310,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quiet-wait",
         type=float,
-        default=60.0,
+        default=30.0,
         metavar="S",
         help="before each run, wait up to S seconds for other processes to go quiet",
     )
