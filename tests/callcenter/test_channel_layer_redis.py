@@ -59,3 +59,25 @@ async def test_group_message_from_another_layer_instance_reaches_consumer():
     finally:
         await communicator.disconnect()
         await other_process_layer.flush()
+
+
+async def test_an_idle_consumer_survives_longer_than_the_blocking_pop():
+    """A call's consumer waits for minutes between control messages: a read that
+    times out with the blocking pop (5 s in channels-redis) must not kill it."""
+    from channels_redis.core import RedisChannelLayer
+
+    group = f"test.{uuid.uuid4().hex}"
+    communicator = WebsocketCommunicator(GroupEchoConsumer.as_asgi(), "/")
+    communicator.scope["group"] = group
+    connected, _ = await communicator.connect()
+    assert connected
+    other_process_layer = RedisChannelLayer(hosts=[REDIS_URL])
+    try:
+        await asyncio.sleep(6.5)
+        await other_process_layer.group_send(
+            group, {"type": "control.message", "text": "まだ"}
+        )
+        assert await communicator.receive_json_from(timeout=3) == {"text": "まだ"}
+    finally:
+        await communicator.disconnect()
+        await other_process_layer.flush()

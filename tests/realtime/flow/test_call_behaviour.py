@@ -345,12 +345,20 @@ def _closed(fake):
     return predicate
 
 
-async def test_unsigned_raw_socket_cannot_reach_a_live_call(
+async def test_a_second_signed_socket_cannot_join_a_streaming_call(
     service, twilio, start_fake_realtime, inbound_agent
 ):
+    """Once the call's stream has spent its token, another upgrade (even one signed
+    with the account's token) is refused at once with 1008."""
     async with start_fake_realtime():
         handle, call = await _call(twilio, service, [Pause(ms=60000)])
         await handle.wait_stream(timeout=10)
+
+        async def claimed():
+            await call.arefresh_from_db()
+            return call.stream_token_used_at is not None
+
+        assert await wait_until(claimed, within_s=5)
         url = (
             service.replace("http://", "ws://") + f"/api/twilio/media-stream/{call.pk}"
         )
