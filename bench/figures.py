@@ -61,6 +61,8 @@ class RunResult:
     stop_to_closed_ms: Spread | None = None
     unclosed_model_sockets: int = 0
     attempts: int = 1
+    server_idle_after: bool | None = None
+    """Whether every call had ended in the server before it was stopped."""
     fake_problems: list[str] = field(default_factory=list)
 
     @property

@@ -251,6 +251,9 @@ async def run_bridged(
             await asyncio.sleep(1.0)
             rss_before = service.rss_kib()
             legs, result = await _stream(n, seconds, dial, service)
+            # Let every call save its end before the process goes (no stale calls
+            # for the reaper of the next run).
+            result.server_idle_after = await asyncio.to_thread(service.wait_idle)
     finally:
         await asyncio.to_thread(service.stop)
     assert result.rss_peak_kib is not None

@@ -238,6 +238,11 @@ def report(by_server: Mapping[str, Results], direct: Results) -> str:
             for n, r in sorted(results.items())
             if r.caller_violations or r.fake_problems
         ]
+        parts += [
+            f"  !     N={n}: calls still bridged 15 s after the hang-up"
+            for n, r in sorted(results.items())
+            if r.server_idle_after is False
+        ]
     if len(by_server) > 1:
         parts += ["", "Daphne vs uvicorn", comparison(by_server, direct)]
     return "\n".join(parts)

@@ -176,6 +176,20 @@ class Service:
                 time.sleep(0.1)
         raise RuntimeError(f"{self.kind} did not answer within {timeout_s}s")
 
+    def wait_idle(self, timeout_s: float = 15.0) -> bool:
+        """Wait until no call is bridged here (each has saved its end); False if
+        some still are after `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"{self.base_url}/api/health", timeout=2.0).json()
+                if health.get("live_calls_in_process") == 0:
+                    return True
+            except (httpx.HTTPError, ValueError):
+                pass
+            time.sleep(0.2)
+        return False
+
     def cpu_seconds(self) -> float:
         """User + system CPU time of the server process so far."""
         stat = Path(f"/proc/{self.pid}/stat").read_text()
