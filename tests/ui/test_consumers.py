@@ -41,6 +41,10 @@ async def _connect(path: str, user=None) -> tuple[WebsocketCommunicator, bool, o
         headers.append((b"cookie", (await _session_cookie(user)).encode()))
     communicator = WebsocketCommunicator(_application(), path, headers=headers)
     connected, code = await communicator.connect(timeout=5)
+    if not connected:
+        # A server tells the app its refused socket is gone; the communicator must
+        # too, or the consumer's channel-layer read outlives the test.
+        await communicator.disconnect()
     return communicator, connected, code
 
 
