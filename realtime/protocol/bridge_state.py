@@ -15,9 +15,10 @@ performs the actions it gets back, in order::
 save a transcript, hang up, …) are the glue's to carry out. The clock is always
 passed in, never read, and nothing here does I/O.
 
-Outbound audio is re-chunked into frames of ``OUTBOUND_FRAME_BYTES`` (320 bytes,
-40 ms of μ-law: half the messages of 20 ms frames, still a steady pace); the
-tail is flushed when the item's audio is done. A Twilio mark follows each batch
+Outbound audio is re-chunked into whole 20 ms multiples, sent at once in frames
+of at most ``OUTBOUND_FRAME_BYTES`` (320 bytes, 40 ms of μ-law); only a part of
+a 20 ms frame waits for the next delta, and the tail is flushed when the item's
+audio is done. A Twilio mark follows each batch
 of frames (at most one per ``MARK_SPACING_BYTES`` of audio), named by a counter;
 its echo tells how much of an item the caller has heard (ms = bytes / 8).
 
@@ -1017,13 +1018,18 @@ class BridgeState:
         self._bytes_in += len(data)
         buffer = item.buffer
         buffer += data
-        whole = len(buffer) - len(buffer) % self._frame
+        # Every whole 20 ms goes out now (holding audio for a fuller frame would add
+        # up to a frame of latency); frames are at most `frame_bytes`.
+        whole = len(buffer) - len(buffer) % TWILIO_FRAME_BYTES
         if not whole:
             return []
         frame = self._frame
         b2a = binascii.b2a_base64
         actions: list[Action] = [
-            SendAudio(sid, b2a(buffer[at : at + frame], newline=False).decode("ascii"))
+            SendAudio(
+                sid,
+                b2a(buffer[at : min(at + frame, whole)], newline=False).decode("ascii"),
+            )
             for at in range(0, whole, frame)
         ]
         del buffer[:whole]

@@ -257,10 +257,11 @@ def test_dtmf_is_reported():
 
 
 def test_rechunking_sends_steady_frames_and_flushes_the_tail():
-    """Deltas of any size go out as whole frames; the tail goes on audio done.
+    """Deltas of any size go out as whole 20 ms frames; the tail goes on audio done.
 
-    Every frame but the tail is OUTBOUND_FRAME_BYTES, a multiple of 160 (20 ms),
-    and the bytes sent are exactly the bytes received, in order.
+    Every frame but the tail is a multiple of 160 (20 ms) of at most
+    OUTBOUND_FRAME_BYTES; no whole 20 ms is held back; the bytes sent are exactly
+    the bytes received, in order.
     """
     state = ready()
     created(state, "resp_1")
@@ -270,10 +271,11 @@ def test_rechunking_sends_steady_frames_and_flushes_the_tail():
         actions += model(state, OutputAudioDelta("resp_1", "item_1", b64(chunk)))
     sizes = frame_sizes(actions)
     assert FRAME % 160 == 0
-    assert all(size == FRAME for size in sizes)
+    assert all(size % 160 == 0 and 0 < size <= FRAME for size in sizes)
     tail_actions = model(state, OutputAudioDone("resp_1", "item_1"))
     total = sum(len(c) for c in chunks)
-    assert frame_sizes(tail_actions) == [total % FRAME]
+    assert sum(sizes) == total - total % 160  # nothing of a whole 20 ms held
+    assert frame_sizes(tail_actions) == [total % 160]
     assert isinstance(tail_actions[-1], SendMark)
     sent = b"".join(
         base64.b64decode(a.payload_b64) for a in of(actions + tail_actions, SendAudio)
@@ -281,6 +283,14 @@ def test_rechunking_sends_steady_frames_and_flushes_the_tail():
     assert sent == b"".join(chunks)
     assert state.figures().audio_bytes_to_caller == total
     assert state.figures().audio_bytes_from_model == total
+
+
+def test_a_whole_20_ms_is_never_held_for_a_fuller_frame():
+    """A 20 ms delta goes out at once, not after the next one fills 40 ms."""
+    state = ready()
+    created(state, "resp_1")
+    assert frame_sizes(audio(state, "resp_1", "item_1", 160)) == [160]
+    assert frame_sizes(audio(state, "resp_1", "item_1", 480)) == [320, 160]
 
 
 def test_frames_of_160_bytes_can_be_chosen():
@@ -329,8 +339,8 @@ def test_first_audio_latency_from_start():
     model(state, updated())
     twilio(state, START, now=1000)
     created(state, "resp_1", "req_1")
-    audio(state, "resp_1", "item_1", 200, now=1500)  # under a frame: not sent yet
-    audio(state, "resp_1", "item_1", 200, now=1800)
+    audio(state, "resp_1", "item_1", 100, now=1500)  # under 20 ms: not sent yet
+    audio(state, "resp_1", "item_1", 100, now=1800)
     assert state.figures().start_to_first_audio_ms == 800
 
 
@@ -366,16 +376,16 @@ def test_heard_audio_follows_echoed_marks():
 def test_truncate_never_passes_the_audio_sent():
     """With all sent audio heard, the cut is at the sent length, within the model's.
 
-    4000 bytes came from the model; 3840 went out as whole frames and were heard;
-    the 160-byte tail waiting for the next delta was never played.
+    4100 bytes came from the model; 4000 went out as whole 20 ms frames and were
+    heard; the 100-byte tail waiting for the next delta was never played.
     """
     state = ready()
     created(state, "resp_1")
-    audio(state, "resp_1", "item_1", 4000)
+    audio(state, "resp_1", "item_1", 4100)
     echo(state, "a1")
     actions = model(state, SpeechStarted("item_u", 0))
-    assert actions == [Truncate("item_1", 3840 // 8)]  # nothing queued: no clear
-    assert 3840 // 8 <= 4000 // 8
+    assert actions == [Truncate("item_1", 4000 // 8)]  # nothing queued: no clear
+    assert 4000 // 8 <= 4100 // 8
 
 
 def test_no_truncate_when_playback_had_finished():
@@ -394,13 +404,13 @@ def test_barge_in_after_response_done_while_still_playing():
     """Audio still playing after response.done is cleared and truncated (C6)."""
     state = ready(interrupt=False)
     created(state, "resp_1")
-    names = mark_names(audio(state, "resp_1", "item_1", 4000))
+    names = mark_names(audio(state, "resp_1", "item_1", 4100))
     names += mark_names(model(state, OutputAudioDone("resp_1", "item_1")))
     done(state, "resp_1")
-    echo(state, names[0])  # the 3840 bytes of whole frames: 480 ms
+    echo(state, names[0])  # the 4000 bytes of whole frames: 500 ms
     assert model(state, SpeechStarted("item_u", 0)) == [
         ClearCaller(SID),
-        Truncate("item_1", 480),
+        Truncate("item_1", 500),
     ]  # no response is active, so no cancel even with interrupt_response off
 
 
