@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -107,25 +108,27 @@ def call_inbound_route(
 
     try:
         to_e164 = normalize_phone(to_number)
-    except Exception:
-        to_e164 = to_number
-    route = phone_number_route(number=to_e164)
+    except ValidationError:
+        to_e164 = ""
+    route = phone_number_route(number=to_e164) if to_e164 else None
     if route is None or route.agent is None:
         log.info("inbound call to unknown number %s refused", to_number)
         return InboundReply(twiml.say_and_hang_up(twiml.UNKNOWN_NUMBER_MESSAGE), None)
 
     agent = route.agent
+    # Withheld or foreign-format caller ids ("anonymous", …) are kept as given.
     try:
         from_e164 = normalize_phone(from_number)
-    except Exception:
-        from_e164 = from_number
+        customer = customer_find(
+            organization_id=route.organization_id, phone_number=from_e164
+        )
+    except ValidationError:
+        from_e164, customer = from_number[:32], None
     call = CallSession.objects.create(
         organization=route.organization,
         agent=agent,
         phone_number=route,
-        customer=customer_find(
-            organization_id=route.organization_id, phone_number=from_e164
-        ),
+        customer=customer,
         direction=CallSession.Direction.INBOUND,
         from_number=from_e164,
         to_number=to_e164,

@@ -330,3 +330,23 @@ def test_outbound_answer_is_signed(client):
         ).status_code
         == 403
     )
+
+
+@pytest.mark.parametrize("caller", ["anonymous", "+266696687", "not a number"])
+def test_withheld_or_odd_caller_id_is_answered(client, caller):
+    """Twilio sends 'anonymous' (and the like) for withheld numbers: still a call."""
+    PhoneNumberFactory(number="+815012340001")
+    response = signed_post(
+        client, "/api/twilio/voice/incoming", voice_params(from_=caller)
+    )
+    assert response.status_code == 200 and b"<Connect" in response.content
+    call = CallSession.objects.get()
+    assert call.from_number == caller and call.customer is None
+
+
+def test_malformed_to_is_an_unknown_number(client):
+    response = signed_post(
+        client, "/api/twilio/voice/incoming", voice_params(to="client:alice")
+    )
+    assert response.status_code == 200 and b"<Hangup />" in response.content
+    assert not CallSession.objects.exists()
