@@ -49,6 +49,11 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     ),
     EnvVar("PORT", "8000", "Port `make run` serves on."),
     EnvVar(
+        "SERVER",
+        "uvicorn",
+        "ASGI server of `make run`: uvicorn (measured faster, bench/README.md) or daphne.",
+    ),
+    EnvVar(
         "DEMO_REALTIME_PORT",
         "8765",
         "Demo mode: port of the built-in fake OpenAI Realtime server.",

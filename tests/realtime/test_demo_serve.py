@@ -133,8 +133,8 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
             served.process.communicate()
 
 
-def test_demo_mode_runs_daphne_and_the_emulators_and_stops_them(serve):
-    """No OpenAI key: two children (emulators, Daphne); the admin login page is
+def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
+    """No OpenAI key: two children (emulators, uvicorn); the admin login page is
     served, the fake Realtime port speaks the Realtime protocol, the Twilio
     emulator's control API answers; SIGTERM stops the parent and both children."""
     served = serve(OPENAI_API_KEY="")
@@ -162,7 +162,7 @@ def test_demo_mode_runs_daphne_and_the_emulators_and_stops_them(serve):
     assert f"fake OpenAI Realtime (scenario demo) at ws://127.0.0.1:{realtime}" in (
         output
     )
-    assert "Listening on TCP address 127.0.0.1:" in output
+    assert "Uvicorn running on http://127.0.0.1:" in output  # the default server
 
 
 def test_demo_mode_children_die_with_a_killed_parent(serve):
@@ -187,8 +187,8 @@ def test_demo_mode_refuses_a_busy_port(serve):
     assert f"Port {taken} (DEMO_TWILIO_PORT) is in use" in output
 
 
-def test_with_a_key_serve_is_daphne_alone(serve):
-    """An OpenAI key: no banner, no emulators; Daphne replaces the command."""
+def test_with_a_key_serve_is_the_server_alone(serve):
+    """An OpenAI key: no banner, no emulators; the server replaces the command."""
     served = serve(OPENAI_API_KEY="sk-test-not-demo")
     assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
     assert children_of(served.process.pid) == []
