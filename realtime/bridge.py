@@ -26,7 +26,6 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
@@ -796,4 +795,4 @@ class CallBridge:
                 await self._model.close()
 
 
-__all__ = ["CallBridge", "CallStore", "ModelGaveUp", "websockets"]
+__all__ = ["CallBridge", "CallStore", "ModelDropped", "ModelGaveUp"]

@@ -30,6 +30,18 @@ from agents.services import (
 from callcenter.api import JSON_ONLY
 
 
+def crud_docs(*, plural: str, one: str) -> Any:
+    """The OpenAPI summaries of a CRUD viewset, worded the same for every resource."""
+    return extend_schema_view(
+        list=extend_schema(summary=f"List {plural}"),
+        create=extend_schema(summary=f"Create {one}"),
+        retrieve=extend_schema(summary=f"Get {one}"),
+        update=extend_schema(summary=f"Replace {one}"),
+        partial_update=extend_schema(summary=f"Change some fields of {one}"),
+        destroy=extend_schema(summary=f"Delete {one}"),
+    )
+
+
 class ServiceModelViewSet(viewsets.ModelViewSet):
     """A ModelViewSet whose writes go through services, not `serializer.save()`."""
 
@@ -57,14 +69,7 @@ class ServiceModelViewSet(viewsets.ModelViewSet):
         self.delete_instance(instance)
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List agent profiles"),
-    create=extend_schema(summary="Create an agent profile"),
-    retrieve=extend_schema(summary="Get an agent profile"),
-    update=extend_schema(summary="Replace an agent profile"),
-    partial_update=extend_schema(summary="Change some fields of an agent profile"),
-    destroy=extend_schema(summary="Delete an agent profile"),
-)
+@crud_docs(plural="agent profiles", one="an agent profile")
 class AgentProfileViewSet(ServiceModelViewSet):
     """Agent profiles (F-03), validated like the settings page."""
 
@@ -81,14 +86,7 @@ class AgentProfileViewSet(ServiceModelViewSet):
         agent_profile_delete(agent=instance)
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List customers"),
-    create=extend_schema(summary="Create a customer"),
-    retrieve=extend_schema(summary="Get a customer"),
-    update=extend_schema(summary="Replace a customer"),
-    partial_update=extend_schema(summary="Change some fields of a customer"),
-    destroy=extend_schema(summary="Delete a customer"),
-)
+@crud_docs(plural="customers", one="a customer")
 class CustomerViewSet(ServiceModelViewSet):
     """Customers (F-06)."""
 
@@ -105,14 +103,7 @@ class CustomerViewSet(ServiceModelViewSet):
         customer_delete(customer=instance)
 
 
-@extend_schema_view(
-    list=extend_schema(summary="List appointments"),
-    create=extend_schema(summary="Create an appointment"),
-    retrieve=extend_schema(summary="Get an appointment"),
-    update=extend_schema(summary="Replace an appointment"),
-    partial_update=extend_schema(summary="Change some fields of an appointment"),
-    destroy=extend_schema(summary="Delete an appointment"),
-)
+@crud_docs(plural="appointments", one="an appointment")
 class AppointmentViewSet(ServiceModelViewSet):
     """Appointments (F-07)."""
 
