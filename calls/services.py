@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from calls.groups import call_monitor_group, org_monitor_group
+from calls.groups import call_control_group, call_monitor_group, org_monitor_group
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import TERMINAL, CallStatus, check_transition
 
@@ -303,21 +303,11 @@ def call_control_send(*, call_id: int, command: str, **data: Any) -> None:
     The bridge's consumer listens on `call.<id>`; with channels-redis this reaches it in
     any process.
     """
-    from calls.groups import call_control_group
-
-    layer = get_channel_layer()
-    if layer is None:
-        raise RuntimeError("No channel layer configured")
-    async_to_sync(layer.group_send)(
-        call_control_group(call_id),
-        {"type": "call.control", "command": command, **data},
-    )
+    async_to_sync(acall_control_send)(call_id=call_id, command=command, **data)
 
 
 async def acall_control_send(*, call_id: int, command: str, **data: Any) -> None:
     """See call_control_send()."""
-    from calls.groups import call_control_group
-
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("No channel layer configured")
