@@ -39,11 +39,11 @@ class GroupEchoConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json({"text": event["text"]})
 
 
-async def test_group_message_from_another_layer_instance_reaches_consumer():
-    """A message sent by one RedisChannelLayer instance reaches a consumer on another."""
+async def _sent_from_another_layer_after(wait_s: float, text: str) -> object:
+    """Connect a consumer on the configured layer, wait, send from a second layer
+    instance (as another process would), and return what the consumer got."""
     from channels_redis.core import RedisChannelLayer
 
-    assert settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("RedisChannelLayer")
     group = f"test.{uuid.uuid4().hex}"
     communicator = WebsocketCommunicator(GroupEchoConsumer.as_asgi(), "/")
     communicator.scope["group"] = group
@@ -51,33 +51,25 @@ async def test_group_message_from_another_layer_instance_reaches_consumer():
     assert connected
     other_process_layer = RedisChannelLayer(hosts=[REDIS_URL])
     try:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(wait_s)
         await other_process_layer.group_send(
-            group, {"type": "control.message", "text": "引き継ぎ"}
+            group, {"type": "control.message", "text": text}
         )
-        assert await communicator.receive_json_from(timeout=3) == {"text": "引き継ぎ"}
+        return await communicator.receive_json_from(timeout=3)
     finally:
         await communicator.disconnect()
         await other_process_layer.flush()
+
+
+async def test_group_message_from_another_layer_instance_reaches_consumer():
+    """A message sent by one RedisChannelLayer instance reaches a consumer on another."""
+    assert settings.CHANNEL_LAYERS["default"]["BACKEND"].endswith("RedisChannelLayer")
+    assert await _sent_from_another_layer_after(0.05, "引き継ぎ") == {
+        "text": "引き継ぎ"
+    }
 
 
 async def test_an_idle_consumer_survives_longer_than_the_blocking_pop():
     """A call's consumer waits for minutes between control messages: a read that
     times out with the blocking pop (5 s in channels-redis) must not kill it."""
-    from channels_redis.core import RedisChannelLayer
-
-    group = f"test.{uuid.uuid4().hex}"
-    communicator = WebsocketCommunicator(GroupEchoConsumer.as_asgi(), "/")
-    communicator.scope["group"] = group
-    connected, _ = await communicator.connect()
-    assert connected
-    other_process_layer = RedisChannelLayer(hosts=[REDIS_URL])
-    try:
-        await asyncio.sleep(6.5)
-        await other_process_layer.group_send(
-            group, {"type": "control.message", "text": "まだ"}
-        )
-        assert await communicator.receive_json_from(timeout=3) == {"text": "まだ"}
-    finally:
-        await communicator.disconnect()
-        await other_process_layer.flush()
+    assert await _sent_from_another_layer_after(6.5, "まだ") == {"text": "まだ"}
