@@ -178,6 +178,7 @@ async def test_foreign_origin_is_refused():
         headers=[(b"origin", b"http://evil.example"), (b"cookie", cookie.encode())],
     )
     connected, _code = await communicator.connect(timeout=5)
+    await communicator.disconnect()  # as a server would tell the app
     assert not connected
 
 
