@@ -43,6 +43,15 @@ GREET_THEN_TURN = [
     WaitUntilQuiet(quiet_ms=300, timeout_s=40),
     HangUp(),
 ]
+# A turn that makes the model call a tool. The caller stays on the line and the
+# test hangs up once the answer to the tool's output was heard: the end of the
+# preamble is no cue, the function call can come just after it.
+TOOL_TURN = [
+    WaitForAudio(ms=100, timeout_s=40),
+    WaitUntilQuiet(quiet_ms=300, timeout_s=40),
+    Speak(ms=1000),
+    Pause(ms=120000),
+]
 
 
 async def _call(twilio, service, script):
@@ -54,6 +63,17 @@ async def _call(twilio, service, script):
         status_callback=f"{service}/api/twilio/status",
     )
     return handle, await CallSession.objects.aget(twilio_call_sid=handle.sid)
+
+
+async def _hang_up_after_the_tool_answer(handle, fake):
+    """Hang up once the model's answer after the tool output has been played."""
+    connection = await fake.wait_for_connection(0, timeout_s=10)
+    # Greeting, the turn with the function call, the answer to its output.
+    await connection.wait_sent("response.done", count=3, timeout_s=30)
+    caller = await handle.wait_stream()
+    await caller.wait_until_quiet(300, require_audio=False, timeout_s=30)
+    await caller.hang_up()
+    await handle.wait_finished(timeout=30)
 
 
 async def _events(call, type_=None):
@@ -119,8 +139,8 @@ async def test_tool_call_creates_appointment_and_answers(
         speak_instructions=True,
     )
     async with start_fake_realtime(scenario) as fake:
-        handle, call = await _call(twilio, service, GREET_THEN_TURN)
-        await handle.wait_finished(timeout=45)
+        handle, call = await _call(twilio, service, TOOL_TURN)
+        await _hang_up_after_the_tool_answer(handle, fake)
         connection = fake.connections[0]
         outputs = [
             e["item"]
@@ -159,8 +179,8 @@ async def test_bad_tool_calls_answer_the_model_with_an_error(
 ):
     scenario = scenarios.ToolCall(tool_name=tool_name, arguments=arguments)
     async with start_fake_realtime(scenario) as fake:
-        handle, call = await _call(twilio, service, GREET_THEN_TURN)
-        await handle.wait_finished(timeout=45)
+        handle, call = await _call(twilio, service, TOOL_TURN)
+        await _hang_up_after_the_tool_answer(handle, fake)
         outputs = [
             json.loads(e["item"]["output"])
             for e in fake.connections[0].received
@@ -193,7 +213,7 @@ async def test_slow_tool_does_not_stall_audio(
         arguments=json.dumps({"phone_number": CALLER_NUMBER}),
     )
     async with start_fake_realtime(scenario) as fake:
-        handle, _call_row = await _call(twilio, service, GREET_THEN_TURN)
+        handle, _call_row = await _call(twilio, service, TOOL_TURN)
         connection = await fake.wait_for_connection(0, timeout_s=10)
         await connection.wait_received("response.create")  # the greeting
         await connection.wait_received("conversation.item.create")
@@ -204,7 +224,7 @@ async def test_slow_tool_does_not_stall_audio(
         await asyncio.sleep(0.6)  # inside the tool's second
         assert connection.received_count - before >= 10, "audio stalled during the tool"
         assert first_call
-        await handle.wait_finished(timeout=45)
+        await _hang_up_after_the_tool_answer(handle, fake)
 
 
 async def _first_function_call(connection):
