@@ -23,13 +23,14 @@ import asyncio
 import base64
 import bisect
 import contextlib
-import json
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -130,7 +131,7 @@ Step = Speak | Pause | Dtmf | WaitForAudio | WaitUntilQuiet | HangUp
 
 @dataclass(frozen=True, slots=True)
 class Received:
-    """A frame from the bridge and when it arrived (``loop.time()``).
+    """A frame from the bridge and when it arrived (``time.monotonic()``).
 
     ``message`` is the parsed dict when Twilio would accept the frame, else
     the raw frame.
@@ -442,7 +443,6 @@ class SimulatedCaller:
         timeout_s: float = 10.0,
     ) -> None:
         """Wait until playback is idle and no media came for ``quiet_ms``."""
-        loop = asyncio.get_running_loop()
         heard_before = len(self.playback.heard)
 
         def quiet() -> bool:
@@ -451,7 +451,7 @@ class SimulatedCaller:
             idle_since = max(self.playback.playing_until, self._last_media_at)
             return (
                 not self.playback.queued_bytes
-                and loop.time() - idle_since >= quiet_ms * self.time_scale / 1000
+                and time.monotonic() - idle_since >= quiet_ms * self.time_scale / 1000
             )
 
         await self._wait(quiet, timeout_s, "playback to go quiet")
@@ -475,7 +475,7 @@ class SimulatedCaller:
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._ws is not None
-        await self._ws.send(json.dumps(message, separators=(",", ":")))
+        await self._ws.send(orjson.dumps(message), text=True)
 
     async def _send_numbered(self, event: str, body: dict[str, Any]) -> None:
         self._sequence += 1
@@ -499,15 +499,14 @@ class SimulatedCaller:
 
     async def _frame_loop(self) -> None:
         """Send a frame and play 20 ms every 20 ms (× time_scale), until stop."""
-        loop = asyncio.get_running_loop()
         period = 0.020 * self.time_scale
-        began = loop.time()
+        began = time.monotonic()
         with contextlib.suppress(ConnectionClosed):
             while not self._stopped:
                 frame = self._next_frame()
                 chunk = self.frames_sent + 1
                 if self.probe:
-                    self.frame_send_times.append(loop.time())
+                    self.frame_send_times.append(time.monotonic())
                 await self._send_numbered(
                     "media",
                     {
@@ -520,21 +519,20 @@ class SimulatedCaller:
                     },
                 )
                 self.frames_sent = chunk
-                now = loop.time()
+                now = time.monotonic()
                 for mark in self.playback.tick(now):
                     await self._echo_mark(mark, now, cleared=False)
                 self._notify()
                 # An absolute schedule: a late tick does not delay the next ones.
-                await asyncio.sleep(max(0.0, began + chunk * period - loop.time()))
+                await asyncio.sleep(max(0.0, began + chunk * period - time.monotonic()))
 
     # -- internals: receiving ----------------------------------------------------
 
     async def _receive_loop(self) -> None:
         assert self._ws is not None
-        loop = asyncio.get_running_loop()
         try:
             async for frame in self._ws:
-                now = loop.time()
+                now = time.monotonic()
                 checked = check_bridge_frame(
                     frame, stream_sid=self.stream_sid, started=self._started
                 )

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from collections import deque
 from dataclasses import dataclass
 from typing import Any
+
+import orjson
 
 from realtime.emulators.audio import FRAME_BYTES
 
@@ -49,7 +50,7 @@ def check_bridge_frame(
     if not started:
         return CallerViolation(INVALID, "message before start", frame)
     try:
-        message = json.loads(frame)
+        message = orjson.loads(frame)
     except ValueError:
         return CallerViolation(INVALID, "invalid JSON", frame)
     if not isinstance(message, dict):
@@ -96,7 +97,7 @@ class PendingMark:
 
 
 class Playback:
-    """Twilio's playback of what the bridge sends (times in ``loop.time()`` s).
+    """Twilio's playback of what the bridge sends (times in ``time.monotonic()`` s).
 
     ``time_scale`` stretches the audio clock like the caller's frame clock.
     """

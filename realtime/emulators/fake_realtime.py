@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -41,6 +42,7 @@ from types import TracebackType
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 from websockets.protocol import State
@@ -269,7 +271,7 @@ class FakeRealtimeServer:
             path=request.path,
             model=model,
             headers={k.lower(): v for k, v in request.headers.raw_items()},
-            opened_at=asyncio.get_running_loop().time(),
+            opened_at=time.monotonic(),
         )
         self.connections.append(record)
         self._changed.notify()
@@ -284,7 +286,7 @@ class FakeRealtimeServer:
                 await ws.close()
             await ws.wait_closed()
             record.closed = True
-            record.closed_at = asyncio.get_running_loop().time()
+            record.closed_at = time.monotonic()
             record.close_code = ws.close_code
             record.close_reason = ws.close_reason
             if record.closed_by is None:
@@ -359,7 +361,7 @@ class FakeRealtimeServer:
         record.sent_count += 1
         if self.record_events:
             record.sent.append(event)
-        await ws.send(json.dumps(event))
+        await ws.send(orjson.dumps(event), text=True)
         record.closed_by = "server"
         await ws.close(close_code, f"invalid_request_error.{code}")
 

@@ -68,7 +68,7 @@ class RealtimeConnection:
     ``received`` holds every client frame: the parsed event, or the raw
     ``str``/``bytes`` when it was not JSON. ``sent`` holds every server event.
     Both stay empty when the server runs with ``record_events=False``; the
-    counters are kept either way. Times are ``loop.time()`` seconds.
+    counters are kept either way. Times are ``time.monotonic()`` seconds.
     """
 
     index: int

@@ -39,10 +39,11 @@ import binascii
 import contextlib
 import functools
 import itertools
-import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
+import orjson
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -225,9 +226,7 @@ class FakeSession:
         if self._record_events:
             rec.sent.append(event)
             rec.changed.notify()
-        await self._ws.send(
-            json.dumps(event, ensure_ascii=False, separators=(",", ":"))
-        )
+        await self._ws.send(orjson.dumps(event), text=True)
         limit = self._sc.drop_after_server_events
         if self._faulty and limit is not None and rec.sent_count >= limit:
             await self._drop()
@@ -267,7 +266,7 @@ class FakeSession:
             await self._error(None, None, "Binary frames are not supported.")
             return
         try:
-            event = json.loads(message)
+            event = orjson.loads(message)
         except ValueError:
             if self._record_events:
                 rec.received.append(message)
@@ -392,7 +391,7 @@ class FakeSession:
         self._input_ms += ms
         self._rec.input_audio_ms = self._input_ms
         if self._rec.first_append_at is None:
-            self._rec.first_append_at = asyncio.get_running_loop().time()
+            self._rec.first_append_at = time.monotonic()
             self._check_formats(self._session["audio"]["output"]["format"]["type"])
         if self._sc.frame_echo:
             open_echo = functools.partial(self._start_response, "client", {})

@@ -6,7 +6,7 @@ bridge sends (PROTOCOL A2, A3); the session shape is the GA one, with
 
 Server events the bridge acts on are parsed into frozen dataclasses
 (PROTOCOL A4); any other event becomes ``OtherServerEvent``. The audio delta is
-the hot path: one ``json.loads``, and its base64 is left for the caller to decode.
+the hot path: one ``orjson.loads``, and its base64 is left for the caller to decode.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
+
+import orjson
 
 from realtime.protocol.errors import RealtimeProtocolError
 
@@ -260,8 +262,10 @@ def session_update(config: SessionConfig, *, event_id: str | None = None) -> str
 
 def input_audio_buffer_append(audio_b64: str) -> str:
     """Return ``input_audio_buffer.append`` carrying base64 μ-law as received."""
-    # json.dumps, not an f-string: the payload came from the network unchecked.
-    return json.dumps({"type": "input_audio_buffer.append", "audio": audio_b64})
+    # A serialiser, not an f-string: the payload came from the network unchecked.
+    return orjson.dumps(
+        {"type": "input_audio_buffer.append", "audio": audio_b64}
+    ).decode()
 
 
 def input_audio_buffer_commit(*, event_id: str | None = None) -> str:
@@ -855,7 +859,7 @@ def parse_server_event(text: str | bytes) -> ServerEvent:
     string ``type``, or for a known event whose fields are missing or mistyped.
     """
     try:
-        obj: object = json.loads(text)
+        obj: object = orjson.loads(text)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
         raise RealtimeProtocolError(f"server frame is not JSON: {exc}") from None
     if not isinstance(obj, dict):

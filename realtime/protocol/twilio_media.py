@@ -6,18 +6,19 @@ Twilio sends JSON text frames: ``connected``, ``start``, ``media``, ``dtmf``,
 ``media``, ``mark`` and ``clear``, each with the stream's ``streamSid``.
 
 ``media`` is the hot path (50 frames a second per call): it costs one
-``json.loads`` and a few dictionary look-ups. The μ-law payload is never
+``orjson.loads`` and a few dictionary look-ups. The μ-law payload is never
 decoded here; it passes through to the model as the same base64 text.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
+
+import orjson
 
 from realtime.protocol.errors import TwilioErrorCode, TwilioProtocolError
 
@@ -42,7 +43,7 @@ __all__ = [
 # Twilio sends 160 bytes (216 base64 characters) per frame; 64 KiB of base64 is
 # about 6 s of audio in one frame, far beyond anything legitimate.
 MAX_PAYLOAD_B64_CHARS: Final = 64 * 1024
-# Checked before json.loads, so a huge frame costs nothing to refuse. It leaves
+# Checked before parsing, so a huge frame costs nothing to refuse. It leaves
 # room for the largest payload plus the envelope and generous customParameters.
 MAX_FRAME_CHARS: Final = 2 * MAX_PAYLOAD_B64_CHARS
 # Numbers arrive as decimal strings; a longer one is not a real counter.
@@ -195,7 +196,7 @@ def parse_twilio_message(text: str | bytes) -> TwilioMessage:
     if len(text) > MAX_FRAME_CHARS:
         raise _invalid(f"frame of {len(text)} characters exceeds {MAX_FRAME_CHARS}")
     try:
-        obj: object = json.loads(text)
+        obj: object = orjson.loads(text)
     except ValueError as exc:  # JSONDecodeError, or invalid surrogates
         raise TwilioProtocolError(
             f"frame is not JSON: {exc}", code=TwilioErrorCode.MALFORMED_MESSAGE
@@ -296,18 +297,18 @@ def _parse_start(obj: Mapping[str, object]) -> Start:
 
 def media_message(stream_sid: str, payload_b64: str) -> str:
     """Return a ``media`` frame queueing base64 μ-law audio for the caller."""
-    return json.dumps(
+    return orjson.dumps(
         {"event": "media", "streamSid": stream_sid, "media": {"payload": payload_b64}}
-    )
+    ).decode()
 
 
 def mark_message(stream_sid: str, name: str) -> str:
     """Return a ``mark`` frame; Twilio echoes it once the audio before it played."""
-    return json.dumps(
+    return orjson.dumps(
         {"event": "mark", "streamSid": stream_sid, "mark": {"name": name}}
-    )
+    ).decode()
 
 
 def clear_message(stream_sid: str) -> str:
     """Return a ``clear`` frame: drop queued audio and return pending marks."""
-    return json.dumps({"event": "clear", "streamSid": stream_sid})
+    return orjson.dumps({"event": "clear", "streamSid": stream_sid}).decode()

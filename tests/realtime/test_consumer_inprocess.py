@@ -199,6 +199,52 @@ async def test_control_messages_reach_the_bridge(stream_settings):
     assert call.end_reason == "operator"
 
 
+async def test_a_control_message_without_handler_does_not_end_the_call(
+    stream_settings, caplog
+):
+    """The consumer's own loop logs a control message it cannot handle and goes on:
+    later commands still arrive, and the caller's audio still flows."""
+    from channels.layers import get_channel_layer
+
+    from calls.groups import call_control_group
+
+    call = await _waiting_call(stream_settings)
+    async with FakeRealtimeServer(scenarios.DEMO, api_key=API_KEY) as fake:
+        stream_settings.OPENAI_REALTIME_URL = fake.url
+        communicator = await _communicator(call)
+        await communicator.send_to(
+            text_data=_frame("connected", protocol="Call", version="1.0.0")
+        )
+        await communicator.send_to(text_data=_start(call))
+        connection = await fake.wait_for_connection(0, timeout_s=5)
+        await connection.wait_received("response.create")
+        await get_channel_layer().group_send(
+            call_control_group(call.pk), {"type": "no.such.handler"}
+        )
+        for _ in range(100):
+            if "control message failed" in caplog.text:
+                break
+            await asyncio.sleep(0.02)
+        assert "control message failed: no.such.handler" in caplog.text
+        appended = connection.received_types().count("input_audio_buffer.append")
+        await communicator.send_to(text_data=_media(5, speech(20)))
+        for _ in range(100):
+            if (
+                connection.received_types().count("input_audio_buffer.append")
+                > appended
+            ):
+                break
+            await asyncio.sleep(0.02)
+        assert connection.received_types().count("input_audio_buffer.append") > appended
+        await acall_control_send(call_id=call.pk, command="hangup", reason="operator")
+        await asyncio.wait_for(connection.wait_closed(), timeout=3)
+        output = await communicator.receive_output(timeout=3)
+        while output["type"] != "websocket.close":
+            output = await communicator.receive_output(timeout=3)
+    await call.arefresh_from_db()
+    assert call.end_reason == "operator"
+
+
 async def test_binary_frame_closes_the_stream_in_process(stream_settings):
     call = await _waiting_call(stream_settings)
     async with FakeRealtimeServer(scenarios.DEMO, api_key=API_KEY) as fake:
