@@ -157,7 +157,7 @@ class CallBridge:
         self._last_activity = clock()
         self._idle_prompted = False
         self._goodbye_deadline: float | None = None
-        self._last_heartbeat = 0.0
+        self._heartbeat_slot: int | None = None
         self.first_model_event_ms: float | None = None
         self.model_closed_at: float | None = None
         self.model_failures = 0
@@ -439,7 +439,7 @@ class CallBridge:
         if self.first_model_event_ms is None:
             self.first_model_event_ms = (self._clock() - self._t0) * 1000
         try:
-            event = parse_server_event(raw if isinstance(raw, str) else raw.decode())
+            event = parse_server_event(raw)
         except ProtocolError as exc:
             log.warning(
                 "malformed model event: %s", exc, extra={"call_id": self.config.call_id}
@@ -747,8 +747,11 @@ class CallBridge:
         while not self._finishing:
             await asyncio.sleep(1.0)
             now = self._clock()
-            if now - self._last_heartbeat >= HEARTBEAT_EVERY_S and self._stream_claimed:
-                self._last_heartbeat = now
+            # Beats fall on the same clock slots in every bridge of the process, so
+            # the store can write them in one statement.
+            slot = int(now // HEARTBEAT_EVERY_S)
+            if slot != self._heartbeat_slot and self._stream_claimed:
+                self._heartbeat_slot = slot
                 self._enqueue(self.store.heartbeat)
             if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
                 await self.finish("goodbye-timeout")

@@ -1,12 +1,13 @@
 """The bridge's persistence, through the calls services (async twins).
 
 The bridge talks to this object only; tests can hand it another one. Nothing here is
-called per audio frame: transcripts are written per utterance, the heartbeat every few
-seconds, figures once at the end.
+called per audio frame: transcripts are written per utterance, heartbeats of all calls
+in one UPDATE every 15 s, figures once at the end.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -21,6 +22,10 @@ from calls.status import CallStatus
 from realtime.protocol.bridge_state import BridgeFigures
 
 log = logging.getLogger(__name__)
+
+# Bridges tick once a second and beat on the same slots; waiting this long puts every
+# live call of the process into one UPDATE.
+HEARTBEAT_GATHER_S = 1.5
 
 # A call back from a human (F-33, F-34) is already ai-responding, with a fresh token.
 STREAM_EXPECTING = (CallStatus.INITIATED, CallStatus.RINGING, CallStatus.AI_RESPONDING)
@@ -122,9 +127,8 @@ class DjangoCallStore:
             .values_list("speaker", "text")
         )
 
-    @database_sync_to_async
-    def heartbeat(self) -> None:
-        CallSession.objects.filter(pk=self.call.pk).update(heartbeat_at=timezone.now())
+    async def heartbeat(self) -> None:
+        heartbeats.beat(self.call.pk)
 
     @database_sync_to_async
     def set_openai_session(self, session_id: str) -> None:
@@ -164,3 +168,46 @@ class DjangoCallStore:
         from handoff.services import ahandoff_request
 
         await ahandoff_request(call_id=self.call.pk, trigger=trigger, reason=reason)
+
+
+@database_sync_to_async
+def heartbeats_save(call_ids: list[int]) -> None:
+    CallSession.objects.filter(pk__in=call_ids).update(heartbeat_at=timezone.now())
+
+
+class HeartbeatBatch:
+    """The heartbeats of every bridge in this process, written together.
+
+    One UPDATE for all live calls every beat, instead of one per call (each costs a
+    trip to the database thread).
+    """
+
+    def __init__(self) -> None:
+        self._due: set[int] = set()
+        self._flush: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()  # keep running flushes alive
+
+    def beat(self, call_id: int) -> None:
+        self._due.add(call_id)
+        flush = self._flush
+        if (
+            flush is None
+            or flush.done()
+            or flush.get_loop() is not asyncio.get_running_loop()
+        ):
+            self._flush = asyncio.create_task(self._flush_later(), name="heartbeats")
+            self._tasks.add(self._flush)
+            self._flush.add_done_callback(self._tasks.discard)
+
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(HEARTBEAT_GATHER_S)
+        due, self._due = sorted(self._due), set()
+        if self._flush is asyncio.current_task():
+            self._flush = None  # beats from now on start the next batch
+        try:
+            await heartbeats_save(due)
+        except Exception:
+            log.exception("heartbeats not saved for calls %s", due)
+
+
+heartbeats = HeartbeatBatch()
