@@ -9,12 +9,12 @@ import asyncio
 import base64
 import bisect
 import contextlib
-import json
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
 import httpx
+import orjson
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
@@ -153,7 +153,7 @@ class DirectEcho:
     async def _echo(ws: ServerConnection) -> None:
         stream_sid = ""
         async for raw in ws:
-            message = json.loads(raw)
+            message = orjson.loads(raw)
             event = message.get("event")
             if event == "media":
                 payload = message["media"]["payload"]
@@ -163,7 +163,7 @@ class DirectEcho:
                     "streamSid": stream_sid,
                     "media": {"payload": payload},
                 }
-                await ws.send(json.dumps(reply, separators=(",", ":")))
+                await ws.send(orjson.dumps(reply), text=True)
             elif event == "start":
                 stream_sid = message["streamSid"]
 

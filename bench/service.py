@@ -133,6 +133,8 @@ def server_command(kind: str, port: int) -> list[str]:
             str(port),
             "--ws",
             "websockets-sansio",
+            "--loop",
+            os.environ.get("BENCH_UVICORN_LOOP", "auto"),
             "--lifespan",
             "off",
             "--log-level",
