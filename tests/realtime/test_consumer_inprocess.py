@@ -79,6 +79,16 @@ def _media(n: int, audio: bytes) -> str:
     )
 
 
+async def _closed_by_the_app(communicator: WebsocketCommunicator) -> None:
+    """Wait for the consumer's close, then tell it the socket is gone and let it
+    finish, as the server does; an app left running would be cancelled with the
+    loop, in the middle of a channel-layer read."""
+    output = await communicator.receive_output(timeout=3)
+    while output["type"] != "websocket.close":
+        output = await communicator.receive_output(timeout=3)
+    await communicator.disconnect(code=output.get("code", 1000), timeout=3)
+
+
 async def _communicator(call: CallSession) -> WebsocketCommunicator:
     from callcenter.asgi import application
 
@@ -154,7 +164,7 @@ async def test_greeting_then_answer_in_process(stream_settings):
         )
         connection = fake.connections[0]
         await asyncio.wait_for(connection.wait_closed(), timeout=2)
-        await communicator.wait(timeout=3)
+        await _closed_by_the_app(communicator)
     await call.arefresh_from_db()
     assert call.status == CallStatus.COMPLETED
     assert call.end_reason == "caller-hangup"
@@ -191,9 +201,7 @@ async def test_control_messages_reach_the_bridge(stream_settings):
         assert await instructed()
         await acall_control_send(call_id=call.pk, command="hangup", reason="operator")
         await asyncio.wait_for(connection.wait_closed(), timeout=3)
-        output = await communicator.receive_output(timeout=3)
-        while output["type"] != "websocket.close":
-            output = await communicator.receive_output(timeout=3)
+        await _closed_by_the_app(communicator)
     await call.arefresh_from_db()
     assert call.status == CallStatus.COMPLETED
     assert call.end_reason == "operator"
@@ -238,9 +246,7 @@ async def test_a_control_message_without_handler_does_not_end_the_call(
         assert connection.received_types().count("input_audio_buffer.append") > appended
         await acall_control_send(call_id=call.pk, command="hangup", reason="operator")
         await asyncio.wait_for(connection.wait_closed(), timeout=3)
-        output = await communicator.receive_output(timeout=3)
-        while output["type"] != "websocket.close":
-            output = await communicator.receive_output(timeout=3)
+        await _closed_by_the_app(communicator)
     await call.arefresh_from_db()
     assert call.end_reason == "operator"
 
@@ -254,9 +260,7 @@ async def test_binary_frame_closes_the_stream_in_process(stream_settings):
         connection = await fake.wait_for_connection(0, timeout_s=5)
         await communicator.send_to(bytes_data=b"\x00\xff")
         await asyncio.wait_for(connection.wait_closed(), timeout=3)
-        output = await communicator.receive_output(timeout=3)
-        while output["type"] != "websocket.close":
-            output = await communicator.receive_output(timeout=3)
+        await _closed_by_the_app(communicator)
     await call.arefresh_from_db()
     assert call.status == CallStatus.FAILED
     assert call.end_reason == "twilio-protocol-error"
