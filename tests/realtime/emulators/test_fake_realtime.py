@@ -1236,6 +1236,10 @@ async def test_server_records_and_counts_connections(serve):
     assert server.open_connections == 0
 
 
+def _sigint_default() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def test_standalone_server_prints_its_url_and_stops_on_ctrl_c():
     """python -m realtime.emulators.fake_realtime serves until SIGINT."""
     process = await asyncio.create_subprocess_exec(
@@ -1248,6 +1252,9 @@ async def test_standalone_server_prints_its_url_and_stops_on_ctrl_c():
         "demo",
         cwd=REPO,
         stdout=asyncio.subprocess.PIPE,
+        # A shell's background job ignores SIGINT, and the child would inherit
+        # that (CI runs two suites at once); a terminal's Ctrl-C is what we mimic.
+        preexec_fn=_sigint_default,
     )
     try:
         assert process.stdout is not None
