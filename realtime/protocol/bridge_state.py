@@ -18,9 +18,11 @@ passed in, never read, and nothing here does I/O.
 Outbound audio is re-chunked into whole 20 ms multiples, sent at once in frames
 of at most ``OUTBOUND_FRAME_BYTES`` (320 bytes, 40 ms of μ-law); only a part of
 a 20 ms frame waits for the next delta, and the tail is flushed when the item's
-audio is done. A Twilio mark follows each batch
-of frames (at most one per ``MARK_SPACING_BYTES`` of audio), named by a counter;
-its echo tells how much of an item the caller has heard (ms = bytes / 8).
+audio is done. A Twilio mark follows an item's first batch of frames, then a
+batch at most every ``MARK_SPACING_BYTES`` of audio, named by a counter; its echo
+tells how much of an item the caller has heard (ms = bytes / 8). At a barge-in the
+heard position runs on from the last echo at the playback rate, short of the next
+pending mark.
 
 Barge-in (``speech_started``) clears Twilio and truncates every item still
 playing at its heard position; ``clear`` returns all pending marks, which are
@@ -117,9 +119,12 @@ __all__ = [
 BYTES_PER_MS: Final = 8  # μ-law, 8 kHz, one byte a sample
 TWILIO_FRAME_BYTES: Final = 160  # 20 ms, the unit Twilio itself uses
 OUTBOUND_FRAME_BYTES: Final = 2 * TWILIO_FRAME_BYTES
-MARK_SPACING_BYTES: Final = 100 * BYTES_PER_MS  # truncation precision of 100 ms
+# A mark every 200 ms (and one after an item's first frames); between echoes the
+# heard position is interpolated at the playback rate, so sparser marks cost no
+# precision, and each saves two WebSocket messages.
+MARK_SPACING_BYTES: Final = 200 * BYTES_PER_MS
 MARK_PREFIX: Final = "a"
-MAX_PENDING_MARKS: Final = 1024  # ≥ 100 s of queued audio at the spacing above
+MAX_PENDING_MARKS: Final = 1024  # ≥ 200 s of queued audio at the spacing above
 MAX_BUFFERED_INPUT_FRAMES: Final = 250  # 5 s of 20 ms caller frames
 MAX_PENDING_RESPONSES: Final = 8
 MAX_TRACKED_ITEMS: Final = 64
@@ -436,6 +441,7 @@ class _AiItem:
     received: int = 0  # from the model
     sent: int = 0  # to Twilio
     heard: int = 0  # confirmed played by an echoed mark
+    heard_at_ms: int | None = None  # when the mark that proved ``heard`` came back
     marked: int = 0  # ``sent`` at the last mark
     audio_done: bool = False
     cut: bool = False  # stopped by a barge-in
@@ -1034,7 +1040,8 @@ class BridgeState:
         ]
         del buffer[:whole]
         self._sent(item, whole, now_ms)
-        if item.sent - item.marked >= MARK_SPACING_BYTES:
+        # The first mark of an item tells when its playback began.
+        if not item.marked or item.sent - item.marked >= MARK_SPACING_BYTES:
             actions.append(self._mark(item, sid))
         return actions
 
@@ -1084,6 +1091,7 @@ class BridgeState:
             item = self._items.get(item_id)
             if item is not None and position > item.heard:
                 item.heard = position
+                item.heard_at_ms = self._now
         # Playback is in order: every earlier item has been heard to its end.
         for key, item in self._items.items():
             if key == item_id:
@@ -1094,18 +1102,37 @@ class BridgeState:
 
     # ------------------------------------------------------------ barge-in
 
+    def _heard_now(self, item: _AiItem) -> int:
+        """Bytes of ``item`` played by now: the last echoed mark's position plus the
+        time since its echo at the playback rate, short of the item's first mark
+        still pending (the audio before it has not all played) and of what was sent.
+        """
+        if item.heard_at_ms is None:
+            return item.heard
+        estimate = item.heard + (self._now - item.heard_at_ms) * BYTES_PER_MS
+        pending = next(
+            (
+                position
+                for _, item_id, position in self._marks
+                if item_id == item.item_id
+            ),
+            item.sent,
+        )
+        return max(item.heard, min(estimate, pending, item.sent))
+
     def _on_speech_started(self) -> list[Action]:
         self._caller_speaking = True
         self._auto_deadline = self._answer_since = None
         actions: list[Action] = []
         playing = [item for item in self._items.values() if not item.settled]
+        heard = {item.item_id: self._heard_now(item) for item in playing}
         if self._stream_sid is not None and any(i.sent > i.heard for i in playing):
             actions.append(ClearCaller(self._stream_sid))
             self._marks.clear()  # Twilio returns them all at once
         for item in playing:
             if item.received and item.generation == self._generation:
-                heard = min(item.heard, item.received)  # never past what we got
-                actions.append(Truncate(item.item_id, heard // BYTES_PER_MS))
+                cut = min(heard[item.item_id], item.received)  # never past what we got
+                actions.append(Truncate(item.item_id, cut // BYTES_PER_MS))
             self._stale_bytes += len(item.buffer)
             item.buffer.clear()
             item.cut = True

@@ -315,11 +315,13 @@ def test_a_mark_follows_each_batch_with_a_counter_name():
 
 
 def test_small_batches_share_a_mark():
-    """Batches under 100 ms do not each get a mark; audio done marks the end."""
+    """An item's first batch is marked (playback began), then one mark per 200 ms
+    of audio at most; audio done marks the end."""
     state = ready()
-    assert mark_names(audio(state, "r", "i", 320)) == []
-    assert mark_names(audio(state, "r", "i", 320)) == []
     assert mark_names(audio(state, "r", "i", 320)) == ["a1"]
+    for _ in range(4):
+        assert mark_names(audio(state, "r", "i", 320)) == []
+    assert mark_names(audio(state, "r", "i", 320)) == ["a2"]  # 200 ms since a1
     assert mark_names(model(state, OutputAudioDone("r", "i"))) == []  # nothing new
     tail = audio(ready(), "r", "i", 10)
     assert tail == []
@@ -357,6 +359,48 @@ def test_barge_in_truncates_at_heard_position():
     actions = model(state, SpeechStarted("item_u", 0))
     assert actions == [ClearCaller(SID), Truncate("item_1", 400)]
     assert state.figures().barge_ins == 1
+
+
+def test_heard_position_runs_on_from_the_last_echo():
+    """Between marks, the caller has heard the echoed position plus the time since
+    the echo at 8 bytes a millisecond."""
+    state = ready()
+    created(state, "resp_1")
+    audio(state, "resp_1", "item_1", 3200, now=0)  # a1 at 400 ms
+    audio(state, "resp_1", "item_1", 3200, now=0)  # a2 at 800 ms
+    twilio(state, Mark(SID, "a1", 100), now=1000)
+    actions = model(state, SpeechStarted("item_u", 0), now=1150)
+    assert actions == [ClearCaller(SID), Truncate("item_1", 400 + 150)]
+
+
+def test_interpolated_position_stops_at_the_next_pending_mark():
+    """A mark not yet echoed means the audio before it has not all played."""
+    state = ready()
+    created(state, "resp_1")
+    audio(state, "resp_1", "item_1", 3200, now=0)  # a1 at 400 ms
+    audio(state, "resp_1", "item_1", 3200, now=0)  # a2 at 800 ms
+    twilio(state, Mark(SID, "a1", 100), now=1000)
+    actions = model(state, SpeechStarted("item_u", 0), now=9000)
+    assert actions == [ClearCaller(SID), Truncate("item_1", 800)]
+
+
+def test_interpolated_position_stops_at_the_audio_sent():
+    """With every mark echoed, the estimate never passes what went to Twilio."""
+    state = ready()
+    created(state, "resp_1")
+    audio(state, "resp_1", "item_1", 3200, now=0)  # a1 at 400 ms
+    twilio(state, Mark(SID, "a1", 100), now=1000)
+    actions = model(state, SpeechStarted("item_u", 0), now=9000)
+    assert actions == [Truncate("item_1", 400)]  # nothing queued: no clear
+
+
+def test_no_echo_yet_means_nothing_heard():
+    """Before an item's first mark comes back, its playback may not have begun."""
+    state = ready()
+    created(state, "resp_1")
+    audio(state, "resp_1", "item_1", 3200, now=0)
+    actions = model(state, SpeechStarted("item_u", 0), now=5000)
+    assert actions == [ClearCaller(SID), Truncate("item_1", 0)]
 
 
 def test_heard_audio_follows_echoed_marks():
