@@ -171,18 +171,24 @@ async def test_greeting_then_answer_in_process(stream_settings):
     assert "input_audio_buffer.append" in connection.received_types()
 
 
+async def _greeted_call(call: CallSession, fake: FakeRealtimeServer):
+    """Connect and start the stream; return once the greeting was requested."""
+    communicator = await _communicator(call)
+    await communicator.send_to(
+        text_data=_frame("connected", protocol="Call", version="1.0.0")
+    )
+    await communicator.send_to(text_data=_start(call))
+    connection = await fake.wait_for_connection(0, timeout_s=5)
+    await connection.wait_received("response.create")
+    return communicator, connection
+
+
 async def test_control_messages_reach_the_bridge(stream_settings):
     """instruct and hangup sent on the channel layer reach the call's consumer (F-23)."""
     call = await _waiting_call(stream_settings)
     async with FakeRealtimeServer(scenarios.DEMO, api_key=API_KEY) as fake:
         stream_settings.OPENAI_REALTIME_URL = fake.url
-        communicator = await _communicator(call)
-        await communicator.send_to(
-            text_data=_frame("connected", protocol="Call", version="1.0.0")
-        )
-        await communicator.send_to(text_data=_start(call))
-        connection = await fake.wait_for_connection(0, timeout_s=5)
-        await connection.wait_received("response.create")
+        communicator, connection = await _greeted_call(call, fake)
         await acall_control_send(
             call_id=call.pk, command="instruct", text="料金プランを案内してください。"
         )
@@ -219,13 +225,7 @@ async def test_a_control_message_without_handler_does_not_end_the_call(
     call = await _waiting_call(stream_settings)
     async with FakeRealtimeServer(scenarios.DEMO, api_key=API_KEY) as fake:
         stream_settings.OPENAI_REALTIME_URL = fake.url
-        communicator = await _communicator(call)
-        await communicator.send_to(
-            text_data=_frame("connected", protocol="Call", version="1.0.0")
-        )
-        await communicator.send_to(text_data=_start(call))
-        connection = await fake.wait_for_connection(0, timeout_s=5)
-        await connection.wait_received("response.create")
+        communicator, connection = await _greeted_call(call, fake)
         await get_channel_layer().group_send(
             call_control_group(call.pk), {"type": "no.such.handler"}
         )

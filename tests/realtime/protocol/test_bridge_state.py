@@ -361,25 +361,27 @@ def test_barge_in_truncates_at_heard_position():
     assert state.figures().barge_ins == 1
 
 
+def _two_marks_first_echoed_at(now: int) -> BridgeState:
+    """800 ms of an item sent at once (marks a1 at 400 ms, a2 at 800 ms); a1 echoed."""
+    state = ready()
+    created(state, "resp_1")
+    audio(state, "resp_1", "item_1", 3200, now=0)
+    audio(state, "resp_1", "item_1", 3200, now=0)
+    twilio(state, Mark(SID, "a1", 100), now=now)
+    return state
+
+
 def test_heard_position_runs_on_from_the_last_echo():
     """Between marks, the caller has heard the echoed position plus the time since
     the echo at 8 bytes a millisecond."""
-    state = ready()
-    created(state, "resp_1")
-    audio(state, "resp_1", "item_1", 3200, now=0)  # a1 at 400 ms
-    audio(state, "resp_1", "item_1", 3200, now=0)  # a2 at 800 ms
-    twilio(state, Mark(SID, "a1", 100), now=1000)
+    state = _two_marks_first_echoed_at(1000)
     actions = model(state, SpeechStarted("item_u", 0), now=1150)
     assert actions == [ClearCaller(SID), Truncate("item_1", 400 + 150)]
 
 
 def test_interpolated_position_stops_at_the_next_pending_mark():
     """A mark not yet echoed means the audio before it has not all played."""
-    state = ready()
-    created(state, "resp_1")
-    audio(state, "resp_1", "item_1", 3200, now=0)  # a1 at 400 ms
-    audio(state, "resp_1", "item_1", 3200, now=0)  # a2 at 800 ms
-    twilio(state, Mark(SID, "a1", 100), now=1000)
+    state = _two_marks_first_echoed_at(1000)
     actions = model(state, SpeechStarted("item_u", 0), now=9000)
     assert actions == [ClearCaller(SID), Truncate("item_1", 800)]
 
