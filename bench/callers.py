@@ -31,6 +31,7 @@ from realtime.emulators.caller import (
     post_webhook,
     voice_webhook_params,
 )
+from realtime.ws_send import send_text
 
 
 @dataclass(slots=True)
@@ -163,7 +164,7 @@ class DirectEcho:
                     "streamSid": stream_sid,
                     "media": {"payload": payload},
                 }
-                await ws.send(orjson.dumps(reply), text=True)
+                await send_text(ws, orjson.dumps(reply))
             elif event == "start":
                 stream_sid = message["streamSid"]
 

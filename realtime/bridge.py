@@ -55,6 +55,7 @@ from realtime.protocol.openai_events import (
 )
 from realtime.protocol.twilio_media import Media, Start, Stop, parse_twilio_message
 from realtime.tools import REGISTRY, ToolContext, ToolResult
+from realtime.ws_send import write_text_now
 
 log = logging.getLogger(__name__)
 
@@ -574,6 +575,8 @@ class CallBridge:
         if model is None or not self._model_ready.is_set():
             # Not connected yet (or reconnecting): keep order, send on connect.
             self._pending_model.append(frame)
+            return
+        if write_text_now(model, frame):
             return
         try:
             await model.send(frame)

@@ -50,6 +50,7 @@ from realtime.emulators.caller_webhook import (
     sign_request,
     voice_webhook_params,
 )
+from realtime.ws_send import send_text
 
 __all__ = [
     "CallerViolation",
@@ -475,7 +476,7 @@ class SimulatedCaller:
 
     async def _send(self, message: dict[str, Any]) -> None:
         assert self._ws is not None
-        await self._ws.send(orjson.dumps(message), text=True)
+        await send_text(self._ws, orjson.dumps(message))
 
     async def _send_numbered(self, event: str, body: dict[str, Any]) -> None:
         self._sequence += 1

@@ -60,6 +60,7 @@ from realtime.emulators.realtime_responses import (
     TurnContext,
 )
 from realtime.emulators.scenarios import Scenario
+from realtime.ws_send import send_text
 
 __all__ = ["FakeSession", "IdSource"]
 
@@ -226,7 +227,7 @@ class FakeSession:
         if self._record_events:
             rec.sent.append(event)
             rec.changed.notify()
-        await self._ws.send(orjson.dumps(event), text=True)
+        await send_text(self._ws, orjson.dumps(event))
         limit = self._sc.drop_after_server_events
         if self._faulty and limit is not None and rec.sent_count >= limit:
             await self._drop()
