@@ -55,6 +55,7 @@ from bench.figures import RunResult, Spread, added
 from bench.report import report, spread
 from bench.service import (
     AUTH_TOKEN,
+    FLOOR,
     SERVERS,
     Service,
     base_env,
@@ -307,6 +308,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--server", default="both", choices=[*SERVERS, "both"])
     parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run bench/bare_relay.py, the same stack without the service,"
+        " as the baseline the servers' figures are divided by",
+    )
+    parser.add_argument(
         "--loop",
         default="uvloop",
         choices=["uvloop", "asyncio"],
@@ -376,6 +384,7 @@ async def _main(args: argparse.Namespace) -> int:
     servers = list(SERVERS) if args.server == "both" else [args.server]
     direct: dict[int, RunResult] = {}
     by_server: dict[str, dict[int, RunResult]] = {kind: {} for kind in servers}
+    floor: dict[int, RunResult] = {}
     with tempfile.TemporaryDirectory(prefix="relay-bench-") as tmp:
         db = Path(tmp) / "bench.sqlite3"
         async with FakeRealtimeServer(
@@ -394,6 +403,12 @@ async def _main(args: argparse.Namespace) -> int:
                     direct[n] = await _least_noisy(
                         lambda n=n: run_direct(n, args.seconds), args
                     )
+                    if args.floor:
+                        print(f"{FLOOR:<7} N={n:<4} …", end=" ", flush=True)
+                        floor[n] = await _least_noisy(
+                            lambda n=n: run_bridged(FLOOR, n, args.seconds, env, fake),
+                            args,
+                        )
                     for kind in servers:
                         print(f"{kind:<7} N={n:<4} …", end=" ", flush=True)
                         by_server[kind][n] = await _least_noisy(
@@ -411,7 +426,7 @@ async def _main(args: argparse.Namespace) -> int:
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}; "
         f"window {args.seconds:g} s per run; fake model: ECHO_FRAMES"
     )
-    print(report(by_server, direct))
+    print(report(by_server, direct, floor))
     if args.json:
         payload = {
             "cpus": os.cpu_count(),
@@ -430,6 +445,14 @@ async def _main(args: argparse.Namespace) -> int:
                 ]
                 for kind, results in by_server.items()
             },
+            "floor": [
+                {
+                    **asdict(r),
+                    "frames_lost": r.frames_lost,
+                    "added_ms": asdict(added(r.latency_ms, direct[r.n].latency_ms)),
+                }
+                for r in floor.values()
+            ],
         }
         args.json.write_text(json.dumps(payload, indent=2, ensure_ascii=False))
     return 0

@@ -1,4 +1,5 @@
-"""The benchmark's printed report: tables, PASS/FAIL per target, Daphne vs uvicorn."""
+"""The benchmark's printed report: tables, PASS/FAIL per target, Daphne vs uvicorn,
+and each server against the bare-relay floor."""
 
 from __future__ import annotations
 
@@ -213,12 +214,42 @@ def comparison(by_server: Mapping[str, Results], direct: Results) -> str:
     return "\n".join(lines)
 
 
-def report(by_server: Mapping[str, Results], direct: Results) -> str:
+def against_floor(
+    by_server: Mapping[str, Results], direct: Results, floor: Results
+) -> str:
+    """Each server over the bare relay of the same N: what the service's features
+    and layers cost on top of the stack they run on."""
+    lines = []
+    for kind, results in by_server.items():
+        for n in sorted(set(results) & set(floor)):
+            r, f = results[n], floor[n]
+            cpu, cpu_floor = r.cpu_s_per_call_min, f.cpu_s_per_call_min
+            ratio = cpu / cpu_floor if cpu and cpu_floor else math.nan
+            p99 = added(r.latency_ms, direct[n].latency_ms).p99
+            p99_floor = added(f.latency_ms, direct[n].latency_ms).p99
+            lines.append(
+                f"  {kind:<7} N={n:<4} CPU s/call-min {_f(cpu, 3)} vs floor"
+                f" {_f(cpu_floor, 3)} (× {_f(ratio, 2)}); added p99 {_f(p99)} ms"
+                f" vs floor {_f(p99_floor)} ms"
+            )
+    return "\n".join(lines) if lines else "  no N run on both"
+
+
+def report(
+    by_server: Mapping[str, Results], direct: Results, floor: Results | None = None
+) -> str:
     """The whole printed report."""
     parts = [
         "Direct loop (callers → echo → callers, no bridge)",
         direct_table(direct),
     ]
+    if floor:
+        parts += [
+            "",
+            "Floor: bench/bare_relay.py on uvicorn (same stack, none of the service)",
+            latency_table(floor, direct),
+            resources_table(floor),
+        ]
     for kind, results in by_server.items():
         parts += [
             "",
@@ -245,4 +276,10 @@ def report(by_server: Mapping[str, Results], direct: Results) -> str:
         ]
     if len(by_server) > 1:
         parts += ["", "Daphne vs uvicorn", comparison(by_server, direct)]
+    if floor:
+        parts += [
+            "",
+            "Against the floor (same run)",
+            against_floor(by_server, direct, floor),
+        ]
     return "\n".join(parts)

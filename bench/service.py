@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 SERVERS = ("daphne", "uvicorn")
+FLOOR = "bare"  # bench/bare_relay.py: the same stack with none of the service
 
 ACCOUNT_SID = "AC" + "b" * 32
 AUTH_TOKEN = "bench-auth-token"
@@ -123,10 +124,10 @@ def server_command(kind: str, port: int) -> list[str]:
             "--proxy-headers",
             app,
         ]
-    if kind == "uvicorn":
+    if kind in ("uvicorn", FLOOR):
         return [
             str(BIN / "uvicorn"),
-            app,
+            app if kind == "uvicorn" else "bench.bare_relay:app",
             "--host",
             "127.0.0.1",
             "--port",
@@ -141,7 +142,7 @@ def server_command(kind: str, port: int) -> list[str]:
             "warning",
             "--no-access-log",
         ]
-    raise ValueError(f"unknown server {kind!r}; known: {', '.join(SERVERS)}")
+    raise ValueError(f"unknown server {kind!r}; known: {', '.join((*SERVERS, FLOOR))}")
 
 
 class Service:
