@@ -9,6 +9,7 @@ import asyncio
 import base64
 import bisect
 import contextlib
+import random
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -43,6 +44,14 @@ class Echo:
     ms: float
     held: bool
     """Sent back in the same message as the next probe: it waited for that frame."""
+
+
+def frame_phase(index: int) -> float:
+    """Where call `index`'s 20 ms frames fall within the period: uniform at random,
+    as real calls' do, and the same for every loop of a run, so that a server is not
+    helped or hurt by how its ramp happened to line the callers up (calls placed
+    16 ms apart put every fifth caller on the same millisecond)."""
+    return random.Random(index).random()
 
 
 class ProbeCaller(SimulatedCaller):

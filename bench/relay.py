@@ -50,7 +50,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import httpx
 
-from bench.callers import DirectEcho, ProbeCaller, inbound_call
+from bench.callers import DirectEcho, ProbeCaller, frame_phase, inbound_call
 from bench.figures import RunResult, Spread, added
 from bench.report import report, spread
 from bench.service import (
@@ -206,7 +206,7 @@ async def run_direct(n: int, seconds: float) -> RunResult:
     async with DirectEcho() as echo:
 
         async def dial(index: int) -> Leg:
-            caller = ProbeCaller(echo.url)
+            caller = ProbeCaller(echo.url, frame_phase=frame_phase(index))
             dialled = time.monotonic()
             await caller.connect()
             return Leg(caller, dialled, time.monotonic())
@@ -228,6 +228,7 @@ async def run_bridged(
                 call_sid, stream = await inbound_call(client, service.base_url, index)
                 caller = ProbeCaller(
                     stream.url,
+                    frame_phase=frame_phase(index),
                     parameters=stream.parameters,
                     auth_token=AUTH_TOKEN,
                     call_sid=call_sid,

@@ -184,6 +184,10 @@ class SimulatedCaller:
     only takes time). ``signature_url`` is the URL ``X-Twilio-Signature`` is
     computed over (default: the stream URL with the ``wss`` scheme).
     ``start_delay_ms`` puts a gap between ``connected`` and ``start``.
+    ``frame_phase`` (0 ≤ p < 1) starts the 20 ms frame clock at that fraction of
+    a period on a grid shared by every caller of the process, so that many
+    callers' frames fall where real calls' would, wherever their connects
+    happened to land (None: the first frame goes at once).
     """
 
     def __init__(
@@ -200,7 +204,10 @@ class SimulatedCaller:
         start_delay_ms: float = 0.0,
         probe: bool = False,
         compression: str | None = None,
+        frame_phase: float | None = None,
     ) -> None:
+        if frame_phase is not None and not 0.0 <= frame_phase < 1.0:
+            raise ValueError(f"frame_phase {frame_phase} is not in [0, 1)")
         self.stream_url = stream_url
         self.parameters = dict(parameters or {})
         self.auth_token = auth_token
@@ -214,6 +221,7 @@ class SimulatedCaller:
         self.start_delay_ms = start_delay_ms
         self.probe = probe
         self.compression = compression
+        self.frame_phase = frame_phase
 
         self.received: list[Received] = []
         """Every frame from the bridge, valid or not."""
@@ -502,6 +510,9 @@ class SimulatedCaller:
         """Send a frame and play 20 ms every 20 ms (× time_scale), until stop."""
         period = 0.020 * self.time_scale
         began = time.monotonic()
+        if self.frame_phase is not None:
+            began = (began // period + 1 + self.frame_phase) * period
+            await asyncio.sleep(began - time.monotonic())
         with contextlib.suppress(ConnectionClosed):
             while not self._stopped:
                 frame = self._next_frame()

@@ -594,3 +594,24 @@ async def test_echo_frames_round_trip_latency_through_a_relay(relayed):
     caller.assert_clean()
     await fake.connections[0].wait_closed()
     fake.assert_complete()
+
+
+async def test_frame_phase_puts_the_frames_on_the_shared_grid(relayed):
+    """Callers with phases 0.25 and 0.75 send half a period apart, whenever they
+    connected, and keep the 20 ms pace."""
+    url, _fake = await relayed(scenarios.ECHO_FRAMES)
+    period = 0.020
+    for phase in (0.25, 0.75):
+        caller = SimulatedCaller(url, probe=True, frame_phase=phase)
+        await caller.run([Pause(300)])
+        sent = caller.frame_send_times
+        # The median lateness, in periods: timers fire late, more so on a busy
+        # machine (CI runs two suites at once).
+        late = sorted(((t / period - phase) % 1.0) for t in sent[:10])[5]
+        assert late < 0.25, (phase, late)
+        assert (sent[-1] - sent[0]) / (len(sent) - 1) == pytest.approx(period, rel=0.1)
+
+
+def test_frame_phase_outside_one_period_is_refused():
+    with pytest.raises(ValueError, match="frame_phase"):
+        SimulatedCaller("ws://127.0.0.1:1/stream", frame_phase=1.0)
