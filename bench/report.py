@@ -174,6 +174,10 @@ def verdicts(results: Results, direct: Results) -> list[tuple[str, str, bool | N
     return out
 
 
+def _added_p99(result: RunResult, direct: Results) -> float:
+    return added(result.latency_ms, direct[result.n].latency_ms).p99
+
+
 def comparison(by_server: Mapping[str, Results], direct: Results) -> str:
     """Daphne against uvicorn on the same workload, and which one is faster."""
     (a, ra_all), (b, rb_all) = list(by_server.items())[:2]
@@ -183,8 +187,7 @@ def comparison(by_server: Mapping[str, Results], direct: Results) -> str:
     lines = []
     for n in common:
         ra, rb = ra_all[n], rb_all[n]
-        pa = added(ra.latency_ms, direct[n].latency_ms).p99
-        pb = added(rb.latency_ms, direct[n].latency_ms).p99
+        pa, pb = _added_p99(ra, direct), _added_p99(rb, direct)
         lines.append(
             f"  N={n:<4} added p99: {a} {pa:.1f} ms, {b} {pb:.1f} ms;"
             f" server CPU s/call-min: {a} {_f(ra.cpu_s_per_call_min, 3)},"
@@ -225,12 +228,11 @@ def against_floor(
             r, f = results[n], floor[n]
             cpu, cpu_floor = r.cpu_s_per_call_min, f.cpu_s_per_call_min
             ratio = cpu / cpu_floor if cpu and cpu_floor else math.nan
-            p99 = added(r.latency_ms, direct[n].latency_ms).p99
-            p99_floor = added(f.latency_ms, direct[n].latency_ms).p99
             lines.append(
                 f"  {kind:<7} N={n:<4} CPU s/call-min {_f(cpu, 3)} vs floor"
-                f" {_f(cpu_floor, 3)} (× {_f(ratio, 2)}); added p99 {_f(p99)} ms"
-                f" vs floor {_f(p99_floor)} ms"
+                f" {_f(cpu_floor, 3)} (× {_f(ratio, 2)}); added p99"
+                f" {_f(_added_p99(r, direct))} ms vs floor"
+                f" {_f(_added_p99(f, direct))} ms"
             )
     return "\n".join(lines) if lines else "  no N run on both"
 
