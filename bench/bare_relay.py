@@ -7,9 +7,9 @@ socket per call, sends one `session.update`, then turns each media frame into an
 `input_audio_buffer.append` and each audio delta into a media frame. Nothing else: no
 signature checks, no marks, no barge-in, no transcripts, no re-chunking, no figures.
 
-`bench/relay.py` runs it like the service at every N (`--no-floor` skips it), so the bridge's CPU and
-latency read as a ratio of this floor measured in the same run: what our features
-cost over what the stack itself costs. It is a yardstick, not a product.
+`bench/relay.py` runs it like the service at every N (`--no-floor` skips it), so the
+bridge's CPU and latency read as a ratio of this floor measured in the same run: what
+our features cost over what the stack itself costs. It is a yardstick, not a product.
 """
 
 from __future__ import annotations
