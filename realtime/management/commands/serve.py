@@ -33,6 +33,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from callcenter import env as E
+from realtime.uvicorn_ws import uvicorn_ws_args
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,7 @@ def _server_argv(host: str, port: int, server: str | None = None) -> list[str]:
         host,
         "--port",
         str(port),
-        "--ws",
-        "websockets-sansio",
+        *uvicorn_ws_args(),
         "--lifespan",
         "off",
         "--proxy-headers",
