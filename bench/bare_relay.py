@@ -1,8 +1,9 @@
 """The floor: the least a Twilio ⇄ Realtime relay can do on the same stack.
 
 A bare ASGI app, served by uvicorn with the flags the service gets, on the same
-WebSocket libraries and orjson, but with no Django, no Channels, no bridge state and
-no database. It answers the voice webhook with a `<Connect><Stream>`, opens one model
+WebSocket libraries, the same short path for text frames (`realtime/uvicorn_ws.py`,
+`realtime/ws_connections.py`) and orjson, but with no Django, no Channels, no bridge
+state and no database. It answers the voice webhook with a `<Connect><Stream>`, opens one model
 socket per call, sends one `session.update`, then turns each media frame into an
 `input_audio_buffer.append` and each audio delta into a media frame. Nothing else: no
 signature checks, no marks, no barge-in, no transcripts, no re-chunking, no figures.
@@ -26,6 +27,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from realtime.protocol.openai_events import SessionConfig, session_update
+from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
 
 Scope = dict[str, Any]
@@ -86,6 +88,7 @@ async def _relay(receive: Receive, send: Send) -> None:
             _MODEL_URL,
             additional_headers={"Authorization": f"Bearer {_API_KEY}"},
             compression=None,
+            create_connection=ShortPathClientConnection,
         ) as model:
             await model.send(session_update(SessionConfig()))
             stream: dict[str, str] = {}

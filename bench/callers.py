@@ -32,6 +32,7 @@ from realtime.emulators.caller import (
     post_webhook,
     voice_webhook_params,
 )
+from realtime.ws_connections import ShortPathServerConnection
 from realtime.ws_send import send_text
 
 
@@ -138,7 +139,12 @@ class DirectEcho:
 
     async def __aenter__(self) -> DirectEcho:
         self._server = await serve(
-            self._handle, "127.0.0.1", 0, compression=None, server_header=None
+            self._handle,
+            "127.0.0.1",
+            0,
+            compression=None,
+            server_header=None,
+            create_connection=ShortPathServerConnection,
         )
         port = self._server.sockets[0].getsockname()[1]
         self.url = f"ws://127.0.0.1:{port}/"

@@ -20,6 +20,8 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from realtime.uvicorn_ws import PROTOCOL, uvicorn_ws_args
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -132,8 +134,7 @@ def server_command(kind: str, port: int) -> list[str]:
             "127.0.0.1",
             "--port",
             str(port),
-            "--ws",
-            "websockets-sansio",
+            *uvicorn_ws_args(os.environ.get("BENCH_UVICORN_WS", PROTOCOL)),
             "--loop",
             os.environ.get("BENCH_UVICORN_LOOP", "auto"),
             "--lifespan",

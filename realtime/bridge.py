@@ -55,6 +55,7 @@ from realtime.protocol.openai_events import (
 )
 from realtime.protocol.twilio_media import Media, Start, Stop, parse_twilio_message
 from realtime.tools import REGISTRY, ToolContext, ToolResult
+from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
 
 log = logging.getLogger(__name__)
@@ -405,6 +406,7 @@ class CallBridge:
             ping_interval=20,
             ping_timeout=20,
             user_agent_header="callcenter-bridge",
+            create_connection=ShortPathClientConnection,
         ) as ws:
             self._model = ws
             self._model_connected_at = self._clock()

@@ -17,22 +17,31 @@ tests/realtime/test_ws_send.py fails if an upgrade moves them.
 from __future__ import annotations
 
 from websockets.asyncio.connection import Connection
-from websockets.protocol import State
+from websockets.protocol import Side, State
+
+from realtime.ws_frames import text_frame
 
 
 def write_text_now(connection: Connection, message: str | bytes) -> bool:
     """Write one text frame now if nothing needs waiting for; False if not written."""
+    protocol = connection.protocol
     if (
-        connection.protocol.state is not State.OPEN
+        protocol.state is not State.OPEN
         or connection.send_in_progress is not None
+        or protocol.expect_continuation_frame
         or connection.paused
         or connection.transport.is_closing()
     ):
         return False
-    connection.protocol.send_text(
-        message.encode() if isinstance(message, str) else message
-    )
-    connection.send_data()
+    payload = message.encode() if isinstance(message, str) else message
+    if protocol.extensions or protocol.writes:
+        protocol.send_text(payload)
+        connection.send_data()
+    else:
+        # The frame websockets would build, without its `Frame` round trip.
+        connection.transport.write(
+            text_frame(payload, masked=protocol.side is Side.CLIENT)
+        )
     return True
 
 

@@ -50,6 +50,7 @@ from realtime.emulators.caller_webhook import (
     sign_request,
     voice_webhook_params,
 )
+from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import send_text
 
 __all__ = [
@@ -335,6 +336,7 @@ class SimulatedCaller:
             additional_headers=headers,
             user_agent_header=None,
             compression=self.compression,
+            create_connection=ShortPathClientConnection,
         )
         self._tasks.append(asyncio.create_task(self._receive_loop()))
         await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})

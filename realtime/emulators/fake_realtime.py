@@ -51,6 +51,7 @@ from realtime.emulators import scenarios
 from realtime.emulators.realtime_record import RealtimeConnection, Signal, Violation
 from realtime.emulators.realtime_session import FakeSession, IdSource
 from realtime.emulators.scenarios import Scenario
+from realtime.ws_connections import ShortPathServerConnection
 
 __all__ = [
     "AuthFailureMode",
@@ -133,6 +134,7 @@ class FakeRealtimeServer:
             max_size=16 * 1024 * 1024,
             open_timeout=10 + self.handshake_delay_s,
             server_header=None,
+            create_connection=ShortPathServerConnection,
         )
         self.port = self._server.sockets[0].getsockname()[1]
 
