@@ -1,5 +1,6 @@
 """ASGI entry point: HTTP through Django, WebSockets through Channels routing."""
 
+import gc
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
@@ -41,3 +42,8 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# What is loaded by now lives as long as the process. Frozen, it is left out of the
+# cyclic collector's full passes, which the audio path's steady allocation triggers
+# often (bench/README.md).
+gc.freeze()
