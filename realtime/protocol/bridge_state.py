@@ -1020,25 +1020,34 @@ class BridgeState:
         if sid is None or item.audio_done or item.cut:
             self._stale_bytes += len(data)
             return []
-        item.received += len(data)
-        self._bytes_in += len(data)
+        size = len(data)
+        item.received += size
+        self._bytes_in += size
         buffer = item.buffer
-        buffer += data
-        # Every whole 20 ms goes out now (holding audio for a fuller frame would add
-        # up to a frame of latency); frames are at most `frame_bytes`.
-        whole = len(buffer) - len(buffer) % TWILIO_FRAME_BYTES
-        if not whole:
-            return []
-        frame = self._frame
-        b2a = binascii.b2a_base64
-        actions: list[Action] = [
-            SendAudio(
-                sid,
-                b2a(buffer[at : min(at + frame, whole)], newline=False).decode("ascii"),
-            )
-            for at in range(0, whole, frame)
-        ]
-        del buffer[:whole]
+        actions: list[Action]
+        if not buffer and size % TWILIO_FRAME_BYTES == 0 and 0 < size <= self._frame:
+            # Whole 20 ms with nothing held back: one frame, the model's own base64.
+            actions = [SendAudio(sid, event.delta_b64)]
+            whole = size
+        else:
+            buffer += data
+            # Every whole 20 ms goes out now (holding audio for a fuller frame would
+            # add up to a frame of latency); frames are at most `frame_bytes`.
+            whole = len(buffer) - len(buffer) % TWILIO_FRAME_BYTES
+            if not whole:
+                return []
+            frame = self._frame
+            b2a = binascii.b2a_base64
+            actions = [
+                SendAudio(
+                    sid,
+                    b2a(buffer[at : min(at + frame, whole)], newline=False).decode(
+                        "ascii"
+                    ),
+                )
+                for at in range(0, whole, frame)
+            ]
+            del buffer[:whole]
         self._sent(item, whole, now_ms)
         # The first mark of an item tells when its playback began.
         if not item.marked or item.sent - item.marked >= MARK_SPACING_BYTES:

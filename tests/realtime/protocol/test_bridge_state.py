@@ -293,6 +293,22 @@ def test_a_whole_20_ms_is_never_held_for_a_fuller_frame():
     assert frame_sizes(audio(state, "resp_1", "item_1", 480)) == [320, 160]
 
 
+def test_whole_frames_with_nothing_held_go_out_in_the_models_own_base64():
+    """An aligned delta is not re-encoded; one after a held tail is re-chunked."""
+    state = ready()
+    created(state, "resp_1")
+    aligned = b64(ulaw(FRAME, 1))
+    sent = of(model(state, OutputAudioDelta("resp_1", "item_1", aligned)), SendAudio)
+    assert [a.payload_b64 for a in sent] == [aligned]
+    assert sent[0].payload_b64 is aligned
+    model(state, OutputAudioDelta("resp_1", "item_1", b64(ulaw(100, 2))))  # held
+    after = ulaw(160, 3)
+    sent = of(model(state, OutputAudioDelta("resp_1", "item_1", b64(after))), SendAudio)
+    assert frame_sizes(sent) == [160]
+    assert base64.b64decode(sent[0].payload_b64) == ulaw(100, 2) + after[:60]
+    assert state.figures().audio_bytes_to_caller == FRAME + 160
+
+
 def test_frames_of_160_bytes_can_be_chosen():
     """frame_bytes=160 sends 20 ms frames; sizes not a multiple of 160 are refused."""
     state = BridgeState(session=config(), frame_bytes=160)
