@@ -23,13 +23,15 @@ async def test_whole_inbound_call(service, start_fake_realtime, twilio, inbound_
     usage and latency saved, and hanging up closes the model socket."""
     layer = get_channel_layer()
     monitor = await layer.new_channel()
+    # A second of quiet, not less: on a starved machine (CI runs two suites at once)
+    # the greeting's audio can stall mid-way, and speaking into it is a barge-in.
     script = [
         WaitForAudio(ms=100, timeout_s=10),
-        WaitUntilQuiet(quiet_ms=300, timeout_s=15),
+        WaitUntilQuiet(quiet_ms=1000, timeout_s=15),
         Speak(ms=1200),
         Pause(ms=900),
         WaitForAudio(ms=100, timeout_s=10),
-        WaitUntilQuiet(quiet_ms=300, timeout_s=15),
+        WaitUntilQuiet(quiet_ms=1000, timeout_s=15),
         HangUp(),
     ]
     async with start_fake_realtime() as fake:
