@@ -13,6 +13,7 @@ closed with 4403 before it is accepted.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qs
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -66,7 +67,22 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
 
 
 class CallMonitorConsumer(MonitorConsumer):
-    """`ws/calls/<call_id>/`: one call's transcript, partial text, status and events."""
+    """`ws/calls/<call_id>/`: one call's transcript, partial text, status and events.
+
+    `?after=<entry id>` (the newest line the page shows) asks for a catch-up: once
+    the socket is in the group, one `call.snapshot` {status, entries} brings the
+    lines saved after that one and the status now. So a line saved between the
+    page's render and its socket joining, or while the socket was reconnecting,
+    still shows; a line that also arrives live is shown once (the page keys lines
+    by entry id).
+    """
+
+    async def connect(self) -> None:
+        await super().connect()
+        after_id = _catch_up_from(self.scope.get("query_string", b""))
+        if self.groups_joined and after_id is not None:
+            call_id = self.scope["url_route"]["kwargs"]["call_id"]
+            await self.send_json(await _snapshot(call_id, after_id))
 
     async def monitor_groups(self, user: Any) -> list[str] | None:
         call_id = self.scope["url_route"]["kwargs"]["call_id"]
@@ -103,3 +119,27 @@ def _user_organization_ids(user: Any) -> list[int]:
         return list(Organization.objects.values_list("pk", flat=True))
     org_id = user_organization_id(user)
     return [org_id] if org_id is not None else []
+
+
+def _catch_up_from(query_string: bytes) -> int | None:
+    """The entry id in `?after=`, or None when absent or not a whole number."""
+    values = parse_qs(query_string.decode("latin-1")).get("after")
+    if not values or not (values[-1].isascii() and values[-1].isdigit()):
+        return None
+    return int(values[-1])
+
+
+@database_sync_to_async
+def _snapshot(call_id: int, after_id: int) -> dict[str, Any]:
+    from calls.selectors import call_status, call_transcript_after
+    from calls.services import transcript_update_message
+
+    return {
+        "type": "call.snapshot",
+        "call_id": call_id,
+        "status": call_status(call_id=call_id),
+        "entries": [
+            transcript_update_message(entry)
+            for entry in call_transcript_after(call_id=call_id, after_id=after_id)
+        ],
+    }

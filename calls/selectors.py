@@ -78,6 +78,20 @@ def call_transcript(*, call: CallSession) -> QuerySet[TranscriptEntry]:
     return call.transcript.order_by("offset_ms", "id")
 
 
+def call_transcript_after(*, call_id: int, after_id: int) -> list[TranscriptEntry]:
+    """The call's lines saved after entry `after_id`, in call order (a monitor's catch-up)."""
+    return list(
+        TranscriptEntry.objects.filter(call_id=call_id, pk__gt=after_id).order_by(
+            "offset_ms", "id"
+        )
+    )
+
+
+def call_status(*, call_id: int) -> str:
+    """The call's status now."""
+    return CallSession.objects.values_list("status", flat=True).get(pk=call_id)
+
+
 def call_events(*, call: CallSession) -> QuerySet[CallEvent]:
     """The call's timeline, oldest first."""
     return call.events.order_by("created_at", "id")

@@ -172,20 +172,22 @@ def transcript_entry_add(
         offset_ms=max(offset_ms, 0),
         interrupted=interrupted,
     )
-    _broadcast_on_commit(
-        call=call,
-        message={
-            "type": "transcript.update",
-            "entry_id": entry.pk,
-            "speaker": speaker,
-            "text": text,
-            "item_id": item_id,
-            "offset_ms": entry.offset_ms,
-            "interrupted": interrupted,
-            "final": True,
-        },
-    )
+    _broadcast_on_commit(call=call, message=transcript_update_message(entry))
     return entry
+
+
+def transcript_update_message(entry: TranscriptEntry) -> dict[str, Any]:
+    """A saved line as the monitors receive it (live and in a socket's catch-up)."""
+    return {
+        "type": "transcript.update",
+        "entry_id": entry.pk,
+        "speaker": entry.speaker,
+        "text": entry.text,
+        "item_id": entry.item_id,
+        "offset_ms": entry.offset_ms,
+        "interrupted": entry.interrupted,
+        "final": True,
+    }
 
 
 async def atranscript_entry_add(

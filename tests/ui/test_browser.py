@@ -1,7 +1,7 @@
 """The operators' pages in headless Chromium against the service under Daphne.
 
-Skipped only when no Chromium (or Playwright) is available; the monitor test also
-needs REDIS_URL, because its broadcasts are made in another process. The real call
+Skipped only when no Chromium (or Playwright) is available; the live monitor test
+also needs REDIS_URL, because its broadcasts are made in another process. The real call
 path (a simulated call through the emulators, a handoff that reaches the Twilio
 emulator) is test_browser_call.py's. Screenshots of every page go to
 artifacts/screenshots/ (printed; `pytest -s` shows the paths).
@@ -295,6 +295,63 @@ def test_monitor_shows_live_transcript_and_hangs_up(
     page.reload()
     expect(page.locator(".utterance")).to_have_count(2)
     screenshot(page, "08-call-detail-tablet")
+
+
+def test_monitor_catches_up_on_what_it_missed_while_reconnecting(
+    service: ServiceProcess, page: Any
+) -> None:
+    """A line saved and a status changed while the monitor's socket was away show
+    when it is back: the socket asks `?after=<newest line shown>` and gets a
+    call.snapshot. No Redis needed: nothing here can arrive live."""
+    from playwright.sync_api import expect
+
+    routes: list[Any] = []  # the page's sockets, in the order it opened them
+    servers: list[Any] = []
+
+    def hold_second_socket(ws: Any) -> None:
+        routes.append(ws)
+        if len(routes) == 1:
+            servers.append(ws.connect_to_server())
+
+    page.route_web_socket(re.compile(r"/ws/calls/\d+/"), hold_second_socket)
+    call_id, first_id = service.django(
+        NEW_LIVE_CALL.replace("print(call.pk)", "")
+        + "from calls.services import transcript_entry_add\n"
+        "entry = transcript_entry_add(call=call, speaker='ai', text='一行目です。')\n"
+        "print(call.pk, entry.pk)\n"
+    ).split()
+    login(page, service.base_url)
+    page.goto(f"{service.base_url}/calls/{call_id}/")
+    state = page.locator("[data-socket-state]")
+    expect(state).to_have_attribute("data-state", "open")
+    expect(page.locator(".utterance")).to_have_count(1)
+    assert routes[0].url.endswith(f"/ws/calls/{call_id}/?after={first_id}")
+
+    # The socket drops; the page reconnects to a socket held back from the server.
+    servers[0].close()
+    routes[0].close()
+    while len(routes) < 2:
+        page.wait_for_timeout(50)
+    expect(state).to_have_attribute("data-state", "open")
+    assert routes[1].url.endswith(f"/ws/calls/{call_id}/?after={first_id}")
+    service.django(
+        "from calls.models import CallSession\n"
+        "from calls.services import call_session_end, transcript_entry_add\n"
+        f"call = CallSession.objects.get(pk={call_id})\n"
+        "transcript_entry_add(call=call, speaker='customer', text='二行目です。',"
+        " offset_ms=3000)\n"
+        "call_session_end(call=call, reason='hangup')\n"
+    )
+    page.wait_for_timeout(300)
+    expect(page.locator(".utterance")).to_have_count(1)  # nothing arrives live
+
+    routes[1].connect_to_server()
+    caller_line = page.locator("li.speaker-customer", has_text="二行目です。")
+    expect(caller_line).to_be_visible()
+    expect(page.locator(".utterance")).to_have_count(2)
+    expect(page.get_by_test_id("call-status")).to_have_text("完了")
+    expect(page.locator("[data-ended-notice]")).to_be_visible()
+    expect(page.get_by_role("button", name="切断する")).to_be_disabled()
 
 
 def test_agent_settings_edit_preview_and_save(

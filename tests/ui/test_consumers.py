@@ -120,6 +120,102 @@ async def test_partial_status_and_event_messages_are_forwarded():
         await communicator.disconnect()
 
 
+@database_sync_to_async
+def _saved_lines(call, *texts: str) -> list[int]:
+    """Save one caller line per text, 1 s apart in the call; their entry ids."""
+    return [
+        transcript_entry_add(
+            call=call, speaker="customer", text=text, offset_ms=1000 * (i + 1)
+        ).pk
+        for i, text in enumerate(texts)
+    ]
+
+
+async def test_reconnecting_monitor_catches_up_on_lines_it_missed():
+    """`?after=<id>`: one call.snapshot with the later lines and the status now, then
+    live messages as before."""
+    operator, _stranger, call = await _world()
+    first, second, third = await _saved_lines(call, "一", "二", "三")
+    await database_sync_to_async(call_session_transition)(
+        call=call, to=CallStatus.COMPLETED, reason="hangup"
+    )
+    communicator, connected, _ = await _connect(
+        f"/ws/calls/{call.pk}/?after={first}", operator
+    )
+    assert connected
+    try:
+        snapshot = await communicator.receive_json_from(timeout=3)
+        assert snapshot["type"] == "call.snapshot"
+        assert snapshot["call_id"] == call.pk
+        assert snapshot["status"] == "completed"
+        assert [(e["entry_id"], e["text"]) for e in snapshot["entries"]] == [
+            (second, "二"),
+            (third, "三"),
+        ]
+        assert snapshot["entries"][0] == {
+            "type": "transcript.update",
+            "entry_id": second,
+            "speaker": "customer",
+            "text": "二",
+            "item_id": "",
+            "offset_ms": 2000,
+            "interrupted": False,
+            "final": True,
+        }
+        (fourth,) = await _saved_lines(call, "四")
+        live = await communicator.receive_json_from(timeout=3)
+        assert (live["type"], live["entry_id"]) == ("transcript.update", fourth)
+    finally:
+        await communicator.disconnect()
+
+
+async def test_catch_up_from_zero_brings_every_line_and_from_the_newest_none():
+    operator, _stranger, call = await _world()
+    ids = await _saved_lines(call, "一", "二")
+    for after, expected in ((0, ids), (ids[-1], [])):
+        communicator, connected, _ = await _connect(
+            f"/ws/calls/{call.pk}/?after={after}", operator
+        )
+        assert connected
+        try:
+            snapshot = await communicator.receive_json_from(timeout=3)
+            assert [e["entry_id"] for e in snapshot["entries"]] == expected
+            assert snapshot["status"] == "ai-responding"
+        finally:
+            await communicator.disconnect()
+
+
+@pytest.mark.parametrize(
+    "query", ["", "?after=", "?after=abc", "?after=-1", "?after=%C2%B2"]
+)
+async def test_no_or_malformed_catch_up_request_gets_no_snapshot(query):
+    """Without a whole-number `after` the socket works as before: live messages only."""
+    operator, _stranger, call = await _world()
+    await _saved_lines(call, "前")
+    communicator, connected, _ = await _connect(
+        f"/ws/calls/{call.pk}/{query}", operator
+    )
+    assert connected
+    try:
+        (entry_id,) = await _saved_lines(call, "後")
+        message = await communicator.receive_json_from(timeout=3)
+        assert (message["type"], message["entry_id"]) == ("transcript.update", entry_id)
+        assert await communicator.receive_nothing(timeout=0.2)
+    finally:
+        await communicator.disconnect()
+
+
+async def test_refused_socket_gets_no_snapshot():
+    """The catch-up never leaks another organisation's lines: refused before it."""
+    _operator, stranger, call = await _world()
+    await _saved_lines(call, "秘密")
+    communicator, connected, code = await _connect(
+        f"/ws/calls/{call.pk}/?after=0", stranger
+    )
+    assert (connected, code) == (False, 4403)
+    assert await communicator.receive_nothing(timeout=0.2)
+
+
 async def test_other_organisations_call_is_refused():
     _operator, stranger, call = await _world()
     _communicator, connected, code = await _connect(f"/ws/calls/{call.pk}/", stranger)

@@ -54,7 +54,8 @@
     });
   }
 
-  /* A WebSocket to `path` that reconnects with backoff, except when refused (4403). */
+  /* A WebSocket to `path` that reconnects with backoff, except when refused (4403).
+   * `path` may be a function: it is asked again on every (re)connect. */
   function liveSocket(path, onMessage, stateEl) {
     var delay = 500;
     var socket = null;
@@ -66,7 +67,8 @@
     }
     function connect() {
       var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-      socket = new WebSocket(scheme + window.location.host + path);
+      var target = typeof path === "function" ? path() : path;
+      socket = new WebSocket(scheme + window.location.host + target);
       socket.addEventListener("open", function () {
         delay = 500;
         setState("open");

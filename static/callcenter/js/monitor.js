@@ -4,6 +4,8 @@
  *   transcript.update  {entry_id, speaker, text, item_id, offset_ms, interrupted, final}
  *   call.status        {status, previous, reason}
  *   call.event         {event, payload, at}
+ *   call.snapshot      {status, entries: [transcript.update…]}, once per (re)connect:
+ *                      what was saved after the newest line shown (`?after=`)
  * Any other type (handoff steps…) is shown on the timeline. */
 (function () {
   "use strict";
@@ -181,6 +183,13 @@
       case "transcript.update":
         onTranscript(msg);
         break;
+      case "call.snapshot":
+        // The socket's catch-up: lines saved while it was not listening, the status now.
+        (msg.entries || []).forEach(onTranscript);
+        if (msg.status && msg.status !== root.dataset.callStatus) {
+          setStatus(msg.status, window.CC.statusLabel(msg.status));
+        }
+        break;
       case "call.status":
         setStatus(msg.status, window.CC.statusLabel(msg.status));
         addTimeline("status", summary("status", { from: msg.previous, to: msg.status, reason: msg.reason }));
@@ -253,5 +262,16 @@
   timeline.scrollTop = timeline.scrollHeight;
   applyControls();
 
-  window.CC.liveSocket(root.dataset.wsPath, onMessage, root.querySelector("[data-socket-state]"));
+  /* The newest saved line shown: the socket asks for what came after it. */
+  function lastEntryId() {
+    var last = 0;
+    transcript.querySelectorAll("li[data-entry-id]").forEach(function (li) {
+      last = Math.max(last, Number(li.dataset.entryId) || 0);
+    });
+    return last;
+  }
+
+  window.CC.liveSocket(function () {
+    return root.dataset.wsPath + "?after=" + lastEntryId();
+  }, onMessage, root.querySelector("[data-socket-state]"));
 })();
