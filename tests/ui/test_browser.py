@@ -354,6 +354,43 @@ def test_monitor_catches_up_on_what_it_missed_while_reconnecting(
     expect(page.get_by_role("button", name="切断する")).to_be_disabled()
 
 
+def test_dashboard_catches_up_on_calls_started_while_reconnecting(
+    service: ServiceProcess, page: Any
+) -> None:
+    """A call that started while the dashboard's socket was away is in the table once
+    the socket is back (the page fetches the table on every open)."""
+    from playwright.sync_api import expect
+
+    servers: list[Any] = []
+    refused = [0]
+    reachable = [True]
+
+    def route(ws: Any) -> None:
+        if reachable[0]:
+            servers.append(ws.connect_to_server())
+        else:
+            refused[0] += 1
+            ws.close()
+
+    page.route_web_socket(re.compile(r"/ws/dashboard/"), route)
+    login(page, service.base_url)
+    state = page.locator("[data-socket-state]")
+    expect(state).to_have_attribute("data-state", "open")
+
+    reachable[0] = False
+    servers[0].close()
+    call_id = service.django(NEW_LIVE_CALL)
+    while not refused[0]:  # the page tried while the server was out of reach
+        page.wait_for_timeout(50)
+    row = page.locator(f'tr[data-call-id="{call_id}"]')
+    expect(row).to_have_count(0)
+
+    reachable[0] = True
+    expect(row).to_be_visible(timeout=10_000)
+    expect(row.locator("[data-status]")).to_have_text("AI対応中")
+    expect(state).to_have_attribute("data-state", "open")
+
+
 def test_agent_settings_edit_preview_and_save(
     service: ServiceProcess, page: Any
 ) -> None:

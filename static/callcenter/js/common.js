@@ -55,8 +55,9 @@
   }
 
   /* A WebSocket to `path` that reconnects with backoff, except when refused (4403).
-   * `path` may be a function: it is asked again on every (re)connect. */
-  function liveSocket(path, onMessage, stateEl) {
+   * `path` may be a function: it is asked again on every (re)connect. `onOpen`, if
+   * given, runs on every open: what was broadcast before it is the page's to fetch. */
+  function liveSocket(path, onMessage, stateEl, onOpen) {
     var delay = 500;
     var socket = null;
     function setState(name) {
@@ -72,6 +73,7 @@
       socket.addEventListener("open", function () {
         delay = 500;
         setState("open");
+        if (onOpen) onOpen();
       });
       socket.addEventListener("message", function (event) {
         var message;

@@ -76,11 +76,19 @@
     }, 1000);
   }
 
+  // Calls that started or ended while the socket was not listening (between the
+  // page's render and the socket joining, or while it reconnected): fetch the table
+  // and figures again once it listens, after any fetch already on its way.
+  function catchUp() {
+    (refetching || Promise.resolve()).then(refetch, refetch);
+    refreshToday();
+  }
+
   window.CC.liveSocket(root.dataset.wsPath, function (msg) {
     if (msg.type !== "call.status") return;
     onStatus(msg);
     refreshToday();
-  }, root.querySelector("[data-socket-state]"));
+  }, root.querySelector("[data-socket-state]"), catchUp);
 
   function chartData() {
     var el = document.getElementById("chart-data");
