@@ -241,6 +241,20 @@ def receive_bytes(data: bytes) -> Event:
 # ---------------------------------------------------------------- a hand-made client
 
 
+async def open_on_short_path(served: Served, first: str) -> Any:
+    """A raw client whose first text has come back (the socket is on the short path)."""
+    client = await served.open_raw()
+    await client.send(client_text(first))
+    assert (await client.read_frame()).data == first.encode()
+    return client
+
+
+def assert_disconnected_with(session: Any, code: int) -> None:
+    """The app's last event is the disconnect, with the close code the client got."""
+    assert session.events[-1]["type"] == "websocket.disconnect"
+    assert session.events[-1]["code"] == code
+
+
 def client_frame(opcode: Opcode, payload: bytes | str, *, fin: bool = True) -> bytes:
     """A frame as a client sends it (masked)."""
     data = payload.encode() if isinstance(payload, str) else payload
@@ -596,15 +610,12 @@ async def test_invalid_utf8_in_a_text_frame_closes_with_1007(
     ws: Any, bad: bytes
 ) -> None:
     async with serving(ws) as served:
-        client = await served.open_raw()
-        await client.send(client_text("good"))
-        assert (await client.read_frame()).data == b"good"
+        client = await open_on_short_path(served, "good")
         await client.send(client_text(bad), client_text("never read"))
         assert (await client.read_close()).code == 1007
         session = await served.finished()
         assert session.received() == [receive_text("good")]
-        assert session.events[-1]["type"] == "websocket.disconnect"
-        assert session.events[-1]["code"] == 1007
+        assert_disconnected_with(session, 1007)
 
 
 @BOTH
@@ -617,23 +628,19 @@ async def test_a_frame_over_ws_max_size_closes_with_1009(ws: Any) -> None:
         assert (await client.read_close()).code == 1009
         session = await served.finished()
         assert session.received() == [receive_text("m" * 1024)]
-        assert session.events[-1]["type"] == "websocket.disconnect"
-        assert session.events[-1]["code"] == 1009
+        assert_disconnected_with(session, 1009)
 
 
 @BOTH
 async def test_an_oversized_frame_is_refused_from_its_header(ws: Any) -> None:
     """The server closes without waiting for (or keeping) a payload it will refuse."""
     async with serving(ws, ws_max_size=1024) as served:
-        client = await served.open_raw()
-        await client.send(client_text("ok"))
-        assert (await client.read_frame()).data == b"ok"
+        client = await open_on_short_path(served, "ok")
         header = struct.pack("!BBQ", 0x81, 0x80 | 127, 50_000_000) + os.urandom(4)
         await client.send(header + b"only the first bytes of it")
         assert (await client.read_close()).code == 1009
         session = await served.finished()
-        assert session.events[-1]["type"] == "websocket.disconnect"
-        assert session.events[-1]["code"] == 1009
+        assert_disconnected_with(session, 1009)
 
 
 @BOTH
@@ -642,23 +649,18 @@ async def test_an_unmasked_client_frame_closes_with_1002(
     ws: Any, opcode: Opcode
 ) -> None:
     async with serving(ws) as served:
-        client = await served.open_raw()
-        await client.send(client_text("masked"))
-        assert (await client.read_frame()).data == b"masked"
+        client = await open_on_short_path(served, "masked")
         await client.send(Frame(opcode, b"unmasked").serialize(mask=False))
         assert (await client.read_close()).code == 1002
         session = await served.finished()
         assert session.received() == [receive_text("masked")]
-        assert session.events[-1]["type"] == "websocket.disconnect"
-        assert session.events[-1]["code"] == 1002
+        assert_disconnected_with(session, 1002)
 
 
 @BOTH
 async def test_a_frame_with_a_reserved_bit_closes_with_1002(ws: Any) -> None:
     async with serving(ws) as served:
-        client = await served.open_raw()
-        await client.send(client_text("ok"))
-        assert (await client.read_frame()).data == b"ok"
+        client = await open_on_short_path(served, "ok")
         frame = bytearray(client_text("rsv1"))
         frame[0] |= 0x40  # RSV1 with no extension negotiated
         await client.send(bytes(frame))
