@@ -105,6 +105,22 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     ),
     EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
     EnvVar(
+        "CAMPAIGN_INBOUND_RESERVE",
+        "20",
+        "Percent of MAX_LIVE_CALLS campaigns leave free for inbound calls.",
+    ),
+    EnvVar(
+        "CELERY_BROKER_URL",
+        "",
+        "Celery broker. Empty: REDIS_URL when set, else a filesystem broker in "
+        "var/celery (no server needed).",
+    ),
+    EnvVar(
+        "DISCLOSURE_PURPOSE_PHRASES",
+        "勧誘,営業,ご案内,セールス",
+        "A campaign opening must contain one of these (the call's purpose, F-66).",
+    ),
+    EnvVar(
         "API_THROTTLE_MUTATIONS",
         "120/min",
         "Per-user rate of mutating API requests (POST/PUT/PATCH/DELETE): "

@@ -43,6 +43,7 @@ class ErrorCode(enum.StrEnum):
     CALL_NOT_LIVE = "call_not_live"
     UPSTREAM = "upstream_error"
     NOT_CONFIGURED = "not_configured"
+    DISCLOSURE_INCOMPLETE = "disclosure_incomplete"
     SERVER = "server_error"
 
 

@@ -193,6 +193,9 @@ USE_OPENAI_REALTIME = E.get_bool("USE_OPENAI_REALTIME")
 DEBUG_REALTIME = E.get_bool("DEBUG_REALTIME")
 DEBUG_TWILIO = E.get_bool("DEBUG_TWILIO")
 MAX_LIVE_CALLS = E.get_int("MAX_LIVE_CALLS")
+# Campaign calls never take the last CAMPAIGN_INBOUND_RESERVE % of MAX_LIVE_CALLS.
+CAMPAIGN_INBOUND_RESERVE = E.get_int("CAMPAIGN_INBOUND_RESERVE")
+DISCLOSURE_PURPOSE_PHRASES = E.get_list("DISCLOSURE_PURPOSE_PHRASES")
 # Demo mode (F-45): no OpenAI key means the built-in fake Realtime server answers.
 DEMO_MODE = not OPENAI_API_KEY
 REALTIME_PRICES = {
@@ -219,4 +222,28 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": E.get_str("LOG_LEVEL")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+# Celery (F-62): the dialer's tick and dials. Redis in production; with nothing set, a
+# filesystem broker in var/celery so `make run` dials on a machine with no servers.
+CELERY_BROKER_URL = E.get_str("CELERY_BROKER_URL") or E.get_str("REDIS_URL")
+CELERY_FILESYSTEM_DIR = Path(
+    os.environ.get("CELERY_FILESYSTEM_DIR", BASE_DIR / "var" / "celery")
+)
+if not CELERY_BROKER_URL:
+    CELERY_BROKER_URL = "filesystem://"
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(CELERY_FILESYSTEM_DIR / "queue"),
+        "data_folder_out": str(CELERY_FILESYSTEM_DIR / "queue"),
+        "control_folder": str(CELERY_FILESYSTEM_DIR / "control"),
+    }
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_SERIALIZER = "json"
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TIMEZONE = "UTC"
+CELERY_BEAT_SCHEDULE = {
+    "dialer-tick": {"task": "calls.campaigns.tasks.dialer_tick", "schedule": 1.0},
 }

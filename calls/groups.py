@@ -16,3 +16,8 @@ def call_monitor_group(call_id: object) -> str:
 def org_monitor_group(organization_id: object) -> str:
     """The group the organisation's dashboards listen on (F-36)."""
     return f"monitor.org.{organization_id}"
+
+
+def campaign_monitor_group(campaign_id: object) -> str:
+    """The group a campaign's page listens on for progress (F-48, F-67)."""
+    return f"monitor.campaign.{campaign_id}"

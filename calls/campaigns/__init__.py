@@ -1,0 +1,5 @@
+"""Outbound campaigns ("一斉コール", F-46 … F-49, F-62 … F-67).
+
+`models` (campaign, contact, attempt, do-not-call), `services` (state changes),
+`selectors` (reads), `disclosure` (the opening rule), `dialer` and `tasks` (Celery).
+"""

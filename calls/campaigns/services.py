@@ -1,0 +1,201 @@
+"""Writes to campaigns: the status machine, the do-not-call list (F-63 … F-66).
+
+Keyword-only arguments, one transaction each. Illegal status changes raise
+ApplicationError 409 `illegal_status_transition`; a start whose opening lacks a
+disclosure value raises 409 `disclosure_incomplete` naming what is missing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from agents.models import Operator, Organization
+from agents.phones import normalize_phone
+from callcenter.errors import ApplicationError, ErrorCode
+from calls.campaigns.disclosure import disclosure_missing
+from calls.campaigns.models import Campaign, Contact, DoNotCall
+from calls.groups import campaign_monitor_group
+
+log = logging.getLogger(__name__)
+
+S = Campaign.Status
+# status → the statuses it may move to (F-63: draft → running ⇄ paused → completed | canceled)
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.DRAFT: frozenset({S.RUNNING, S.CANCELED}),
+    S.RUNNING: frozenset({S.PAUSED, S.COMPLETED, S.CANCELED}),
+    S.PAUSED: frozenset({S.RUNNING, S.COMPLETED, S.CANCELED}),
+    S.COMPLETED: frozenset(),
+    S.CANCELED: frozenset(),
+}
+
+
+def _illegal(campaign: Campaign, to: str) -> ApplicationError:
+    return ApplicationError(
+        f"A {campaign.status} campaign cannot become {to}.",
+        code=ErrorCode.ILLEGAL_TRANSITION,
+        http_status=409,
+        details={"status": campaign.status, "to": to},
+    )
+
+
+def _locked(campaign_id: int) -> Campaign:
+    return Campaign.objects.select_for_update().get(pk=campaign_id)
+
+
+def _transition(campaign: Campaign, to: str) -> Campaign:
+    if to not in TRANSITIONS[campaign.status]:
+        raise _illegal(campaign, to)
+    campaign.status = to
+    fields = ["status", "updated_at"]
+    now = timezone.now()
+    if to == S.RUNNING and campaign.started_at is None:
+        campaign.started_at = now
+        fields.append("started_at")
+    if to in (S.COMPLETED, S.CANCELED):
+        campaign.finished_at = now
+        fields.append("finished_at")
+    campaign.save(update_fields=fields)
+    transaction.on_commit(lambda: campaign_broadcast(campaign_id=campaign.pk))
+    return campaign
+
+
+def campaign_check_start(*, campaign: Campaign) -> None:
+    """Raise 409 `disclosure_incomplete` unless the opening discloses all (F-66)."""
+    missing = disclosure_missing(campaign)
+    if missing:
+        raise ApplicationError(
+            "The opening must name the business, the caller and the product, and say "
+            "it is a sales call; missing: " + ", ".join(missing) + ".",
+            code=ErrorCode.DISCLOSURE_INCOMPLETE,
+            http_status=409,
+            details={"missing": missing},
+        )
+
+
+@transaction.atomic
+def campaign_start(*, campaign: Campaign) -> Campaign:
+    """draft → running, once the disclosure rule holds."""
+    campaign = _locked(campaign.pk)
+    if campaign.status != S.DRAFT:
+        raise _illegal(campaign, S.RUNNING)
+    campaign_check_start(campaign=campaign)
+    return _transition(campaign, S.RUNNING)
+
+
+@transaction.atomic
+def campaign_pause(*, campaign: Campaign) -> Campaign:
+    """running → paused: no new dials from the next tick on; live calls go on."""
+    campaign = _locked(campaign.pk)
+    if campaign.status != S.RUNNING:
+        raise _illegal(campaign, S.PAUSED)
+    return _transition(campaign, S.PAUSED)
+
+
+@transaction.atomic
+def campaign_resume(*, campaign: Campaign) -> Campaign:
+    """paused → running."""
+    campaign = _locked(campaign.pk)
+    if campaign.status != S.PAUSED:
+        raise _illegal(campaign, S.RUNNING)
+    return _transition(campaign, S.RUNNING)
+
+
+@transaction.atomic
+def campaign_cancel(*, campaign: Campaign) -> Campaign:
+    """Any open status → canceled: nothing more is dialled; live calls go on."""
+    campaign = _locked(campaign.pk)
+    return _transition(campaign, S.CANCELED)
+
+
+@transaction.atomic
+def campaign_complete(*, campaign: Campaign) -> Campaign:
+    """running/paused → completed (the dialer, once every contact is final)."""
+    campaign = _locked(campaign.pk)
+    return _transition(campaign, S.COMPLETED)
+
+
+def campaign_broadcast(*, campaign_id: int) -> None:
+    """Send the campaign's progress to its page (group `monitor.campaign.<id>`)."""
+    from calls.campaigns.selectors import campaign_progress
+
+    layer = get_channel_layer()
+    if layer is None:
+        return
+    try:
+        campaign = Campaign.objects.get(pk=campaign_id)
+    except Campaign.DoesNotExist:
+        return
+    message: dict[str, Any] = {
+        "type": "campaign.progress",
+        "campaign_id": campaign.pk,
+        **campaign_progress(campaign=campaign),
+    }
+    try:
+        async_to_sync(layer.group_send)(campaign_monitor_group(campaign.pk), message)
+    except Exception:  # a page hiccup must never break the dialer
+        log.warning("campaign broadcast failed", exc_info=True)
+
+
+# Do-not-call -----------------------------------------------------------------
+
+
+def dnc_add(
+    *,
+    organization: Organization,
+    phone: str,
+    source: str,
+    reason: str = "",
+    call_id: int | None = None,
+    created_by: Operator | None = None,
+) -> DoNotCall:
+    """Put a number on the organisation's list (idempotent) and stop dialling it.
+
+    Pending and waiting contacts of the organisation's campaigns with that number
+    become `opted-out` (source call) or `skipped-dnc` at once, so no later tick
+    dials them. Raises ApplicationError 400 for a number that is not one.
+    """
+    try:
+        e164 = normalize_phone(phone)
+    except DjangoValidationError as exc:
+        raise ApplicationError(
+            "The request is not valid; see details.",
+            code=ErrorCode.VALIDATION,
+            http_status=400,
+            details={"phone": exc.messages},
+        ) from exc
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                entry = DoNotCall.objects.create(
+                    organization=organization,
+                    phone=e164,
+                    source=source,
+                    reason=reason[:300],
+                    call_id=call_id,
+                    created_by=created_by,
+                )
+        except IntegrityError:
+            entry = DoNotCall.objects.get(organization=organization, phone=e164)
+        contact_status = (
+            Contact.Status.OPTED_OUT
+            if source == DoNotCall.Source.CALL
+            else Contact.Status.SKIPPED_DNC
+        )
+        Contact.objects.filter(
+            campaign__organization=organization,
+            phone=e164,
+            status__in=[Contact.Status.PENDING, Contact.Status.RETRY_WAIT],
+        ).update(status=contact_status, updated_at=timezone.now())
+    return entry
+
+
+def dnc_remove(*, entry: DoNotCall) -> None:
+    """Take a number off the list; contacts skipped for it stay as they are."""
+    entry.delete()
