@@ -1,7 +1,8 @@
 """The Celery app (F-62): `celery -A callcenter worker|beat`.
 
-Settings come from Django's, prefixed `CELERY_`; tasks are found in each app's
-`tasks` module and in `calls.campaigns.tasks`.
+Settings come from Django's, prefixed `CELERY_`; tasks are found in
+`calls.campaigns.tasks`. The filesystem broker's folders (no CELERY_BROKER_URL, no
+REDIS_URL) are made by the settings, so a fresh checkout needs nothing else.
 """
 
 from __future__ import annotations

@@ -116,6 +116,11 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "var/celery (no server needed).",
     ),
     EnvVar(
+        "CELERY_FILESYSTEM_DIR",
+        "var/celery",
+        "Folder of the filesystem broker (and beat's schedule), relative to the project.",
+    ),
+    EnvVar(
         "DISCLOSURE_PURPOSE_PHRASES",
         "勧誘,営業,ご案内,セールス",
         "A campaign opening must contain one of these (the call's purpose, F-66).",

@@ -227,9 +227,7 @@ LOGGING = {
 # Celery (F-62): the dialer's tick and dials. Redis in production; with nothing set, a
 # filesystem broker in var/celery so `make run` dials on a machine with no servers.
 CELERY_BROKER_URL = E.get_str("CELERY_BROKER_URL") or E.get_str("REDIS_URL")
-CELERY_FILESYSTEM_DIR = Path(
-    os.environ.get("CELERY_FILESYSTEM_DIR", BASE_DIR / "var" / "celery")
-)
+CELERY_FILESYSTEM_DIR = BASE_DIR / E.get_str("CELERY_FILESYSTEM_DIR")
 if not CELERY_BROKER_URL:
     CELERY_BROKER_URL = "filesystem://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
@@ -237,6 +235,8 @@ if not CELERY_BROKER_URL:
         "data_folder_out": str(CELERY_FILESYSTEM_DIR / "queue"),
         "control_folder": str(CELERY_FILESYSTEM_DIR / "control"),
     }
+    for _folder in CELERY_BROKER_TRANSPORT_OPTIONS.values():
+        Path(_folder).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True

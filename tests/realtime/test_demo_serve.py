@@ -101,11 +101,12 @@ class Served:
 def serve(tmp_path) -> Iterator[Callable[..., Served]]:
     started: list[Served] = []
 
-    def start(**env_overrides: str) -> Served:
+    def start(*args: str, **env_overrides: str) -> Served:
         port = free_port()
         env = {
             **os.environ,
             "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+            "CELERY_FILESYSTEM_DIR": str(tmp_path / "celery"),
             "DEMO_REALTIME_PORT": str(free_port()),
             "DEMO_TWILIO_PORT": str(free_port()),
             "LOG_FORMAT": "text",
@@ -115,7 +116,7 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
         for name in ("PUBLIC_BASE_URL", "TWILIO_AUTH_TOKEN", "TWILIO_API_BASE_URL"):
             env.pop(name, None)
         process = subprocess.Popen(
-            [sys.executable, "manage.py", "serve", "--port", str(port)],
+            [sys.executable, "manage.py", "serve", "--port", str(port), *args],
             cwd=ROOT,
             env=env,
             stdout=subprocess.PIPE,
@@ -133,14 +134,25 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
             served.process.communicate()
 
 
+def command_lines(pids: list[int]) -> list[str]:
+    return [
+        Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        for pid in pids
+    ]
+
+
 def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
-    """No OpenAI key: two children (emulators, uvicorn); the admin login page is
-    served, the fake Realtime port speaks the Realtime protocol, the Twilio
-    emulator's control API answers; SIGTERM stops the parent and both children."""
+    """No OpenAI key: four children (emulators, uvicorn, Celery worker and beat); the
+    admin login page is served, the fake Realtime port speaks the Realtime protocol,
+    the Twilio emulator's control API answers; SIGTERM stops the parent and all
+    children."""
     served = serve(OPENAI_API_KEY="")
     assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
     children = children_of(served.process.pid)
-    assert len(children) == 2, children
+    assert len(children) == 4, children
+    lines = command_lines(children)
+    assert any("-A callcenter worker" in line for line in lines), lines
+    assert any("-A callcenter beat" in line for line in lines), lines
     realtime = served.env["DEMO_REALTIME_PORT"]
     with connect(
         f"ws://127.0.0.1:{realtime}/v1/realtime?model=gpt-realtime",
@@ -163,6 +175,7 @@ def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
         output
     )
     assert "Uvicorn running on http://127.0.0.1:" in output  # the default server
+    assert "celery@" in output and "ready." in output  # the worker came up
 
 
 def test_demo_mode_children_die_with_a_killed_parent(serve):
@@ -170,7 +183,7 @@ def test_demo_mode_children_die_with_a_killed_parent(serve):
     served = serve(OPENAI_API_KEY="")
     assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
     children = children_of(served.process.pid)
-    assert len(children) == 2, children
+    assert len(children) == 4, children
     served.stop(signal.SIGKILL)
     assert wait_for(lambda: all(gone(pid) for pid in children), within_s=10)
 
@@ -187,9 +200,24 @@ def test_demo_mode_refuses_a_busy_port(serve):
     assert f"Port {taken} (DEMO_TWILIO_PORT) is in use" in output
 
 
-def test_with_a_key_serve_is_the_server_alone(serve):
-    """An OpenAI key: no banner, no emulators; the server replaces the command."""
+def test_with_a_key_serve_runs_the_server_worker_and_beat(serve):
+    """An OpenAI key: no banner, no emulators; the server, one Celery worker and beat,
+    all stopped with the command."""
     served = serve(OPENAI_API_KEY="sk-test-not-demo")
+    assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
+    children = children_of(served.process.pid)
+    lines = command_lines(children)
+    assert len(children) == 3, lines
+    assert not any("realtime.emulators.run" in line for line in lines), lines
+    output = served.stop(signal.SIGTERM)
+    assert served.process.returncode == 0, output
+    assert all(gone(pid) for pid in children), output
+    assert DEMO_BANNER not in output
+
+
+def test_no_celery_with_a_key_is_the_server_alone(serve):
+    """`--no-celery` and a key: the server replaces the command."""
+    served = serve("--no-celery", OPENAI_API_KEY="sk-test-not-demo")
     assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
     assert children_of(served.process.pid) == []
     output = served.stop(signal.SIGTERM)

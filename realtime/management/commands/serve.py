@@ -1,18 +1,21 @@
 """Serve the project on the embedded defaults (`make run`).
 
 The ASGI server is uvicorn (SERVER=daphne picks Daphne; both serve the same app).
-With an OpenAI key, the server replaces this process, as any server would. Without one
-(demo mode, F-45) this process stays as a small supervisor of two children:
+This process stays as a small supervisor of its children:
 
-- `python -m realtime.emulators.run`: the fake OpenAI Realtime server and the Twilio
-  emulator (with its `/_emulator/` control API) on DEMO_REALTIME_PORT and
-  DEMO_TWILIO_PORT;
-- the ASGI server, pointed at them by URL only (OPENAI_REALTIME_URL, TWILIO_API_BASE_URL,
-  PUBLIC_BASE_URL) and sharing one TWILIO_AUTH_TOKEN with the emulator, so that
-  webhook and stream signatures validate.
+- the ASGI server;
+- one Celery worker and Celery beat (F-62: the campaign dialer's tick and dials),
+  unless `--no-celery`;
+- without an OpenAI key (demo mode, F-45), first `python -m realtime.emulators.run`:
+  the fake OpenAI Realtime server and the Twilio emulator (with its `/_emulator/`
+  control API) on DEMO_REALTIME_PORT and DEMO_TWILIO_PORT. The server and the worker
+  are pointed at them by URL only (OPENAI_REALTIME_URL, TWILIO_API_BASE_URL,
+  PUBLIC_BASE_URL) and share one TWILIO_AUTH_TOKEN with the emulator, so that
+  webhook and stream signatures validate and campaign dials reach the emulator.
 
-Ctrl-C or SIGTERM stops both; if either child exits, the other is stopped too. On
-Linux the children also get SIGTERM if this process is killed outright.
+Ctrl-C or SIGTERM stops them all; if one child exits, the others are stopped too. On
+Linux the children also get SIGTERM if this process is killed outright. With
+`--no-celery` and a key, the server replaces this process, as any server would.
 """
 
 from __future__ import annotations
@@ -72,6 +75,17 @@ def _server_argv(host: str, port: int, server: str | None = None) -> list[str]:
 
 
 ASGI_APP = "callcenter.asgi:application"
+
+
+def celery_argvs() -> list[list[str]]:
+    """One worker and beat, as the Procfile's `worker:` and `beat:` run them."""
+    celery = os.path.join(os.path.dirname(sys.executable), "celery")
+    schedule = settings.CELERY_FILESYSTEM_DIR / "beat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    return [
+        [celery, "-A", "callcenter", "worker", "--loglevel", "INFO"],
+        [celery, "-A", "callcenter", "beat", "--loglevel", "INFO", "-s", str(schedule)],
+    ]
 
 
 def _local_host(host: str) -> str:
@@ -157,16 +171,60 @@ class Command(BaseCommand):
         parser.add_argument(
             "--port", type=int, default=int(os.environ.get("PORT", "8000"))
         )
+        parser.add_argument(
+            "--no-celery",
+            action="store_true",
+            help="Serve without the Celery worker and beat (no campaign dialling).",
+        )
 
-    def handle(self, *args: Any, host: str, port: int, **options: Any) -> None:
+    def handle(
+        self, *args: Any, host: str, port: int, no_celery: bool, **options: Any
+    ) -> None:
         self.stdout.write(
             f"Serving on http://{host}:{port}/ (admin: /admin/, login demo/demo)"
         )
         self.stdout.flush()
+        self.celery = not no_celery
         if not settings.DEMO_MODE:
             argv = _server_argv(host, port)
-            os.execv(argv[0], argv)
+            if not self.celery:
+                os.execv(argv[0], argv)
+            self._serve(argv, environment=dict(os.environ), children=[])
+            return
         self._serve_demo(host, port)
+
+    def _serve(
+        self,
+        server_argv: list[str],
+        *,
+        environment: dict[str, str],
+        children: list[subprocess.Popen[bytes]],
+        stop: _StopOnSignal | None = None,
+    ) -> None:
+        """Start the server (and worker and beat), supervise, stop them all."""
+        stop = stop or _StopOnSignal()
+        try:
+            argvs = [server_argv, *(celery_argvs() if self.celery else [])]
+            for argv in argvs:
+                if stop.signum:
+                    break
+                children.append(
+                    subprocess.Popen(
+                        argv,
+                        cwd=settings.BASE_DIR,
+                        env=environment,
+                        preexec_fn=_die_with_parent(),
+                    )
+                )
+            failed = _supervise(children, stop)
+            if failed is not None:
+                raise CommandError(
+                    f"{failed} exited with status {children_status(children)}; "
+                    "stopped the rest."
+                )
+        finally:
+            _stop_all(children)
+            stop.restore()
 
     # -- demo mode -----------------------------------------------------------------
 
@@ -222,24 +280,16 @@ class Command(BaseCommand):
         stop = _StopOnSignal()
         try:
             self._wait_ready(emulators, [realtime_port, twilio_port], stop)
-            if not stop.signum:
-                children.append(
-                    subprocess.Popen(
-                        _server_argv(host, port),
-                        cwd=settings.BASE_DIR,
-                        env=environment,
-                        preexec_fn=_die_with_parent(),
-                    )
-                )
-                failed = _supervise(children, stop)
-                if failed is not None:
-                    raise CommandError(
-                        f"{failed} exited with status {children_status(children)}; "
-                        "stopped the rest."
-                    )
-        finally:
+        except BaseException:
             _stop_all(children)
             stop.restore()
+            raise
+        self._serve(
+            _server_argv(host, port),
+            environment=environment,
+            children=children,
+            stop=stop,
+        )
 
     def _wait_ready(
         self, child: subprocess.Popen[bytes], ports: list[int], stop: _StopOnSignal
@@ -283,6 +333,8 @@ def _name(child: subprocess.Popen[bytes]) -> str:
     binary = os.path.basename(str(argv[0]))
     if binary in SERVERS:
         return "Daphne" if binary == "daphne" else "uvicorn"
+    if binary == "celery":
+        return f"Celery {argv[3]}"
     return "The emulators"
 
 
