@@ -484,7 +484,9 @@ class FakeSession:
         )
         self._turns += 1
         self._last_turn_audio = utterance
-        self._last_turn_transcript = self._sc.caller_transcript(self._turns)
+        self._last_turn_transcript = self._sc.caller_transcript(
+            self._turns, self._session["instructions"]
+        )
         if self._session["audio"]["input"]["transcription"] is not None:
             self._spawn(self._transcribe(item, self._last_turn_transcript))
 

@@ -36,11 +36,15 @@ for the exact event order). They differ in:
   client events; later connections behave normally (for reconnect tests).
 - ``SESSION_EXPIRED``: the first connection gets ``session_expired`` after 1 s,
   then a close.
-- ``DEMO``: a scripted Japanese agent (tone audio, Japanese text).
+- ``DEMO``: a scripted Japanese agent (tone audio, Japanese text). Its
+  ``personas`` play the callees of the demo campaign: a persona whose
+  ``marker`` (the callee's name) is in the session instructions says its own
+  lines and gets its own tool calls (an appointment, an outcome, an opt-out).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -64,6 +68,7 @@ __all__ = [
     "EchoFrames",
     "Failure",
     "FunctionCall",
+    "Persona",
     "ResponsePlan",
     "ResponseRequest",
     "Scenario",
@@ -152,6 +157,33 @@ def _quoted(instructions: str) -> str | None:
     return (match.group(1) or match.group(2)) if match else None
 
 
+@dataclass(frozen=True, slots=True)
+class Persona:
+    """A callee played when ``marker`` appears in the session instructions.
+
+    ``caller_transcripts`` replace the scenario's; ``tool_calls`` maps a caller
+    turn (1-based) to the function call the model makes after it, whose
+    ``arguments`` may hold ``{date+N}`` (today plus N days, ISO); ``tool_answer``
+    is said once the output is in.
+    """
+
+    marker: str
+    caller_transcripts: tuple[str, ...]
+    tool_calls: Mapping[int, FunctionCall] = field(default_factory=dict)
+    tool_answer: str | None = None
+
+
+_DATE_OFFSET = re.compile(r"\{date\+(\d+)\}")
+
+
+def _dated(arguments: str) -> str:
+    """Fill ``{date+N}`` with today + N days (so a booking is never in the past)."""
+    today = dt.date.today()
+    return _DATE_OFFSET.sub(
+        lambda m: (today + dt.timedelta(days=int(m.group(1)))).isoformat(), arguments
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class Scenario:
     """The spoken-turn scenario; every other scenario adjusts it."""
@@ -193,6 +225,8 @@ class Scenario:
     """Indexes of responses that end ``failed`` (with ``failure``)."""
     failure: Failure = field(default_factory=Failure)
     schedule: tuple[Scheduled, ...] = ()
+    personas: tuple[Persona, ...] = ()
+    """Callees picked by a marker in the session instructions (see Persona)."""
     fault_connections: tuple[int, ...] | None = (0,)
     """Connections (0-based) hit by the drop/expiry faults below; None: all."""
     drop_after_client_events: int | None = None
@@ -219,11 +253,20 @@ class Scenario:
             self.fault_connections is None or connection_index in self.fault_connections
         )
 
-    def caller_transcript(self, turn_index: int) -> str:
+    def persona(self, session_instructions: str) -> Persona | None:
+        """Return the first persona whose marker the instructions contain."""
+        for persona in self.personas:
+            if persona.marker and persona.marker in session_instructions:
+                return persona
+        return None
+
+    def caller_transcript(self, turn_index: int, session_instructions: str = "") -> str:
         """Return the transcription of caller turn ``turn_index`` (1-based)."""
-        if not self.caller_transcripts:
+        persona = self.persona(session_instructions)
+        lines = persona.caller_transcripts if persona else self.caller_transcripts
+        if not lines:
             return ""
-        return self.caller_transcripts[(turn_index - 1) % len(self.caller_transcripts)]
+        return lines[(turn_index - 1) % len(lines)]
 
     def speech(self, text: str) -> Speech:
         """Return a Speech of ``text``, sized by ``reply_ms`` when set."""
@@ -233,6 +276,13 @@ class Scenario:
 
     def respond(self, request: ResponseRequest) -> ResponsePlan:
         """Plan the response to ``request``."""
+        persona = self.persona(request.session_instructions)
+        if persona is not None:
+            if request.tool_outputs and persona.tool_answer:
+                return ResponsePlan((self.speech(persona.tool_answer),))
+            call = persona.tool_calls.get(request.turn_index)
+            if request.trigger == "turn" and call is not None:
+                return ResponsePlan((FunctionCall(call.name, _dated(call.arguments)),))
         if request.instructions and self.speak_instructions:
             said = _quoted(request.instructions) or request.instructions
             return ResponsePlan((self.speech(said),))
@@ -346,6 +396,59 @@ DEMO = Scenario(
         "いいえ、以上です。",
     ),
     speak_instructions=True,
+    personas=(
+        Persona(
+            marker="山田 太郎",
+            caller_transcripts=(
+                "はい、来週の火曜日の午前10時にお願いします。",
+                "ありがとうございます。",
+            ),
+            tool_calls={
+                1: FunctionCall(
+                    "schedule_appointment",
+                    '{"date": "{date+7}", "time": "10:00", "name": "山田 太郎"}',
+                ),
+                2: FunctionCall(
+                    "save_call_outcome",
+                    '{"outcome": "予約成立", "notes": "来週火曜10時に来店予約"}',
+                ),
+            },
+            tool_answer="ありがとうございます。ご予約を承りました。",
+        ),
+        Persona(
+            marker="佐藤 花子",
+            caller_transcripts=("資料を送ってもらえますか。", "よろしくお願いします。"),
+            tool_calls={
+                1: FunctionCall(
+                    "save_call_outcome",
+                    '{"outcome": "資料送付", "notes": "メールで資料送付を希望"}',
+                )
+            },
+            tool_answer="承知いたしました。資料をお送りいたします。",
+        ),
+        Persona(
+            marker="田中 次郎",
+            caller_transcripts=("結構です。もう電話しないでください。",),
+            tool_calls={
+                1: FunctionCall(
+                    "record_opt_out",
+                    '{"customer_words": "結構です。もう電話しないでください。"}',
+                )
+            },
+            tool_answer="承知いたしました。今後お電話はいたしません。失礼いたします。",
+        ),
+        Persona(
+            marker="鈴木 一郎",
+            caller_transcripts=("今は少し忙しいので、また今度にしてください。",),
+            tool_calls={
+                1: FunctionCall(
+                    "save_call_outcome",
+                    '{"outcome": "再架電希望", "notes": "忙しいので後日"}',
+                )
+            },
+            tool_answer="承知いたしました。また改めてご連絡いたします。",
+        ),
+    ),
 )
 
 SCENARIOS: dict[str, Scenario] = {
