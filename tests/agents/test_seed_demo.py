@@ -17,12 +17,18 @@ def test_seed_demo_is_idempotent_and_has_the_fixed_values(client):
     number = PhoneNumber.objects.get(number="+815012345678")
     assert number.organization == org
     agent = number.agent
-    assert AgentProfile.objects.filter(organization=org).count() == 1
+    assert AgentProfile.objects.filter(organization=org).count() == 2
     assert agent.handoff_phone_number == "+818070239355"
     assert "{{company_name}}" in agent.instructions_template
     instructions, greeting = agent_render_prompts(agent=agent)
     assert "{{" not in instructions + greeting
     assert "デモ商事" in greeting
+    sales = AgentProfile.objects.get(organization=org, name="営業デモ")
+    instructions, greeting = agent_render_prompts(
+        agent=sales, contact_variables={"customer_name": "山田 太郎"}
+    )
+    assert "山田 太郎様" in instructions and "山田 太郎様" in greeting
+    assert sales.voicemail_message and sales.ai_speaks_first
     user = Operator.objects.get(username="demo")
     assert user.organization == org and user.is_staff and not user.is_superuser
     assert client.login(username="demo", password="demo")

@@ -2,7 +2,8 @@
 
 Fixed values that docs and checks rely on: organisation "Demo"; operator `demo` /
 password `demo` (local use only); inbound number +815012345678 routed to the demo
-agent; handoff number +818070239355.
+agent; handoff number +818070239355; the outbound sales agent 営業デモ that
+`simulate_campaign` calls with.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ INSTRUCTIONS = """あなたは{{company_name}}の電話受付AIです。{{servic
 
 GREETING = "お電話ありがとうございます。{{company_name}}、{{self_introduction}}。ご用件をお伺いします。"
 
+DEMO_SALES_AGENT_NAME = "営業デモ"
+SALES_INSTRUCTIONS = """あなたは{{company_name}}の営業担当AIです。お電話先は{{customer_name}}様です。{{service_name}}をご案内しています。
+{{service_description}}
+一度に話すのは二文までにしてください。ご興味があれば来店予約を schedule_appointment で承り、通話の結果を save_call_outcome で記録してください。"""
+SALES_GREETING = "{{customer_name}}様、今少しだけお時間よろしいでしょうか。"
+
 APP_LABELS = ("agents", "calls")
 
 
@@ -63,6 +70,26 @@ class Command(BaseCommand):
             },
         )
         agent.full_clean()
+        sales, _ = AgentProfile.objects.update_or_create(
+            organization=org,
+            name=DEMO_SALES_AGENT_NAME,
+            defaults={
+                "instructions_template": SALES_INSTRUCTIONS,
+                "greeting_template": SALES_GREETING,
+                "ai_speaks_first": True,
+                "company_name": "デモ商事",
+                "service_name": "クラウド受付",
+                "representative_name": "AI営業",
+                "self_introduction": "営業担当でございます",
+                "service_description": "クラウド受付は、電話の一次対応をAIが行うサービスです。",
+                "voice": "marin",
+                "speed": 1.0,
+                "enabled_tools": list(TOOL_NAMES),
+                "handoff_phone_number": DEMO_HANDOFF_NUMBER,
+                "voicemail_message": "デモ商事でございます。改めてお電話いたします。",
+            },
+        )
+        sales.full_clean()
         PhoneNumber.objects.update_or_create(
             number=DEMO_INBOUND_NUMBER,
             defaults={"organization": org, "agent": agent, "label": "デモ代表番号"},
