@@ -22,8 +22,18 @@ Objects::
     │   └── CallHandle    what tests hold: hang_up(), wait_finished(), caller
     ├── ConferenceRoom    one conference: participants, events, recording
     ├── FarEnd            scripted callee of an outbound call, per number
+    ├── RestFault         how the next ``POST Calls.json`` fails (injected)
+    │   └── FaultRecord   one injected fault as it happened
     ├── Timings           delays; small by default, ``Timings.realistic()``
     └── Callback          one webhook the emulator sent, with its HTTP status
+
+The Calls list (``GET …/Calls.json``) filters by ``To``, ``From``,
+``ParentCallSid``, ``Status``, ``StartTime``/``EndTime`` and their
+inequalities (``StartTime>``/``StartTime<``, sent for ``StartTime>=``/``<=``),
+newest first, paged by ``PageSize``/``Page``/``PageToken``. ``start_time`` is
+set when a call is dialed, so a call still waiting in the CPS queue has none
+and no ``StartTime`` filter matches it (Twilio: "empty if the call has not yet
+been dialed"); ``To=`` alone or ``Status=queued`` finds it.
 
 Run standalone: ``python -m realtime.emulators.twilio_api --port 8766
 --account-sid AC… --auth-token …``.
@@ -39,6 +49,7 @@ import contextlib
 import json
 import logging
 import math
+import random
 import re
 import secrets
 import time
@@ -52,9 +63,9 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 import httpx
 import uvicorn
@@ -68,17 +79,22 @@ __all__ = [
     "Call",
     "CallError",
     "CallHandle",
+    "CallTimes",
     "Callback",
     "ConferenceEvent",
     "ConferenceRoom",
     "FarEnd",
+    "FaultRecord",
     "LogEntry",
     "Participant",
+    "RestFault",
     "StreamStart",
     "Timings",
     "TwilioEmulator",
     "default_caller",
     "main",
+    "max_in_window",
+    "max_overlap",
 ]
 
 logger = logging.getLogger(__name__)
@@ -93,6 +109,9 @@ STATUS_EVENTS: Final = frozenset({"initiated", "ringing", "answered", "completed
 FINAL_STATUSES: Final = frozenset(
     {"completed", "busy", "no-answer", "failed", "canceled"}
 )
+CALL_STATUSES: Final = frozenset({"queued", "ringing", "in-progress"}) | FINAL_STATUSES
+BEHAVIOURS: Final = ("answer", "busy", "no-answer", "failed", "machine")
+MAX_PAGE_SIZE: Final = 1000
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -154,14 +173,154 @@ class FarEnd:
     ``machine`` (voicemail: AnsweredBy ``machine_start``, or
     ``machine_end_beep`` with ``MachineDetection=DetectMessageEnd``).
     ``hangup_after_s`` hangs up that long after answering; ``None`` waits for
-    the TwiML to end or for ``CallHandle.hang_up()``. ``caller_script`` drives
-    the simulated caller if the call's TwiML opens a Media Stream.
+    the TwiML to end or for ``CallHandle.hang_up()``; ``talk_s=(a, b)`` hangs
+    up after ``uniform(a, b)`` seconds instead, drawn from the emulator's
+    seeded ``random`` (benchmarks). ``ring_s`` rings that long before
+    answering (a slow answer; default ``Timings.ring_s``). ``caller_script``
+    drives the simulated caller if the call's TwiML opens a Media Stream.
     """
 
     behaviour: Behaviour = "answer"
     hangup_after_s: float | None = None
     ring_s: float | None = None  # None: Timings.ring_s
     caller_script: Sequence[Step] | None = None
+    talk_s: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        if self.behaviour not in BEHAVIOURS:
+            raise ValueError(f"behaviour must be one of {BEHAVIOURS}")
+        if self.talk_s is not None:
+            low, high = self.talk_s
+            if not 0 <= low <= high:
+                raise ValueError("talk_s must be (low, high), 0 <= low <= high")
+            if self.hangup_after_s is not None:
+                raise ValueError("give hangup_after_s or talk_s, not both")
+        for name in ("hangup_after_s", "ring_s"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    def describe(self) -> dict[str, Any]:
+        """Return the far end as JSON (what the control API reports)."""
+        return {
+            "behaviour": self.behaviour,
+            "ring_s": self.ring_s,
+            "hangup_after_s": self.hangup_after_s,
+            "talk_s": None if self.talk_s is None else list(self.talk_s),
+            "caller_script": self.caller_script is not None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RestFault:
+    """How one ``POST …/Calls.json`` fails (``TwilioEmulator.inject_fault``).
+
+    By default the call is not created and the reply is ``status`` with
+    Twilio's error body (code 20429 for 429, 20500 for 500, 20503 for 503,
+    else ``status``; the ``twilio`` library raises ``TwilioRestException``).
+    ``create=True`` is the ambiguous failure: the call IS created and proceeds,
+    but the client still gets the error, or nothing at all with ``drop=True``
+    (headers, then the connection closes: ``requests`` raises
+    ``ChunkedEncodingError``). ``delay_s`` holds the reply (or the drop) that
+    long: longer than the client's timeout, it is a timeout.
+    """
+
+    status: int = 500
+    code: int | None = None
+    message: str | None = None
+    create: bool = False
+    drop: bool = False
+    delay_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 599:
+            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
+        if self.delay_s < 0:
+            raise ValueError("delay_s must not be negative")
+
+    def error_code(self) -> int:
+        """Twilio's error code for this fault."""
+        if self.code is not None:
+            return self.code
+        return {429: 20429, 500: 20500, 503: 20503}.get(self.status, self.status)
+
+    def error_message(self) -> str:
+        """Twilio's error message for this fault."""
+        if self.message is not None:
+            return self.message
+        return {
+            429: "Too Many Requests",
+            500: "Internal Server Error",
+            503: "Service Unavailable",
+        }.get(self.status, "Error")
+
+    def describe(self) -> dict[str, Any]:
+        """Return the fault as JSON (what the control API reports)."""
+        return {
+            "status": self.status,
+            "code": self.error_code(),
+            "message": self.error_message(),
+            "create": self.create,
+            "drop": self.drop,
+            "delay_s": self.delay_s,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRecord:
+    """One injected fault as it happened: ``at`` is ``time.time()``."""
+
+    at: float
+    fault: RestFault
+    to: str | None
+    call_sid: str | None  # the call created anyway (``create=True``)
+
+
+@dataclass(slots=True)
+class CallTimes:
+    """When a call was created, left the CPS queue, was answered and ended.
+
+    Wall-clock ``time.time()`` seconds, so another process can compare them
+    with its own clock; ``None`` until it happened.
+    """
+
+    created: float
+    dequeued: float | None = None
+    answered: float | None = None
+    ended: float | None = None
+
+    def describe(self) -> dict[str, float | None]:
+        return {
+            "created": self.created,
+            "dequeued": self.dequeued,
+            "answered": self.answered,
+            "ended": self.ended,
+        }
+
+
+def max_in_window(times: Iterable[float], window_s: float = 1.0) -> int:
+    """Return the most ``times`` in any half-open window ``[t, t + window_s)``."""
+    ordered = sorted(times)
+    best = first = 0
+    for last, moment in enumerate(ordered):
+        while ordered[first] <= moment - window_s:
+            first += 1
+        best = max(best, last - first + 1)
+    return best
+
+
+def max_overlap(intervals: Iterable[tuple[float, float | None]]) -> int:
+    """Return the most intervals ``[start, end)`` open at once (end None: open)."""
+    edges: list[tuple[float, int]] = []
+    for start, end in intervals:
+        edges.append((start, 1))
+        if end is not None:
+            edges.append((end, -1))
+    best = current = 0
+    for _, step in sorted(edges):  # an end sorts before a start at the same time
+        current += step
+        best = max(best, current)
+    return best
 
 
 # --------------------------------------------------------------------------
@@ -191,6 +350,9 @@ class Callback:
     call_sid: str | None
     at: float  # time.monotonic()
     response_text: str = ""
+    # normal; duplicate (sent again, same idempotency token); late (held back
+    # and sent after the call's final callback, newest first)
+    delivery: str = "normal"
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +412,9 @@ class _CallOptions:
     status_callback_method: str = "POST"
     status_callback_events: frozenset[str] = frozenset({"completed"})
     machine_detection: str | None = None
+    async_amd: bool = False
+    async_amd_status_callback: str | None = None
+    async_amd_status_callback_method: str = "POST"
     record: bool = False
     recording_status_callback: str | None = None
     recording_status_callback_method: str = "POST"
@@ -270,7 +435,15 @@ class Call:
     ``entries(kind)``, ``status_callbacks()``; ``callbacks`` (every
     ``Callback`` about this call), ``errors`` (``CallError``), ``streams``
     (the ``SimulatedCaller`` of each Media Stream); ``finished`` (an event set
-    once the call is over and its final callbacks were sent).
+    once the call is over and its final callbacks were sent); ``times``
+    (``CallTimes``), ``far_end`` (the ``FarEnd`` it reached), ``talk_s`` (when
+    the far end hangs up after answering, drawn or fixed), ``queue_time_ms``
+    (time spent in the CPS queue, once it left it),
+    ``machine_detection_duration_ms``.
+
+    ``start_time`` is set when the call is dialed (it leaves the queue and is
+    initiated), as Twilio documents: "empty if the call has not yet been
+    dialed"; a call still queued, or canceled while queued, has none.
     """
 
     def __init__(
@@ -301,6 +474,11 @@ class Call:
         self.end_time: datetime | None = None
         self.caller_script = caller_script
         self.far_end = far_end
+        self.times = CallTimes(created=time.time())
+        self.talk_s: float | None = None
+        self.queue_time_ms: int | None = None
+        self.queue_estimate_ms = 0
+        self.machine_detection_duration_ms: int | None = None
         self.log: list[LogEntry] = []
         self.callbacks: list[Callback] = []
         self.errors: list[CallError] = []
@@ -311,6 +489,7 @@ class Call:
         self._answered_at: float | None = None
         self._ended_at: float | None = None
         self._sequence = 0
+        self._held: list[dict[str, str]] = []  # status callbacks sent late
         self._ending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._interpreter: asyncio.Task[None] | None = None
@@ -378,7 +557,11 @@ class Call:
             "forwarded_from": None,
             "group_sid": None,
             "caller_name": None,
-            "queue_time": "0",
+            "queue_time": str(
+                self.queue_estimate_ms
+                if self.queue_time_ms is None
+                else self.queue_time_ms
+            ),
             "trunk_sid": None,
             "uri": base + ".json",
             "subresource_uris": {
@@ -608,6 +791,144 @@ class _Form:
         return int(value)
 
 
+class _InjectedFault(Exception):
+    """An injected ``RestFault``: the app replies with it (or drops)."""
+
+    def __init__(self, fault: RestFault) -> None:
+        super().__init__(fault.error_message())
+        self.fault = fault
+
+    def body(self) -> dict[str, Any]:
+        code = self.fault.error_code()
+        return {
+            "code": code,
+            "message": self.fault.error_message(),
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": self.fault.status,
+        }
+
+
+class _Query(_Form):
+    """A query string: ``StartTime>=2026-01-01`` arrives as ``StartTime>``."""
+
+    def __init__(self, query: str) -> None:
+        self.pairs = parse_qsl(query, keep_blank_values=True)
+
+
+_TIME_PARAMS: Final = (
+    "StartTime",
+    "StartTime>",
+    "StartTime<",
+    "EndTime",
+    "EndTime>",
+    "EndTime<",
+)
+
+
+def _moment(name: str, value: str) -> tuple[datetime, bool]:
+    """Read ``YYYY-MM-DD`` (midnight UTC, True) or an ISO 8601 date-time."""
+    try:
+        if len(value) == 10:
+            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
+            return day, True
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise _RestError(400, 21200, f"Invalid {name}: {value!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC), False
+
+
+@dataclass(frozen=True, slots=True)
+class _TimeFilter:
+    """``StartTime``/``EndTime`` and their inequalities, as Twilio reads them.
+
+    ``X=YYYY-MM-DD``: on that UTC day (a date-time: on its day).
+    ``X>=v`` (sent as ``X>``): at or after ``v``; ``X<=v`` (``X<``): at or
+    before ``v``; a bare date is its midnight UTC ("on or after / on or
+    before midnight of this date"). Times compare to the second, as the
+    resource shows them. A call without that time (not dialed yet, or not
+    ended) matches no filter on it.
+    """
+
+    day: datetime | None = None
+    after: datetime | None = None
+    before: datetime | None = None
+
+    @classmethod
+    def read(cls, query: _Form, name: str) -> _TimeFilter:
+        day = after = before = None
+        if (value := query.get(name)) is not None:
+            day = _moment(name, value)[0].replace(
+                hour=0, minute=0, second=0, microsecond=0
+            )
+        if (value := query.get(name + ">")) is not None:
+            after = _moment(name + ">", value)[0]
+        if (value := query.get(name + "<")) is not None:
+            before = _moment(name + "<", value)[0]
+        return cls(day, after, before)
+
+    def matches(self, moment: datetime | None) -> bool:
+        if self.day is None and self.after is None and self.before is None:
+            return True
+        if moment is None:
+            return False
+        moment = moment.replace(microsecond=0)
+        if self.day is not None and not (
+            self.day <= moment < self.day + timedelta(days=1)
+        ):
+            return False
+        if self.after is not None and moment < self.after:
+            return False
+        return self.before is None or moment <= self.before
+
+
+def _page(
+    key: str,
+    items: list[dict[str, Any]],
+    path: str,
+    query: _Form,
+    filters: list[tuple[str, str]],
+) -> dict[str, Any]:
+    """One page of a list, with Twilio's paging fields.
+
+    ``PageSize`` (1..1000, default 50) and ``Page`` choose the page;
+    ``next_page_uri`` also carries ``PageToken=PA<sid of the page's last
+    item>``, and a page with a token starts after that item, so calls created
+    between two page reads do not shift the pages.
+    """
+    size = query.integer("PageSize", 50, 1, MAX_PAGE_SIZE)
+    number = query.integer("Page", 0, 0, 1_000_000)
+    start = number * size
+    token = query.get("PageToken")
+    if token and token.startswith("PA"):
+        sids = [item["sid"] for item in items]
+        if token[2:] in sids:
+            start = sids.index(token[2:]) + 1
+    chunk = items[start : start + size]
+
+    def uri(page: int, page_token: str | None = None) -> str:
+        pairs = [*filters, ("PageSize", str(size)), ("Page", str(page))]
+        if page_token is not None:
+            pairs.append(("PageToken", page_token))
+        return f"{path}?{urlencode(pairs, quote_via=quote)}"
+
+    more = start + size < len(items)
+    return {
+        key: chunk,
+        "start": start,
+        "end": start + max(len(chunk) - 1, 0),
+        "page": number,
+        "page_size": size,
+        "first_page_uri": uri(0),
+        "next_page_uri": (
+            uri(number + 1, "PA" + chunk[-1]["sid"]) if more and chunk else None
+        ),
+        "previous_page_uri": uri(number - 1) if number > 0 else None,
+        "uri": uri(number, token),
+    }
+
+
 def _check_url(name: str, value: str | None) -> str | None:
     if value is None or value == "":
         return None
@@ -634,6 +955,25 @@ class TwilioEmulator:
     (webhooks, callbacks): an ``httpx.MockTransport`` or ``httpx.ASGITransport``
     in tests. ``caller_factory`` builds the ``SimulatedCaller`` of each Media
     Stream (default: ``default_caller``, real-time pace).
+
+    Outbound dialling, for a campaign dialer:
+
+    - ``cps``: the account's calls per second (None: unlimited). Creates are
+      always accepted (201, ``queued``, ``queue_time`` an estimate in ms); the
+      calls leave the queue one at a time, at least ``1/cps`` s apart, in
+      creation order. Settable at any time.
+    - ``far_ends[number]``, ``default_far_end``; ``far_end_sequences[number]``
+      is a list of ``FarEnd`` consumed one per call to that number, before
+      ``far_ends`` applies (busy first, then answer). ``seed`` seeds
+      ``random``, which draws ``FarEnd.talk_s``.
+    - ``inject_fault(RestFault(…), count)``: the next ``count`` creates fail;
+      ``pending_faults`` are still to come, ``faults`` (``FaultRecord``) are
+      those that happened.
+    - ``duplicate_status_callbacks``: every status callback is posted twice;
+      ``reorder_status_callbacks``: all but the final one are held and posted
+      after it, newest first (``Callback.delivery`` says which).
+    - ``outbound_calls()``, ``create_times()``, ``dequeue_times()``,
+      ``max_concurrent_live()``, with ``max_in_window()`` for rates.
     """
 
     def __init__(
@@ -647,6 +987,8 @@ class TwilioEmulator:
         transport: httpx.AsyncBaseTransport | None = None,
         caller_factory: CallerFactory = default_caller,
         default_far_end: FarEnd | None = None,
+        cps: float | None = None,
+        seed: int | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -654,7 +996,19 @@ class TwilioEmulator:
         self.port = port
         self.timings = timings or Timings()
         self.far_ends: dict[str, FarEnd] = {}
+        self.far_end_sequences: dict[str, list[FarEnd]] = {}
         self.default_far_end = default_far_end or FarEnd("answer")
+        if cps is not None and cps <= 0:
+            raise ValueError("cps must be positive (None: unlimited)")
+        self.cps = cps
+        self.random = random.Random(seed)
+        self.pending_faults: list[RestFault] = []
+        self.faults: list[FaultRecord] = []
+        self.duplicate_status_callbacks = False
+        self.reorder_status_callbacks = False
+        self._queue_lock = asyncio.Lock()  # FIFO: calls leave the queue in order
+        self._last_dequeue = -math.inf  # time.monotonic()
+        self._queued = 0
         self.calls: dict[str, Call] = {}
         self.conferences: dict[str, ConferenceRoom] = {}  # by ConferenceSid
         self.callbacks: list[Callback] = []
@@ -737,6 +1091,45 @@ class TwilioEmulator:
         """Return the calls placed to ``number``, oldest first."""
         return [c for c in self.calls.values() if c.to == number]
 
+    def outbound_calls(self) -> list[Call]:
+        """Return the calls created through the REST API, oldest first."""
+        return [c for c in self.calls.values() if c.direction == "outbound-api"]
+
+    def create_times(self) -> list[float]:
+        """Return when each REST-created call was created (``time.time()``)."""
+        return [c.times.created for c in self.outbound_calls()]
+
+    def dequeue_times(self) -> list[float]:
+        """Return when each REST-created call left the CPS queue, if it did."""
+        return [
+            c.times.dequeued
+            for c in self.outbound_calls()
+            if c.times.dequeued is not None
+        ]
+
+    def max_concurrent_live(
+        self, since: Literal["created", "dequeued", "answered"] = "dequeued"
+    ) -> int:
+        """Return the most REST-created calls live at once, each counted from
+        ``since`` (created, left the queue, answered) until it ended."""
+        intervals = []
+        for call in self.outbound_calls():
+            start = getattr(call.times, since)
+            if start is not None:
+                intervals.append((start, call.times.ended))
+        return max_overlap(intervals)
+
+    def far_end_for(self, number: str) -> FarEnd:
+        """Return (and consume) the far end the next call to ``number`` reaches."""
+        sequence = self.far_end_sequences.get(number)
+        if sequence:
+            return sequence.pop(0)
+        return self.far_ends.get(number, self.default_far_end)
+
+    def inject_fault(self, fault: RestFault, count: int = 1) -> None:
+        """Make the next ``count`` ``POST …/Calls.json`` fail as ``fault`` says."""
+        self.pending_faults.extend([fault] * count)
+
     def conference(self, friendly_name: str) -> ConferenceRoom:
         """Return the latest conference with this room name (KeyError if none)."""
         rooms = [
@@ -787,6 +1180,7 @@ class TwilioEmulator:
             status="ringing",
             caller_script=caller_script,
         )
+        call.start_time = _now()
         self.calls[call.sid] = call
         call._note("status", status="ringing")
         await self._status_event(call, "ringing")
@@ -826,10 +1220,27 @@ class TwilioEmulator:
             for k, v in scope["headers"]
         }
         extra: list[tuple[bytes, bytes]] = []
+        query = scope.get("query_string", b"").decode("latin-1")
         try:
             status, payload = await self._route(
-                scope["method"], scope["path"], headers, body
+                scope["method"], scope["path"], headers, body, query
             )
+        except _InjectedFault as exc:
+            await self._sleep(exc.fault.delay_s)
+            if exc.fault.drop:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 201,
+                        "headers": [
+                            (b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", b"1024"),
+                        ],
+                    }
+                )
+                # Headers, then nothing: the server closes the connection.
+                raise ConnectionAbortedError("emulated dropped connection") from None
+            status, payload = exc.fault.status, exc.body()
         except _RestError as exc:
             status, payload = exc.status, exc.body()
             if exc.status == 401:
@@ -849,7 +1260,12 @@ class TwilioEmulator:
         await send({"type": "http.response.body", "body": data})
 
     async def _route(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        query: str = "",
     ) -> tuple[int, dict[str, Any]]:
         if path in ("/", "/health"):
             return 200, {"emulator": "twilio", "calls": len(self.calls)}
@@ -863,8 +1279,8 @@ class TwilioEmulator:
             if method != "GET":
                 raise _RestError(405, 20004, "Method not allowed")
             if sid is None:
-                rooms = [r.resource() for r in self.conferences.values()]
-                return 200, self._page("conferences", rooms, path)
+                rooms = [r.resource() for r in reversed(self.conferences.values())]
+                return 200, _page("conferences", rooms, path, _Query(query), [])
             room = self.conferences.get(sid)
             if room is None:
                 raise _RestError(
@@ -873,10 +1289,9 @@ class TwilioEmulator:
             return 200, room.resource()
         if sid is None:
             if method == "POST":
-                return 201, self._create_call(form).resource()
+                return 201, self._create_with_faults(form).resource()
             if method == "GET":
-                calls = [c.resource() for c in reversed(self.calls.values())]
-                return 200, self._page("calls", calls, path)
+                return 200, self._list_calls(path, _Query(query))
             raise _RestError(405, 20004, "Method not allowed")
         call = self.calls.get(sid)
         if call is None or call.account_sid != self.account_sid:
@@ -899,21 +1314,47 @@ class TwilioEmulator:
         if not ok:
             raise _RestError(401, 20003, "Authenticate")
 
-    @staticmethod
-    def _page(key: str, items: list[dict[str, Any]], path: str) -> dict[str, Any]:
-        return {
-            key: items,
-            "start": 0,
-            "end": max(len(items) - 1, 0),
-            "page": 0,
-            "page_size": 50,
-            "first_page_uri": f"{path}?PageSize=50&Page=0",
-            "next_page_uri": None,
-            "previous_page_uri": None,
-            "uri": f"{path}?PageSize=50&Page=0",
-        }
-
     # Calls API ------------------------------------------------------------------
+
+    def _create_with_faults(self, form: _Form) -> Call:
+        """Create a call, unless an injected fault says otherwise (or also)."""
+        fault = self.pending_faults.pop(0) if self.pending_faults else None
+        if fault is None:
+            return self._create_call(form)
+        call = self._create_call(form) if fault.create else None
+        self.faults.append(
+            FaultRecord(
+                at=time.time(),
+                fault=fault,
+                to=form.get("To"),
+                call_sid=None if call is None else call.sid,
+            )
+        )
+        logger.info("injected REST fault %s (call %s)", fault, call)
+        raise _InjectedFault(fault)
+
+    def _list_calls(self, path: str, query: _Query) -> dict[str, Any]:
+        """``GET …/Calls.json``: filtered, newest first, paged."""
+        to, from_ = query.get("To"), query.get("From")
+        parent = query.get("ParentCallSid")
+        status = query.get("Status")
+        if status is not None and status not in CALL_STATUSES:
+            raise _RestError(400, 21200, f"Invalid Status: {status}")
+        start_filter = _TimeFilter.read(query, "StartTime")
+        end_filter = _TimeFilter.read(query, "EndTime")
+        calls = [
+            c
+            for c in reversed(self.calls.values())
+            if (to is None or c.to == to)
+            and (from_ is None or c.from_ == from_)
+            and (parent is None or c.parent_call_sid == parent)
+            and (status is None or c.status == status)
+            and start_filter.matches(c.start_time)
+            and end_filter.matches(c.end_time)
+        ]
+        keep = ("To", "From", "ParentCallSid", "Status", *_TIME_PARAMS)
+        filters = [(k, v) for k, v in query.pairs if k in keep]
+        return _page("calls", [c.resource() for c in calls], path, query, filters)
 
     def _create_call(self, form: _Form) -> Call:
         to, from_ = form.get("To"), form.get("From")
@@ -950,6 +1391,11 @@ class TwilioEmulator:
         detection = form.get("MachineDetection") or None
         if detection not in (None, "Enable", "DetectMessageEnd"):
             raise _RestError(400, 21200, f"Invalid MachineDetection {detection!r}")
+        async_amd = form.get("AsyncAmd") or "false"
+        if async_amd not in ("true", "false"):
+            raise _RestError(
+                400, 21200, f"AsyncAmd must be true or false, got {async_amd!r}"
+            )
         options = _CallOptions(
             url=url,
             method=form.method("Method"),
@@ -958,6 +1404,13 @@ class TwilioEmulator:
             status_callback_method=form.method("StatusCallbackMethod"),
             status_callback_events=events,
             machine_detection=detection,
+            async_amd=async_amd == "true",
+            async_amd_status_callback=_check_url(
+                "AsyncAmdStatusCallback", form.get("AsyncAmdStatusCallback")
+            ),
+            async_amd_status_callback_method=form.method(
+                "AsyncAmdStatusCallbackMethod"
+            ),
             record=(form.get("Record") or "").lower() == "true",
             recording_status_callback=_check_url(
                 "RecordingStatusCallback", form.get("RecordingStatusCallback")
@@ -968,7 +1421,7 @@ class TwilioEmulator:
             timeout=form.integer("Timeout", 60, 1, 600),
             time_limit=form.integer("TimeLimit", 14400, 1, 86400),
         )
-        far_end = self.far_ends.get(to, self.default_far_end)
+        far_end = self.far_end_for(to)
         call = Call(
             account_sid=self.account_sid,
             to=to,
@@ -980,9 +1433,37 @@ class TwilioEmulator:
             far_end=far_end,
         )
         self.calls[call.sid] = call
+        call.queue_estimate_ms = self._queue_estimate_ms()
         call._note("status", status="queued")
+        call._note("far-end", **far_end.describe())
+        self._queued += 1
         self._spawn(call, self._outbound(call, far_end))
         return call
+
+    def _queue_estimate_ms(self) -> int:
+        """How long a call created now will wait in the CPS queue, roughly."""
+        if self.cps is None:
+            return 0
+        gap = 1.0 / self.cps
+        free = max(time.monotonic(), self._last_dequeue + gap)
+        wait = free + self._queued * gap - time.monotonic()
+        return max(0, round(wait * 1000))
+
+    async def _leave_queue(self, call: Call) -> None:
+        """Wait for the call's turn under the account's CPS, then dequeue it."""
+        try:
+            async with self._queue_lock:
+                while self.cps is not None:
+                    wait = self._last_dequeue + 1.0 / self.cps - time.monotonic()
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(min(wait, 0.05))  # cps may change
+                self._last_dequeue = time.monotonic()
+        finally:
+            self._queued -= 1
+        call.times.dequeued = time.time()
+        call.queue_time_ms = round((call.times.dequeued - call.times.created) * 1000)
+        call._note("dequeued", queue_time_ms=call.queue_time_ms)
 
     def _update_call(self, call: Call, form: _Form) -> Call:
         status = form.get("Status")
@@ -1045,7 +1526,10 @@ class TwilioEmulator:
         await asyncio.sleep(max(seconds, 0.0))
 
     async def _outbound(self, call: Call, far_end: FarEnd) -> None:
+        await self._leave_queue(call)
         await self._sleep(self.timings.setup_s)
+        call.start_time = _now()  # dialed
+        call.date_updated = call.start_time
         await self._status_event(call, "initiated")
         if far_end.behaviour == "failed":
             await self._end_call(call, "failed")
@@ -1067,13 +1551,46 @@ class TwilioEmulator:
         # replaces the TwiML started here.
         async with call._redirect_lock:
             await self._answer(call)
+            extra: dict[str, str] = {}
             if call.options.machine_detection is not None:
-                await self._detect_machine(call, far_end)
-            if far_end.hangup_after_s is not None:
-                self._spawn(call, self._hang_up_later(call, far_end.hangup_after_s))
-            await self._run_first_twiml(call)
+                if call.options.async_amd:
+                    # The TwiML runs now; the result is posted when detection ends.
+                    self._spawn(call, self._async_amd(call, far_end))
+                else:
+                    await self._detect_machine(call, far_end)
+                    extra["MachineDetectionDuration"] = str(
+                        call.machine_detection_duration_ms
+                    )
+            call.talk_s = self._talk_time(far_end)
+            if call.talk_s is not None:
+                self._spawn(call, self._hang_up_later(call, call.talk_s))
+            await self._run_first_twiml(call, extra)
 
-    async def _run_first_twiml(self, call: Call) -> None:
+    def _talk_time(self, far_end: FarEnd) -> float | None:
+        """How long the far end stays on the line after answering (None: on)."""
+        if far_end.talk_s is not None:
+            return self.random.uniform(*far_end.talk_s)
+        return far_end.hangup_after_s
+
+    async def _async_amd(self, call: Call, far_end: FarEnd) -> None:
+        """Detect in the background, then post ``AsyncAmdStatusCallback``."""
+        await self._detect_machine(call, far_end)
+        url = call.options.async_amd_status_callback
+        if url is None or call.answered_by is None:
+            return
+        params = {
+            "AccountSid": call.account_sid,
+            "CallSid": call.sid,
+            "AnsweredBy": call.answered_by,
+            "MachineDetectionDuration": str(call.machine_detection_duration_ms),
+        }
+        await self._request(
+            "amd", url, call.options.async_amd_status_callback_method, params, call
+        )
+
+    async def _run_first_twiml(
+        self, call: Call, extra: Mapping[str, str] | None = None
+    ) -> None:
         if call.options.twiml is not None:
             try:
                 document = twiml.parse_twiml(call.options.twiml)
@@ -1084,7 +1601,7 @@ class TwilioEmulator:
             return
         assert call.options.url is not None
         fetched = await self._fetch_twiml(
-            call, "voice", call.options.url, call.options.method
+            call, "voice", call.options.url, call.options.method, extra
         )
         if fetched is None:
             await self._end_call(call, "completed")
@@ -1092,6 +1609,7 @@ class TwilioEmulator:
         self._start_interpreter(call, fetched, call.options.url)
 
     async def _detect_machine(self, call: Call, far_end: FarEnd) -> None:
+        began = time.monotonic()
         end_of_message = call.options.machine_detection == "DetectMessageEnd"
         if far_end.behaviour != "machine":
             await self._sleep(self.timings.amd_s)
@@ -1102,11 +1620,18 @@ class TwilioEmulator:
         else:
             await self._sleep(self.timings.amd_s)
             call.answered_by = "machine_start"
-        call._note("amd", answered_by=call.answered_by)
+        call.machine_detection_duration_ms = round((time.monotonic() - began) * 1000)
+        call._note(
+            "amd",
+            answered_by=call.answered_by,
+            duration_ms=call.machine_detection_duration_ms,
+        )
 
     async def _answer(self, call: Call) -> None:
         call._answered_at = time.monotonic()
-        call.start_time = _now()
+        call.times.answered = time.time()
+        if call.start_time is None:
+            call.start_time = _now()
         await self._set_status(call, "in-progress")
         self._spawn(
             call, self._hang_up_later(call, call.options.time_limit, "time-limit")
@@ -1131,6 +1656,7 @@ class TwilioEmulator:
             return False
         call._ending = True
         call._ended_at = time.monotonic()
+        call.times.ended = time.time()
         call.end_time = _now()
         call._set_status(status)
         return True
@@ -1146,6 +1672,7 @@ class TwilioEmulator:
         async with call.status_changed:
             call.status_changed.notify_all()
         await self._status_event(call, "completed")
+        await self._post_held(call)
         if call.options.record and call._answered_at is not None:
             await self._call_recording(call)
         call.finished.set()
@@ -1200,6 +1727,9 @@ class TwilioEmulator:
         method: str,
         params: Mapping[str, str],
         call: Call | None,
+        *,
+        delivery: str = "normal",
+        token: str | None = None,
     ) -> httpx.Response | None:
         """Make one signed webhook request and record it; None if it failed."""
         if method == "GET":
@@ -1213,7 +1743,7 @@ class TwilioEmulator:
         headers = {
             "X-Twilio-Signature": signature,
             "User-Agent": "TwilioProxy/1.1",
-            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+            "I-Twilio-Idempotency-Token": token or secrets.token_hex(16),
         }
         response: httpx.Response | None = None
         error: str | None = None
@@ -1234,6 +1764,7 @@ class TwilioEmulator:
             call_sid=None if call is None else call.sid,
             at=time.monotonic(),
             response_text="" if response is None else response.text[:2000],
+            delivery=delivery,
         )
         self.callbacks.append(record)
         if call is not None:
@@ -1260,13 +1791,35 @@ class TwilioEmulator:
             params["CallDuration"] = str(call.duration or 0)
             params["Duration"] = str(math.ceil((call.duration or 0) / 60))
         call._sequence += 1
-        await self._request(
-            "status",
-            options.status_callback,
-            options.status_callback_method,
-            params,
-            call,
-        )
+        if self.reorder_status_callbacks and event != "completed":
+            call._held.append(params)
+            call._note("callback-held", event=event)
+            return
+        await self._post_status(call, params, "normal")
+
+    async def _post_status(
+        self, call: Call, params: Mapping[str, str], delivery: str
+    ) -> None:
+        options = call.options
+        assert options.status_callback is not None
+        token = secrets.token_hex(16)
+        copies = 2 if self.duplicate_status_callbacks else 1
+        for copy in range(copies):
+            await self._request(
+                "status",
+                options.status_callback,
+                options.status_callback_method,
+                params,
+                call,
+                delivery="duplicate" if copy else delivery,
+                token=token,
+            )
+
+    async def _post_held(self, call: Call) -> None:
+        """Post the status callbacks held back, after the final one, newest first."""
+        held, call._held = call._held, []
+        for params in reversed(held):
+            await self._post_status(call, params, "late")
 
     async def _fetch_twiml(
         self,
@@ -1518,7 +2071,7 @@ class TwilioEmulator:
         target: twiml.Number,
         document_url: str | None,
     ) -> _Outcome:
-        far_end = self.far_ends.get(target.number, self.default_far_end)
+        far_end = self.far_end_for(target.number)
         child = Call(
             account_sid=call.account_sid,
             to=target.number,
@@ -1529,6 +2082,7 @@ class TwilioEmulator:
             parent_call_sid=call.sid,
             far_end=far_end,
         )
+        child.start_time = _now()
         self.calls[child.sid] = child
         call._note("dial", number=target.number, child_sid=child.sid)
         started = time.monotonic()
@@ -1542,9 +2096,10 @@ class TwilioEmulator:
                 self.timings.ring_s if far_end.ring_s is None else far_end.ring_s
             )
             child._answered_at = time.monotonic()
-            child.start_time = _now()
+            child.times.answered = time.time()
             await self._set_status(child, "in-progress")
-            limit = min(verb.time_limit, far_end.hangup_after_s or verb.time_limit)
+            child.talk_s = self._talk_time(far_end)
+            limit = min(verb.time_limit, child.talk_s or verb.time_limit)
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(child.finished.wait(), limit)
