@@ -1001,6 +1001,7 @@ class TwilioEmulator:
         if cps is not None and cps <= 0:
             raise ValueError("cps must be positive (None: unlimited)")
         self.cps = cps
+        self.seed = seed
         self.random = random.Random(seed)
         self.pending_faults: list[RestFault] = []
         self.faults: list[FaultRecord] = []
@@ -1009,6 +1010,7 @@ class TwilioEmulator:
         self._queue_lock = asyncio.Lock()  # FIFO: calls leave the queue in order
         self._last_dequeue = -math.inf  # time.monotonic()
         self._queued = 0
+        self._at_start: tuple[Any, ...] | None = None
         self.calls: dict[str, Call] = {}
         self.conferences: dict[str, ConferenceRoom] = {}  # by ConferenceSid
         self.callbacks: list[Callback] = []
@@ -1036,6 +1038,7 @@ class TwilioEmulator:
 
     async def start(self) -> None:
         """Serve the REST app on ``host:port`` (port 0 picks a free port)."""
+        self._remember_settings()
         config = uvicorn.Config(
             self.app,
             host=self.host,
@@ -1056,6 +1059,17 @@ class TwilioEmulator:
 
     async def aclose(self) -> None:
         """Stop every call and the server."""
+        await self._stop_calls()
+        if self._server is not None and self._serve_task is not None:
+            self._server.should_exit = True
+            await self._serve_task
+            self._server = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _stop_calls(self) -> None:
+        """Cancel whatever calls are doing (no callbacks); hang up streams."""
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
@@ -1065,13 +1079,40 @@ class TwilioEmulator:
             for stream in call.streams:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(stream.hang_up(), 1)
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            await self._serve_task
-            self._server = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+
+    def _remember_settings(self) -> None:
+        self._at_start = (
+            dict(self.far_ends),
+            {number: list(seq) for number, seq in self.far_end_sequences.items()},
+            self.default_far_end,
+            self.cps,
+            self.seed,
+        )
+
+    async def reset(self) -> None:
+        """Drop every call, room, callback and fault (live calls stop without
+        callbacks) and restore the far ends and settings of ``start()``."""
+        await self._stop_calls()
+        self.calls.clear()
+        self.conferences.clear()
+        self._rooms.clear()
+        self.callbacks.clear()
+        self.pending_faults.clear()
+        self.faults.clear()
+        self.duplicate_status_callbacks = False
+        self.reorder_status_callbacks = False
+        self._last_dequeue = -math.inf
+        self._queued = 0
+        if self._at_start is None:
+            self._remember_settings()
+        assert self._at_start is not None
+        far_ends, sequences, default, cps, seed = self._at_start
+        self.far_ends = dict(far_ends)
+        self.far_end_sequences = {n: list(seq) for n, seq in sequences.items()}
+        self.default_far_end = default
+        self.cps = cps
+        self.seed = seed
+        self.random = random.Random(seed)
 
     def twilio_client(self) -> Any:
         """Return a ``twilio.rest.Client`` for this account, pointed here."""
@@ -2435,6 +2476,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NUMBER=BEHAVIOUR",
     )
     parser.add_argument("--realistic", action="store_true", help="real-world delays")
+    parser.add_argument(
+        "--cps", type=float, default=None, help="calls per second (default: no limit)"
+    )
     args = parser.parse_args(argv)
 
     async def serve() -> None:
@@ -2444,6 +2488,7 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             timings=Timings.realistic() if args.realistic else None,
+            cps=args.cps,
         )
         emulator.far_ends.update(dict(args.far_end))
         async with emulator:
