@@ -1359,10 +1359,15 @@ class TwilioEmulator:
 
     def _create_with_faults(self, form: _Form) -> Call:
         """Create a call, unless an injected fault says otherwise (or also)."""
-        fault = self.pending_faults.pop(0) if self.pending_faults else None
+        fault = self.pending_faults[0] if self.pending_faults else None
         if fault is None:
             return self._create_call(form)
+        # A fault that lets the call be made waits for a create that succeeds
+        # (a 400 stays a 400); the others answer before any validation.
         call = self._create_call(form) if fault.create else None
+        self.pending_faults.pop(0)
+        if call is not None:
+            call._note("rest-fault", **fault.describe())
         self.faults.append(
             FaultRecord(
                 at=time.time(),

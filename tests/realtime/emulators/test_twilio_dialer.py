@@ -339,8 +339,26 @@ async def test_ambiguous_failure_creates_the_call_the_list_finds(
     assert caught.value.code == 20500
     (record,) = emu.faults
     assert record.call_sid is not None
-    await emu.call(record.call_sid).wait_status("in-progress")
+    handle = emu.call(record.call_sid)
+    assert handle.call.entries("rest-fault")[0].detail["status"] == 500
+    await handle.wait_status("in-progress")
     assert await listed(client, to=A, start_time_after=attempt) == [record.call_sid]
+
+
+async def test_an_invalid_create_keeps_the_ambiguous_fault_for_the_next(
+    emu: TwilioEmulator, client: Client
+) -> None:
+    """A fault that creates the call waits for a create that would succeed:
+    an invalid request still gets its 400."""
+    emu.inject_fault(RestFault(503, create=True))
+    with pytest.raises(TwilioRestException) as caught:
+        await dial(client, to="not-a-number")
+    assert (caught.value.status, caught.value.code) == (400, 21211)
+    assert emu.faults == [] and len(emu.pending_faults) == 1
+    with pytest.raises(TwilioRestException) as caught:
+        await dial(client)
+    assert caught.value.status == 503
+    assert [f.call_sid for f in emu.faults] == [emu.outbound_calls()[0].sid]
 
 
 async def test_dropped_connection_after_creating(
