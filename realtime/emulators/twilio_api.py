@@ -340,7 +340,7 @@ class LogEntry:
 class Callback:
     """One request the emulator made to a webhook, and how it went."""
 
-    kind: str  # voice status action redirect stream conference recording
+    kind: str  # voice status action redirect stream conference recording amd
     url: str  # as requested (GET: with the parameters in the query)
     method: str
     params: Mapping[str, str]
@@ -431,7 +431,8 @@ class Call:
     stream-start, stream-stop (Twilio ended it), stream-end (the bridge or the
     caller did), conference-join, hold-music, hold-music-stop,
     conference-left, dial, dial-end, callback, error, application-error,
-    unsupported, caller-script-error, hangup); ``said()``, ``verbs()``,
+    unsupported, caller-script-error, hangup, far-end, dequeued, rest-fault,
+    callback-held); ``said()``, ``verbs()``,
     ``entries(kind)``, ``status_callbacks()``; ``callbacks`` (every
     ``Callback`` about this call), ``errors`` (``CallError``), ``streams``
     (the ``SimulatedCaller`` of each Media Stream); ``finished`` (an event set
