@@ -35,6 +35,13 @@ set when a call is dialed, so a call still waiting in the CPS queue has none
 and no ``StartTime`` filter matches it (Twilio: "empty if the call has not yet
 been dialed"); ``To=`` alone or ``Status=queued`` finds it.
 
+Where things live: this module is the emulator itself (the ASGI app, the
+call lifecycle, webhooks, the TwiML interpreter, ``<Dial>`` and conference
+rules); ``twilio_resources`` holds calls and rooms as REST resources and
+records, ``twilio_rest`` the REST plumbing (forms, errors, list filters,
+pages), ``twilio_far_ends`` far-end scripts, timings and REST faults. Every
+public name is re-exported here.
+
 Run standalone: ``python -m realtime.emulators.twilio_api --port 8766
 --account-sid AC… --auth-token …``.
 """
@@ -50,7 +57,6 @@ import json
 import logging
 import math
 import random
-import re
 import secrets
 import time
 from collections.abc import (
@@ -62,10 +68,9 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 import uvicorn
@@ -73,9 +78,49 @@ import uvicorn
 from realtime.emulators import twiml
 from realtime.emulators.caller import SimulatedCaller, Step
 from realtime.emulators.caller_webhook import new_sid, sign_request
+from realtime.emulators.twilio_far_ends import (
+    BEHAVIOURS,
+    Behaviour,
+    FarEnd,
+    FaultRecord,
+    RestFault,
+    Timings,
+    max_in_window,
+    max_overlap,
+)
+from realtime.emulators.twilio_resources import (
+    API_VERSION,
+    CALL_STATUSES,
+    FINAL_STATUSES,
+    STATUS_EVENTS,
+    Call,
+    Callback,
+    CallError,
+    CallOptions,
+    CallTimes,
+    ConferenceEvent,
+    ConferenceRoom,
+    LogEntry,
+    Participant,
+    rfc2822,
+    utc_now,
+)
+from realtime.emulators.twilio_rest import (
+    CALL_PATH,
+    TIME_PARAMS,
+    Form,
+    InjectedFault,
+    Query,
+    RestError,
+    TimeFilter,
+    check_url,
+    list_page,
+)
 from realtime.emulators.twiml import TwimlError
 
 __all__ = [
+    "BEHAVIOURS",
+    "Behaviour",
     "Call",
     "CallError",
     "CallHandle",
@@ -99,276 +144,15 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-API_VERSION: Final = "2010-04-01"
 TWIML_MAX_CHARS: Final = 4000  # Twiml parameter of the Calls API
 TWIML_MAX_BYTES: Final = 64 * 1024  # a fetched TwiML document (error 11750)
 DEFAULT_HOLD_MUSIC: Final = (
     "https://twimlets.com/holdmusic?Bucket=com.twilio.music.classical"
 )
-STATUS_EVENTS: Final = frozenset({"initiated", "ringing", "answered", "completed"})
-FINAL_STATUSES: Final = frozenset(
-    {"completed", "busy", "no-answer", "failed", "canceled"}
-)
-CALL_STATUSES: Final = frozenset({"queued", "ringing", "in-progress"}) | FINAL_STATUSES
-BEHAVIOURS: Final = ("answer", "busy", "no-answer", "failed", "machine")
-MAX_PAGE_SIZE: Final = 1000
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Behaviour = Literal["answer", "busy", "no-answer", "failed", "machine"]
-
-
-def _rfc2822(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime("%a, %d %b %Y %H:%M:%S +0000")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------
-# Configuration: timings and far ends
-
-
-@dataclass(frozen=True, slots=True)
-class Timings:
-    """How long the emulated network takes; small by default so tests are fast.
-
-    ``pause_scale`` and ``say_s_per_char`` turn TwiML durations into wall time;
-    ``no_answer_s=None`` rings for the call's own ``Timeout``.
-    """
-
-    setup_s: float = 0.005  # queued → initiated
-    ring_s: float = 0.01  # initiated → ringing → answered
-    no_answer_s: float | None = 0.03
-    amd_s: float = 0.01  # answer → AnsweredBy human/machine_start
-    message_end_s: float = 0.02  # answer → machine_end_beep (DetectMessageEnd)
-    say_s_per_char: float = 0.0005
-    play_s: float = 0.01  # one <Play> of a file
-    pause_scale: float = 0.01  # <Pause length="1"/> waits 10 ms
-    callback_timeout_s: float = 5.0
-
-    @classmethod
-    def realistic(cls) -> Timings:
-        """Return the delays of a real call (for the demo)."""
-        return cls(
-            setup_s=0.3,
-            ring_s=3.0,
-            no_answer_s=None,
-            amd_s=2.5,
-            message_end_s=8.0,
-            say_s_per_char=0.12,
-            play_s=3.0,
-            pause_scale=1.0,
-            callback_timeout_s=15.0,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FarEnd:
-    """The scripted party an outbound call reaches.
-
-    ``behaviour``: ``answer`` (a human), ``busy``, ``no-answer``, ``failed`` or
-    ``machine`` (voicemail: AnsweredBy ``machine_start``, or
-    ``machine_end_beep`` with ``MachineDetection=DetectMessageEnd``).
-    ``hangup_after_s`` hangs up that long after answering; ``None`` waits for
-    the TwiML to end or for ``CallHandle.hang_up()``; ``talk_s=(a, b)`` hangs
-    up after ``uniform(a, b)`` seconds instead, drawn from the emulator's
-    seeded ``random`` (benchmarks). ``ring_s`` rings that long before
-    answering (a slow answer; default ``Timings.ring_s``). ``caller_script``
-    drives the simulated caller if the call's TwiML opens a Media Stream.
-    """
-
-    behaviour: Behaviour = "answer"
-    hangup_after_s: float | None = None
-    ring_s: float | None = None  # None: Timings.ring_s
-    caller_script: Sequence[Step] | None = None
-    talk_s: tuple[float, float] | None = None
-
-    def __post_init__(self) -> None:
-        if self.behaviour not in BEHAVIOURS:
-            raise ValueError(f"behaviour must be one of {BEHAVIOURS}")
-        if self.talk_s is not None:
-            low, high = self.talk_s
-            if not 0 <= low <= high:
-                raise ValueError("talk_s must be (low, high), 0 <= low <= high")
-            if self.hangup_after_s is not None:
-                raise ValueError("give hangup_after_s or talk_s, not both")
-        for name in ("hangup_after_s", "ring_s"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must not be negative")
-
-    def describe(self) -> dict[str, Any]:
-        """Return the far end as JSON (what the control API reports)."""
-        return {
-            "behaviour": self.behaviour,
-            "ring_s": self.ring_s,
-            "hangup_after_s": self.hangup_after_s,
-            "talk_s": None if self.talk_s is None else list(self.talk_s),
-            "caller_script": self.caller_script is not None,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class RestFault:
-    """How one ``POST …/Calls.json`` fails (``TwilioEmulator.inject_fault``).
-
-    By default the call is not created and the reply is ``status`` with
-    Twilio's error body (code 20429 for 429, 20500 for 500, 20503 for 503,
-    else ``status``; the ``twilio`` library raises ``TwilioRestException``).
-    ``create=True`` is the ambiguous failure: the call IS created and proceeds,
-    but the client still gets the error, or nothing at all with ``drop=True``
-    (headers, then the connection closes: ``requests`` raises
-    ``ChunkedEncodingError``). ``delay_s`` holds the reply (or the drop) that
-    long: longer than the client's timeout, it is a timeout.
-    """
-
-    status: int = 500
-    code: int | None = None
-    message: str | None = None
-    create: bool = False
-    drop: bool = False
-    delay_s: float = 0.0
-
-    def __post_init__(self) -> None:
-        if not 400 <= self.status <= 599:
-            raise ValueError("status must be an HTTP error status (4xx or 5xx)")
-        if self.delay_s < 0:
-            raise ValueError("delay_s must not be negative")
-
-    def error_code(self) -> int:
-        """Twilio's error code for this fault."""
-        if self.code is not None:
-            return self.code
-        return {429: 20429, 500: 20500, 503: 20503}.get(self.status, self.status)
-
-    def error_message(self) -> str:
-        """Twilio's error message for this fault."""
-        if self.message is not None:
-            return self.message
-        return {
-            429: "Too Many Requests",
-            500: "Internal Server Error",
-            503: "Service Unavailable",
-        }.get(self.status, "Error")
-
-    def describe(self) -> dict[str, Any]:
-        """Return the fault as JSON (what the control API reports)."""
-        return {
-            "status": self.status,
-            "code": self.error_code(),
-            "message": self.error_message(),
-            "create": self.create,
-            "drop": self.drop,
-            "delay_s": self.delay_s,
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class FaultRecord:
-    """One injected fault as it happened: ``at`` is ``time.time()``."""
-
-    at: float
-    fault: RestFault
-    to: str | None
-    call_sid: str | None  # the call created anyway (``create=True``)
-
-
-@dataclass(slots=True)
-class CallTimes:
-    """When a call was created, left the CPS queue, was answered and ended.
-
-    Wall-clock ``time.time()`` seconds, so another process can compare them
-    with its own clock; ``None`` until it happened.
-    """
-
-    created: float
-    dequeued: float | None = None
-    answered: float | None = None
-    ended: float | None = None
-
-    def describe(self) -> dict[str, float | None]:
-        return {
-            "created": self.created,
-            "dequeued": self.dequeued,
-            "answered": self.answered,
-            "ended": self.ended,
-        }
-
-
-def max_in_window(times: Iterable[float], window_s: float = 1.0) -> int:
-    """Return the most ``times`` in any half-open window ``[t, t + window_s)``."""
-    ordered = sorted(times)
-    best = first = 0
-    for last, moment in enumerate(ordered):
-        while ordered[first] <= moment - window_s:
-            first += 1
-        best = max(best, last - first + 1)
-    return best
-
-
-def max_overlap(intervals: Iterable[tuple[float, float | None]]) -> int:
-    """Return the most intervals ``[start, end)`` open at once (end None: open)."""
-    edges: list[tuple[float, int]] = []
-    for start, end in intervals:
-        edges.append((start, 1))
-        if end is not None:
-            edges.append((end, -1))
-    best = current = 0
-    for _, step in sorted(edges):  # an end sorts before a start at the same time
-        current += step
-        best = max(best, current)
-    return best
-
-
-# --------------------------------------------------------------------------
-# What the emulator records
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One thing a call did; ``at`` is seconds since the call was created."""
-
-    at: float
-    kind: str
-    detail: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    """One request the emulator made to a webhook, and how it went."""
-
-    kind: str  # voice status action redirect stream conference recording amd
-    url: str  # as requested (GET: with the parameters in the query)
-    method: str
-    params: Mapping[str, str]
-    signature: str
-    status_code: int | None  # None: no HTTP response (refused, timed out)
-    error: str | None
-    call_sid: str | None
-    at: float  # time.monotonic()
-    response_text: str = ""
-    # normal; duplicate (sent again, same idempotency token); late (held back
-    # and sent after the call's final callback, newest first)
-    delivery: str = "normal"
-
-
-@dataclass(frozen=True, slots=True)
-class CallError:
-    """A Twilio error code the call hit (it would show in the Twilio debugger)."""
-
-    code: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConferenceEvent:
-    """One conference status event, whether or not anyone subscribed to it."""
-
-    name: str  # conference-start, participant-join …
-    params: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -397,203 +181,6 @@ def default_caller(start: StreamStart) -> SimulatedCaller:
 
 
 CallerFactory = Callable[[StreamStart], SimulatedCaller]
-
-
-# --------------------------------------------------------------------------
-# Calls
-
-
-@dataclass(slots=True)
-class _CallOptions:
-    url: str | None = None
-    method: str = "POST"
-    twiml: str | None = None
-    status_callback: str | None = None
-    status_callback_method: str = "POST"
-    status_callback_events: frozenset[str] = frozenset({"completed"})
-    machine_detection: str | None = None
-    async_amd: bool = False
-    async_amd_status_callback: str | None = None
-    async_amd_status_callback_method: str = "POST"
-    record: bool = False
-    recording_status_callback: str | None = None
-    recording_status_callback_method: str = "POST"
-    timeout: int = 60
-    time_limit: int = 14400
-
-
-class Call:
-    """One call: its REST resource, its progress and everything it did.
-
-    Read by tests: ``sid``, ``status``, ``direction``, ``to``, ``from_``,
-    ``answered_by``, ``parent_call_sid``, ``resource()`` (the REST JSON);
-    ``log`` (``LogEntry`` kinds: status, verb, say, play, pause, amd, update,
-    stream-start, stream-stop (Twilio ended it), stream-end (the bridge or the
-    caller did), conference-join, hold-music, hold-music-stop,
-    conference-left, dial, dial-end, callback, error, application-error,
-    unsupported, caller-script-error, hangup, far-end, dequeued, rest-fault,
-    callback-held); ``said()``, ``verbs()``,
-    ``entries(kind)``, ``status_callbacks()``; ``callbacks`` (every
-    ``Callback`` about this call), ``errors`` (``CallError``), ``streams``
-    (the ``SimulatedCaller`` of each Media Stream); ``finished`` (an event set
-    once the call is over and its final callbacks were sent); ``times``
-    (``CallTimes``), ``far_end`` (the ``FarEnd`` it reached), ``talk_s`` (when
-    the far end hangs up after answering, drawn or fixed), ``queue_time_ms``
-    (time spent in the CPS queue, once it left it),
-    ``machine_detection_duration_ms``.
-
-    ``start_time`` is set when the call is dialed (it leaves the queue and is
-    initiated), as Twilio documents: "empty if the call has not yet been
-    dialed"; a call still queued, or canceled while queued, has none.
-    """
-
-    def __init__(
-        self,
-        *,
-        account_sid: str,
-        to: str,
-        from_: str,
-        direction: str,
-        options: _CallOptions,
-        status: str,
-        parent_call_sid: str | None = None,
-        caller_script: Sequence[Step] | None = None,
-        far_end: FarEnd | None = None,
-    ) -> None:
-        self.sid = new_sid("CA")
-        self.account_sid = account_sid
-        self.to = to
-        self.from_ = from_
-        self.direction = direction
-        self.parent_call_sid = parent_call_sid
-        self.options = options
-        self.status = status
-        self.answered_by: str | None = None
-        self.date_created = _now()
-        self.date_updated = self.date_created
-        self.start_time: datetime | None = None
-        self.end_time: datetime | None = None
-        self.caller_script = caller_script
-        self.far_end = far_end
-        self.times = CallTimes(created=time.time())
-        self.talk_s: float | None = None
-        self.queue_time_ms: int | None = None
-        self.queue_estimate_ms = 0
-        self.machine_detection_duration_ms: int | None = None
-        self.log: list[LogEntry] = []
-        self.callbacks: list[Callback] = []
-        self.errors: list[CallError] = []
-        self.streams: list[SimulatedCaller] = []
-        self.finished = asyncio.Event()
-        self.stream_started = asyncio.Event()
-        self._created = time.monotonic()
-        self._answered_at: float | None = None
-        self._ended_at: float | None = None
-        self._sequence = 0
-        self._held: list[dict[str, str]] = []  # status callbacks sent late
-        self._ending = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._interpreter: asyncio.Task[None] | None = None
-        self._redirect_lock = asyncio.Lock()
-        self.status_changed = asyncio.Condition()
-
-    def __repr__(self) -> str:
-        return (
-            f"<Call {self.sid} {self.direction} {self.from_}→{self.to} {self.status}>"
-        )
-
-    # Views for assertions --------------------------------------------------
-
-    def said(self) -> list[str]:
-        """Return the text of every ``<Say>`` the call ran, in order."""
-        return [str(e.detail["text"]) for e in self.log if e.kind == "say"]
-
-    def verbs(self) -> list[str]:
-        """Return the name of every TwiML verb the call ran, in order."""
-        return [str(e.detail["verb"]) for e in self.log if e.kind == "verb"]
-
-    def entries(self, kind: str) -> list[LogEntry]:
-        """Return the log entries of one kind."""
-        return [e for e in self.log if e.kind == kind]
-
-    def status_callbacks(self) -> list[str]:
-        """Return the ``CallStatus`` of each status callback sent, in order."""
-        return [c.params["CallStatus"] for c in self.callbacks if c.kind == "status"]
-
-    @property
-    def duration(self) -> int | None:
-        """Seconds from answer to hang-up (Twilio's ``duration``)."""
-        if self._answered_at is None or self._ended_at is None:
-            return None if self._ended_at is None else 0
-        return int(self._ended_at - self._answered_at)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.finished.is_set()
-
-    def resource(self) -> dict[str, Any]:
-        """Return the call as the REST API serialises it."""
-        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"
-        duration = self.duration
-        return {
-            "sid": self.sid,
-            "date_created": _rfc2822(self.date_created),
-            "date_updated": _rfc2822(self.date_updated),
-            "parent_call_sid": self.parent_call_sid,
-            "account_sid": self.account_sid,
-            "to": self.to,
-            "to_formatted": self.to,
-            "from": self.from_,
-            "from_formatted": self.from_,
-            "phone_number_sid": None,
-            "status": self.status,
-            "start_time": _rfc2822(self.start_time),
-            "end_time": _rfc2822(self.end_time),
-            "duration": None if duration is None else str(duration),
-            "price": None,
-            "price_unit": "USD",
-            "direction": self.direction,
-            "answered_by": self.answered_by,
-            "api_version": API_VERSION,
-            "forwarded_from": None,
-            "group_sid": None,
-            "caller_name": None,
-            "queue_time": str(
-                self.queue_estimate_ms
-                if self.queue_time_ms is None
-                else self.queue_time_ms
-            ),
-            "trunk_sid": None,
-            "uri": base + ".json",
-            "subresource_uris": {
-                name: f"{base}/{name_path}.json"
-                for name, name_path in (
-                    ("notifications", "Notifications"),
-                    ("recordings", "Recordings"),
-                    ("payments", "Payments"),
-                    ("events", "Events"),
-                    ("siprec", "Siprec"),
-                    ("streams", "Streams"),
-                    (
-                        "user_defined_message_subscriptions",
-                        "UserDefinedMessageSubscriptions",
-                    ),
-                    ("user_defined_messages", "UserDefinedMessages"),
-                )
-            },
-        }
-
-    # Bookkeeping (the emulator's) -------------------------------------------
-
-    def _note(self, kind: str, /, **detail: Any) -> None:
-        self.log.append(
-            LogEntry(round(time.monotonic() - self._created, 4), kind, detail)
-        )
-
-    def _set_status(self, status: str) -> None:
-        self.status = status
-        self.date_updated = _now()
-        self._note("status", status=status)
 
 
 class CallHandle:
@@ -649,300 +236,6 @@ class CallHandle:
         """Hang up the remote party (the caller of an inbound call, the callee
         of an outbound one): the stream gets ``stop``, then the call completes."""
         await self.emulator.hang_up(self.call.sid)
-
-
-# --------------------------------------------------------------------------
-# Conferences
-
-
-@dataclass(slots=True)
-class Participant:
-    """A call in a conference room, with the ``<Conference>`` it dialled."""
-
-    call: Call
-    settings: twiml.Conference
-    joined_at: float
-    kicked: asyncio.Event = field(default_factory=asyncio.Event)
-    reason_left: str = "participant_hung_up"
-
-
-class ConferenceRoom:
-    """One conference; a room name lives as long as someone is in it.
-
-    Read by tests: ``sid`` (CF…), ``friendly_name``, ``status`` (init,
-    in-progress, completed), ``participants`` (CallSid → ``Participant``, those
-    in the room now), ``joined`` (every CallSid that joined, in order),
-    ``events`` (every ``ConferenceEvent``, subscribed to or not),
-    ``recording_sid``, ``reason_ended``, ``call_sid_ending``, and the events
-    ``began`` (conference-start) and ``ended`` (conference-end).
-
-    Rules: the room starts once two participants are in it and one of them has
-    ``startConferenceOnEnter``; until then the others hear the ``waitUrl``
-    (noted in their log). It ends when a participant with
-    ``endConferenceOnExit`` leaves (everyone else is let go and goes on with
-    their TwiML) or when the last one leaves. Each ``statusCallback`` URL gets
-    the events it asked for from its participant's join on; each
-    ``recordingStatusCallback`` of a ``record-from-start`` participant gets
-    the recording events (``completed`` once the room ends).
-    """
-
-    def __init__(self, *, account_sid: str, friendly_name: str) -> None:
-        self.sid = new_sid("CF")
-        self.account_sid = account_sid
-        self.friendly_name = friendly_name
-        self.status = "init"
-        self.date_created = _now()
-        self.date_updated = self.date_created
-        self.participants: dict[str, Participant] = {}
-        self.joined: list[str] = []  # every CallSid that ever joined, in order
-        self.events: list[ConferenceEvent] = []
-        self.recording_sid: str | None = None
-        self.reason_ended: str | None = None
-        self.call_sid_ending: str | None = None
-        self.ended = asyncio.Event()
-        self.began = asyncio.Event()
-        self._started_at: float | None = None
-        self._recording_started: datetime | None = None
-        self._subscribers: dict[str, tuple[str, frozenset[str]]] = {}
-        self._recorders: dict[str, tuple[str, frozenset[str], str]] = {}
-        self._send_lock = asyncio.Lock()
-        self._sequence = 0
-        self._sent = 0  # events already posted to subscribers
-
-    def __repr__(self) -> str:
-        return f"<ConferenceRoom {self.friendly_name!r} {self.sid} {self.status}>"
-
-    @property
-    def started(self) -> bool:
-        return self._started_at is not None
-
-    def event_names(self) -> list[str]:
-        """Return the name of every conference event so far, in order."""
-        return [e.name for e in self.events]
-
-    def resource(self) -> dict[str, Any]:
-        """Return the conference as the REST API serialises it."""
-        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Conferences/{self.sid}"
-        return {
-            "sid": self.sid,
-            "account_sid": self.account_sid,
-            "friendly_name": self.friendly_name,
-            "status": self.status,
-            "date_created": _rfc2822(self.date_created),
-            "date_updated": _rfc2822(self.date_updated),
-            "api_version": API_VERSION,
-            "region": "us1",
-            "reason_conference_ended": self.reason_ended,
-            "call_sid_ending_conference": self.call_sid_ending,
-            "uri": base + ".json",
-            "subresource_uris": {
-                "participants": base + "/Participants.json",
-                "recordings": base + "/Recordings.json",
-            },
-        }
-
-
-# --------------------------------------------------------------------------
-# REST plumbing
-
-
-class _RestError(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
-            "status": self.status,
-        }
-
-
-class _Form:
-    """A form-encoded body: repeated names keep every value."""
-
-    def __init__(self, body: bytes) -> None:
-        self.pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-
-    def get(self, name: str) -> str | None:
-        for key, value in self.pairs:
-            if key == name:
-                return value
-        return None
-
-    def getlist(self, name: str) -> list[str]:
-        return [value for key, value in self.pairs if key == name]
-
-    def method(self, name: str) -> str:
-        value = (self.get(name) or "POST").upper()
-        if value not in ("GET", "POST"):
-            raise _RestError(400, 21200, f"{name} must be GET or POST, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.get(name)
-        if value is None or value == "":
-            return default
-        if not value.isdigit() or not low <= int(value) <= high:
-            raise _RestError(400, 21200, f"{name} must be {low}..{high}, got {value!r}")
-        return int(value)
-
-
-class _InjectedFault(Exception):
-    """An injected ``RestFault``: the app replies with it (or drops)."""
-
-    def __init__(self, fault: RestFault) -> None:
-        super().__init__(fault.error_message())
-        self.fault = fault
-
-    def body(self) -> dict[str, Any]:
-        code = self.fault.error_code()
-        return {
-            "code": code,
-            "message": self.fault.error_message(),
-            "more_info": f"https://www.twilio.com/docs/errors/{code}",
-            "status": self.fault.status,
-        }
-
-
-class _Query(_Form):
-    """A query string: ``StartTime>=2026-01-01`` arrives as ``StartTime>``."""
-
-    def __init__(self, query: str) -> None:
-        self.pairs = parse_qsl(query, keep_blank_values=True)
-
-
-_TIME_PARAMS: Final = (
-    "StartTime",
-    "StartTime>",
-    "StartTime<",
-    "EndTime",
-    "EndTime>",
-    "EndTime<",
-)
-
-
-def _moment(name: str, value: str) -> tuple[datetime, bool]:
-    """Read ``YYYY-MM-DD`` (midnight UTC, True) or an ISO 8601 date-time."""
-    try:
-        if len(value) == 10:
-            day = datetime.strptime(value, "%Y-%m-%d").replace(tzinfo=UTC)
-            return day, True
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        raise _RestError(400, 21200, f"Invalid {name}: {value!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC), False
-
-
-@dataclass(frozen=True, slots=True)
-class _TimeFilter:
-    """``StartTime``/``EndTime`` and their inequalities, as Twilio reads them.
-
-    ``X=YYYY-MM-DD``: on that UTC day (a date-time: on its day).
-    ``X>=v`` (sent as ``X>``): at or after ``v``; ``X<=v`` (``X<``): at or
-    before ``v``; a bare date is its midnight UTC ("on or after / on or
-    before midnight of this date"). Times compare to the second, as the
-    resource shows them. A call without that time (not dialed yet, or not
-    ended) matches no filter on it.
-    """
-
-    day: datetime | None = None
-    after: datetime | None = None
-    before: datetime | None = None
-
-    @classmethod
-    def read(cls, query: _Form, name: str) -> _TimeFilter:
-        day = after = before = None
-        if (value := query.get(name)) is not None:
-            day = _moment(name, value)[0].replace(
-                hour=0, minute=0, second=0, microsecond=0
-            )
-        if (value := query.get(name + ">")) is not None:
-            after = _moment(name + ">", value)[0]
-        if (value := query.get(name + "<")) is not None:
-            before = _moment(name + "<", value)[0]
-        return cls(day, after, before)
-
-    def matches(self, moment: datetime | None) -> bool:
-        if self.day is None and self.after is None and self.before is None:
-            return True
-        if moment is None:
-            return False
-        moment = moment.replace(microsecond=0)
-        if self.day is not None and not (
-            self.day <= moment < self.day + timedelta(days=1)
-        ):
-            return False
-        if self.after is not None and moment < self.after:
-            return False
-        return self.before is None or moment <= self.before
-
-
-def _page(
-    key: str,
-    items: list[dict[str, Any]],
-    path: str,
-    query: _Form,
-    filters: list[tuple[str, str]],
-) -> dict[str, Any]:
-    """One page of a list, with Twilio's paging fields.
-
-    ``PageSize`` (1..1000, default 50) and ``Page`` choose the page;
-    ``next_page_uri`` also carries ``PageToken=PA<sid of the page's last
-    item>``, and a page with a token starts after that item, so calls created
-    between two page reads do not shift the pages.
-    """
-    size = query.integer("PageSize", 50, 1, MAX_PAGE_SIZE)
-    number = query.integer("Page", 0, 0, 1_000_000)
-    start = number * size
-    token = query.get("PageToken")
-    if token and token.startswith("PA"):
-        sids = [item["sid"] for item in items]
-        if token[2:] in sids:
-            start = sids.index(token[2:]) + 1
-    chunk = items[start : start + size]
-
-    def uri(page: int, page_token: str | None = None) -> str:
-        pairs = [*filters, ("PageSize", str(size)), ("Page", str(page))]
-        if page_token is not None:
-            pairs.append(("PageToken", page_token))
-        return f"{path}?{urlencode(pairs, quote_via=quote)}"
-
-    more = start + size < len(items)
-    return {
-        key: chunk,
-        "start": start,
-        "end": start + max(len(chunk) - 1, 0),
-        "page": number,
-        "page_size": size,
-        "first_page_uri": uri(0),
-        "next_page_uri": (
-            uri(number + 1, "PA" + chunk[-1]["sid"]) if more and chunk else None
-        ),
-        "previous_page_uri": uri(number - 1) if number > 0 else None,
-        "uri": uri(number, token),
-    }
-
-
-def _check_url(name: str, value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _RestError(400, 21205, f"{name} is not a valid URL: {value}")
-    return value
-
-
-_CALL_PATH: Final = re.compile(
-    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)"
-    r"/(?P<kind>Calls|Conferences)(?:/(?P<sid>[^/]+))?\.json$"
-)
 
 
 # --------------------------------------------------------------------------
@@ -1206,7 +499,7 @@ class TwilioEmulator:
         Returns once the webhook has answered (the TwiML then runs in the
         background); ``handle.wait_stream()`` gives the simulated caller.
         """
-        options = _CallOptions(
+        options = CallOptions(
             url=voice_url,
             method=method.upper(),
             status_callback=status_callback,
@@ -1222,7 +515,7 @@ class TwilioEmulator:
             status="ringing",
             caller_script=caller_script,
         )
-        call.start_time = _now()
+        call.start_time = utc_now()
         self.calls[call.sid] = call
         call._note("status", status="ringing")
         await self._status_event(call, "ringing")
@@ -1267,7 +560,7 @@ class TwilioEmulator:
             status, payload = await self._route(
                 scope["method"], scope["path"], headers, body, query
             )
-        except _InjectedFault as exc:
+        except InjectedFault as exc:
             await self._sleep(exc.fault.delay_s)
             if exc.fault.drop:
                 await send(
@@ -1283,7 +576,7 @@ class TwilioEmulator:
                 # Headers, then nothing: the server closes the connection.
                 raise ConnectionAbortedError("emulated dropped connection") from None
             status, payload = exc.fault.status, exc.body()
-        except _RestError as exc:
+        except RestError as exc:
             status, payload = exc.status, exc.body()
             if exc.status == 401:
                 extra.append((b"www-authenticate", b'Basic realm="Twilio API"'))
@@ -1312,20 +605,20 @@ class TwilioEmulator:
         if path in ("/", "/health"):
             return 200, {"emulator": "twilio", "calls": len(self.calls)}
         self._authenticate(headers.get("authorization", ""))
-        match = _CALL_PATH.match(path)
+        match = CALL_PATH.match(path)
         if match is None or match["account"] != self.account_sid:
-            raise _RestError(404, 20404, f"The requested resource {path} was not found")
+            raise RestError(404, 20404, f"The requested resource {path} was not found")
         sid = match["sid"]
-        form = _Form(body)
+        form = Form(body)
         if match["kind"] == "Conferences":
             if method != "GET":
-                raise _RestError(405, 20004, "Method not allowed")
+                raise RestError(405, 20004, "Method not allowed")
             if sid is None:
                 rooms = [r.resource() for r in reversed(self.conferences.values())]
-                return 200, _page("conferences", rooms, path, _Query(query), [])
+                return 200, list_page("conferences", rooms, path, Query(query), [])
             room = self.conferences.get(sid)
             if room is None:
-                raise _RestError(
+                raise RestError(
                     404, 20404, f"The requested resource {path} was not found"
                 )
             return 200, room.resource()
@@ -1333,16 +626,16 @@ class TwilioEmulator:
             if method == "POST":
                 return 201, self._create_with_faults(form).resource()
             if method == "GET":
-                return 200, self._list_calls(path, _Query(query))
-            raise _RestError(405, 20004, "Method not allowed")
+                return 200, self._list_calls(path, Query(query))
+            raise RestError(405, 20004, "Method not allowed")
         call = self.calls.get(sid)
         if call is None or call.account_sid != self.account_sid:
-            raise _RestError(404, 20404, f"The requested resource {path} was not found")
+            raise RestError(404, 20404, f"The requested resource {path} was not found")
         if method == "GET":
             return 200, call.resource()
         if method == "POST":
             return 200, self._update_call(call, form).resource()
-        raise _RestError(405, 20004, "Method not allowed")
+        raise RestError(405, 20004, "Method not allowed")
 
     def _authenticate(self, authorization: str) -> None:
         scheme, _, encoded = authorization.partition(" ")
@@ -1354,11 +647,11 @@ class TwilioEmulator:
             f"{user}:{password}", f"{self.account_sid}:{self.auth_token}"
         )
         if not ok:
-            raise _RestError(401, 20003, "Authenticate")
+            raise RestError(401, 20003, "Authenticate")
 
     # Calls API ------------------------------------------------------------------
 
-    def _create_with_faults(self, form: _Form) -> Call:
+    def _create_with_faults(self, form: Form) -> Call:
         """Create a call, unless an injected fault says otherwise (or also)."""
         fault = self.pending_faults[0] if self.pending_faults else None
         if fault is None:
@@ -1378,17 +671,17 @@ class TwilioEmulator:
             )
         )
         logger.info("injected REST fault %s (call %s)", fault, call)
-        raise _InjectedFault(fault)
+        raise InjectedFault(fault)
 
-    def _list_calls(self, path: str, query: _Query) -> dict[str, Any]:
+    def _list_calls(self, path: str, query: Query) -> dict[str, Any]:
         """``GET …/Calls.json``: filtered, newest first, paged."""
         to, from_ = query.get("To"), query.get("From")
         parent = query.get("ParentCallSid")
         status = query.get("Status")
         if status is not None and status not in CALL_STATUSES:
-            raise _RestError(400, 21200, f"Invalid Status: {status}")
-        start_filter = _TimeFilter.read(query, "StartTime")
-        end_filter = _TimeFilter.read(query, "EndTime")
+            raise RestError(400, 21200, f"Invalid Status: {status}")
+        start_filter = TimeFilter.read(query, "StartTime")
+        end_filter = TimeFilter.read(query, "EndTime")
         calls = [
             c
             for c in reversed(self.calls.values())
@@ -1399,30 +692,30 @@ class TwilioEmulator:
             and start_filter.matches(c.start_time)
             and end_filter.matches(c.end_time)
         ]
-        keep = ("To", "From", "ParentCallSid", "Status", *_TIME_PARAMS)
+        keep = ("To", "From", "ParentCallSid", "Status", *TIME_PARAMS)
         filters = [(k, v) for k, v in query.pairs if k in keep]
-        return _page("calls", [c.resource() for c in calls], path, query, filters)
+        return list_page("calls", [c.resource() for c in calls], path, query, filters)
 
-    def _create_call(self, form: _Form) -> Call:
+    def _create_call(self, form: Form) -> Call:
         to, from_ = form.get("To"), form.get("From")
         if not to:
-            raise _RestError(400, 21201, "No 'To' number is specified")
+            raise RestError(400, 21201, "No 'To' number is specified")
         if not from_:
-            raise _RestError(400, 21213, "No 'From' number is specified")
+            raise RestError(400, 21213, "No 'From' number is specified")
         if not twiml.is_phone_number(to):
-            raise _RestError(400, 21211, f"Invalid 'To' Phone Number: {to}")
+            raise RestError(400, 21211, f"Invalid 'To' Phone Number: {to}")
         if not twiml.is_phone_number(from_):
-            raise _RestError(400, 21212, f"Invalid 'From' Phone Number: {from_}")
-        url = _check_url("Url", form.get("Url"))
+            raise RestError(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+        url = check_url("Url", form.get("Url"))
         document = form.get("Twiml") or None
         if url is None and document is None:
             if form.get("ApplicationSid"):
-                raise _RestError(
+                raise RestError(
                     400, 21218, "ApplicationSid is not emulated; use Url or Twiml"
                 )
-            raise _RestError(400, 21205, "Url parameter is required.")
+            raise RestError(400, 21205, "Url parameter is required.")
         if url is None and document is not None and len(document) > TWIML_MAX_CHARS:
-            raise _RestError(
+            raise RestError(
                 400,
                 32018,
                 f"Twiml size exceeded maximum allowed value of {TWIML_MAX_CHARS}",
@@ -1432,34 +725,34 @@ class TwilioEmulator:
         )
         unknown = events - STATUS_EVENTS
         if unknown:
-            raise _RestError(
+            raise RestError(
                 400, 21200, f"Invalid StatusCallbackEvent {sorted(unknown)}"
             )
         detection = form.get("MachineDetection") or None
         if detection not in (None, "Enable", "DetectMessageEnd"):
-            raise _RestError(400, 21200, f"Invalid MachineDetection {detection!r}")
+            raise RestError(400, 21200, f"Invalid MachineDetection {detection!r}")
         async_amd = form.get("AsyncAmd") or "false"
         if async_amd not in ("true", "false"):
-            raise _RestError(
+            raise RestError(
                 400, 21200, f"AsyncAmd must be true or false, got {async_amd!r}"
             )
-        options = _CallOptions(
+        options = CallOptions(
             url=url,
             method=form.method("Method"),
             twiml=None if url else document,
-            status_callback=_check_url("StatusCallback", form.get("StatusCallback")),
+            status_callback=check_url("StatusCallback", form.get("StatusCallback")),
             status_callback_method=form.method("StatusCallbackMethod"),
             status_callback_events=events,
             machine_detection=detection,
             async_amd=async_amd == "true",
-            async_amd_status_callback=_check_url(
+            async_amd_status_callback=check_url(
                 "AsyncAmdStatusCallback", form.get("AsyncAmdStatusCallback")
             ),
             async_amd_status_callback_method=form.method(
                 "AsyncAmdStatusCallbackMethod"
             ),
             record=(form.get("Record") or "").lower() == "true",
-            recording_status_callback=_check_url(
+            recording_status_callback=check_url(
                 "RecordingStatusCallback", form.get("RecordingStatusCallback")
             ),
             recording_status_callback_method=form.method(
@@ -1512,16 +805,16 @@ class TwilioEmulator:
         call.queue_time_ms = round((call.times.dequeued - call.times.created) * 1000)
         call._note("dequeued", queue_time_ms=call.queue_time_ms)
 
-    def _update_call(self, call: Call, form: _Form) -> Call:
+    def _update_call(self, call: Call, form: Form) -> Call:
         status = form.get("Status")
-        url = _check_url("Url", form.get("Url"))
+        url = check_url("Url", form.get("Url"))
         document = form.get("Twiml") or None
         if status not in (None, "completed", "canceled"):
-            raise _RestError(
+            raise RestError(
                 400, 21200, f"Status must be completed or canceled, got {status!r}"
             )
         if document is not None and len(document) > TWIML_MAX_CHARS:
-            raise _RestError(
+            raise RestError(
                 400,
                 32018,
                 f"Twiml size exceeded maximum allowed value of {TWIML_MAX_CHARS}",
@@ -1529,9 +822,9 @@ class TwilioEmulator:
         if call._ending or call.status in FINAL_STATUSES:
             if status is not None and url is None and document is None:
                 return call  # hanging up a finished call changes nothing
-            raise _RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
+            raise RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
         if form.get("StatusCallback"):
-            call.options.status_callback = _check_url(
+            call.options.status_callback = check_url(
                 "StatusCallback", form.get("StatusCallback")
             )
             call.options.status_callback_method = form.method("StatusCallbackMethod")
@@ -1575,7 +868,7 @@ class TwilioEmulator:
     async def _outbound(self, call: Call, far_end: FarEnd) -> None:
         await self._leave_queue(call)
         await self._sleep(self.timings.setup_s)
-        call.start_time = _now()  # dialed
+        call.start_time = utc_now()  # dialed
         call.date_updated = call.start_time
         await self._status_event(call, "initiated")
         if far_end.behaviour == "failed":
@@ -1678,7 +971,7 @@ class TwilioEmulator:
         call._answered_at = time.monotonic()
         call.times.answered = time.time()
         if call.start_time is None:
-            call.start_time = _now()
+            call.start_time = utc_now()
         await self._set_status(call, "in-progress")
         self._spawn(
             call, self._hang_up_later(call, call.options.time_limit, "time-limit")
@@ -1704,7 +997,7 @@ class TwilioEmulator:
         call._ending = True
         call._ended_at = time.monotonic()
         call.times.ended = time.time()
-        call.end_time = _now()
+        call.end_time = utc_now()
         call._set_status(status)
         return True
 
@@ -1833,7 +1126,7 @@ class TwilioEmulator:
         )
         params["CallbackSource"] = "call-progress-events"
         params["SequenceNumber"] = str(call._sequence)
-        params["Timestamp"] = _rfc2822(_now()) or ""
+        params["Timestamp"] = rfc2822(utc_now()) or ""
         if event == "completed":
             params["CallDuration"] = str(call.duration or 0)
             params["Duration"] = str(math.ceil((call.duration or 0) / 60))
@@ -2090,7 +1383,7 @@ class TwilioEmulator:
             "StreamSid": stream_sid,
             "StreamName": stream.name or stream_sid,
             "StreamEvent": event,
-            "Timestamp": _rfc2822(_now()) or "",
+            "Timestamp": rfc2822(utc_now()) or "",
         }
         if error is not None:
             params["StreamError"] = error
@@ -2124,12 +1417,12 @@ class TwilioEmulator:
             to=target.number,
             from_=verb.caller_id or call.from_,
             direction="outbound-dial",
-            options=_CallOptions(timeout=verb.timeout),
+            options=CallOptions(timeout=verb.timeout),
             status="ringing",
             parent_call_sid=call.sid,
             far_end=far_end,
         )
-        child.start_time = _now()
+        child.start_time = utc_now()
         self.calls[child.sid] = child
         call._note("dial", number=target.number, child_sid=child.sid)
         started = time.monotonic()
@@ -2250,10 +1543,10 @@ class TwilioEmulator:
             room._started_at = time.monotonic()
             room.began.set()
             room.status = "in-progress"
-            room.date_updated = _now()
+            room.date_updated = utc_now()
             self._emit(room, "conference-start", None)
             if room.recording_sid is not None:
-                room._recording_started = _now()
+                room._recording_started = utc_now()
             for other in room.participants.values():
                 other.call._note("hold-music-stop", conference=room.friendly_name)
         else:
@@ -2280,7 +1573,7 @@ class TwilioEmulator:
         room.status = "completed"
         room.reason_ended = reason
         room.call_sid_ending = call_sid
-        room.date_updated = _now()
+        room.date_updated = utc_now()
         for other in list(room.participants.values()):
             other.reason_left = "conference_ended"
             del room.participants[other.call.sid]
@@ -2300,7 +1593,7 @@ class TwilioEmulator:
             "FriendlyName": room.friendly_name,
             "StatusCallbackEvent": name,
             "SequenceNumber": str(room._sequence),
-            "Timestamp": _rfc2822(_now()) or "",
+            "Timestamp": rfc2822(utc_now()) or "",
         }
         if participant is not None:
             settings = participant.settings
@@ -2366,8 +1659,8 @@ class TwilioEmulator:
                 "RecordingStatus": status,
                 "RecordingChannels": "1",
                 "RecordingSource": "Conference",
-                "RecordingStartTime": _rfc2822(room._recording_started) or "",
-                "Timestamp": _rfc2822(_now()) or "",
+                "RecordingStartTime": rfc2822(room._recording_started) or "",
+                "Timestamp": rfc2822(utc_now()) or "",
             }
             if status == "completed":
                 params["RecordingDuration"] = str(duration)
@@ -2390,7 +1683,7 @@ class TwilioEmulator:
             "RecordingDuration": str(max(1, call.duration or 0)),
             "RecordingChannels": "1",
             "RecordingSource": "OutboundAPI",
-            "RecordingStartTime": _rfc2822(call.start_time) or "",
+            "RecordingStartTime": rfc2822(call.start_time) or "",
         }
         await self._request(
             "recording",
