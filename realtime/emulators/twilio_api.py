@@ -36,11 +36,14 @@ and no ``StartTime`` filter matches it (Twilio: "empty if the call has not yet
 been dialed"); ``To=`` alone or ``Status=queued`` finds it.
 
 Where things live: this module is the emulator itself (the ASGI app, the
-call lifecycle, webhooks, the TwiML interpreter, ``<Dial>`` and conference
-rules); ``twilio_resources`` holds calls and rooms as REST resources and
-records, ``twilio_rest`` the REST plumbing (forms, errors, list filters,
-pages), ``twilio_far_ends`` far-end scripts, timings and REST faults. Every
-public name is re-exported here.
+Calls API, CPS queueing, the call lifecycle, AMD, webhooks and status
+callbacks); ``twilio_interpreter`` runs TwiML (``TwimlInterpreter``, with
+Media Streams and ``<Dial>``), ``twilio_conferences`` keeps rooms and
+recordings (``ConferenceRules``); both are mixed into ``TwilioEmulator``.
+``twilio_resources`` holds calls and rooms as REST resources and records,
+``twilio_rest`` the REST plumbing (forms, errors, list filters, pages),
+``twilio_far_ends`` far-end scripts, timings and REST faults. Every public
+name is re-exported here.
 
 Run standalone: ``python -m realtime.emulators.twilio_api --port 8766
 --account-sid AC… --auth-token …``.
@@ -68,16 +71,15 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import uvicorn
 
 from realtime.emulators import twiml
 from realtime.emulators.caller import SimulatedCaller, Step
-from realtime.emulators.caller_webhook import new_sid, sign_request
+from realtime.emulators.caller_webhook import sign_request
 from realtime.emulators.twilio_far_ends import (
     BEHAVIOURS,
     Behaviour,
@@ -87,6 +89,12 @@ from realtime.emulators.twilio_far_ends import (
     Timings,
     max_in_window,
     max_overlap,
+)
+from realtime.emulators.twilio_interpreter import (
+    CallerFactory,
+    StreamStart,
+    TwimlInterpreter,
+    default_caller,
 )
 from realtime.emulators.twilio_resources import (
     API_VERSION,
@@ -146,41 +154,10 @@ logger = logging.getLogger(__name__)
 
 TWIML_MAX_CHARS: Final = 4000  # Twiml parameter of the Calls API
 TWIML_MAX_BYTES: Final = 64 * 1024  # a fetched TwiML document (error 11750)
-DEFAULT_HOLD_MUSIC: Final = (
-    "https://twimlets.com/holdmusic?Bucket=com.twilio.music.classical"
-)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStart:
-    """Everything needed to open one Media Stream as Twilio would."""
-
-    url: str  # absolute ws:// or wss:// URL, no query string
-    auth_token: str  # signs the upgrade (X-Twilio-Signature)
-    account_sid: str
-    call_sid: str
-    stream_sid: str
-    parameters: Mapping[str, str]  # <Parameter>s → start.customParameters
-    name: str | None
-
-
-def default_caller(start: StreamStart) -> SimulatedCaller:
-    """Build the simulated caller of a Media Stream (real-time pace)."""
-    return SimulatedCaller(
-        start.url,
-        parameters=start.parameters,
-        auth_token=start.auth_token,
-        account_sid=start.account_sid,
-        call_sid=start.call_sid,
-        stream_sid=start.stream_sid,
-    )
-
-
-CallerFactory = Callable[[StreamStart], SimulatedCaller]
 
 
 class CallHandle:
@@ -242,7 +219,7 @@ class CallHandle:
 # The emulator
 
 
-class TwilioEmulator:
+class TwilioEmulator(TwimlInterpreter):
     """The Calls API, the telephone network behind it and the TwiML runtime.
 
     ``transport`` replaces the network for the emulator's own requests
@@ -1194,544 +1171,6 @@ class TwilioEmulator:
         call.errors.append(CallError(code, message))
         call._note("error", code=code, message=message)
         return None
-
-    # TwiML interpreter ----------------------------------------------------------
-
-    def _start_interpreter(
-        self, call: Call, document: tuple[twiml.Verb, ...], document_url: str | None
-    ) -> None:
-        if call._ending:
-            return
-        call._interpreter = self._spawn(
-            call, self._interpret(call, document, document_url)
-        )
-
-    async def _redirect(
-        self, call: Call, url: str | None, method: str, document: str | None
-    ) -> None:
-        """Replace the TwiML a live call runs (REST update with Url or Twiml)."""
-        async with call._redirect_lock:
-            if call._ending:
-                return
-            if url is not None:
-                verbs = await self._fetch_twiml(call, "redirect", url, method)
-                if verbs is None:
-                    await self._end_call(call, "completed")
-                    return
-            else:
-                assert document is not None
-                try:
-                    verbs = twiml.parse_twiml(document)
-                except TwimlError as exc:
-                    await self._fail(call, exc.code, exc.reason)
-                    return
-            old = call._interpreter
-            if old is not None and not old.done():
-                old.cancel()
-                await asyncio.wait({old})
-            self._start_interpreter(call, verbs, url)
-
-    async def _interpret(
-        self, call: Call, verbs: tuple[twiml.Verb, ...], document_url: str | None
-    ) -> None:
-        while True:
-            outcome: _Outcome = None
-            for verb in verbs:
-                call._note("verb", verb=type(verb).__name__)
-                try:
-                    outcome = await self._run_verb(call, verb, document_url)
-                except TwimlError as exc:
-                    await self._fail(call, exc.code, exc.reason)
-                    return
-                if outcome is not None:
-                    break
-            if isinstance(outcome, _Document):
-                verbs, document_url = outcome.verbs, outcome.url
-                continue
-            if isinstance(outcome, _Failed | _CallerGone):
-                await self._end_call(call, "completed")
-                return
-            call._note("hangup", by="twiml" if outcome is _HANGUP else "end of twiml")
-            await self._end_call(call, "completed")
-            return
-
-    async def _run_verb(
-        self, call: Call, verb: twiml.Verb, document_url: str | None
-    ) -> _Outcome:
-        t = self.timings
-        if isinstance(verb, twiml.Say):
-            call._note("say", text=verb.text, voice=verb.voice, language=verb.language)
-            await self._repeat(verb.loop, len(verb.text) * t.say_s_per_char)
-        elif isinstance(verb, twiml.Play):
-            call._note("play", url=verb.url, digits=verb.digits)
-            await self._repeat(verb.loop, t.play_s if verb.url else 0.0)
-        elif isinstance(verb, twiml.Pause):
-            call._note("pause", length=verb.length)
-            await self._sleep(verb.length * t.pause_scale)
-        elif isinstance(verb, twiml.Hangup):
-            return _HANGUP
-        elif isinstance(verb, twiml.Redirect):
-            url = _absolute(verb.url, document_url)
-            fetched = await self._fetch_twiml(call, "redirect", url, verb.method)
-            return _FAILED if fetched is None else _Document(fetched, url)
-        elif isinstance(verb, twiml.Connect):
-            return await self._connect_stream(call, verb, document_url)
-        elif isinstance(verb, twiml.Dial):
-            return await self._dial(call, verb, document_url)
-        else:
-            call._note("unsupported", verb=verb.name)
-        return None
-
-    async def _repeat(self, loop: int, seconds: float) -> None:
-        if loop == 0:  # repeats until something else happens to the call
-            await asyncio.Event().wait()
-        await self._sleep(loop * seconds)
-
-    async def _action(
-        self,
-        call: Call,
-        url: str | None,
-        method: str,
-        document_url: str | None,
-        extra: Mapping[str, str],
-    ) -> _Outcome:
-        """Request a verb's ``action``: its TwiML replaces the rest of the document."""
-        if url is None:
-            return None
-        absolute = _absolute(url, document_url)
-        fetched = await self._fetch_twiml(call, "action", absolute, method, extra)
-        return _FAILED if fetched is None else _Document(fetched, absolute)
-
-    async def _connect_stream(
-        self, call: Call, verb: twiml.Connect, document_url: str | None
-    ) -> _Outcome:
-        url = twiml.check_stream(verb.stream, document_url=document_url)
-        stream_sid = new_sid("MZ")
-        start = StreamStart(
-            url=url,
-            auth_token=self.auth_token,
-            account_sid=call.account_sid,
-            call_sid=call.sid,
-            stream_sid=stream_sid,
-            parameters=dict(verb.stream.parameters),
-            name=verb.stream.name,
-        )
-        caller = self.caller_factory(start)
-        try:
-            await caller.connect()
-        except Exception as exc:  # refused, or a non-101 answer: 31920
-            await self._stream_event(
-                call, verb.stream, stream_sid, "stream-error", str(exc)
-            )
-            raise TwimlError(
-                f"Stream - WebSocket - Handshake Error: {exc}",
-                code=twiml.TwimlErrorCode.STREAM_HANDSHAKE,
-            ) from None
-        call.streams.append(caller)
-        call._note(
-            "stream-start", url=url, stream_sid=stream_sid, parameters=start.parameters
-        )
-        call.stream_started.set()
-        await self._stream_event(call, verb.stream, stream_sid, "stream-started")
-        if call.caller_script is not None and len(call.streams) == 1:
-            # The script plays on the first stream only; later streams (back
-            # from a conference, say) are driven through ``handle.caller``.
-            self._spawn(call, self._run_script(call, caller, call.caller_script))
-        try:
-            while not caller.closed:
-                with contextlib.suppress(AssertionError):  # its wait times out
-                    await caller.wait_closed(timeout_s=3600.0)
-        except asyncio.CancelledError:
-            # Hung up, or redirected by a REST update: Twilio sends stop and closes.
-            call._note("stream-stop", stream_sid=stream_sid)
-            with contextlib.suppress(Exception):
-                await caller.hang_up()
-            await self._stream_event(call, verb.stream, stream_sid, "stream-stopped")
-            raise
-        await self._stream_event(call, verb.stream, stream_sid, "stream-stopped")
-        if caller.closed_by_server is None:  # the script hung up
-            call._note("stream-end", stream_sid=stream_sid, by="caller")
-            call._note("hangup", by="caller")
-            return _CALLER_GONE
-        # The bridge closed the socket: Twilio goes on with <Connect action> or
-        # the next verb.
-        call._note("stream-end", stream_sid=stream_sid, by="server")
-        return await self._action(call, verb.action, verb.method, document_url, {})
-
-    async def _run_script(
-        self, call: Call, caller: SimulatedCaller, script: Sequence[Step]
-    ) -> None:
-        """Play the caller's script; it stays on the line afterwards."""
-        try:
-            await caller.run(script, hang_up=False)
-        except AssertionError as exc:  # a wait in the script timed out
-            call._note("caller-script-error", error=str(exc))
-
-    async def _stream_event(
-        self,
-        call: Call,
-        stream: twiml.Stream,
-        stream_sid: str,
-        event: str,
-        error: str | None = None,
-    ) -> None:
-        if stream.status_callback is None:
-            return
-        params = {
-            "AccountSid": call.account_sid,
-            "CallSid": call.sid,
-            "StreamSid": stream_sid,
-            "StreamName": stream.name or stream_sid,
-            "StreamEvent": event,
-            "Timestamp": rfc2822(utc_now()) or "",
-        }
-        if error is not None:
-            params["StreamError"] = error
-        await self._request(
-            "stream",
-            stream.status_callback,
-            stream.status_callback_method,
-            params,
-            call,
-        )
-
-    # <Dial> ---------------------------------------------------------------------
-
-    async def _dial(
-        self, call: Call, verb: twiml.Dial, document_url: str | None
-    ) -> _Outcome:
-        if isinstance(verb.target, twiml.Conference):
-            return await self._dial_conference(call, verb, verb.target, document_url)
-        return await self._dial_number(call, verb, verb.target, document_url)
-
-    async def _dial_number(
-        self,
-        call: Call,
-        verb: twiml.Dial,
-        target: twiml.Number,
-        document_url: str | None,
-    ) -> _Outcome:
-        far_end = self.far_end_for(target.number)
-        child = Call(
-            account_sid=call.account_sid,
-            to=target.number,
-            from_=verb.caller_id or call.from_,
-            direction="outbound-dial",
-            options=CallOptions(timeout=verb.timeout),
-            status="ringing",
-            parent_call_sid=call.sid,
-            far_end=far_end,
-        )
-        child.start_time = utc_now()
-        self.calls[child.sid] = child
-        call._note("dial", number=target.number, child_sid=child.sid)
-        started = time.monotonic()
-        if far_end.behaviour in ("busy", "failed", "no-answer"):
-            wait = self.timings.no_answer_s if far_end.behaviour == "no-answer" else 0.0
-            await self._sleep(verb.timeout if wait is None else wait)
-            await self._end_call(child, far_end.behaviour)
-            dial_status: str = far_end.behaviour
-        else:
-            await self._sleep(
-                self.timings.ring_s if far_end.ring_s is None else far_end.ring_s
-            )
-            child._answered_at = time.monotonic()
-            child.times.answered = time.time()
-            await self._set_status(child, "in-progress")
-            child.talk_s = self._talk_time(far_end)
-            limit = min(verb.time_limit, child.talk_s or verb.time_limit)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(child.finished.wait(), limit)
-            finally:
-                await self._end_call(child, "completed")
-            dial_status = "completed"
-        extra = {
-            "DialCallStatus": dial_status,
-            "DialCallSid": child.sid,
-            "DialCallDuration": str(int(time.monotonic() - started)),
-            "DialBridged": "true" if dial_status == "completed" else "false",
-        }
-        call._note("dial-end", dial_call_status=dial_status)
-        return await self._action(call, verb.action, verb.method, document_url, extra)
-
-    async def _dial_conference(
-        self,
-        call: Call,
-        verb: twiml.Dial,
-        settings: twiml.Conference,
-        document_url: str | None,
-    ) -> _Outcome:
-        room = self._room(call.account_sid, settings.name)
-        if len(room.participants) >= settings.max_participants:
-            call._note("conference-full", conference=settings.name)
-            extra = {"DialCallStatus": "failed"}
-            return await self._action(
-                call, verb.action, verb.method, document_url, extra
-            )
-        participant = Participant(call, settings, time.monotonic())
-        self._join(room, participant, document_url)
-        try:
-            await self._flush(room)
-            await participant.kicked.wait()
-        finally:
-            if room.participants.get(call.sid) is participant:
-                participant.reason_left = (
-                    "participant_updated_via_api"
-                    if not call._ending
-                    else "participant_hung_up"
-                )
-                self._leave(room, participant)
-            call._note(
-                "conference-left",
-                conference=room.friendly_name,
-                reason=participant.reason_left,
-            )
-            await self._flush(room)
-        extra = {"DialCallStatus": "answered"}
-        return await self._action(call, verb.action, verb.method, document_url, extra)
-
-    def _room(self, account_sid: str, name: str) -> ConferenceRoom:
-        room = self._rooms.get((account_sid, name))
-        if room is None or room.status == "completed":
-            room = ConferenceRoom(account_sid=account_sid, friendly_name=name)
-            self._rooms[(account_sid, name)] = room
-            self.conferences[room.sid] = room
-        return room
-
-    def _join(
-        self, room: ConferenceRoom, participant: Participant, document_url: str | None
-    ) -> None:
-        """Add a participant; start the room if the rules say so (synchronous)."""
-        call, settings = participant.call, participant.settings
-        room.participants[call.sid] = participant
-        room.joined.append(call.sid)
-        if settings.status_callback:
-            url = _absolute(settings.status_callback, document_url)
-            room._subscribers.setdefault(
-                url, (settings.status_callback_method, settings.status_callback_events)
-            )
-        if (
-            settings.record == "record-from-start"
-            and settings.recording_status_callback
-        ):
-            url = _absolute(settings.recording_status_callback, document_url)
-            room._recorders.setdefault(
-                url,
-                (
-                    settings.recording_status_callback_method,
-                    settings.recording_status_callback_events,
-                    call.sid,
-                ),
-            )
-        if settings.record == "record-from-start" and room.recording_sid is None:
-            room.recording_sid = new_sid("RE")
-        call._note(
-            "conference-join",
-            conference=room.friendly_name,
-            conference_sid=room.sid,
-            start_conference_on_enter=settings.start_conference_on_enter,
-            end_conference_on_exit=settings.end_conference_on_exit,
-        )
-        self._emit(room, "participant-join", participant)
-        if room.started:
-            return
-        # Twilio starts a room once two people are in it and one of them may start it.
-        if len(room.participants) >= 2 and any(
-            p.settings.start_conference_on_enter for p in room.participants.values()
-        ):
-            room._started_at = time.monotonic()
-            room.began.set()
-            room.status = "in-progress"
-            room.date_updated = utc_now()
-            self._emit(room, "conference-start", None)
-            if room.recording_sid is not None:
-                room._recording_started = utc_now()
-            for other in room.participants.values():
-                other.call._note("hold-music-stop", conference=room.friendly_name)
-        else:
-            wait_url = settings.wait_url
-            call._note(
-                "hold-music",
-                conference=room.friendly_name,
-                wait_url=DEFAULT_HOLD_MUSIC if wait_url is None else wait_url,
-            )
-
-    def _leave(self, room: ConferenceRoom, participant: Participant) -> None:
-        """Remove a participant; end the room if the rules say so (synchronous)."""
-        sid = participant.call.sid
-        del room.participants[sid]
-        self._emit(room, "participant-leave", participant)
-        if room.status == "completed":
-            return
-        if participant.settings.end_conference_on_exit:
-            self._end_room(room, "participant-with-end-conference-on-exit-left", sid)
-        elif not room.participants:
-            self._end_room(room, "last-participant-left", sid)
-
-    def _end_room(self, room: ConferenceRoom, reason: str, call_sid: str) -> None:
-        room.status = "completed"
-        room.reason_ended = reason
-        room.call_sid_ending = call_sid
-        room.date_updated = utc_now()
-        for other in list(room.participants.values()):
-            other.reason_left = "conference_ended"
-            del room.participants[other.call.sid]
-            self._emit(room, "participant-leave", other)
-            other.kicked.set()
-        self._emit(room, "conference-end", None)
-        room.ended.set()
-
-    def _emit(
-        self, room: ConferenceRoom, name: str, participant: Participant | None
-    ) -> None:
-        """Record a conference event now; ``_flush`` posts it to subscribers."""
-        room._sequence += 1
-        params = {
-            "AccountSid": room.account_sid,
-            "ConferenceSid": room.sid,
-            "FriendlyName": room.friendly_name,
-            "StatusCallbackEvent": name,
-            "SequenceNumber": str(room._sequence),
-            "Timestamp": rfc2822(utc_now()) or "",
-        }
-        if participant is not None:
-            settings = participant.settings
-            params.update(
-                CallSid=participant.call.sid,
-                Muted=str(settings.muted).lower(),
-                Hold="false",
-                Coaching="false",
-                EndConferenceOnExit=str(settings.end_conference_on_exit).lower(),
-                StartConferenceOnEnter=str(settings.start_conference_on_enter).lower(),
-            )
-            if settings.participant_label:
-                params["ParticipantLabel"] = settings.participant_label
-            if name == "participant-leave":
-                params["ReasonParticipantLeft"] = participant.reason_left
-                params["ParticipantCallStatus"] = participant.call.status
-        if name == "conference-end":
-            params["ReasonConferenceEnded"] = room.reason_ended or ""
-            params["CallSidEndingConference"] = room.call_sid_ending or ""
-        room.events.append(ConferenceEvent(name, params))
-
-    async def _flush(self, room: ConferenceRoom) -> None:
-        """Post every conference event not yet sent, in order, to its subscribers."""
-        async with room._send_lock:
-            while room._sent < len(room.events):
-                event = room.events[room._sent]
-                room._sent += 1
-                short = _SHORT_EVENT[event.name]
-                for url, (method, events) in list(room._subscribers.items()):
-                    if short in events:
-                        await self._request(
-                            "conference",
-                            url,
-                            method,
-                            event.params,
-                            self._call_of(event),
-                        )
-                if event.name == "conference-start":
-                    await self._recording_events(room, "in-progress")
-                if event.name == "conference-end":
-                    await self._recording_events(room, "completed")
-
-    def _call_of(self, event: ConferenceEvent) -> Call | None:
-        sid = event.params.get("CallSid")
-        return None if sid is None else self.calls.get(sid)
-
-    async def _recording_events(self, room: ConferenceRoom, status: str) -> None:
-        if room.recording_sid is None or room._recording_started is None:
-            return
-        started = room._started_at or time.monotonic()
-        duration = max(1, math.ceil(time.monotonic() - started))
-        for url, (method, events, call_sid) in room._recorders.items():
-            if status not in events:
-                continue
-            params = {
-                "AccountSid": room.account_sid,
-                "CallSid": call_sid,
-                "ConferenceSid": room.sid,
-                "RecordingSid": room.recording_sid,
-                "RecordingUrl": self._recording_url(
-                    room.account_sid, room.recording_sid
-                ),
-                "RecordingStatus": status,
-                "RecordingChannels": "1",
-                "RecordingSource": "Conference",
-                "RecordingStartTime": rfc2822(room._recording_started) or "",
-                "Timestamp": rfc2822(utc_now()) or "",
-            }
-            if status == "completed":
-                params["RecordingDuration"] = str(duration)
-            await self._request(
-                "recording", url, method, params, self.calls.get(call_sid)
-            )
-
-    async def _call_recording(self, call: Call) -> None:
-        """Post the recording callback of a call created with ``Record=true``."""
-        url = call.options.recording_status_callback
-        if url is None:
-            return
-        recording_sid = new_sid("RE")
-        params = {
-            "AccountSid": call.account_sid,
-            "CallSid": call.sid,
-            "RecordingSid": recording_sid,
-            "RecordingUrl": self._recording_url(call.account_sid, recording_sid),
-            "RecordingStatus": "completed",
-            "RecordingDuration": str(max(1, call.duration or 0)),
-            "RecordingChannels": "1",
-            "RecordingSource": "OutboundAPI",
-            "RecordingStartTime": rfc2822(call.start_time) or "",
-        }
-        await self._request(
-            "recording",
-            url,
-            call.options.recording_status_callback_method,
-            params,
-            call,
-        )
-
-    def _recording_url(self, account_sid: str, recording_sid: str) -> str:
-        base = self.base_url if self._server is not None else "https://api.twilio.com"
-        return f"{base}/{API_VERSION}/Accounts/{account_sid}/Recordings/{recording_sid}"
-
-
-_SHORT_EVENT: Final = {
-    "conference-start": "start",
-    "conference-end": "end",
-    "participant-join": "join",
-    "participant-leave": "leave",
-}
-
-
-class _Hangup:
-    pass
-
-
-class _Failed:
-    pass
-
-
-class _CallerGone:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Document:
-    verbs: tuple[twiml.Verb, ...]
-    url: str | None
-
-
-_HANGUP: Final = _Hangup()
-_FAILED: Final = _Failed()
-_CALLER_GONE: Final = _CallerGone()
-_Outcome = _Document | _Hangup | _Failed | _CallerGone | None
-
-
-def _absolute(url: str, document_url: str | None) -> str:
-    return url if document_url is None else urljoin(document_url, url)
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:

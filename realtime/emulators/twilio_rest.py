@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 from realtime.emulators.twilio_far_ends import RestFault
 from realtime.emulators.twilio_resources import API_VERSION
@@ -25,6 +25,7 @@ __all__ = [
     "Query",
     "RestError",
     "TimeFilter",
+    "absolute_url",
     "check_url",
     "list_page",
     "read_moment",
@@ -215,6 +216,11 @@ def list_page(
         "previous_page_uri": uri(number - 1) if number > 0 else None,
         "uri": uri(number, token),
     }
+
+
+def absolute_url(url: str, document_url: str | None) -> str:
+    """Resolve a TwiML URL against the document it came from (if fetched)."""
+    return url if document_url is None else urljoin(document_url, url)
 
 
 def check_url(name: str, value: str | None) -> str | None:
