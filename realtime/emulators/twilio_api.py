@@ -591,7 +591,7 @@ class TwilioEmulator(TwimlInterpreter):
             if method != "GET":
                 raise RestError(405, 20004, "Method not allowed")
             if sid is None:
-                rooms = [r.resource() for r in reversed(self.conferences.values())]
+                rooms = list(reversed(self.conferences.values()))
                 return 200, list_page("conferences", rooms, path, Query(query), [])
             room = self.conferences.get(sid)
             if room is None:
@@ -671,7 +671,7 @@ class TwilioEmulator(TwimlInterpreter):
         ]
         keep = ("To", "From", "ParentCallSid", "Status", *TIME_PARAMS)
         filters = [(k, v) for k, v in query.pairs if k in keep]
-        return list_page("calls", [c.resource() for c in calls], path, query, filters)
+        return list_page("calls", calls, path, query, filters)
 
     def _create_call(self, form: Form) -> Call:
         to, from_ = form.get("To"), form.get("From")

@@ -8,9 +8,10 @@ error bodies, paged lists with ``next_page_uri``). No Django, no I/O.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 from realtime.emulators.twilio_far_ends import RestFault
@@ -22,6 +23,7 @@ __all__ = [
     "TIME_PARAMS",
     "Form",
     "InjectedFault",
+    "Listed",
     "Query",
     "RestError",
     "TimeFilter",
@@ -172,9 +174,18 @@ class TimeFilter:
         return self.before is None or moment <= self.before
 
 
+class Listed(Protocol):
+    """What a list shows: a resource with a SID."""
+
+    @property
+    def sid(self) -> str: ...
+
+    def resource(self) -> dict[str, Any]: ...
+
+
 def list_page(
     key: str,
-    items: list[dict[str, Any]],
+    items: Sequence[Listed],
     path: str,
     query: Form,
     filters: list[tuple[str, str]],
@@ -184,17 +195,18 @@ def list_page(
     ``PageSize`` (1..1000, default 50) and ``Page`` choose the page;
     ``next_page_uri`` also carries ``PageToken=PA<sid of the page's last
     item>``, and a page with a token starts after that item, so calls created
-    between two page reads do not shift the pages.
+    between two page reads do not shift the pages. Only the page's items are
+    serialised.
     """
     size = query.integer("PageSize", 50, 1, MAX_PAGE_SIZE)
     number = query.integer("Page", 0, 0, 1_000_000)
     start = number * size
     token = query.get("PageToken")
     if token and token.startswith("PA"):
-        sids = [item["sid"] for item in items]
+        sids = [item.sid for item in items]
         if token[2:] in sids:
             start = sids.index(token[2:]) + 1
-    chunk = items[start : start + size]
+    chunk = [item.resource() for item in items[start : start + size]]
 
     def uri(page: int, page_token: str | None = None) -> str:
         pairs = [*filters, ("PageSize", str(size)), ("Page", str(page))]

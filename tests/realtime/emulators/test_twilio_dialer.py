@@ -118,6 +118,15 @@ async def test_pages_do_not_shift_when_calls_arrive_between_reads(
     assert [c.sid for c in first] + [c.sid for c in second] == sids[::-1]
 
 
+async def test_conference_list_pages_newest_first(
+    emu: TwilioEmulator, client: Client
+) -> None:
+    first, second = emu._room(AC, "room-a"), emu._room(AC, "room-b")
+    listed = await asyncio.to_thread(client.conferences.list, page_size=1)
+    assert [c.sid for c in listed] == [second.sid, first.sid]
+    assert listed[0].friendly_name == "room-b"
+
+
 async def test_start_time_filters_and_a_queued_call(
     emu: TwilioEmulator, client: Client
 ) -> None:
