@@ -22,8 +22,28 @@ Objects::
     │   └── CallHandle    what tests hold: hang_up(), wait_finished(), caller
     ├── ConferenceRoom    one conference: participants, events, recording
     ├── FarEnd            scripted callee of an outbound call, per number
+    ├── RestFault         how the next ``POST Calls.json`` fails (injected)
+    │   └── FaultRecord   one injected fault as it happened
     ├── Timings           delays; small by default, ``Timings.realistic()``
     └── Callback          one webhook the emulator sent, with its HTTP status
+
+The Calls list (``GET …/Calls.json``) filters by ``To``, ``From``,
+``ParentCallSid``, ``Status``, ``StartTime``/``EndTime`` and their
+inequalities (``StartTime>``/``StartTime<``, sent for ``StartTime>=``/``<=``),
+newest first, paged by ``PageSize``/``Page``/``PageToken``. ``start_time`` is
+set when a call is dialed, so a call still waiting in the CPS queue has none
+and no ``StartTime`` filter matches it (Twilio: "empty if the call has not yet
+been dialed"); ``To=`` alone or ``Status=queued`` finds it.
+
+Where things live: this module is the emulator itself (the ASGI app, the
+Calls API, CPS queueing, the call lifecycle, AMD, webhooks and status
+callbacks); ``twilio_interpreter`` runs TwiML (``TwimlInterpreter``, with
+Media Streams and ``<Dial>``), ``twilio_conferences`` keeps rooms and
+recordings (``ConferenceRules``); both are mixed into ``TwilioEmulator``.
+``twilio_resources`` holds calls and rooms as REST resources and records,
+``twilio_rest`` the REST plumbing (forms, errors, list filters, pages),
+``twilio_far_ends`` far-end scripts, timings and REST faults. Every public
+name is re-exported here.
 
 Run standalone: ``python -m realtime.emulators.twilio_api --port 8766
 --account-sid AC… --auth-token …``.
@@ -39,7 +59,7 @@ import contextlib
 import json
 import logging
 import math
-import re
+import random
 import secrets
 import time
 from collections.abc import (
@@ -51,365 +71,93 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 import httpx
 import uvicorn
 
 from realtime.emulators import twiml
 from realtime.emulators.caller import SimulatedCaller, Step
-from realtime.emulators.caller_webhook import new_sid, sign_request
+from realtime.emulators.caller_webhook import sign_request
+from realtime.emulators.twilio_far_ends import (
+    BEHAVIOURS,
+    Behaviour,
+    FarEnd,
+    FaultRecord,
+    RestFault,
+    Timings,
+    max_in_window,
+    max_overlap,
+)
+from realtime.emulators.twilio_interpreter import (
+    CallerFactory,
+    StreamStart,
+    TwimlInterpreter,
+    default_caller,
+)
+from realtime.emulators.twilio_resources import (
+    API_VERSION,
+    CALL_STATUSES,
+    FINAL_STATUSES,
+    STATUS_EVENTS,
+    Call,
+    Callback,
+    CallError,
+    CallOptions,
+    CallTimes,
+    ConferenceEvent,
+    ConferenceRoom,
+    LogEntry,
+    Participant,
+    rfc2822,
+    utc_now,
+)
+from realtime.emulators.twilio_rest import (
+    CALL_PATH,
+    TIME_PARAMS,
+    Form,
+    InjectedFault,
+    Query,
+    RestError,
+    TimeFilter,
+    check_url,
+    list_page,
+)
 from realtime.emulators.twiml import TwimlError
 
 __all__ = [
+    "BEHAVIOURS",
+    "Behaviour",
     "Call",
     "CallError",
     "CallHandle",
+    "CallTimes",
     "Callback",
     "ConferenceEvent",
     "ConferenceRoom",
     "FarEnd",
+    "FaultRecord",
     "LogEntry",
     "Participant",
+    "RestFault",
     "StreamStart",
     "Timings",
     "TwilioEmulator",
     "default_caller",
     "main",
+    "max_in_window",
+    "max_overlap",
 ]
 
 logger = logging.getLogger(__name__)
 
-API_VERSION: Final = "2010-04-01"
 TWIML_MAX_CHARS: Final = 4000  # Twiml parameter of the Calls API
 TWIML_MAX_BYTES: Final = 64 * 1024  # a fetched TwiML document (error 11750)
-DEFAULT_HOLD_MUSIC: Final = (
-    "https://twimlets.com/holdmusic?Bucket=com.twilio.music.classical"
-)
-STATUS_EVENTS: Final = frozenset({"initiated", "ringing", "answered", "completed"})
-FINAL_STATUSES: Final = frozenset(
-    {"completed", "busy", "no-answer", "failed", "canceled"}
-)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Behaviour = Literal["answer", "busy", "no-answer", "failed", "machine"]
-
-
-def _rfc2822(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime("%a, %d %b %Y %H:%M:%S +0000")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------
-# Configuration: timings and far ends
-
-
-@dataclass(frozen=True, slots=True)
-class Timings:
-    """How long the emulated network takes; small by default so tests are fast.
-
-    ``pause_scale`` and ``say_s_per_char`` turn TwiML durations into wall time;
-    ``no_answer_s=None`` rings for the call's own ``Timeout``.
-    """
-
-    setup_s: float = 0.005  # queued → initiated
-    ring_s: float = 0.01  # initiated → ringing → answered
-    no_answer_s: float | None = 0.03
-    amd_s: float = 0.01  # answer → AnsweredBy human/machine_start
-    message_end_s: float = 0.02  # answer → machine_end_beep (DetectMessageEnd)
-    say_s_per_char: float = 0.0005
-    play_s: float = 0.01  # one <Play> of a file
-    pause_scale: float = 0.01  # <Pause length="1"/> waits 10 ms
-    callback_timeout_s: float = 5.0
-
-    @classmethod
-    def realistic(cls) -> Timings:
-        """Return the delays of a real call (for the demo)."""
-        return cls(
-            setup_s=0.3,
-            ring_s=3.0,
-            no_answer_s=None,
-            amd_s=2.5,
-            message_end_s=8.0,
-            say_s_per_char=0.12,
-            play_s=3.0,
-            pause_scale=1.0,
-            callback_timeout_s=15.0,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FarEnd:
-    """The scripted party an outbound call reaches.
-
-    ``behaviour``: ``answer`` (a human), ``busy``, ``no-answer``, ``failed`` or
-    ``machine`` (voicemail: AnsweredBy ``machine_start``, or
-    ``machine_end_beep`` with ``MachineDetection=DetectMessageEnd``).
-    ``hangup_after_s`` hangs up that long after answering; ``None`` waits for
-    the TwiML to end or for ``CallHandle.hang_up()``. ``caller_script`` drives
-    the simulated caller if the call's TwiML opens a Media Stream.
-    """
-
-    behaviour: Behaviour = "answer"
-    hangup_after_s: float | None = None
-    ring_s: float | None = None  # None: Timings.ring_s
-    caller_script: Sequence[Step] | None = None
-
-
-# --------------------------------------------------------------------------
-# What the emulator records
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One thing a call did; ``at`` is seconds since the call was created."""
-
-    at: float
-    kind: str
-    detail: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    """One request the emulator made to a webhook, and how it went."""
-
-    kind: str  # voice status action redirect stream conference recording
-    url: str  # as requested (GET: with the parameters in the query)
-    method: str
-    params: Mapping[str, str]
-    signature: str
-    status_code: int | None  # None: no HTTP response (refused, timed out)
-    error: str | None
-    call_sid: str | None
-    at: float  # time.monotonic()
-    response_text: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CallError:
-    """A Twilio error code the call hit (it would show in the Twilio debugger)."""
-
-    code: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConferenceEvent:
-    """One conference status event, whether or not anyone subscribed to it."""
-
-    name: str  # conference-start, participant-join …
-    params: Mapping[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamStart:
-    """Everything needed to open one Media Stream as Twilio would."""
-
-    url: str  # absolute ws:// or wss:// URL, no query string
-    auth_token: str  # signs the upgrade (X-Twilio-Signature)
-    account_sid: str
-    call_sid: str
-    stream_sid: str
-    parameters: Mapping[str, str]  # <Parameter>s → start.customParameters
-    name: str | None
-
-
-def default_caller(start: StreamStart) -> SimulatedCaller:
-    """Build the simulated caller of a Media Stream (real-time pace)."""
-    return SimulatedCaller(
-        start.url,
-        parameters=start.parameters,
-        auth_token=start.auth_token,
-        account_sid=start.account_sid,
-        call_sid=start.call_sid,
-        stream_sid=start.stream_sid,
-    )
-
-
-CallerFactory = Callable[[StreamStart], SimulatedCaller]
-
-
-# --------------------------------------------------------------------------
-# Calls
-
-
-@dataclass(slots=True)
-class _CallOptions:
-    url: str | None = None
-    method: str = "POST"
-    twiml: str | None = None
-    status_callback: str | None = None
-    status_callback_method: str = "POST"
-    status_callback_events: frozenset[str] = frozenset({"completed"})
-    machine_detection: str | None = None
-    record: bool = False
-    recording_status_callback: str | None = None
-    recording_status_callback_method: str = "POST"
-    timeout: int = 60
-    time_limit: int = 14400
-
-
-class Call:
-    """One call: its REST resource, its progress and everything it did.
-
-    Read by tests: ``sid``, ``status``, ``direction``, ``to``, ``from_``,
-    ``answered_by``, ``parent_call_sid``, ``resource()`` (the REST JSON);
-    ``log`` (``LogEntry`` kinds: status, verb, say, play, pause, amd, update,
-    stream-start, stream-stop (Twilio ended it), stream-end (the bridge or the
-    caller did), conference-join, hold-music, hold-music-stop,
-    conference-left, dial, dial-end, callback, error, application-error,
-    unsupported, caller-script-error, hangup); ``said()``, ``verbs()``,
-    ``entries(kind)``, ``status_callbacks()``; ``callbacks`` (every
-    ``Callback`` about this call), ``errors`` (``CallError``), ``streams``
-    (the ``SimulatedCaller`` of each Media Stream); ``finished`` (an event set
-    once the call is over and its final callbacks were sent).
-    """
-
-    def __init__(
-        self,
-        *,
-        account_sid: str,
-        to: str,
-        from_: str,
-        direction: str,
-        options: _CallOptions,
-        status: str,
-        parent_call_sid: str | None = None,
-        caller_script: Sequence[Step] | None = None,
-        far_end: FarEnd | None = None,
-    ) -> None:
-        self.sid = new_sid("CA")
-        self.account_sid = account_sid
-        self.to = to
-        self.from_ = from_
-        self.direction = direction
-        self.parent_call_sid = parent_call_sid
-        self.options = options
-        self.status = status
-        self.answered_by: str | None = None
-        self.date_created = _now()
-        self.date_updated = self.date_created
-        self.start_time: datetime | None = None
-        self.end_time: datetime | None = None
-        self.caller_script = caller_script
-        self.far_end = far_end
-        self.log: list[LogEntry] = []
-        self.callbacks: list[Callback] = []
-        self.errors: list[CallError] = []
-        self.streams: list[SimulatedCaller] = []
-        self.finished = asyncio.Event()
-        self.stream_started = asyncio.Event()
-        self._created = time.monotonic()
-        self._answered_at: float | None = None
-        self._ended_at: float | None = None
-        self._sequence = 0
-        self._ending = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._interpreter: asyncio.Task[None] | None = None
-        self._redirect_lock = asyncio.Lock()
-        self.status_changed = asyncio.Condition()
-
-    def __repr__(self) -> str:
-        return (
-            f"<Call {self.sid} {self.direction} {self.from_}→{self.to} {self.status}>"
-        )
-
-    # Views for assertions --------------------------------------------------
-
-    def said(self) -> list[str]:
-        """Return the text of every ``<Say>`` the call ran, in order."""
-        return [str(e.detail["text"]) for e in self.log if e.kind == "say"]
-
-    def verbs(self) -> list[str]:
-        """Return the name of every TwiML verb the call ran, in order."""
-        return [str(e.detail["verb"]) for e in self.log if e.kind == "verb"]
-
-    def entries(self, kind: str) -> list[LogEntry]:
-        """Return the log entries of one kind."""
-        return [e for e in self.log if e.kind == kind]
-
-    def status_callbacks(self) -> list[str]:
-        """Return the ``CallStatus`` of each status callback sent, in order."""
-        return [c.params["CallStatus"] for c in self.callbacks if c.kind == "status"]
-
-    @property
-    def duration(self) -> int | None:
-        """Seconds from answer to hang-up (Twilio's ``duration``)."""
-        if self._answered_at is None or self._ended_at is None:
-            return None if self._ended_at is None else 0
-        return int(self._ended_at - self._answered_at)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.finished.is_set()
-
-    def resource(self) -> dict[str, Any]:
-        """Return the call as the REST API serialises it."""
-        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"
-        duration = self.duration
-        return {
-            "sid": self.sid,
-            "date_created": _rfc2822(self.date_created),
-            "date_updated": _rfc2822(self.date_updated),
-            "parent_call_sid": self.parent_call_sid,
-            "account_sid": self.account_sid,
-            "to": self.to,
-            "to_formatted": self.to,
-            "from": self.from_,
-            "from_formatted": self.from_,
-            "phone_number_sid": None,
-            "status": self.status,
-            "start_time": _rfc2822(self.start_time),
-            "end_time": _rfc2822(self.end_time),
-            "duration": None if duration is None else str(duration),
-            "price": None,
-            "price_unit": "USD",
-            "direction": self.direction,
-            "answered_by": self.answered_by,
-            "api_version": API_VERSION,
-            "forwarded_from": None,
-            "group_sid": None,
-            "caller_name": None,
-            "queue_time": "0",
-            "trunk_sid": None,
-            "uri": base + ".json",
-            "subresource_uris": {
-                name: f"{base}/{name_path}.json"
-                for name, name_path in (
-                    ("notifications", "Notifications"),
-                    ("recordings", "Recordings"),
-                    ("payments", "Payments"),
-                    ("events", "Events"),
-                    ("siprec", "Siprec"),
-                    ("streams", "Streams"),
-                    (
-                        "user_defined_message_subscriptions",
-                        "UserDefinedMessageSubscriptions",
-                    ),
-                    ("user_defined_messages", "UserDefinedMessages"),
-                )
-            },
-        }
-
-    # Bookkeeping (the emulator's) -------------------------------------------
-
-    def _note(self, kind: str, /, **detail: Any) -> None:
-        self.log.append(
-            LogEntry(round(time.monotonic() - self._created, 4), kind, detail)
-        )
-
-    def _set_status(self, status: str) -> None:
-        self.status = status
-        self.date_updated = _now()
-        self._note("status", status=status)
 
 
 class CallHandle:
@@ -468,172 +216,35 @@ class CallHandle:
 
 
 # --------------------------------------------------------------------------
-# Conferences
-
-
-@dataclass(slots=True)
-class Participant:
-    """A call in a conference room, with the ``<Conference>`` it dialled."""
-
-    call: Call
-    settings: twiml.Conference
-    joined_at: float
-    kicked: asyncio.Event = field(default_factory=asyncio.Event)
-    reason_left: str = "participant_hung_up"
-
-
-class ConferenceRoom:
-    """One conference; a room name lives as long as someone is in it.
-
-    Read by tests: ``sid`` (CF…), ``friendly_name``, ``status`` (init,
-    in-progress, completed), ``participants`` (CallSid → ``Participant``, those
-    in the room now), ``joined`` (every CallSid that joined, in order),
-    ``events`` (every ``ConferenceEvent``, subscribed to or not),
-    ``recording_sid``, ``reason_ended``, ``call_sid_ending``, and the events
-    ``began`` (conference-start) and ``ended`` (conference-end).
-
-    Rules: the room starts once two participants are in it and one of them has
-    ``startConferenceOnEnter``; until then the others hear the ``waitUrl``
-    (noted in their log). It ends when a participant with
-    ``endConferenceOnExit`` leaves (everyone else is let go and goes on with
-    their TwiML) or when the last one leaves. Each ``statusCallback`` URL gets
-    the events it asked for from its participant's join on; each
-    ``recordingStatusCallback`` of a ``record-from-start`` participant gets
-    the recording events (``completed`` once the room ends).
-    """
-
-    def __init__(self, *, account_sid: str, friendly_name: str) -> None:
-        self.sid = new_sid("CF")
-        self.account_sid = account_sid
-        self.friendly_name = friendly_name
-        self.status = "init"
-        self.date_created = _now()
-        self.date_updated = self.date_created
-        self.participants: dict[str, Participant] = {}
-        self.joined: list[str] = []  # every CallSid that ever joined, in order
-        self.events: list[ConferenceEvent] = []
-        self.recording_sid: str | None = None
-        self.reason_ended: str | None = None
-        self.call_sid_ending: str | None = None
-        self.ended = asyncio.Event()
-        self.began = asyncio.Event()
-        self._started_at: float | None = None
-        self._recording_started: datetime | None = None
-        self._subscribers: dict[str, tuple[str, frozenset[str]]] = {}
-        self._recorders: dict[str, tuple[str, frozenset[str], str]] = {}
-        self._send_lock = asyncio.Lock()
-        self._sequence = 0
-        self._sent = 0  # events already posted to subscribers
-
-    def __repr__(self) -> str:
-        return f"<ConferenceRoom {self.friendly_name!r} {self.sid} {self.status}>"
-
-    @property
-    def started(self) -> bool:
-        return self._started_at is not None
-
-    def event_names(self) -> list[str]:
-        """Return the name of every conference event so far, in order."""
-        return [e.name for e in self.events]
-
-    def resource(self) -> dict[str, Any]:
-        """Return the conference as the REST API serialises it."""
-        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Conferences/{self.sid}"
-        return {
-            "sid": self.sid,
-            "account_sid": self.account_sid,
-            "friendly_name": self.friendly_name,
-            "status": self.status,
-            "date_created": _rfc2822(self.date_created),
-            "date_updated": _rfc2822(self.date_updated),
-            "api_version": API_VERSION,
-            "region": "us1",
-            "reason_conference_ended": self.reason_ended,
-            "call_sid_ending_conference": self.call_sid_ending,
-            "uri": base + ".json",
-            "subresource_uris": {
-                "participants": base + "/Participants.json",
-                "recordings": base + "/Recordings.json",
-            },
-        }
-
-
-# --------------------------------------------------------------------------
-# REST plumbing
-
-
-class _RestError(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
-            "status": self.status,
-        }
-
-
-class _Form:
-    """A form-encoded body: repeated names keep every value."""
-
-    def __init__(self, body: bytes) -> None:
-        self.pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-
-    def get(self, name: str) -> str | None:
-        for key, value in self.pairs:
-            if key == name:
-                return value
-        return None
-
-    def getlist(self, name: str) -> list[str]:
-        return [value for key, value in self.pairs if key == name]
-
-    def method(self, name: str) -> str:
-        value = (self.get(name) or "POST").upper()
-        if value not in ("GET", "POST"):
-            raise _RestError(400, 21200, f"{name} must be GET or POST, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.get(name)
-        if value is None or value == "":
-            return default
-        if not value.isdigit() or not low <= int(value) <= high:
-            raise _RestError(400, 21200, f"{name} must be {low}..{high}, got {value!r}")
-        return int(value)
-
-
-def _check_url(name: str, value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _RestError(400, 21205, f"{name} is not a valid URL: {value}")
-    return value
-
-
-_CALL_PATH: Final = re.compile(
-    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)"
-    r"/(?P<kind>Calls|Conferences)(?:/(?P<sid>[^/]+))?\.json$"
-)
-
-
-# --------------------------------------------------------------------------
 # The emulator
 
 
-class TwilioEmulator:
+class TwilioEmulator(TwimlInterpreter):
     """The Calls API, the telephone network behind it and the TwiML runtime.
 
     ``transport`` replaces the network for the emulator's own requests
     (webhooks, callbacks): an ``httpx.MockTransport`` or ``httpx.ASGITransport``
     in tests. ``caller_factory`` builds the ``SimulatedCaller`` of each Media
     Stream (default: ``default_caller``, real-time pace).
+
+    Outbound dialling, for a campaign dialer:
+
+    - ``cps``: the account's calls per second (None: unlimited). Creates are
+      always accepted (201, ``queued``, ``queue_time`` an estimate in ms); the
+      calls leave the queue one at a time, at least ``1/cps`` s apart, in
+      creation order. Settable at any time.
+    - ``far_ends[number]``, ``default_far_end``; ``far_end_sequences[number]``
+      is a list of ``FarEnd`` consumed one per call to that number, before
+      ``far_ends`` applies (busy first, then answer). ``seed`` seeds
+      ``random``, which draws ``FarEnd.talk_s``.
+    - ``inject_fault(RestFault(…), count)``: the next ``count`` creates fail;
+      ``pending_faults`` are still to come, ``faults`` (``FaultRecord``) are
+      those that happened.
+    - ``duplicate_status_callbacks``: every status callback is posted twice;
+      ``reorder_status_callbacks``: all but the final one are held and posted
+      after it, newest first (``Callback.delivery`` says which).
+    - ``outbound_calls()``, ``create_times()``, ``dequeue_times()``,
+      ``max_concurrent_live()``, with ``max_in_window()`` for rates.
     """
 
     def __init__(
@@ -647,6 +258,8 @@ class TwilioEmulator:
         transport: httpx.AsyncBaseTransport | None = None,
         caller_factory: CallerFactory = default_caller,
         default_far_end: FarEnd | None = None,
+        cps: float | None = None,
+        seed: int | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -654,7 +267,21 @@ class TwilioEmulator:
         self.port = port
         self.timings = timings or Timings()
         self.far_ends: dict[str, FarEnd] = {}
+        self.far_end_sequences: dict[str, list[FarEnd]] = {}
         self.default_far_end = default_far_end or FarEnd("answer")
+        if cps is not None and cps <= 0:
+            raise ValueError("cps must be positive (None: unlimited)")
+        self.cps = cps
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.pending_faults: list[RestFault] = []
+        self.faults: list[FaultRecord] = []
+        self.duplicate_status_callbacks = False
+        self.reorder_status_callbacks = False
+        self._queue_lock = asyncio.Lock()  # FIFO: calls leave the queue in order
+        self._last_dequeue = -math.inf  # time.monotonic()
+        self._queued = 0
+        self._at_start: tuple[Any, ...] | None = None
         self.calls: dict[str, Call] = {}
         self.conferences: dict[str, ConferenceRoom] = {}  # by ConferenceSid
         self.callbacks: list[Callback] = []
@@ -682,6 +309,7 @@ class TwilioEmulator:
 
     async def start(self) -> None:
         """Serve the REST app on ``host:port`` (port 0 picks a free port)."""
+        self._remember_settings()
         config = uvicorn.Config(
             self.app,
             host=self.host,
@@ -702,6 +330,17 @@ class TwilioEmulator:
 
     async def aclose(self) -> None:
         """Stop every call and the server."""
+        await self._stop_calls()
+        if self._server is not None and self._serve_task is not None:
+            self._server.should_exit = True
+            await self._serve_task
+            self._server = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _stop_calls(self) -> None:
+        """Cancel whatever calls are doing (no callbacks); hang up streams."""
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
@@ -711,13 +350,40 @@ class TwilioEmulator:
             for stream in call.streams:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(stream.hang_up(), 1)
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            await self._serve_task
-            self._server = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+
+    def _remember_settings(self) -> None:
+        self._at_start = (
+            dict(self.far_ends),
+            {number: list(seq) for number, seq in self.far_end_sequences.items()},
+            self.default_far_end,
+            self.cps,
+            self.seed,
+        )
+
+    async def reset(self) -> None:
+        """Drop every call, room, callback and fault (live calls stop without
+        callbacks) and restore the far ends and settings of ``start()``."""
+        await self._stop_calls()
+        self.calls.clear()
+        self.conferences.clear()
+        self._rooms.clear()
+        self.callbacks.clear()
+        self.pending_faults.clear()
+        self.faults.clear()
+        self.duplicate_status_callbacks = False
+        self.reorder_status_callbacks = False
+        self._last_dequeue = -math.inf
+        self._queued = 0
+        if self._at_start is None:
+            self._remember_settings()
+        assert self._at_start is not None
+        far_ends, sequences, default, cps, seed = self._at_start
+        self.far_ends = dict(far_ends)
+        self.far_end_sequences = {n: list(seq) for n, seq in sequences.items()}
+        self.default_far_end = default
+        self.cps = cps
+        self.seed = seed
+        self.random = random.Random(seed)
 
     def twilio_client(self) -> Any:
         """Return a ``twilio.rest.Client`` for this account, pointed here."""
@@ -736,6 +402,45 @@ class TwilioEmulator:
     def calls_to(self, number: str) -> list[Call]:
         """Return the calls placed to ``number``, oldest first."""
         return [c for c in self.calls.values() if c.to == number]
+
+    def outbound_calls(self) -> list[Call]:
+        """Return the calls created through the REST API, oldest first."""
+        return [c for c in self.calls.values() if c.direction == "outbound-api"]
+
+    def create_times(self) -> list[float]:
+        """Return when each REST-created call was created (``time.time()``)."""
+        return [c.times.created for c in self.outbound_calls()]
+
+    def dequeue_times(self) -> list[float]:
+        """Return when each REST-created call left the CPS queue, if it did."""
+        return [
+            c.times.dequeued
+            for c in self.outbound_calls()
+            if c.times.dequeued is not None
+        ]
+
+    def max_concurrent_live(
+        self, since: Literal["created", "dequeued", "answered"] = "dequeued"
+    ) -> int:
+        """Return the most REST-created calls live at once, each counted from
+        ``since`` (created, left the queue, answered) until it ended."""
+        intervals = []
+        for call in self.outbound_calls():
+            start = getattr(call.times, since)
+            if start is not None:
+                intervals.append((start, call.times.ended))
+        return max_overlap(intervals)
+
+    def far_end_for(self, number: str) -> FarEnd:
+        """Return (and consume) the far end the next call to ``number`` reaches."""
+        sequence = self.far_end_sequences.get(number)
+        if sequence:
+            return sequence.pop(0)
+        return self.far_ends.get(number, self.default_far_end)
+
+    def inject_fault(self, fault: RestFault, count: int = 1) -> None:
+        """Make the next ``count`` ``POST …/Calls.json`` fail as ``fault`` says."""
+        self.pending_faults.extend([fault] * count)
 
     def conference(self, friendly_name: str) -> ConferenceRoom:
         """Return the latest conference with this room name (KeyError if none)."""
@@ -771,7 +476,7 @@ class TwilioEmulator:
         Returns once the webhook has answered (the TwiML then runs in the
         background); ``handle.wait_stream()`` gives the simulated caller.
         """
-        options = _CallOptions(
+        options = CallOptions(
             url=voice_url,
             method=method.upper(),
             status_callback=status_callback,
@@ -787,6 +492,7 @@ class TwilioEmulator:
             status="ringing",
             caller_script=caller_script,
         )
+        call.start_time = utc_now()
         self.calls[call.sid] = call
         call._note("status", status="ringing")
         await self._status_event(call, "ringing")
@@ -826,11 +532,28 @@ class TwilioEmulator:
             for k, v in scope["headers"]
         }
         extra: list[tuple[bytes, bytes]] = []
+        query = scope.get("query_string", b"").decode("latin-1")
         try:
             status, payload = await self._route(
-                scope["method"], scope["path"], headers, body
+                scope["method"], scope["path"], headers, body, query
             )
-        except _RestError as exc:
+        except InjectedFault as exc:
+            await self._sleep(exc.fault.delay_s)
+            if exc.fault.drop:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 201,
+                        "headers": [
+                            (b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", b"1024"),
+                        ],
+                    }
+                )
+                # Headers, then nothing: the server closes the connection.
+                raise ConnectionAbortedError("emulated dropped connection") from None
+            status, payload = exc.fault.status, exc.body()
+        except RestError as exc:
             status, payload = exc.status, exc.body()
             if exc.status == 401:
                 extra.append((b"www-authenticate", b'Basic realm="Twilio API"'))
@@ -849,43 +572,47 @@ class TwilioEmulator:
         await send({"type": "http.response.body", "body": data})
 
     async def _route(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        query: str = "",
     ) -> tuple[int, dict[str, Any]]:
         if path in ("/", "/health"):
             return 200, {"emulator": "twilio", "calls": len(self.calls)}
         self._authenticate(headers.get("authorization", ""))
-        match = _CALL_PATH.match(path)
+        match = CALL_PATH.match(path)
         if match is None or match["account"] != self.account_sid:
-            raise _RestError(404, 20404, f"The requested resource {path} was not found")
+            raise RestError(404, 20404, f"The requested resource {path} was not found")
         sid = match["sid"]
-        form = _Form(body)
+        form = Form(body)
         if match["kind"] == "Conferences":
             if method != "GET":
-                raise _RestError(405, 20004, "Method not allowed")
+                raise RestError(405, 20004, "Method not allowed")
             if sid is None:
-                rooms = [r.resource() for r in self.conferences.values()]
-                return 200, self._page("conferences", rooms, path)
+                rooms = list(reversed(self.conferences.values()))
+                return 200, list_page("conferences", rooms, path, Query(query), [])
             room = self.conferences.get(sid)
             if room is None:
-                raise _RestError(
+                raise RestError(
                     404, 20404, f"The requested resource {path} was not found"
                 )
             return 200, room.resource()
         if sid is None:
             if method == "POST":
-                return 201, self._create_call(form).resource()
+                return 201, self._create_with_faults(form).resource()
             if method == "GET":
-                calls = [c.resource() for c in reversed(self.calls.values())]
-                return 200, self._page("calls", calls, path)
-            raise _RestError(405, 20004, "Method not allowed")
+                return 200, self._list_calls(path, Query(query))
+            raise RestError(405, 20004, "Method not allowed")
         call = self.calls.get(sid)
         if call is None or call.account_sid != self.account_sid:
-            raise _RestError(404, 20404, f"The requested resource {path} was not found")
+            raise RestError(404, 20404, f"The requested resource {path} was not found")
         if method == "GET":
             return 200, call.resource()
         if method == "POST":
             return 200, self._update_call(call, form).resource()
-        raise _RestError(405, 20004, "Method not allowed")
+        raise RestError(405, 20004, "Method not allowed")
 
     def _authenticate(self, authorization: str) -> None:
         scheme, _, encoded = authorization.partition(" ")
@@ -897,44 +624,75 @@ class TwilioEmulator:
             f"{user}:{password}", f"{self.account_sid}:{self.auth_token}"
         )
         if not ok:
-            raise _RestError(401, 20003, "Authenticate")
-
-    @staticmethod
-    def _page(key: str, items: list[dict[str, Any]], path: str) -> dict[str, Any]:
-        return {
-            key: items,
-            "start": 0,
-            "end": max(len(items) - 1, 0),
-            "page": 0,
-            "page_size": 50,
-            "first_page_uri": f"{path}?PageSize=50&Page=0",
-            "next_page_uri": None,
-            "previous_page_uri": None,
-            "uri": f"{path}?PageSize=50&Page=0",
-        }
+            raise RestError(401, 20003, "Authenticate")
 
     # Calls API ------------------------------------------------------------------
 
-    def _create_call(self, form: _Form) -> Call:
+    def _create_with_faults(self, form: Form) -> Call:
+        """Create a call, unless an injected fault says otherwise (or also)."""
+        fault = self.pending_faults[0] if self.pending_faults else None
+        if fault is None:
+            return self._create_call(form)
+        # A fault that lets the call be made waits for a create that succeeds
+        # (a 400 stays a 400); the others answer before any validation.
+        call = self._create_call(form) if fault.create else None
+        self.pending_faults.pop(0)
+        if call is not None:
+            call._note("rest-fault", **fault.describe())
+        self.faults.append(
+            FaultRecord(
+                at=time.time(),
+                fault=fault,
+                to=form.get("To"),
+                call_sid=None if call is None else call.sid,
+            )
+        )
+        logger.info("injected REST fault %s (call %s)", fault, call)
+        raise InjectedFault(fault)
+
+    def _list_calls(self, path: str, query: Query) -> dict[str, Any]:
+        """``GET …/Calls.json``: filtered, newest first, paged."""
+        to, from_ = query.get("To"), query.get("From")
+        parent = query.get("ParentCallSid")
+        status = query.get("Status")
+        if status is not None and status not in CALL_STATUSES:
+            raise RestError(400, 21200, f"Invalid Status: {status}")
+        start_filter = TimeFilter.read(query, "StartTime")
+        end_filter = TimeFilter.read(query, "EndTime")
+        calls = [
+            c
+            for c in reversed(self.calls.values())
+            if (to is None or c.to == to)
+            and (from_ is None or c.from_ == from_)
+            and (parent is None or c.parent_call_sid == parent)
+            and (status is None or c.status == status)
+            and start_filter.matches(c.start_time)
+            and end_filter.matches(c.end_time)
+        ]
+        keep = ("To", "From", "ParentCallSid", "Status", *TIME_PARAMS)
+        filters = [(k, v) for k, v in query.pairs if k in keep]
+        return list_page("calls", calls, path, query, filters)
+
+    def _create_call(self, form: Form) -> Call:
         to, from_ = form.get("To"), form.get("From")
         if not to:
-            raise _RestError(400, 21201, "No 'To' number is specified")
+            raise RestError(400, 21201, "No 'To' number is specified")
         if not from_:
-            raise _RestError(400, 21213, "No 'From' number is specified")
+            raise RestError(400, 21213, "No 'From' number is specified")
         if not twiml.is_phone_number(to):
-            raise _RestError(400, 21211, f"Invalid 'To' Phone Number: {to}")
+            raise RestError(400, 21211, f"Invalid 'To' Phone Number: {to}")
         if not twiml.is_phone_number(from_):
-            raise _RestError(400, 21212, f"Invalid 'From' Phone Number: {from_}")
-        url = _check_url("Url", form.get("Url"))
+            raise RestError(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+        url = check_url("Url", form.get("Url"))
         document = form.get("Twiml") or None
         if url is None and document is None:
             if form.get("ApplicationSid"):
-                raise _RestError(
+                raise RestError(
                     400, 21218, "ApplicationSid is not emulated; use Url or Twiml"
                 )
-            raise _RestError(400, 21205, "Url parameter is required.")
+            raise RestError(400, 21205, "Url parameter is required.")
         if url is None and document is not None and len(document) > TWIML_MAX_CHARS:
-            raise _RestError(
+            raise RestError(
                 400,
                 32018,
                 f"Twiml size exceeded maximum allowed value of {TWIML_MAX_CHARS}",
@@ -944,22 +702,34 @@ class TwilioEmulator:
         )
         unknown = events - STATUS_EVENTS
         if unknown:
-            raise _RestError(
+            raise RestError(
                 400, 21200, f"Invalid StatusCallbackEvent {sorted(unknown)}"
             )
         detection = form.get("MachineDetection") or None
         if detection not in (None, "Enable", "DetectMessageEnd"):
-            raise _RestError(400, 21200, f"Invalid MachineDetection {detection!r}")
-        options = _CallOptions(
+            raise RestError(400, 21200, f"Invalid MachineDetection {detection!r}")
+        async_amd = form.get("AsyncAmd") or "false"
+        if async_amd not in ("true", "false"):
+            raise RestError(
+                400, 21200, f"AsyncAmd must be true or false, got {async_amd!r}"
+            )
+        options = CallOptions(
             url=url,
             method=form.method("Method"),
             twiml=None if url else document,
-            status_callback=_check_url("StatusCallback", form.get("StatusCallback")),
+            status_callback=check_url("StatusCallback", form.get("StatusCallback")),
             status_callback_method=form.method("StatusCallbackMethod"),
             status_callback_events=events,
             machine_detection=detection,
+            async_amd=async_amd == "true",
+            async_amd_status_callback=check_url(
+                "AsyncAmdStatusCallback", form.get("AsyncAmdStatusCallback")
+            ),
+            async_amd_status_callback_method=form.method(
+                "AsyncAmdStatusCallbackMethod"
+            ),
             record=(form.get("Record") or "").lower() == "true",
-            recording_status_callback=_check_url(
+            recording_status_callback=check_url(
                 "RecordingStatusCallback", form.get("RecordingStatusCallback")
             ),
             recording_status_callback_method=form.method(
@@ -968,7 +738,7 @@ class TwilioEmulator:
             timeout=form.integer("Timeout", 60, 1, 600),
             time_limit=form.integer("TimeLimit", 14400, 1, 86400),
         )
-        far_end = self.far_ends.get(to, self.default_far_end)
+        far_end = self.far_end_for(to)
         call = Call(
             account_sid=self.account_sid,
             to=to,
@@ -980,20 +750,48 @@ class TwilioEmulator:
             far_end=far_end,
         )
         self.calls[call.sid] = call
+        call.queue_estimate_ms = self._queue_estimate_ms()
         call._note("status", status="queued")
+        call._note("far-end", **far_end.describe())
+        self._queued += 1
         self._spawn(call, self._outbound(call, far_end))
         return call
 
-    def _update_call(self, call: Call, form: _Form) -> Call:
+    def _queue_estimate_ms(self) -> int:
+        """How long a call created now will wait in the CPS queue, roughly."""
+        if self.cps is None:
+            return 0
+        gap = 1.0 / self.cps
+        free = max(time.monotonic(), self._last_dequeue + gap)
+        wait = free + self._queued * gap - time.monotonic()
+        return max(0, round(wait * 1000))
+
+    async def _leave_queue(self, call: Call) -> None:
+        """Wait for the call's turn under the account's CPS, then dequeue it."""
+        try:
+            async with self._queue_lock:
+                while self.cps is not None:
+                    wait = self._last_dequeue + 1.0 / self.cps - time.monotonic()
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(min(wait, 0.05))  # cps may change
+                self._last_dequeue = time.monotonic()
+        finally:
+            self._queued -= 1
+        call.times.dequeued = time.time()
+        call.queue_time_ms = round((call.times.dequeued - call.times.created) * 1000)
+        call._note("dequeued", queue_time_ms=call.queue_time_ms)
+
+    def _update_call(self, call: Call, form: Form) -> Call:
         status = form.get("Status")
-        url = _check_url("Url", form.get("Url"))
+        url = check_url("Url", form.get("Url"))
         document = form.get("Twiml") or None
         if status not in (None, "completed", "canceled"):
-            raise _RestError(
+            raise RestError(
                 400, 21200, f"Status must be completed or canceled, got {status!r}"
             )
         if document is not None and len(document) > TWIML_MAX_CHARS:
-            raise _RestError(
+            raise RestError(
                 400,
                 32018,
                 f"Twiml size exceeded maximum allowed value of {TWIML_MAX_CHARS}",
@@ -1001,9 +799,9 @@ class TwilioEmulator:
         if call._ending or call.status in FINAL_STATUSES:
             if status is not None and url is None and document is None:
                 return call  # hanging up a finished call changes nothing
-            raise _RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
+            raise RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
         if form.get("StatusCallback"):
-            call.options.status_callback = _check_url(
+            call.options.status_callback = check_url(
                 "StatusCallback", form.get("StatusCallback")
             )
             call.options.status_callback_method = form.method("StatusCallbackMethod")
@@ -1045,7 +843,10 @@ class TwilioEmulator:
         await asyncio.sleep(max(seconds, 0.0))
 
     async def _outbound(self, call: Call, far_end: FarEnd) -> None:
+        await self._leave_queue(call)
         await self._sleep(self.timings.setup_s)
+        call.start_time = utc_now()  # dialed
+        call.date_updated = call.start_time
         await self._status_event(call, "initiated")
         if far_end.behaviour == "failed":
             await self._end_call(call, "failed")
@@ -1067,13 +868,46 @@ class TwilioEmulator:
         # replaces the TwiML started here.
         async with call._redirect_lock:
             await self._answer(call)
+            extra: dict[str, str] = {}
             if call.options.machine_detection is not None:
-                await self._detect_machine(call, far_end)
-            if far_end.hangup_after_s is not None:
-                self._spawn(call, self._hang_up_later(call, far_end.hangup_after_s))
-            await self._run_first_twiml(call)
+                if call.options.async_amd:
+                    # The TwiML runs now; the result is posted when detection ends.
+                    self._spawn(call, self._async_amd(call, far_end))
+                else:
+                    await self._detect_machine(call, far_end)
+                    extra["MachineDetectionDuration"] = str(
+                        call.machine_detection_duration_ms
+                    )
+            call.talk_s = self._talk_time(far_end)
+            if call.talk_s is not None:
+                self._spawn(call, self._hang_up_later(call, call.talk_s))
+            await self._run_first_twiml(call, extra)
 
-    async def _run_first_twiml(self, call: Call) -> None:
+    def _talk_time(self, far_end: FarEnd) -> float | None:
+        """How long the far end stays on the line after answering (None: on)."""
+        if far_end.talk_s is not None:
+            return self.random.uniform(*far_end.talk_s)
+        return far_end.hangup_after_s
+
+    async def _async_amd(self, call: Call, far_end: FarEnd) -> None:
+        """Detect in the background, then post ``AsyncAmdStatusCallback``."""
+        await self._detect_machine(call, far_end)
+        url = call.options.async_amd_status_callback
+        if url is None or call.answered_by is None:
+            return
+        params = {
+            "AccountSid": call.account_sid,
+            "CallSid": call.sid,
+            "AnsweredBy": call.answered_by,
+            "MachineDetectionDuration": str(call.machine_detection_duration_ms),
+        }
+        await self._request(
+            "amd", url, call.options.async_amd_status_callback_method, params, call
+        )
+
+    async def _run_first_twiml(
+        self, call: Call, extra: Mapping[str, str] | None = None
+    ) -> None:
         if call.options.twiml is not None:
             try:
                 document = twiml.parse_twiml(call.options.twiml)
@@ -1084,7 +918,7 @@ class TwilioEmulator:
             return
         assert call.options.url is not None
         fetched = await self._fetch_twiml(
-            call, "voice", call.options.url, call.options.method
+            call, "voice", call.options.url, call.options.method, extra
         )
         if fetched is None:
             await self._end_call(call, "completed")
@@ -1092,6 +926,7 @@ class TwilioEmulator:
         self._start_interpreter(call, fetched, call.options.url)
 
     async def _detect_machine(self, call: Call, far_end: FarEnd) -> None:
+        began = time.monotonic()
         end_of_message = call.options.machine_detection == "DetectMessageEnd"
         if far_end.behaviour != "machine":
             await self._sleep(self.timings.amd_s)
@@ -1102,11 +937,18 @@ class TwilioEmulator:
         else:
             await self._sleep(self.timings.amd_s)
             call.answered_by = "machine_start"
-        call._note("amd", answered_by=call.answered_by)
+        call.machine_detection_duration_ms = round((time.monotonic() - began) * 1000)
+        call._note(
+            "amd",
+            answered_by=call.answered_by,
+            duration_ms=call.machine_detection_duration_ms,
+        )
 
     async def _answer(self, call: Call) -> None:
         call._answered_at = time.monotonic()
-        call.start_time = _now()
+        call.times.answered = time.time()
+        if call.start_time is None:
+            call.start_time = utc_now()
         await self._set_status(call, "in-progress")
         self._spawn(
             call, self._hang_up_later(call, call.options.time_limit, "time-limit")
@@ -1131,7 +973,8 @@ class TwilioEmulator:
             return False
         call._ending = True
         call._ended_at = time.monotonic()
-        call.end_time = _now()
+        call.times.ended = time.time()
+        call.end_time = utc_now()
         call._set_status(status)
         return True
 
@@ -1146,6 +989,7 @@ class TwilioEmulator:
         async with call.status_changed:
             call.status_changed.notify_all()
         await self._status_event(call, "completed")
+        await self._post_held(call)
         if call.options.record and call._answered_at is not None:
             await self._call_recording(call)
         call.finished.set()
@@ -1200,6 +1044,9 @@ class TwilioEmulator:
         method: str,
         params: Mapping[str, str],
         call: Call | None,
+        *,
+        delivery: str = "normal",
+        token: str | None = None,
     ) -> httpx.Response | None:
         """Make one signed webhook request and record it; None if it failed."""
         if method == "GET":
@@ -1213,7 +1060,7 @@ class TwilioEmulator:
         headers = {
             "X-Twilio-Signature": signature,
             "User-Agent": "TwilioProxy/1.1",
-            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+            "I-Twilio-Idempotency-Token": token or secrets.token_hex(16),
         }
         response: httpx.Response | None = None
         error: str | None = None
@@ -1234,6 +1081,7 @@ class TwilioEmulator:
             call_sid=None if call is None else call.sid,
             at=time.monotonic(),
             response_text="" if response is None else response.text[:2000],
+            delivery=delivery,
         )
         self.callbacks.append(record)
         if call is not None:
@@ -1255,18 +1103,40 @@ class TwilioEmulator:
         )
         params["CallbackSource"] = "call-progress-events"
         params["SequenceNumber"] = str(call._sequence)
-        params["Timestamp"] = _rfc2822(_now()) or ""
+        params["Timestamp"] = rfc2822(utc_now()) or ""
         if event == "completed":
             params["CallDuration"] = str(call.duration or 0)
             params["Duration"] = str(math.ceil((call.duration or 0) / 60))
         call._sequence += 1
-        await self._request(
-            "status",
-            options.status_callback,
-            options.status_callback_method,
-            params,
-            call,
-        )
+        if self.reorder_status_callbacks and event != "completed":
+            call._held.append(params)
+            call._note("callback-held", event=event)
+            return
+        await self._post_status(call, params, "normal")
+
+    async def _post_status(
+        self, call: Call, params: Mapping[str, str], delivery: str
+    ) -> None:
+        options = call.options
+        assert options.status_callback is not None
+        token = secrets.token_hex(16)
+        copies = 2 if self.duplicate_status_callbacks else 1
+        for copy in range(copies):
+            await self._request(
+                "status",
+                options.status_callback,
+                options.status_callback_method,
+                params,
+                call,
+                delivery="duplicate" if copy else delivery,
+                token=token,
+            )
+
+    async def _post_held(self, call: Call) -> None:
+        """Post the status callbacks held back, after the final one, newest first."""
+        held, call._held = call._held, []
+        for params in reversed(held):
+            await self._post_status(call, params, "late")
 
     async def _fetch_twiml(
         self,
@@ -1301,542 +1171,6 @@ class TwilioEmulator:
         call.errors.append(CallError(code, message))
         call._note("error", code=code, message=message)
         return None
-
-    # TwiML interpreter ----------------------------------------------------------
-
-    def _start_interpreter(
-        self, call: Call, document: tuple[twiml.Verb, ...], document_url: str | None
-    ) -> None:
-        if call._ending:
-            return
-        call._interpreter = self._spawn(
-            call, self._interpret(call, document, document_url)
-        )
-
-    async def _redirect(
-        self, call: Call, url: str | None, method: str, document: str | None
-    ) -> None:
-        """Replace the TwiML a live call runs (REST update with Url or Twiml)."""
-        async with call._redirect_lock:
-            if call._ending:
-                return
-            if url is not None:
-                verbs = await self._fetch_twiml(call, "redirect", url, method)
-                if verbs is None:
-                    await self._end_call(call, "completed")
-                    return
-            else:
-                assert document is not None
-                try:
-                    verbs = twiml.parse_twiml(document)
-                except TwimlError as exc:
-                    await self._fail(call, exc.code, exc.reason)
-                    return
-            old = call._interpreter
-            if old is not None and not old.done():
-                old.cancel()
-                await asyncio.wait({old})
-            self._start_interpreter(call, verbs, url)
-
-    async def _interpret(
-        self, call: Call, verbs: tuple[twiml.Verb, ...], document_url: str | None
-    ) -> None:
-        while True:
-            outcome: _Outcome = None
-            for verb in verbs:
-                call._note("verb", verb=type(verb).__name__)
-                try:
-                    outcome = await self._run_verb(call, verb, document_url)
-                except TwimlError as exc:
-                    await self._fail(call, exc.code, exc.reason)
-                    return
-                if outcome is not None:
-                    break
-            if isinstance(outcome, _Document):
-                verbs, document_url = outcome.verbs, outcome.url
-                continue
-            if isinstance(outcome, _Failed | _CallerGone):
-                await self._end_call(call, "completed")
-                return
-            call._note("hangup", by="twiml" if outcome is _HANGUP else "end of twiml")
-            await self._end_call(call, "completed")
-            return
-
-    async def _run_verb(
-        self, call: Call, verb: twiml.Verb, document_url: str | None
-    ) -> _Outcome:
-        t = self.timings
-        if isinstance(verb, twiml.Say):
-            call._note("say", text=verb.text, voice=verb.voice, language=verb.language)
-            await self._repeat(verb.loop, len(verb.text) * t.say_s_per_char)
-        elif isinstance(verb, twiml.Play):
-            call._note("play", url=verb.url, digits=verb.digits)
-            await self._repeat(verb.loop, t.play_s if verb.url else 0.0)
-        elif isinstance(verb, twiml.Pause):
-            call._note("pause", length=verb.length)
-            await self._sleep(verb.length * t.pause_scale)
-        elif isinstance(verb, twiml.Hangup):
-            return _HANGUP
-        elif isinstance(verb, twiml.Redirect):
-            url = _absolute(verb.url, document_url)
-            fetched = await self._fetch_twiml(call, "redirect", url, verb.method)
-            return _FAILED if fetched is None else _Document(fetched, url)
-        elif isinstance(verb, twiml.Connect):
-            return await self._connect_stream(call, verb, document_url)
-        elif isinstance(verb, twiml.Dial):
-            return await self._dial(call, verb, document_url)
-        else:
-            call._note("unsupported", verb=verb.name)
-        return None
-
-    async def _repeat(self, loop: int, seconds: float) -> None:
-        if loop == 0:  # repeats until something else happens to the call
-            await asyncio.Event().wait()
-        await self._sleep(loop * seconds)
-
-    async def _action(
-        self,
-        call: Call,
-        url: str | None,
-        method: str,
-        document_url: str | None,
-        extra: Mapping[str, str],
-    ) -> _Outcome:
-        """Request a verb's ``action``: its TwiML replaces the rest of the document."""
-        if url is None:
-            return None
-        absolute = _absolute(url, document_url)
-        fetched = await self._fetch_twiml(call, "action", absolute, method, extra)
-        return _FAILED if fetched is None else _Document(fetched, absolute)
-
-    async def _connect_stream(
-        self, call: Call, verb: twiml.Connect, document_url: str | None
-    ) -> _Outcome:
-        url = twiml.check_stream(verb.stream, document_url=document_url)
-        stream_sid = new_sid("MZ")
-        start = StreamStart(
-            url=url,
-            auth_token=self.auth_token,
-            account_sid=call.account_sid,
-            call_sid=call.sid,
-            stream_sid=stream_sid,
-            parameters=dict(verb.stream.parameters),
-            name=verb.stream.name,
-        )
-        caller = self.caller_factory(start)
-        try:
-            await caller.connect()
-        except Exception as exc:  # refused, or a non-101 answer: 31920
-            await self._stream_event(
-                call, verb.stream, stream_sid, "stream-error", str(exc)
-            )
-            raise TwimlError(
-                f"Stream - WebSocket - Handshake Error: {exc}",
-                code=twiml.TwimlErrorCode.STREAM_HANDSHAKE,
-            ) from None
-        call.streams.append(caller)
-        call._note(
-            "stream-start", url=url, stream_sid=stream_sid, parameters=start.parameters
-        )
-        call.stream_started.set()
-        await self._stream_event(call, verb.stream, stream_sid, "stream-started")
-        if call.caller_script is not None and len(call.streams) == 1:
-            # The script plays on the first stream only; later streams (back
-            # from a conference, say) are driven through ``handle.caller``.
-            self._spawn(call, self._run_script(call, caller, call.caller_script))
-        try:
-            while not caller.closed:
-                with contextlib.suppress(AssertionError):  # its wait times out
-                    await caller.wait_closed(timeout_s=3600.0)
-        except asyncio.CancelledError:
-            # Hung up, or redirected by a REST update: Twilio sends stop and closes.
-            call._note("stream-stop", stream_sid=stream_sid)
-            with contextlib.suppress(Exception):
-                await caller.hang_up()
-            await self._stream_event(call, verb.stream, stream_sid, "stream-stopped")
-            raise
-        await self._stream_event(call, verb.stream, stream_sid, "stream-stopped")
-        if caller.closed_by_server is None:  # the script hung up
-            call._note("stream-end", stream_sid=stream_sid, by="caller")
-            call._note("hangup", by="caller")
-            return _CALLER_GONE
-        # The bridge closed the socket: Twilio goes on with <Connect action> or
-        # the next verb.
-        call._note("stream-end", stream_sid=stream_sid, by="server")
-        return await self._action(call, verb.action, verb.method, document_url, {})
-
-    async def _run_script(
-        self, call: Call, caller: SimulatedCaller, script: Sequence[Step]
-    ) -> None:
-        """Play the caller's script; it stays on the line afterwards."""
-        try:
-            await caller.run(script, hang_up=False)
-        except AssertionError as exc:  # a wait in the script timed out
-            call._note("caller-script-error", error=str(exc))
-
-    async def _stream_event(
-        self,
-        call: Call,
-        stream: twiml.Stream,
-        stream_sid: str,
-        event: str,
-        error: str | None = None,
-    ) -> None:
-        if stream.status_callback is None:
-            return
-        params = {
-            "AccountSid": call.account_sid,
-            "CallSid": call.sid,
-            "StreamSid": stream_sid,
-            "StreamName": stream.name or stream_sid,
-            "StreamEvent": event,
-            "Timestamp": _rfc2822(_now()) or "",
-        }
-        if error is not None:
-            params["StreamError"] = error
-        await self._request(
-            "stream",
-            stream.status_callback,
-            stream.status_callback_method,
-            params,
-            call,
-        )
-
-    # <Dial> ---------------------------------------------------------------------
-
-    async def _dial(
-        self, call: Call, verb: twiml.Dial, document_url: str | None
-    ) -> _Outcome:
-        if isinstance(verb.target, twiml.Conference):
-            return await self._dial_conference(call, verb, verb.target, document_url)
-        return await self._dial_number(call, verb, verb.target, document_url)
-
-    async def _dial_number(
-        self,
-        call: Call,
-        verb: twiml.Dial,
-        target: twiml.Number,
-        document_url: str | None,
-    ) -> _Outcome:
-        far_end = self.far_ends.get(target.number, self.default_far_end)
-        child = Call(
-            account_sid=call.account_sid,
-            to=target.number,
-            from_=verb.caller_id or call.from_,
-            direction="outbound-dial",
-            options=_CallOptions(timeout=verb.timeout),
-            status="ringing",
-            parent_call_sid=call.sid,
-            far_end=far_end,
-        )
-        self.calls[child.sid] = child
-        call._note("dial", number=target.number, child_sid=child.sid)
-        started = time.monotonic()
-        if far_end.behaviour in ("busy", "failed", "no-answer"):
-            wait = self.timings.no_answer_s if far_end.behaviour == "no-answer" else 0.0
-            await self._sleep(verb.timeout if wait is None else wait)
-            await self._end_call(child, far_end.behaviour)
-            dial_status: str = far_end.behaviour
-        else:
-            await self._sleep(
-                self.timings.ring_s if far_end.ring_s is None else far_end.ring_s
-            )
-            child._answered_at = time.monotonic()
-            child.start_time = _now()
-            await self._set_status(child, "in-progress")
-            limit = min(verb.time_limit, far_end.hangup_after_s or verb.time_limit)
-            try:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(child.finished.wait(), limit)
-            finally:
-                await self._end_call(child, "completed")
-            dial_status = "completed"
-        extra = {
-            "DialCallStatus": dial_status,
-            "DialCallSid": child.sid,
-            "DialCallDuration": str(int(time.monotonic() - started)),
-            "DialBridged": "true" if dial_status == "completed" else "false",
-        }
-        call._note("dial-end", dial_call_status=dial_status)
-        return await self._action(call, verb.action, verb.method, document_url, extra)
-
-    async def _dial_conference(
-        self,
-        call: Call,
-        verb: twiml.Dial,
-        settings: twiml.Conference,
-        document_url: str | None,
-    ) -> _Outcome:
-        room = self._room(call.account_sid, settings.name)
-        if len(room.participants) >= settings.max_participants:
-            call._note("conference-full", conference=settings.name)
-            extra = {"DialCallStatus": "failed"}
-            return await self._action(
-                call, verb.action, verb.method, document_url, extra
-            )
-        participant = Participant(call, settings, time.monotonic())
-        self._join(room, participant, document_url)
-        try:
-            await self._flush(room)
-            await participant.kicked.wait()
-        finally:
-            if room.participants.get(call.sid) is participant:
-                participant.reason_left = (
-                    "participant_updated_via_api"
-                    if not call._ending
-                    else "participant_hung_up"
-                )
-                self._leave(room, participant)
-            call._note(
-                "conference-left",
-                conference=room.friendly_name,
-                reason=participant.reason_left,
-            )
-            await self._flush(room)
-        extra = {"DialCallStatus": "answered"}
-        return await self._action(call, verb.action, verb.method, document_url, extra)
-
-    def _room(self, account_sid: str, name: str) -> ConferenceRoom:
-        room = self._rooms.get((account_sid, name))
-        if room is None or room.status == "completed":
-            room = ConferenceRoom(account_sid=account_sid, friendly_name=name)
-            self._rooms[(account_sid, name)] = room
-            self.conferences[room.sid] = room
-        return room
-
-    def _join(
-        self, room: ConferenceRoom, participant: Participant, document_url: str | None
-    ) -> None:
-        """Add a participant; start the room if the rules say so (synchronous)."""
-        call, settings = participant.call, participant.settings
-        room.participants[call.sid] = participant
-        room.joined.append(call.sid)
-        if settings.status_callback:
-            url = _absolute(settings.status_callback, document_url)
-            room._subscribers.setdefault(
-                url, (settings.status_callback_method, settings.status_callback_events)
-            )
-        if (
-            settings.record == "record-from-start"
-            and settings.recording_status_callback
-        ):
-            url = _absolute(settings.recording_status_callback, document_url)
-            room._recorders.setdefault(
-                url,
-                (
-                    settings.recording_status_callback_method,
-                    settings.recording_status_callback_events,
-                    call.sid,
-                ),
-            )
-        if settings.record == "record-from-start" and room.recording_sid is None:
-            room.recording_sid = new_sid("RE")
-        call._note(
-            "conference-join",
-            conference=room.friendly_name,
-            conference_sid=room.sid,
-            start_conference_on_enter=settings.start_conference_on_enter,
-            end_conference_on_exit=settings.end_conference_on_exit,
-        )
-        self._emit(room, "participant-join", participant)
-        if room.started:
-            return
-        # Twilio starts a room once two people are in it and one of them may start it.
-        if len(room.participants) >= 2 and any(
-            p.settings.start_conference_on_enter for p in room.participants.values()
-        ):
-            room._started_at = time.monotonic()
-            room.began.set()
-            room.status = "in-progress"
-            room.date_updated = _now()
-            self._emit(room, "conference-start", None)
-            if room.recording_sid is not None:
-                room._recording_started = _now()
-            for other in room.participants.values():
-                other.call._note("hold-music-stop", conference=room.friendly_name)
-        else:
-            wait_url = settings.wait_url
-            call._note(
-                "hold-music",
-                conference=room.friendly_name,
-                wait_url=DEFAULT_HOLD_MUSIC if wait_url is None else wait_url,
-            )
-
-    def _leave(self, room: ConferenceRoom, participant: Participant) -> None:
-        """Remove a participant; end the room if the rules say so (synchronous)."""
-        sid = participant.call.sid
-        del room.participants[sid]
-        self._emit(room, "participant-leave", participant)
-        if room.status == "completed":
-            return
-        if participant.settings.end_conference_on_exit:
-            self._end_room(room, "participant-with-end-conference-on-exit-left", sid)
-        elif not room.participants:
-            self._end_room(room, "last-participant-left", sid)
-
-    def _end_room(self, room: ConferenceRoom, reason: str, call_sid: str) -> None:
-        room.status = "completed"
-        room.reason_ended = reason
-        room.call_sid_ending = call_sid
-        room.date_updated = _now()
-        for other in list(room.participants.values()):
-            other.reason_left = "conference_ended"
-            del room.participants[other.call.sid]
-            self._emit(room, "participant-leave", other)
-            other.kicked.set()
-        self._emit(room, "conference-end", None)
-        room.ended.set()
-
-    def _emit(
-        self, room: ConferenceRoom, name: str, participant: Participant | None
-    ) -> None:
-        """Record a conference event now; ``_flush`` posts it to subscribers."""
-        room._sequence += 1
-        params = {
-            "AccountSid": room.account_sid,
-            "ConferenceSid": room.sid,
-            "FriendlyName": room.friendly_name,
-            "StatusCallbackEvent": name,
-            "SequenceNumber": str(room._sequence),
-            "Timestamp": _rfc2822(_now()) or "",
-        }
-        if participant is not None:
-            settings = participant.settings
-            params.update(
-                CallSid=participant.call.sid,
-                Muted=str(settings.muted).lower(),
-                Hold="false",
-                Coaching="false",
-                EndConferenceOnExit=str(settings.end_conference_on_exit).lower(),
-                StartConferenceOnEnter=str(settings.start_conference_on_enter).lower(),
-            )
-            if settings.participant_label:
-                params["ParticipantLabel"] = settings.participant_label
-            if name == "participant-leave":
-                params["ReasonParticipantLeft"] = participant.reason_left
-                params["ParticipantCallStatus"] = participant.call.status
-        if name == "conference-end":
-            params["ReasonConferenceEnded"] = room.reason_ended or ""
-            params["CallSidEndingConference"] = room.call_sid_ending or ""
-        room.events.append(ConferenceEvent(name, params))
-
-    async def _flush(self, room: ConferenceRoom) -> None:
-        """Post every conference event not yet sent, in order, to its subscribers."""
-        async with room._send_lock:
-            while room._sent < len(room.events):
-                event = room.events[room._sent]
-                room._sent += 1
-                short = _SHORT_EVENT[event.name]
-                for url, (method, events) in list(room._subscribers.items()):
-                    if short in events:
-                        await self._request(
-                            "conference",
-                            url,
-                            method,
-                            event.params,
-                            self._call_of(event),
-                        )
-                if event.name == "conference-start":
-                    await self._recording_events(room, "in-progress")
-                if event.name == "conference-end":
-                    await self._recording_events(room, "completed")
-
-    def _call_of(self, event: ConferenceEvent) -> Call | None:
-        sid = event.params.get("CallSid")
-        return None if sid is None else self.calls.get(sid)
-
-    async def _recording_events(self, room: ConferenceRoom, status: str) -> None:
-        if room.recording_sid is None or room._recording_started is None:
-            return
-        started = room._started_at or time.monotonic()
-        duration = max(1, math.ceil(time.monotonic() - started))
-        for url, (method, events, call_sid) in room._recorders.items():
-            if status not in events:
-                continue
-            params = {
-                "AccountSid": room.account_sid,
-                "CallSid": call_sid,
-                "ConferenceSid": room.sid,
-                "RecordingSid": room.recording_sid,
-                "RecordingUrl": self._recording_url(
-                    room.account_sid, room.recording_sid
-                ),
-                "RecordingStatus": status,
-                "RecordingChannels": "1",
-                "RecordingSource": "Conference",
-                "RecordingStartTime": _rfc2822(room._recording_started) or "",
-                "Timestamp": _rfc2822(_now()) or "",
-            }
-            if status == "completed":
-                params["RecordingDuration"] = str(duration)
-            await self._request(
-                "recording", url, method, params, self.calls.get(call_sid)
-            )
-
-    async def _call_recording(self, call: Call) -> None:
-        """Post the recording callback of a call created with ``Record=true``."""
-        url = call.options.recording_status_callback
-        if url is None:
-            return
-        recording_sid = new_sid("RE")
-        params = {
-            "AccountSid": call.account_sid,
-            "CallSid": call.sid,
-            "RecordingSid": recording_sid,
-            "RecordingUrl": self._recording_url(call.account_sid, recording_sid),
-            "RecordingStatus": "completed",
-            "RecordingDuration": str(max(1, call.duration or 0)),
-            "RecordingChannels": "1",
-            "RecordingSource": "OutboundAPI",
-            "RecordingStartTime": _rfc2822(call.start_time) or "",
-        }
-        await self._request(
-            "recording",
-            url,
-            call.options.recording_status_callback_method,
-            params,
-            call,
-        )
-
-    def _recording_url(self, account_sid: str, recording_sid: str) -> str:
-        base = self.base_url if self._server is not None else "https://api.twilio.com"
-        return f"{base}/{API_VERSION}/Accounts/{account_sid}/Recordings/{recording_sid}"
-
-
-_SHORT_EVENT: Final = {
-    "conference-start": "start",
-    "conference-end": "end",
-    "participant-join": "join",
-    "participant-leave": "leave",
-}
-
-
-class _Hangup:
-    pass
-
-
-class _Failed:
-    pass
-
-
-class _CallerGone:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class _Document:
-    verbs: tuple[twiml.Verb, ...]
-    url: str | None
-
-
-_HANGUP: Final = _Hangup()
-_FAILED: Final = _Failed()
-_CALLER_GONE: Final = _CallerGone()
-_Outcome = _Document | _Hangup | _Failed | _CallerGone | None
-
-
-def _absolute(url: str, document_url: str | None) -> str:
-    return url if document_url is None else urljoin(document_url, url)
 
 
 def _log_crash(task: asyncio.Task[Any]) -> None:
@@ -1880,6 +1214,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NUMBER=BEHAVIOUR",
     )
     parser.add_argument("--realistic", action="store_true", help="real-world delays")
+    parser.add_argument(
+        "--cps", type=float, default=None, help="calls per second (default: no limit)"
+    )
     args = parser.parse_args(argv)
 
     async def serve() -> None:
@@ -1889,6 +1226,7 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             timings=Timings.realistic() if args.realistic else None,
+            cps=args.cps,
         )
         emulator.far_ends.update(dict(args.far_end))
         async with emulator:
