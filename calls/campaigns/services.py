@@ -121,6 +121,49 @@ def campaign_complete(*, campaign: Campaign) -> Campaign:
     return _transition(campaign, S.COMPLETED)
 
 
+EDITABLE = frozenset({S.DRAFT, S.PAUSED})
+
+
+@transaction.atomic
+def campaign_save(*, campaign: Campaign) -> Campaign:
+    """Create a campaign (as a draft), or save edits to a draft or paused one.
+
+    Validates like the model (`clean()`: days, window, retry results). Editing a
+    running, completed or canceled campaign raises 409 `conflict`.
+    """
+    if campaign.pk is not None:
+        current = _locked(campaign.pk)
+        if current.status not in EDITABLE:
+            raise ApplicationError(
+                f"A {current.status} campaign cannot be edited; pause it first.",
+                code=ErrorCode.CONFLICT,
+                http_status=409,
+                details={"status": current.status},
+            )
+        campaign.status = current.status
+    else:
+        campaign.status = S.DRAFT
+    campaign.full_clean(exclude=["organization", "agent", "created_by"])
+    campaign.save()
+    if campaign.pk is not None:
+        transaction.on_commit(lambda: campaign_broadcast(campaign_id=campaign.pk))
+    return campaign
+
+
+@transaction.atomic
+def campaign_delete(*, campaign: Campaign) -> None:
+    """Delete a draft campaign and its contacts; any other raises 409 `conflict`."""
+    current = _locked(campaign.pk)
+    if current.status != S.DRAFT:
+        raise ApplicationError(
+            f"A {current.status} campaign cannot be deleted; only a draft can.",
+            code=ErrorCode.CONFLICT,
+            http_status=409,
+            details={"status": current.status},
+        )
+    current.delete()
+
+
 def campaign_broadcast(*, campaign_id: int) -> None:
     """Send the campaign's progress to its page (group `monitor.campaign.<id>`)."""
     from calls.campaigns.selectors import campaign_progress
