@@ -140,6 +140,7 @@ urlpatterns: list[URLPattern] = [
         DoNotCallViewSet.as_view({"delete": "destroy"}),
         name="api-dnc-detail",
     ),
-    # Keep last: any other /api/ URL is a 404 in the error format, not an HTML page.
-    re_path(r"^(?P<path>.*)$", api_not_found, name="api-not-found"),
+    # Keep last: any other /api/ URL (a newline in it too) is a 404 in the error
+    # format, not an HTML page.
+    re_path(r"^(?P<path>[\s\S]*)$", api_not_found, name="api-not-found"),
 ]
