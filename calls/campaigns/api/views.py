@@ -30,7 +30,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from agents.selectors import organization_scope, user_organization_id
+from agents.selectors import user_organization_id
 from callcenter.api import JSON_ONLY
 from callcenter.api_docs import error_response
 from callcenter.errors import ApplicationError, ErrorCode
@@ -47,7 +47,11 @@ from calls.campaigns.api.serializers import (
     results_csv_row,
 )
 from calls.campaigns.models import Campaign, Contact, DoNotCall
-from calls.campaigns.selectors import campaign_attempts, campaign_list, dnc_list
+from calls.campaigns.selectors import (
+    campaign_attempts,
+    campaigns_visible,
+    dnc_visible,
+)
 from calls.campaigns.services import (
     campaign_cancel,
     campaign_delete,
@@ -64,14 +68,9 @@ CAMPAIGN_ID = OpenApiParameter(
 )
 
 
-def campaigns_of(user: Any) -> QuerySet[Campaign]:
-    """The campaigns `user` may see (their organisation's; all for superusers)."""
-    return organization_scope(campaign_list(organization_id=None), user=user)
-
-
 def campaign_get(*, user: Any, campaign_id: int) -> Campaign:
     """One campaign the user may see, or 404."""
-    return get_object_or_404(campaigns_of(user), pk=campaign_id)
+    return get_object_or_404(campaigns_visible(user=user), pk=campaign_id)
 
 
 @extend_schema_view(
@@ -104,7 +103,7 @@ class CampaignViewSet(
     parser_classes = JSON_ONLY
 
     def get_queryset(self) -> QuerySet[Campaign]:
-        campaigns = campaigns_of(self.request.user)
+        campaigns = campaigns_visible(user=self.request.user)
         if self.action == "list":
             filters = CampaignFilterSerializer(data=self.request.query_params)
             filters.is_valid(raise_exception=True)
@@ -329,9 +328,7 @@ class DoNotCallViewSet(
     parser_classes = JSON_ONLY
 
     def get_queryset(self) -> QuerySet[DoNotCall]:
-        return organization_scope(
-            dnc_list(organization_id=None), user=self.request.user
-        )
+        return dnc_visible(user=self.request.user)
 
     def perform_create(self, serializer: Any) -> None:  # type: ignore[override]
         user = self.request.user
