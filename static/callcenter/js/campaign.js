@@ -3,6 +3,8 @@
  *   campaign.snapshot {campaign_id, status, progress, total, counts, outcomes}, once
  *                     per (re)connect: the progress now
  *   campaign.progress {…the same}, whenever `campaign_broadcast` runs
+ * The contacts table is fetched again (this page's URL, at most once a second) after
+ * each progress message, so contact statuses and outcomes follow too.
  * Buttons (start / pause / resume / cancel) are plain POST forms; they are shown for
  * the statuses in their data-show-when, updated as the status changes. */
 (function () {
@@ -58,6 +60,28 @@
     });
   }
 
+  var refreshTimer = null;
+  var refreshing = false;
+  function refreshContacts() {
+    if (refreshTimer) return;
+    refreshTimer = window.setTimeout(function () {
+      refreshTimer = null;
+      if (refreshing) return refreshContacts();
+      refreshing = true;
+      fetch(window.location.href, { credentials: "same-origin" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (html) {
+          if (!html) return;
+          var fresh = new DOMParser().parseFromString(html, "text/html");
+          var body = fresh.querySelector("#contacts tbody");
+          var current = document.querySelector("#contacts tbody");
+          if (body && current) current.replaceWith(document.importNode(body, true));
+        })
+        .catch(function () {})
+        .then(function () { refreshing = false; });
+    }, 1000);
+  }
+
   function onMessage(msg) {
     if (msg.type !== "campaign.progress" && msg.type !== "campaign.snapshot") return;
     if (String(msg.campaign_id) !== root.dataset.campaignId) return;
@@ -67,6 +91,7 @@
     setCounts(msg.counts);
     setOutcomes(msg.outcomes);
     setStatus(msg.status);
+    if (msg.type === "campaign.progress") refreshContacts();
   }
 
   root.querySelectorAll("form[data-confirm]").forEach(function (form) {
