@@ -22,6 +22,9 @@ from django.utils import timezone
 from agents.models import TOOL_NAMES, Appointment
 from agents.phones import normalize_phone
 from agents.selectors import customer_find
+from calls.campaigns.models import Contact, DoNotCall
+from calls.campaigns.refusal import Kind, refusal_kind
+from calls.campaigns.services import dnc_add
 from calls.models import CallSession
 from calls.services import call_event_record
 
@@ -240,6 +243,94 @@ def _save_outcome(ctx: ToolContext, outcome: str, notes: str) -> ToolResult:
 async def save_call_outcome(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return await database_sync_to_async(_save_outcome)(
         ctx, str(args.get("outcome", "")), str(args.get("notes", ""))
+    )
+
+
+NOT_A_REFUSAL = (
+    "お客様の言葉は今後の電話のお断りではありません(例: 今は忙しい、家族に相談)。"
+    "登録はしていません。ご都合のよい日時を伺い、改めてお電話することをご提案ください。"
+)
+
+
+def _opt_out(ctx: ToolContext, words: str, reason: str) -> ToolResult:
+    kind = refusal_kind(words)
+    call = (
+        CallSession.objects.select_related("organization")
+        .filter(pk=ctx.call_id, organization_id=ctx.organization_id)
+        .first()
+    )
+    if call is None:
+        return fail("call not found")
+    if kind is not Kind.REFUSAL:
+        call_event_record(
+            call=call,
+            type="opt-out-declined",
+            payload={"words": words[:300], "kind": str(kind)},
+        )
+        return ToolResult(output={"ok": False, "error": NOT_A_REFUSAL})
+    number = ctx.caller_number or (
+        call.to_number
+        if call.direction == CallSession.Direction.OUTBOUND
+        else call.from_number
+    )
+    if not number:
+        return fail("この通話の相手の電話番号が分かりません。")
+    entry = dnc_add(
+        organization=call.organization,
+        phone=number,
+        source=DoNotCall.Source.CALL,
+        reason=(reason or words)[:300],
+        call_id=call.pk,
+    )
+    # The contact on this call is dialing / in-call, which dnc_add leaves alone.
+    contact_id = (
+        Contact.objects.filter(attempt_rows__call_id=call.pk)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if contact_id is not None:
+        Contact.objects.filter(pk=contact_id).update(
+            status=Contact.Status.OPTED_OUT,
+            outcome="opted-out",
+            updated_at=timezone.now(),
+        )
+    call_event_record(
+        call=call,
+        type="opt-out",
+        payload={
+            "dnc_id": entry.pk,
+            "contact_id": contact_id,
+            "words": words[:300],
+        },
+    )
+    return ToolResult(
+        output={
+            "ok": True,
+            "message": "今後お電話しないよう登録しました。お詫びとお礼を短く述べて、"
+            "通話を終えてください。",
+        }
+    )
+
+
+@tool(
+    "record_opt_out",
+    "お客様が今後の電話(勧誘)をはっきり断ったときだけ呼ぶ。電話番号を発信禁止リストに"
+    "登録する。「今は忙しい」「家族に相談」「また今度」「後で」は断りではない。",
+    {
+        "customer_words": {
+            "type": "string",
+            "description": "お客様が実際に言った言葉(そのまま)",
+        },
+        "reason": {"type": "string", "description": "補足(任意)"},
+    },
+    ["customer_words"],
+)
+async def record_opt_out(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    words = str(args.get("customer_words", "")).strip()
+    if not words:
+        return fail("customer_words is required: the customer's own words.")
+    return await database_sync_to_async(_opt_out)(
+        ctx, words, str(args.get("reason", "")).strip()
     )
 
 
