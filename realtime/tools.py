@@ -22,9 +22,9 @@ from django.utils import timezone
 from agents.models import TOOL_NAMES, Appointment
 from agents.phones import normalize_phone
 from agents.selectors import customer_find
-from calls.campaigns.models import Contact, DoNotCall
+from calls.campaigns.models import DoNotCall
 from calls.campaigns.refusal import Kind, refusal_kind
-from calls.campaigns.services import dnc_add
+from calls.campaigns.services import call_party_number, dnc_add_from_call
 from calls.models import CallSession
 from calls.services import call_event_record
 
@@ -253,7 +253,6 @@ NOT_A_REFUSAL = (
 
 
 def _opt_out(ctx: ToolContext, words: str, reason: str) -> ToolResult:
-    kind = refusal_kind(words)
     call = (
         CallSession.objects.select_related("organization")
         .filter(pk=ctx.call_id, organization_id=ctx.organization_id)
@@ -261,6 +260,7 @@ def _opt_out(ctx: ToolContext, words: str, reason: str) -> ToolResult:
     )
     if call is None:
         return fail("call not found")
+    kind = refusal_kind(words)
     if kind is not Kind.REFUSAL:
         call_event_record(
             call=call,
@@ -268,40 +268,13 @@ def _opt_out(ctx: ToolContext, words: str, reason: str) -> ToolResult:
             payload={"words": words[:300], "kind": str(kind)},
         )
         return ToolResult(output={"ok": False, "error": NOT_A_REFUSAL})
-    number = ctx.caller_number or (
-        call.to_number
-        if call.direction == CallSession.Direction.OUTBOUND
-        else call.from_number
-    )
-    if not number:
+    if not (ctx.caller_number or call_party_number(call=call)):
         return fail("この通話の相手の電話番号が分かりません。")
-    entry = dnc_add(
-        organization=call.organization,
-        phone=number,
+    dnc_add_from_call(
+        call=call,
         source=DoNotCall.Source.CALL,
         reason=(reason or words)[:300],
-        call_id=call.pk,
-    )
-    # The contact on this call is dialing / in-call, which dnc_add leaves alone.
-    contact_id = (
-        Contact.objects.filter(attempt_rows__call_id=call.pk)
-        .values_list("pk", flat=True)
-        .first()
-    )
-    if contact_id is not None:
-        Contact.objects.filter(pk=contact_id).update(
-            status=Contact.Status.OPTED_OUT,
-            outcome="opted-out",
-            updated_at=timezone.now(),
-        )
-    call_event_record(
-        call=call,
-        type="opt-out",
-        payload={
-            "dnc_id": entry.pk,
-            "contact_id": contact_id,
-            "words": words[:300],
-        },
+        phone=ctx.caller_number,
     )
     return ToolResult(
         output={
