@@ -484,3 +484,14 @@ def test_actions_are_throttled(
     response = api.post(f"/api/campaigns/{campaign.pk}/resume")
     error = assert_error(response, 429, "throttled")
     assert error["details"]["retry_after"] > 0
+
+
+def test_deleting_an_agent_a_campaign_uses_is_409(
+    api: APIClient, campaign: Campaign
+) -> None:
+    """The campaign keeps its agent: 409 naming the campaign, nothing deleted."""
+    error = assert_error(
+        api.delete(f"/api/agents/{campaign.agent_id}/"), 409, "conflict"
+    )
+    assert error["details"]["campaigns"] == [campaign.name]
+    assert Campaign.objects.filter(pk=campaign.pk).exists()
