@@ -1,9 +1,10 @@
 """Schemathesis against our own schema, in process (WSGI), authenticated by token.
 
 Every operation of /api/schema/ gets bounded, derandomized examples (the schema's
-examples, boundary "coverage" cases, and a few fuzzed ones). Path ids and the
-outbound call's and new campaign's agent are pointed at real objects of the caller's organisation so the happy
-paths are exercised too; ids no database holds (negative, huge) go as generated. Checks: no 5xx, every status documented, every body and
+examples, boundary "coverage" cases, and a few fuzzed ones). Path ids, the outbound
+call's agent and a new campaign's agent are pointed at real objects of the caller's
+organisation so the happy paths are exercised too; ids no database holds (negative,
+huge) go as generated. Checks: no 5xx, every status documented, every body and
 content type as the schema says.
 """
 
