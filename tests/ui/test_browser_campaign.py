@@ -195,3 +195,15 @@ def test_start_refused_names_missing_disclosure(
     expect(page.locator(".message-error")).to_contain_text("担当者名")
     expect(page.locator("[data-campaign-status]")).to_have_text("下書き")
     screenshot(page, "12-campaign-disclosure-refused")
+
+    # The form shows the default opening; filling the caller's name lets it start.
+    page.get_by_role("link", name="編集").click()
+    expect(page.get_by_label("冒頭の名乗り")).to_have_value(
+        "{{business_name}}の{{caller_name}}と申します。"
+        "{{product}}のご案内でお電話いたしました。"
+    )
+    screenshot(page, "13-campaign-form")
+    page.get_by_label("担当者名").fill("山田")
+    page.get_by_role("button", name="保存").click()
+    page.get_by_role("button", name="開始").click()
+    expect(page.locator("[data-campaign-status]")).to_have_text("実行中")
