@@ -74,6 +74,12 @@ class CampaignAdmin(OrganizationScopedAdmin):
     inlines = [ContactInline]
     actions = ["start", "pause", "resume", "cancel"]
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> Any:
+        # Like the API and the pages: settings change only while draft or paused.
+        if obj is not None and obj.status not in services.EDITABLE:
+            return [f.name for f in Campaign._meta.fields]
+        return self.readonly_fields
+
     @admin.display(description=_("contacts"))
     def contacts_link(self, campaign: Campaign) -> Any:
         url = (

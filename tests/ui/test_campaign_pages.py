@@ -184,3 +184,16 @@ def test_english_pages(logged_in, campaign):
     logged_in.cookies["django_language"] = "en"
     html = logged_in.get(f"/campaigns/{campaign.pk}/").content.decode()
     assert "Campaigns" in html and "Pause" in html and "Import contacts" in html
+
+
+def test_admin_running_campaign_is_read_only(client, org):
+    from agents.models import Operator
+
+    root = Operator.objects.create_superuser("root", "root@example.com", "pw")
+    client.force_login(root)
+    draft = CampaignFactory(organization=org)
+    running = CampaignFactory(organization=org, status="running")
+    html = client.get(f"/admin/calls/campaign/{draft.pk}/change/").content.decode()
+    assert 'name="max_concurrent"' in html
+    html = client.get(f"/admin/calls/campaign/{running.pk}/change/").content.decode()
+    assert 'name="max_concurrent"' not in html
