@@ -126,7 +126,10 @@ def seeded(
         time="10:00",
         name="x",
     )
-    campaign = CampaignFactory(organization=org, agent=agent)
+    # Campaigns use an agent of their own: one they use cannot be deleted (409), and
+    # DELETE /api/agents/{id}/ should still reach its 204.
+    campaign_agent = AgentProfileFactory(organization=org)
+    campaign = CampaignFactory(organization=org, agent=campaign_agent)
     AttemptFactory(contact=ContactFactory(campaign=campaign), call=call, duration=7)
     dnc = DoNotCall.objects.create(
         organization=org, phone="+819011112222", source=DoNotCall.Source.OPERATOR
@@ -140,6 +143,7 @@ def seeded(
             "customers": customer.pk,
             "appointments": appointment.pk,
             "campaigns": campaign.pk,
+            "campaign_agent": campaign_agent.pk,
             "dnc": dnc.pk,
         },
     }
@@ -161,10 +165,10 @@ def aim_at_real_objects(case: Any, seeded: dict[str, Any]) -> None:
     for name, value in (case.path_parameters or {}).items():
         if storable_id(value):
             case.path_parameters[name] = seeded["ids"][resource]
-    if case.path in ("/api/calls/outbound", "/api/campaigns/") and isinstance(
-        case.body, dict
-    ):
+    if case.path == "/api/calls/outbound" and isinstance(case.body, dict):
         case.body["agent"] = seeded["ids"]["agents"]
+    if case.path == "/api/campaigns/" and isinstance(case.body, dict):
+        case.body["agent"] = seeded["ids"]["campaign_agent"]
 
 
 @schema.parametrize()
