@@ -196,6 +196,26 @@ def test_start_refused_names_missing_disclosure(
     expect(page.locator("[data-campaign-status]")).to_have_text("下書き")
     screenshot(page, "12-campaign-disclosure-refused")
 
+    # Import: every rejected line is listed with why; the accepted ones join the table.
+    csv_text = "phone,name\n090-2222-3333,佐藤\nabc,鈴木\n090-2222-3333,佐藤\n"
+    page.get_by_label("連絡先CSV").set_input_files(
+        files=[
+            {
+                "name": "contacts.csv",
+                "mimeType": "text/csv",
+                "buffer": csv_text.encode("cp932"),
+            }
+        ]
+    )
+    page.get_by_role("button", name="取り込む").click()
+    report = page.locator("[data-import-report]")
+    expect(report).to_contain_text("1 件を取り込みました。2 件は取り込めませんでした。")
+    expect(report.locator("[data-rejected-line]")).to_have_count(2)
+    expect(report.locator('[data-rejected-line="3"]')).to_contain_text("番号が不正")
+    expect(report.locator('[data-rejected-line="4"]')).to_contain_text("重複")
+    expect(page.locator("#contacts")).to_contain_text("+819022223333")
+    screenshot(page, "14-campaign-import-report")
+
     # The form shows the default opening; filling the caller's name lets it start.
     page.get_by_role("link", name="編集").click()
     expect(page.get_by_label("冒頭の名乗り")).to_have_value(
