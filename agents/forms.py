@@ -19,6 +19,7 @@ TOOL_LABELS = {
     "schedule_appointment": _("予約の登録 (schedule_appointment)"),
     "end_call": _("通話の終了 (end_call)"),
     "save_call_outcome": _("結果の記録 (save_call_outcome)"),
+    "record_opt_out": _("今後の電話の停止 (record_opt_out)"),
 }
 
 # Field groups of the settings page, in order; the template renders one fieldset each.

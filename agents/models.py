@@ -33,6 +33,7 @@ TOOL_NAMES = (
     "schedule_appointment",
     "end_call",
     "save_call_outcome",
+    "record_opt_out",
 )
 
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils.translation import gettext_lazy as _
 
 from agents.models import AgentProfile, Appointment, Customer
@@ -21,8 +22,22 @@ def agent_profile_save(*, agent: AgentProfile) -> AgentProfile:
 
 
 def agent_profile_delete(*, agent: AgentProfile) -> None:
-    """Delete a profile; its calls and numbers keep their history without it."""
-    agent.delete()
+    """Delete a profile; its calls and numbers keep their history without it.
+
+    A profile that campaigns use is kept: 409 `conflict` naming them.
+    """
+    from callcenter.errors import ApplicationError, ErrorCode
+
+    try:
+        agent.delete()
+    except ProtectedError as exc:
+        names = sorted({str(obj) for obj in exc.protected_objects})
+        raise ApplicationError(
+            "The agent profile is used by campaigns: " + ", ".join(names) + ".",
+            code=ErrorCode.CONFLICT,
+            http_status=409,
+            details={"campaigns": names},
+        ) from exc
 
 
 @transaction.atomic

@@ -17,6 +17,17 @@ from calls.api.views import (
     CallTranscriptApi,
     HealthApi,
 )
+from calls.campaigns.api.views import (
+    CampaignCancelApi,
+    CampaignContactsApi,
+    CampaignContactsImportApi,
+    CampaignPauseApi,
+    CampaignResultsCsvApi,
+    CampaignResumeApi,
+    CampaignStartApi,
+    CampaignViewSet,
+    DoNotCallViewSet,
+)
 from handoff.api.views import CallHandoffApi, HandoffByPhoneApi
 
 LIST = {"get": "list", "post": "create"}
@@ -80,6 +91,56 @@ urlpatterns: list[URLPattern] = [
         AppointmentViewSet.as_view(DETAIL),
         name="api-appointment-detail",
     ),
-    # Keep last: any other /api/ URL is a 404 in the error format, not an HTML page.
-    re_path(r"^(?P<path>.*)$", api_not_found, name="api-not-found"),
+    path("campaigns/", CampaignViewSet.as_view(LIST), name="api-campaign-list"),
+    path(
+        "campaigns/<int:pk>/",
+        CampaignViewSet.as_view(
+            {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+        ),
+        name="api-campaign-detail",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/contacts/",
+        CampaignContactsApi.as_view(),
+        name="api-campaign-contacts",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/contacts/import",
+        CampaignContactsImportApi.as_view(),
+        name="api-campaign-import",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/start",
+        CampaignStartApi.as_view(),
+        name="api-campaign-start",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/pause",
+        CampaignPauseApi.as_view(),
+        name="api-campaign-pause",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/resume",
+        CampaignResumeApi.as_view(),
+        name="api-campaign-resume",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/cancel",
+        CampaignCancelApi.as_view(),
+        name="api-campaign-cancel",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/results.csv",
+        CampaignResultsCsvApi.as_view(),
+        name="api-campaign-results",
+    ),
+    path("dnc/", DoNotCallViewSet.as_view(LIST), name="api-dnc-list"),
+    path(
+        "dnc/<int:pk>/",
+        DoNotCallViewSet.as_view({"delete": "destroy"}),
+        name="api-dnc-detail",
+    ),
+    # Keep last: any other /api/ URL (a newline in it too) is a 404 in the error
+    # format, not an HTML page.
+    re_path(r"^(?P<path>[\s\S]*)$", api_not_found, name="api-not-found"),
 ]

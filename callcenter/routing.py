@@ -6,6 +6,7 @@ from typing import Any
 
 from django.urls import path
 
+from calls.campaigns.consumers import CampaignMonitorConsumer
 from calls.consumers import CallMonitorConsumer, DashboardConsumer
 from realtime.routing import websocket_urlpatterns as media_stream_urlpatterns
 
@@ -14,4 +15,5 @@ twilio_websocket_urlpatterns: list[Any] = [*media_stream_urlpatterns]
 operator_websocket_urlpatterns: list[Any] = [
     path("calls/<int:call_id>/", CallMonitorConsumer.as_asgi()),
     path("dashboard/", DashboardConsumer.as_asgi()),
+    path("campaigns/<int:campaign_id>/", CampaignMonitorConsumer.as_asgi()),
 ]

@@ -170,6 +170,8 @@ SPECTACULAR_SETTINGS = {
         "CallStatusEnum": "calls.status.CallStatus",
         "ErrorCodeEnum": "callcenter.api_docs.ERROR_CODE_CHOICES",
         "RecordingStatusEnum": "calls.models.Recording.Status",
+        "CampaignStatusEnum": "calls.campaigns.models.Campaign.Status",
+        "ContactStatusEnum": "calls.campaigns.models.Contact.Status",
     },
     # Swagger UI from our own static files (drf-spectacular-sidecar), no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -15,5 +15,6 @@ urlpatterns = [
     path("api/", include("callcenter.api_urls")),
     # Operators' pages: F-35 … F-39.
     path("agents/", include("agents.urls")),
+    path("", include("calls.campaigns.urls")),
     path("", include("calls.urls")),
 ]

@@ -237,3 +237,8 @@ class RecordingAdmin(OrganizationScopedAdmin):
     list_filter = ["source", "status"]
     search_fields = ["recording_sid", "url"]
     raw_id_fields = ["call"]
+
+
+# The campaigns package's admin registers itself on import (autodiscovery only
+# imports `calls.admin`).
+import calls.campaigns.admin  # noqa: E402, F401

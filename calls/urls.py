@@ -15,6 +15,7 @@ urlpatterns = [
     path("calls/<int:pk>/", views.call_detail, name="detail"),
     path("calls/<int:pk>/hangup", views.call_hangup, name="hangup"),
     path("calls/<int:pk>/instruct", views.call_instruct_view, name="instruct"),
+    path("calls/<int:pk>/do-not-call", views.call_do_not_call, name="do-not-call"),
     path(
         "calls/<int:pk>/recordings/<int:rec_id>/audio",
         views.recording_audio,

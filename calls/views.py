@@ -38,8 +38,12 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy, pgettext_lazy
 from django.views.decorators.http import require_GET, require_POST
 
+from agents.models import Operator
+from agents.phones import mask_phone
 from agents.selectors import agent_list
 from callcenter.errors import ApplicationError
+from calls.campaigns.models import DoNotCall
+from calls.campaigns.services import dnc_add_from_call
 from calls.control import CallNotLive, call_hangup_request, call_instruct
 from calls.models import CallSession, Recording
 from calls.selectors import call_get, call_list
@@ -423,6 +427,41 @@ def call_instruct_view(request: HttpRequest, pk: int) -> HttpResponse:
         )
     return _run_control(
         request, pk, action=call_instruct, text=text, done=_("AIに指示を送りました。")
+    )
+
+
+@login_required
+@require_POST
+def call_do_not_call(request: HttpRequest, pk: int) -> HttpResponse:
+    """The operator's "do not call again" (F-65): list the customer's number now.
+
+    Works on any call of the operator's organisation (a refusal heard just before
+    the hang-up still counts); another organisation's call is a 404.
+    """
+    call = _get_call_or_404(request, pk)
+    operator = request.user if isinstance(request.user, Operator) else None
+    try:
+        entry = dnc_add_from_call(
+            call=call,
+            source=DoNotCall.Source.OPERATOR,
+            reason=_("オペレーターが通話中に登録"),
+            created_by=operator,
+        )
+    except ApplicationError:  # no usable number on the call
+        return _control_reply(
+            request,
+            call,
+            ok=False,
+            message=_("この通話の電話番号を登録できませんでした。"),
+            status=400,
+        )
+    return _control_reply(
+        request,
+        call,
+        ok=True,
+        message=_("%(phone)s を今後の発信停止リストに登録しました。")
+        % {"phone": mask_phone(entry.phone)},
+        status=200,
     )
 
 

@@ -6,14 +6,21 @@ The bridge itself reads no settings and no models: everything arrives here as a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
 
 from agents.models import AgentProfile
-from agents.services import agent_render_prompts
+from agents.prompts import render_template
+from agents.services import agent_prompt_values
+from calls.campaigns.disclosure import opening_render
+from calls.campaigns.importing import contact_variables
+from calls.campaigns.models import Campaign
 from calls.models import CallSession
 from realtime.protocol.openai_events import (
     FunctionTool,
@@ -29,6 +36,17 @@ GOODBYE_LINE = "お電話ありがとうございました。失礼いたしま�
 IDLE_PROMPT = (
     "お客様からしばらく応答がありません。まだお電話がつながっているか、"
     "短く丁寧に確認してください。"
+)
+# Campaign calls (F-65): when the agent must put the number on the do-not-call list.
+OPT_OUT_TOOL = "record_opt_out"
+OPT_OUT_RULE = (
+    "\n\n# 今後の電話のお断り(特定商取引法 第17条)\n"
+    "お客様が今後の電話や勧誘をはっきり断ったとき(例:「もう電話しないで」"
+    "「二度とかけないで」「結構です」「必要ありません」「迷惑です」)は、"
+    "お客様の言葉をそのまま customer_words に入れて record_opt_out を呼び、"
+    "お詫びを述べて通話を終えてください。その後は勧誘を続けないでください。"
+    "「今は忙しい」「家族に相談する」「また今度」「後で」は断りではありません。"
+    "その場合は record_opt_out を呼ばず、改めてお電話してよい日時を伺ってください。"
 )
 APOLOGY_LINE = "申し訳ございません。ただいまシステムに問題が発生しております。後ほどおかけ直しください。"
 
@@ -54,8 +72,16 @@ class BridgeConfig:
     debug_twilio: bool = False
 
 
-def session_config_for(*, agent: AgentProfile, instructions: str) -> SessionConfig:
-    """The GA session an agent profile asks for (F-03, F-16)."""
+def session_config_for(
+    *,
+    agent: AgentProfile,
+    instructions: str,
+    enabled_tools: Sequence[str] | None = None,
+) -> SessionConfig:
+    """The GA session an agent profile asks for (F-03, F-16).
+
+    `enabled_tools` overrides the profile's list (a campaign call adds opt-out).
+    """
     turn_detection: ServerVad | SemanticVad | None
     if agent.turn_detection == AgentProfile.TurnDetection.SERVER_VAD:
         turn_detection = ServerVad(
@@ -93,7 +119,9 @@ def session_config_for(*, agent: AgentProfile, instructions: str) -> SessionConf
             FunctionTool(
                 name=t.name, description=t.description, parameters=t.parameters
             )
-            for t in tools_for(agent.enabled_tools)
+            for t in tools_for(
+                list(agent.enabled_tools if enabled_tools is None else enabled_tools)
+            )
         ),
     )
 
@@ -105,17 +133,49 @@ def model_url(model: str) -> str:
     return f"{base}{joiner}{urlencode({'model': model})}"
 
 
+def call_campaign(call: CallSession) -> tuple[Campaign, dict[str, Any]] | None:
+    """The campaign a call dials for and its contact's prompt values, if any."""
+    try:
+        attempt = call.campaign_attempt  # type: ignore[attr-defined]
+    except ObjectDoesNotExist:
+        return None
+    contact = attempt.contact
+    values = contact_variables(name=contact.name, variables=contact.variables or {})
+    values.update(
+        {k: v for k, v in (call.contact_variables or {}).items() if v not in (None, "")}
+    )
+    return contact.campaign, values
+
+
 def bridge_config_build(*, call: CallSession) -> BridgeConfig:
-    """Render the prompts and freeze everything the bridge needs for this call."""
+    """Render the prompts and freeze everything the bridge needs for this call.
+
+    A campaign call (F-65, F-66) opens with the campaign's disclosure, rendered with
+    the contact's values, before the agent's greeting; the AI speaks first; the
+    opt-out rule is added to the instructions and `record_opt_out` to the tools.
+    """
     agent = call.agent
     if agent is None:
         raise ValueError(f"call {call.pk} has no agent profile")
-    instructions, greeting = agent_render_prompts(
-        agent=agent, contact_variables=call.contact_variables
+    campaign_and_values = call_campaign(call)
+    variables = (
+        campaign_and_values[1] if campaign_and_values else call.contact_variables
     )
+    values = agent_prompt_values(agent=agent, contact_variables=variables)
+    instructions = render_template(agent.instructions_template, values)
+    greeting = render_template(agent.greeting_template, values)
+    enabled_tools = list(agent.enabled_tools)
     speaks_first = (
         call.direction == CallSession.Direction.OUTBOUND or agent.ai_speaks_first
     )
+    if campaign_and_values is not None:
+        campaign = campaign_and_values[0]
+        opening = opening_render(campaign, variables=values)
+        greeting = opening + greeting if greeting else opening
+        instructions += OPT_OUT_RULE
+        if OPT_OUT_TOOL not in enabled_tools:
+            enabled_tools.append(OPT_OUT_TOOL)
+        speaks_first = True
     greeting_instruction = (
         f"通話が始まりました。最初に次の挨拶をそのまま言ってください:「{greeting}」"
         if speaks_first and greeting
@@ -129,11 +189,13 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         caller_number=call.from_number
         if call.direction == CallSession.Direction.INBOUND
         else call.to_number,
-        session=session_config_for(agent=agent, instructions=instructions),
+        session=session_config_for(
+            agent=agent, instructions=instructions, enabled_tools=enabled_tools
+        ),
         greeting=greeting_instruction,
         model_url=model_url(agent.model),
         api_key=settings.OPENAI_API_KEY or DEMO_API_KEY,
-        enabled_tools=tuple(agent.enabled_tools),
+        enabled_tools=tuple(enabled_tools),
         handoff_digit=agent.handoff_dtmf_digit,
         handoff_farewell=agent.handoff_farewell,
         on_model_failure=agent.on_model_failure,

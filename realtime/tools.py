@@ -22,6 +22,9 @@ from django.utils import timezone
 from agents.models import TOOL_NAMES, Appointment
 from agents.phones import normalize_phone
 from agents.selectors import customer_find
+from calls.campaigns.models import DoNotCall
+from calls.campaigns.refusal import Kind, refusal_kind
+from calls.campaigns.services import call_party_number, dnc_add_from_call
 from calls.models import CallSession
 from calls.services import call_event_record
 
@@ -240,6 +243,67 @@ def _save_outcome(ctx: ToolContext, outcome: str, notes: str) -> ToolResult:
 async def save_call_outcome(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     return await database_sync_to_async(_save_outcome)(
         ctx, str(args.get("outcome", "")), str(args.get("notes", ""))
+    )
+
+
+NOT_A_REFUSAL = (
+    "お客様の言葉は今後の電話のお断りではありません(例: 今は忙しい、家族に相談)。"
+    "登録はしていません。ご都合のよい日時を伺い、改めてお電話することをご提案ください。"
+)
+
+
+def _opt_out(ctx: ToolContext, words: str, reason: str) -> ToolResult:
+    call = (
+        CallSession.objects.select_related("organization")
+        .filter(pk=ctx.call_id, organization_id=ctx.organization_id)
+        .first()
+    )
+    if call is None:
+        return fail("call not found")
+    kind = refusal_kind(words)
+    if kind is not Kind.REFUSAL:
+        call_event_record(
+            call=call,
+            type="opt-out-declined",
+            payload={"words": words[:300], "kind": str(kind)},
+        )
+        return ToolResult(output={"ok": False, "error": NOT_A_REFUSAL})
+    if not (ctx.caller_number or call_party_number(call=call)):
+        return fail("この通話の相手の電話番号が分かりません。")
+    dnc_add_from_call(
+        call=call,
+        source=DoNotCall.Source.CALL,
+        reason=(reason or words)[:300],
+        phone=ctx.caller_number,
+    )
+    return ToolResult(
+        output={
+            "ok": True,
+            "message": "今後お電話しないよう登録しました。お詫びとお礼を短く述べて、"
+            "通話を終えてください。",
+        }
+    )
+
+
+@tool(
+    "record_opt_out",
+    "お客様が今後の電話(勧誘)をはっきり断ったときだけ呼ぶ。電話番号を発信禁止リストに"
+    "登録する。「今は忙しい」「家族に相談」「また今度」「後で」は断りではない。",
+    {
+        "customer_words": {
+            "type": "string",
+            "description": "お客様が実際に言った言葉(そのまま)",
+        },
+        "reason": {"type": "string", "description": "補足(任意)"},
+    },
+    ["customer_words"],
+)
+async def record_opt_out(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
+    words = str(args.get("customer_words", "")).strip()
+    if not words:
+        return fail("customer_words is required: the customer's own words.")
+    return await database_sync_to_async(_opt_out)(
+        ctx, words, str(args.get("reason", "")).strip()
     )
 
 

@@ -28,6 +28,7 @@ from agents.services import (
     customer_save,
 )
 from callcenter.api import JSON_ONLY
+from callcenter.api_docs import error_response
 
 
 def crud_docs(*, plural: str, one: str) -> Any:
@@ -69,6 +70,12 @@ class ServiceModelViewSet(viewsets.ModelViewSet):
         self.delete_instance(instance)
 
 
+@extend_schema_view(
+    destroy=extend_schema(
+        summary="Delete an agent profile",
+        responses={204: None, 409: error_response(409)},
+    )
+)
 @crud_docs(plural="agent profiles", one="an agent profile")
 class AgentProfileViewSet(ServiceModelViewSet):
     """Agent profiles (F-03), validated like the settings page."""

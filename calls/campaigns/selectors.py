@@ -70,3 +70,17 @@ def campaign_attempts(*, campaign: Campaign) -> QuerySet[Attempt]:
         .select_related("contact", "call")
         .order_by("pk")
     )
+
+
+def campaigns_visible(*, user: Any) -> QuerySet[Campaign]:
+    """The campaigns `user` may see: their organisation's (every one for superusers)."""
+    from agents.selectors import organization_scope
+
+    return organization_scope(campaign_list(organization_id=None), user=user)
+
+
+def dnc_visible(*, user: Any) -> QuerySet[DoNotCall]:
+    """The do-not-call entries `user` may see."""
+    from agents.selectors import organization_scope
+
+    return organization_scope(dnc_list(organization_id=None), user=user)

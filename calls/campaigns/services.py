@@ -8,6 +8,8 @@ disclosure value raises 409 `disclosure_incomplete` naming what is missing.
 from __future__ import annotations
 
 import logging
+import unicodedata
+from collections.abc import Iterable
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -22,6 +24,7 @@ from callcenter.errors import ApplicationError, ErrorCode
 from calls.campaigns.disclosure import disclosure_missing
 from calls.campaigns.models import Campaign, Contact, DoNotCall
 from calls.groups import campaign_monitor_group
+from calls.models import CallSession
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +124,49 @@ def campaign_complete(*, campaign: Campaign) -> Campaign:
     return _transition(campaign, S.COMPLETED)
 
 
+EDITABLE = frozenset({S.DRAFT, S.PAUSED})
+
+
+@transaction.atomic
+def campaign_save(*, campaign: Campaign) -> Campaign:
+    """Create a campaign (as a draft), or save edits to a draft or paused one.
+
+    Validates like the model (`clean()`: days, window, retry results). Editing a
+    running, completed or canceled campaign raises 409 `conflict`.
+    """
+    if campaign.pk is not None:
+        current = _locked(campaign.pk)
+        if current.status not in EDITABLE:
+            raise ApplicationError(
+                f"A {current.status} campaign cannot be edited; pause it first.",
+                code=ErrorCode.CONFLICT,
+                http_status=409,
+                details={"status": current.status},
+            )
+        campaign.status = current.status
+    else:
+        campaign.status = S.DRAFT
+    campaign.full_clean(exclude=["organization", "agent", "created_by"])
+    campaign.save()
+    if campaign.pk is not None:
+        transaction.on_commit(lambda: campaign_broadcast(campaign_id=campaign.pk))
+    return campaign
+
+
+@transaction.atomic
+def campaign_delete(*, campaign: Campaign) -> None:
+    """Delete a draft campaign and its contacts; any other raises 409 `conflict`."""
+    current = _locked(campaign.pk)
+    if current.status != S.DRAFT:
+        raise ApplicationError(
+            f"A {current.status} campaign cannot be deleted; only a draft can.",
+            code=ErrorCode.CONFLICT,
+            http_status=409,
+            details={"status": current.status},
+        )
+    current.delete()
+
+
 def campaign_broadcast(*, campaign_id: int) -> None:
     """Send the campaign's progress to its page (group `monitor.campaign.<id>`)."""
     from calls.campaigns.selectors import campaign_progress
@@ -194,6 +240,96 @@ def dnc_add(
             status__in=[Contact.Status.PENDING, Contact.Status.RETRY_WAIT],
         ).update(status=contact_status, updated_at=timezone.now())
     return entry
+
+
+def call_party_number(*, call: CallSession) -> str:
+    """The customer's number on a call: `to` when we dialled, `from` when they did."""
+    if call.direction == CallSession.Direction.OUTBOUND:
+        return call.to_number
+    return call.from_number
+
+
+@transaction.atomic
+def dnc_add_from_call(
+    *,
+    call: CallSession,
+    source: str,
+    reason: str = "",
+    phone: str = "",
+    created_by: Operator | None = None,
+) -> DoNotCall:
+    """A refusal during a call (the agent's tool or an operator's button, F-65).
+
+    Lists the customer's number (`phone`, else the call's other party) with this
+    call, marks the campaign contact of the call `opted-out` (it is dialling or in
+    the call, which dnc_add leaves alone) and records an `opt-out` call event.
+    """
+    from calls.services import call_event_record
+
+    entry = dnc_add(
+        organization=call.organization,
+        phone=phone or call_party_number(call=call),
+        source=source,
+        reason=reason,
+        call_id=call.pk,
+        created_by=created_by,
+    )
+    contact_id = (
+        Contact.objects.filter(attempt_rows__call_id=call.pk)
+        .values_list("pk", flat=True)
+        .first()
+    )
+    if contact_id is not None:
+        Contact.objects.filter(pk=contact_id).update(
+            status=Contact.Status.OPTED_OUT,
+            outcome="opted-out",
+            updated_at=timezone.now(),
+        )
+    call_event_record(
+        call=call,
+        type="opt-out",
+        payload={
+            "source": source,
+            "dnc_id": entry.pk,
+            "contact_id": contact_id,
+            "reason": reason[:300],
+        },
+    )
+    return entry
+
+
+def dnc_import(
+    *,
+    organization: Organization,
+    phones: Iterable[str],
+    reason: str = "",
+    created_by: Operator | None = None,
+) -> tuple[int, list[str]]:
+    """Bulk-add numbers with source `import`; return (listed, numbers refused).
+
+    Each number goes through dnc_add (idempotent: one already listed counts as
+    listed and keeps its original source); a number that does not parse is
+    returned, not raised, so one bad line does not stop a list.
+    """
+    listed = 0
+    refused: list[str] = []
+    for raw in phones:
+        text = (raw or "").strip()
+        if not text:
+            continue
+        try:
+            dnc_add(
+                organization=organization,
+                phone=unicodedata.normalize("NFKC", text),
+                source=DoNotCall.Source.IMPORT,
+                reason=reason,
+                created_by=created_by,
+            )
+        except ApplicationError:
+            refused.append(text)
+            continue
+        listed += 1
+    return listed, refused
 
 
 def dnc_remove(*, entry: DoNotCall) -> None:

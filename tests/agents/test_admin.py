@@ -6,6 +6,7 @@ from django.contrib.auth.models import Permission
 from django.urls import reverse
 
 from agents.models import Operator
+from calls.campaigns.models import DoNotCall
 from calls.models import CallEvent, Recording
 from tests.agents.factories import (
     AgentProfileFactory,
@@ -13,6 +14,11 @@ from tests.agents.factories import (
     OperatorFactory,
     OrganizationFactory,
     PhoneNumberFactory,
+)
+from tests.calls.campaign_factories import (
+    AttemptFactory,
+    CampaignFactory,
+    ContactFactory,
 )
 from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
 
@@ -42,6 +48,16 @@ def world():
         objects[key]["appointment"] = Appointment.objects.create(
             organization=org, call=call, date="2026-12-01", time="10:00", name="x"
         )
+        campaign = CampaignFactory(organization=org, agent=agent)
+        contact = ContactFactory(campaign=campaign)
+        objects[key].update(
+            campaign=campaign,
+            contact=contact,
+            attempt=AttemptFactory(contact=contact, call=call),
+            donotcall=DoNotCall.objects.create(
+                organization=org, phone="+819011112222", source="operator"
+            ),
+        )
     return objects
 
 
@@ -62,6 +78,10 @@ def test_every_model_is_registered():
         "transcriptentry",
         "callevent",
         "recording",
+        "campaign",
+        "contact",
+        "attempt",
+        "donotcall",
     }
 
 
@@ -106,6 +126,10 @@ def test_operator_sees_only_own_organisation(client, world):
         "recording",
         "appointment",
         "organization",
+        "campaign",
+        "contact",
+        "attempt",
+        "donotcall",
     ):
         app = (
             "agents"

@@ -1,9 +1,10 @@
 """Schemathesis against our own schema, in process (WSGI), authenticated by token.
 
 Every operation of /api/schema/ gets bounded, derandomized examples (the schema's
-examples, boundary "coverage" cases, and a few fuzzed ones). Path ids and the
-outbound agent are pointed at real objects of the caller's organisation so the happy
-paths are exercised too; ids no database holds (negative, huge) go as generated. Checks: no 5xx, every status documented, every body and
+examples, boundary "coverage" cases, and a few fuzzed ones). Path ids, the outbound
+call's agent and a new campaign's agent are pointed at real objects of the caller's
+organisation so the happy paths are exercised too; ids no database holds (negative,
+huge) go as generated. Checks: no 5xx, every status documented, every body and
 content type as the schema says.
 """
 
@@ -24,9 +25,15 @@ from schemathesis.config import SchemathesisConfig
 
 from agents.models import Appointment
 from callcenter.api import ID_MAX
+from calls.campaigns.models import DoNotCall
 from calls.models import CallEvent, Recording
 from calls.status import CallStatus
 from tests.agents.factories import AgentProfileFactory, CustomerFactory, OperatorFactory
+from tests.calls.campaign_factories import (
+    AttemptFactory,
+    CampaignFactory,
+    ContactFactory,
+)
 from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
 
 MAX_EXAMPLES = 8
@@ -119,6 +126,14 @@ def seeded(
         time="10:00",
         name="x",
     )
+    # Campaigns use an agent of their own: one they use cannot be deleted (409), and
+    # DELETE /api/agents/{id}/ should still reach its 204.
+    campaign_agent = AgentProfileFactory(organization=org)
+    campaign = CampaignFactory(organization=org, agent=campaign_agent)
+    AttemptFactory(contact=ContactFactory(campaign=campaign), call=call, duration=7)
+    dnc = DoNotCall.objects.create(
+        organization=org, phone="+819011112222", source=DoNotCall.Source.OPERATOR
+    )
     token, _ = Token.objects.get_or_create(user=operator)
     return {
         "headers": {"Authorization": f"Token {token.key}"},
@@ -127,6 +142,9 @@ def seeded(
             "agents": agent.pk,
             "customers": customer.pk,
             "appointments": appointment.pk,
+            "campaigns": campaign.pk,
+            "campaign_agent": campaign_agent.pk,
+            "dnc": dnc.pk,
         },
     }
 
@@ -149,6 +167,8 @@ def aim_at_real_objects(case: Any, seeded: dict[str, Any]) -> None:
             case.path_parameters[name] = seeded["ids"][resource]
     if case.path == "/api/calls/outbound" and isinstance(case.body, dict):
         case.body["agent"] = seeded["ids"]["agents"]
+    if case.path == "/api/campaigns/" and isinstance(case.body, dict):
+        case.body["agent"] = seeded["ids"]["campaign_agent"]
 
 
 @schema.parametrize()

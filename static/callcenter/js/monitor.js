@@ -144,12 +144,14 @@
     if (stick) timeline.scrollTop = timeline.scrollHeight;
   }
 
-  /* Handing off and instructing need the AI on the call; hanging up, a live call. */
+  /* Handing off and instructing need the AI on the call; hanging up and
+     do-not-call, a live call. */
   function applyControls() {
     var live = root.dataset.live === "true";
     var withAi = root.dataset.callStatus === "ai-responding";
+    var anyLive = ["hangup", "do-not-call"];
     root.querySelectorAll("form[data-control]").forEach(function (form) {
-      var usable = live && (form.dataset.control === "hangup" || withAi);
+      var usable = live && (anyLive.indexOf(form.dataset.control) !== -1 || withAi);
       form.querySelectorAll("button, textarea").forEach(function (el) { el.disabled = !usable; });
     });
   }
