@@ -3,8 +3,12 @@
 `contacts_import(campaign=…, fileobj=…)` streams the upload: it never holds the
 whole file. The bytes pass through a buffered reader and an incremental decoder
 (`io.TextIOWrapper`) into `csv.reader`; accepted rows are inserted with
-`bulk_create` in batches of `BATCH_SIZE`. Memory grows only with the set of E.164
-numbers seen (in-file duplicates) and the rejected rows of the report.
+`bulk_create` in batches of `BATCH_SIZE`. Memory holds one batch and the rejected
+rows of the report, whatever the file's length: a number repeated within a batch is
+caught by the batch's own map, one repeated from an earlier batch by the same
+indexed look-up that finds the campaign's existing contacts (rows inserted by this
+import have a higher primary key than any contact before it; the campaign row is
+locked for the import).
 
 Encoding, decided from the first `DETECT_BYTES` bytes:
   1. a UTF-8 byte order mark → UTF-8 (the mark is dropped);
@@ -42,6 +46,7 @@ from typing import Any, BinaryIO
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Max
 from django.utils.translation import gettext as _
 
 from agents.phones import normalize_phone
@@ -303,7 +308,9 @@ def _import(
         ) from None
     columns = columns_read(header)
     required = required_variables(campaign)
-    seen: set[str] = set()
+    # Contacts of the campaign before this import have pk <= floor.
+    floor = campaign.contacts.aggregate(floor=Max("pk"))["floor"] or 0
+    in_batch: dict[str, int] = {}  # E.164 → line, this batch only
     batch: list[_Row] = []
 
     for line, fields in _rows(reader, state):
@@ -334,12 +341,12 @@ def _import(
                 detail=" ".join(exc.messages),
             )
             continue
-        if e164 in seen:
+        if e164 in in_batch:
             report.reject(
                 line=line,
                 phone=raw_phone,
                 reason=DUPLICATE,
-                detail=_("%(phone)s appears earlier in the file.") % {"phone": e164},
+                detail=_earlier(e164, in_batch[e164]),
             )
             continue
         name = fields[columns.name].strip() if columns.name is not None else ""
@@ -366,7 +373,7 @@ def _import(
                 % {"names": ", ".join("{{" + v + "}}" for v in missing)},
             )
             continue
-        seen.add(e164)
+        in_batch[e164] = line
         batch.append(
             _Row(
                 line=line,
@@ -381,14 +388,24 @@ def _import(
             )
         )
         if len(batch) >= BATCH_SIZE:
-            _flush(campaign, batch, report)
+            _flush(campaign, batch, report, floor=floor)
             batch = []
-    _flush(campaign, batch, report)
+            in_batch.clear()
+    _flush(campaign, batch, report, floor=floor)
     report.rejected.sort(key=lambda r: r["line"])
     return report
 
 
-def _flush(campaign: Campaign, batch: list[_Row], report: ImportReport) -> None:
+def _earlier(phone: str, line: int | None) -> str:
+    return _("%(phone)s appears earlier in the file (line %(line)s).") % {
+        "phone": phone,
+        "line": line,
+    }
+
+
+def _flush(
+    campaign: Campaign, batch: list[_Row], report: ImportReport, *, floor: int
+) -> None:
     """Drop the batch's do-not-call and existing numbers, insert the rest."""
     if not batch:
         return
@@ -398,11 +415,12 @@ def _flush(campaign: Campaign, batch: list[_Row], report: ImportReport) -> None:
             organization_id=campaign.organization_id, phone__in=phones
         ).values_list("phone", flat=True)
     )
-    existing = set(
-        Contact.objects.filter(campaign=campaign, phone__in=phones).values_list(
-            "phone", flat=True
-        )
-    )
+    existing = {
+        phone: (pk, line)
+        for phone, pk, line in Contact.objects.filter(
+            campaign=campaign, phone__in=phones
+        ).values_list("phone", "pk", "source_line")
+    }
     fresh: list[Contact] = []
     for row in batch:
         phone = row.contact.phone
@@ -414,11 +432,14 @@ def _flush(campaign: Campaign, batch: list[_Row], report: ImportReport) -> None:
                 detail=_("%(phone)s is on the do-not-call list.") % {"phone": phone},
             )
         elif phone in existing:
+            pk, line = existing[phone]
             report.reject(
                 line=row.line,
                 phone=row.raw_phone,
                 reason=DUPLICATE,
-                detail=_("%(phone)s is already a contact of this campaign.")
+                detail=_earlier(phone, line)
+                if pk > floor
+                else _("%(phone)s is already a contact of this campaign.")
                 % {"phone": phone},
             )
         else:

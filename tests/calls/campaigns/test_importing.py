@@ -241,7 +241,9 @@ def test_duplicates_in_the_file_and_in_the_campaign() -> None:
         (5, "duplicate"),
     ]
     assert "already" in report["rejected"][0]["detail"]
-    assert "earlier" in report["rejected"][1]["detail"]
+    assert report["rejected"][1]["detail"] == (
+        "+819012340003 appears earlier in the file (line 4)."
+    )
     assert campaign.contacts.get(phone="+819012340003").name == "一回目"
 
 
@@ -330,3 +332,24 @@ def test_big_file_is_streamed_in_chunks_and_batches(
     assert campaign.contacts.get(phone="+819010004999").variables == {
         "plan": "プラン1 ゴールド会員"
     }
+
+
+def test_repeat_across_batches_is_found_in_the_database() -> None:
+    """A number repeated a batch later is a duplicate naming the earlier line."""
+    campaign = CampaignFactory()
+    ContactFactory(campaign=campaign, phone="+819099990000")
+    again = (
+        "phone,name,plan\n09011112222,a,x\n"
+        + "".join(f"0902{n:07d},b,x\n" for n in range(BATCH_SIZE + 1))
+        + "090-1111-2222,c,x\n"
+    )
+    second = contacts_import(campaign=campaign, fileobj=io.BytesIO(again.encode()))
+    assert second.accepted == BATCH_SIZE + 2
+    assert second.as_dict()["rejected"] == [
+        {
+            "line": BATCH_SIZE + 4,
+            "phone": "090-1111-2222",
+            "reason": "duplicate",
+            "detail": "+819011112222 appears earlier in the file (line 2).",
+        }
+    ]
