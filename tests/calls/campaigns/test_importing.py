@@ -353,3 +353,14 @@ def test_repeat_across_batches_is_found_in_the_database() -> None:
             "detail": "+819011112222 appears earlier in the file (line 2).",
         }
     ]
+
+
+def test_details_are_translated_for_the_operator() -> None:
+    """In Japanese (the default language) the report's details are Japanese."""
+    campaign = CampaignFactory()
+    with translation.override("ja"):
+        report = run(campaign, "phone\n09012345678\n090-1234-5678\n,\n1,2\n")
+    assert [r["detail"] for r in report["rejected"]] == [
+        "+819012345678 はファイルの前の行(2行目)にもあります。",
+        "項目が2個です(見出しは1個)。",
+    ]
