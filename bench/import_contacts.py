@@ -111,6 +111,7 @@ def child(path: str) -> dict[str, Any]:
         reasons[row["reason"]] = reasons.get(row["reason"], 0) + 1
     stored = campaign.contacts.count()
     if os.environ.get("BENCH_CLEANUP"):  # a shared database: leave it as found
+        campaign.delete()  # the agent is protected while a campaign uses it
         org.delete()
     return {
         "seconds": round(seconds, 2),
@@ -127,10 +128,11 @@ def run_child(path: Path, env: dict[str, str]) -> dict[str, Any]:
         [sys.executable, __file__, "--child", str(path)],
         cwd=ROOT,
         env=env,
-        check=True,
         capture_output=True,
         text=True,
     )
+    if out.returncode != 0:
+        raise SystemExit(f"the import failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
