@@ -10,14 +10,10 @@ indexed look-up that finds the campaign's existing contacts (rows inserted by th
 import have a higher primary key than any contact before it; the campaign row is
 locked for the import).
 
-Encoding, decided from the first `DETECT_BYTES` bytes:
-  1. a UTF-8 byte order mark → UTF-8 (the mark is dropped);
-  2. a UTF-16 mark → refused (400): save the sheet as "CSV UTF-8" or "CSV";
-  3. the leading chunk decodes as UTF-8 → UTF-8 (plain ASCII lands here too);
-  4. it decodes as cp932 → Shift_JIS as Excel in Japan writes it (cp932 is
-     Shift_JIS plus the NEC/IBM extensions: ①, ㈱, 髙 …);
-  5. otherwise → 400. Bytes further on that do not decode also give 400 and
-     nothing is imported (the whole import is one transaction).
+Encoding: UTF-8 (with or without a byte order mark) or Shift_JIS as Excel in Japan
+writes it (cp932), told apart on the first 64 KiB (`calls/campaigns/csv_decoding.py`
+has the rule); a file that is neither is a 400, and bytes further on that do not
+decode also give 400 with nothing imported (the import is one transaction).
 
 Columns: the phone column is `phone`, `phone_number` or `number` (header cells are
 trimmed and compared case-insensitively); `name` fills `{{customer_name}}`; every
@@ -36,9 +32,7 @@ campaign stays as it was reported.
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -52,14 +46,13 @@ from django.utils.translation import gettext as _
 from agents.phones import normalize_phone
 from agents.prompts import template_variables
 from callcenter.errors import ApplicationError, ErrorCode
+from calls.campaigns.csv_decoding import UndecodableFile, open_text
 from calls.campaigns.disclosure import DISCLOSURE_FIELDS
 from calls.campaigns.models import Campaign, Contact, DoNotCall
 
 PHONE_COLUMNS = ("phone", "phone_number", "number")
 NAME_COLUMN = "name"
 BATCH_SIZE = 1000
-DETECT_BYTES = 64 * 1024
-READ_BYTES = 64 * 1024
 NAME_MAX_CHARS = 200
 IMPORTABLE_STATUSES = (Campaign.Status.DRAFT, Campaign.Status.PAUSED)
 
@@ -91,80 +84,6 @@ def _bad_file(message: str, **details: Any) -> ApplicationError:
     return ApplicationError(
         message, code=ErrorCode.VALIDATION, http_status=400, details=details
     )
-
-
-# --- Bytes to text, streaming -------------------------------------------------
-
-
-class _HeadThenRest(io.RawIOBase):
-    """The bytes already read for detection, then the rest of the file, in chunks."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = memoryview(head)
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), READ_BYTES)
-        if self._head:
-            chunk: bytes | memoryview = self._head[:want]
-            self._head = self._head[len(chunk) :]
-        else:
-            chunk = self._rest.read(want)
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-
-def _read_head(fileobj: BinaryIO) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while size < DETECT_BYTES:
-        chunk = fileobj.read(DETECT_BYTES - size)
-        if not chunk:
-            break
-        if isinstance(chunk, str):
-            raise TypeError("contacts_import needs a binary file")
-        parts.append(chunk)
-        size += len(chunk)
-    return b"".join(parts)
-
-
-def _decodes(head: bytes, encoding: str, *, final: bool) -> bool:
-    # Incremental: a multibyte character cut at the end of the chunk is not an error.
-    try:
-        codecs.getincrementaldecoder(encoding)().decode(head, final=final)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def detect_encoding(head: bytes, *, complete: bool) -> str:
-    """The codec for a file starting with `head` (see the module docstring)."""
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise _bad_file(
-            "The file is UTF-16; save it as CSV in UTF-8 or Shift_JIS.",
-            file=["UTF-16 is not supported."],
-        )
-    if _decodes(head, "utf-8", final=complete):
-        return "utf-8"
-    if _decodes(head, "cp932", final=complete):
-        return "cp932"
-    raise _bad_file(
-        "The file is neither UTF-8 nor Shift_JIS text.",
-        file=["Cannot decode the file as UTF-8 or Shift_JIS (cp932)."],
-    )
-
-
-def open_text(fileobj: BinaryIO) -> tuple[io.TextIOWrapper, str]:
-    """Wrap a binary file as decoded text without reading it whole."""
-    head = _read_head(fileobj)
-    encoding = detect_encoding(head, complete=len(head) < DETECT_BYTES)
-    buffered = io.BufferedReader(_HeadThenRest(head, fileobj), buffer_size=READ_BYTES)
-    return io.TextIOWrapper(buffered, encoding=encoding, newline=""), encoding
 
 
 # --- Columns and variables ------------------------------------------------------
@@ -278,7 +197,10 @@ def contacts_import(*, campaign: Campaign, fileobj: BinaryIO) -> ImportReport:
                 http_status=409,
                 details={"status": campaign.status},
             )
-        text, encoding = open_text(fileobj)
+        try:
+            text, encoding = open_text(fileobj)
+        except UndecodableFile as exc:
+            raise _bad_file(str(exc), file=[exc.detail]) from exc
         state = {"line": 1}
         try:
             return _import(campaign, csv.reader(text), state)

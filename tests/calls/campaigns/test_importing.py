@@ -9,12 +9,12 @@ import pytest
 from django.utils import translation
 
 from callcenter.errors import ApplicationError
-from calls.campaigns.importing import (
-    BATCH_SIZE,
+from calls.campaigns.csv_decoding import (
     DETECT_BYTES,
-    contacts_import,
+    UndecodableFile,
     detect_encoding,
 )
+from calls.campaigns.importing import BATCH_SIZE, contacts_import
 from calls.campaigns.models import Campaign, Contact
 from tests.calls.campaigns.factories import (
     CampaignFactory,
@@ -101,9 +101,8 @@ def test_detect_encoding_rule() -> None:
     cut = "phone,名前".encode()[:-1]
     assert detect_encoding(cut, complete=False) == "utf-8"
     assert detect_encoding("phone,名前".encode("cp932"), complete=True) == "cp932"
-    with pytest.raises(ApplicationError) as exc:
+    with pytest.raises(UndecodableFile, match="UTF-16"):
         detect_encoding(b"\xff\xfep\x00", complete=True)
-    assert exc.value.http_status == 400
 
 
 def test_undecodable_file_is_400_and_imports_nothing() -> None:
