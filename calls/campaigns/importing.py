@@ -3,17 +3,17 @@
 `contacts_import(campaign=…, fileobj=…)` streams the upload: it never holds the
 whole file. The bytes pass through a buffered reader and an incremental decoder
 (`io.TextIOWrapper`) into `csv.reader`; accepted rows are inserted with
-`bulk_create` in batches of `BATCH_SIZE`. Memory grows only with the set of E.164
-numbers seen (in-file duplicates) and the rejected rows of the report.
+`bulk_create` in batches of `BATCH_SIZE`. Memory holds one batch and the rejected
+rows of the report, whatever the file's length: a number repeated within a batch is
+caught by the batch's own map, one repeated from an earlier batch by the same
+indexed look-up that finds the campaign's existing contacts (rows inserted by this
+import have a higher primary key than any contact before it; the campaign row is
+locked for the import).
 
-Encoding, decided from the first `DETECT_BYTES` bytes:
-  1. a UTF-8 byte order mark → UTF-8 (the mark is dropped);
-  2. a UTF-16 mark → refused (400): save the sheet as "CSV UTF-8" or "CSV";
-  3. the leading chunk decodes as UTF-8 → UTF-8 (plain ASCII lands here too);
-  4. it decodes as cp932 → Shift_JIS as Excel in Japan writes it (cp932 is
-     Shift_JIS plus the NEC/IBM extensions: ①, ㈱, 髙 …);
-  5. otherwise → 400. Bytes further on that do not decode also give 400 and
-     nothing is imported (the whole import is one transaction).
+Encoding: UTF-8 (with or without a byte order mark) or Shift_JIS as Excel in Japan
+writes it (cp932), told apart on the first 64 KiB (`calls/campaigns/csv_decoding.py`
+has the rule); a file that is neither is a 400, and bytes further on that do not
+decode also give 400 with nothing imported (the import is one transaction).
 
 Columns: the phone column is `phone`, `phone_number` or `number` (header cells are
 trimmed and compared case-insensitively); `name` fills `{{customer_name}}`; every
@@ -32,9 +32,7 @@ campaign stays as it was reported.
 
 from __future__ import annotations
 
-import codecs
 import csv
-import io
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,19 +40,19 @@ from typing import Any, BinaryIO
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Max
 from django.utils.translation import gettext as _
 
 from agents.phones import normalize_phone
 from agents.prompts import template_variables
 from callcenter.errors import ApplicationError, ErrorCode
+from calls.campaigns.csv_decoding import UndecodableFile, open_text
 from calls.campaigns.disclosure import DISCLOSURE_FIELDS
 from calls.campaigns.models import Campaign, Contact, DoNotCall
 
 PHONE_COLUMNS = ("phone", "phone_number", "number")
 NAME_COLUMN = "name"
 BATCH_SIZE = 1000
-DETECT_BYTES = 64 * 1024
-READ_BYTES = 64 * 1024
 NAME_MAX_CHARS = 200
 IMPORTABLE_STATUSES = (Campaign.Status.DRAFT, Campaign.Status.PAUSED)
 
@@ -86,80 +84,6 @@ def _bad_file(message: str, **details: Any) -> ApplicationError:
     return ApplicationError(
         message, code=ErrorCode.VALIDATION, http_status=400, details=details
     )
-
-
-# --- Bytes to text, streaming -------------------------------------------------
-
-
-class _HeadThenRest(io.RawIOBase):
-    """The bytes already read for detection, then the rest of the file, in chunks."""
-
-    def __init__(self, head: bytes, rest: BinaryIO) -> None:
-        self._head = memoryview(head)
-        self._rest = rest
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        want = min(len(buffer), READ_BYTES)
-        if self._head:
-            chunk: bytes | memoryview = self._head[:want]
-            self._head = self._head[len(chunk) :]
-        else:
-            chunk = self._rest.read(want)
-        buffer[: len(chunk)] = chunk
-        return len(chunk)
-
-
-def _read_head(fileobj: BinaryIO) -> bytes:
-    parts: list[bytes] = []
-    size = 0
-    while size < DETECT_BYTES:
-        chunk = fileobj.read(DETECT_BYTES - size)
-        if not chunk:
-            break
-        if isinstance(chunk, str):
-            raise TypeError("contacts_import needs a binary file")
-        parts.append(chunk)
-        size += len(chunk)
-    return b"".join(parts)
-
-
-def _decodes(head: bytes, encoding: str, *, final: bool) -> bool:
-    # Incremental: a multibyte character cut at the end of the chunk is not an error.
-    try:
-        codecs.getincrementaldecoder(encoding)().decode(head, final=final)
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def detect_encoding(head: bytes, *, complete: bool) -> str:
-    """The codec for a file starting with `head` (see the module docstring)."""
-    if head.startswith(codecs.BOM_UTF8):
-        return "utf-8-sig"
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        raise _bad_file(
-            "The file is UTF-16; save it as CSV in UTF-8 or Shift_JIS.",
-            file=["UTF-16 is not supported."],
-        )
-    if _decodes(head, "utf-8", final=complete):
-        return "utf-8"
-    if _decodes(head, "cp932", final=complete):
-        return "cp932"
-    raise _bad_file(
-        "The file is neither UTF-8 nor Shift_JIS text.",
-        file=["Cannot decode the file as UTF-8 or Shift_JIS (cp932)."],
-    )
-
-
-def open_text(fileobj: BinaryIO) -> tuple[io.TextIOWrapper, str]:
-    """Wrap a binary file as decoded text without reading it whole."""
-    head = _read_head(fileobj)
-    encoding = detect_encoding(head, complete=len(head) < DETECT_BYTES)
-    buffered = io.BufferedReader(_HeadThenRest(head, fileobj), buffer_size=READ_BYTES)
-    return io.TextIOWrapper(buffered, encoding=encoding, newline=""), encoding
 
 
 # --- Columns and variables ------------------------------------------------------
@@ -273,7 +197,10 @@ def contacts_import(*, campaign: Campaign, fileobj: BinaryIO) -> ImportReport:
                 http_status=409,
                 details={"status": campaign.status},
             )
-        text, encoding = open_text(fileobj)
+        try:
+            text, encoding = open_text(fileobj)
+        except UndecodableFile as exc:
+            raise _bad_file(str(exc), file=[exc.detail]) from exc
         state = {"line": 1}
         try:
             return _import(campaign, csv.reader(text), state)
@@ -303,7 +230,9 @@ def _import(
         ) from None
     columns = columns_read(header)
     required = required_variables(campaign)
-    seen: set[str] = set()
+    # Contacts of the campaign before this import have pk <= floor.
+    floor = campaign.contacts.aggregate(floor=Max("pk"))["floor"] or 0
+    in_batch: dict[str, int] = {}  # E.164 → line, this batch only
     batch: list[_Row] = []
 
     for line, fields in _rows(reader, state):
@@ -334,12 +263,12 @@ def _import(
                 detail=" ".join(exc.messages),
             )
             continue
-        if e164 in seen:
+        if e164 in in_batch:
             report.reject(
                 line=line,
                 phone=raw_phone,
                 reason=DUPLICATE,
-                detail=_("%(phone)s appears earlier in the file.") % {"phone": e164},
+                detail=_earlier(e164, in_batch[e164]),
             )
             continue
         name = fields[columns.name].strip() if columns.name is not None else ""
@@ -366,7 +295,7 @@ def _import(
                 % {"names": ", ".join("{{" + v + "}}" for v in missing)},
             )
             continue
-        seen.add(e164)
+        in_batch[e164] = line
         batch.append(
             _Row(
                 line=line,
@@ -381,14 +310,24 @@ def _import(
             )
         )
         if len(batch) >= BATCH_SIZE:
-            _flush(campaign, batch, report)
+            _flush(campaign, batch, report, floor=floor)
             batch = []
-    _flush(campaign, batch, report)
+            in_batch.clear()
+    _flush(campaign, batch, report, floor=floor)
     report.rejected.sort(key=lambda r: r["line"])
     return report
 
 
-def _flush(campaign: Campaign, batch: list[_Row], report: ImportReport) -> None:
+def _earlier(phone: str, line: int | None) -> str:
+    return _("%(phone)s appears earlier in the file (line %(line)s).") % {
+        "phone": phone,
+        "line": line,
+    }
+
+
+def _flush(
+    campaign: Campaign, batch: list[_Row], report: ImportReport, *, floor: int
+) -> None:
     """Drop the batch's do-not-call and existing numbers, insert the rest."""
     if not batch:
         return
@@ -398,11 +337,12 @@ def _flush(campaign: Campaign, batch: list[_Row], report: ImportReport) -> None:
             organization_id=campaign.organization_id, phone__in=phones
         ).values_list("phone", flat=True)
     )
-    existing = set(
-        Contact.objects.filter(campaign=campaign, phone__in=phones).values_list(
-            "phone", flat=True
-        )
-    )
+    existing = {
+        phone: (pk, line)
+        for phone, pk, line in Contact.objects.filter(
+            campaign=campaign, phone__in=phones
+        ).values_list("phone", "pk", "source_line")
+    }
     fresh: list[Contact] = []
     for row in batch:
         phone = row.contact.phone
@@ -414,11 +354,14 @@ def _flush(campaign: Campaign, batch: list[_Row], report: ImportReport) -> None:
                 detail=_("%(phone)s is on the do-not-call list.") % {"phone": phone},
             )
         elif phone in existing:
+            pk, line = existing[phone]
             report.reject(
                 line=row.line,
                 phone=row.raw_phone,
                 reason=DUPLICATE,
-                detail=_("%(phone)s is already a contact of this campaign.")
+                detail=_earlier(phone, line)
+                if pk > floor
+                else _("%(phone)s is already a contact of this campaign.")
                 % {"phone": phone},
             )
         else:

@@ -9,12 +9,12 @@ import pytest
 from django.utils import translation
 
 from callcenter.errors import ApplicationError
-from calls.campaigns.importing import (
-    BATCH_SIZE,
+from calls.campaigns.csv_decoding import (
     DETECT_BYTES,
-    contacts_import,
+    UndecodableFile,
     detect_encoding,
 )
+from calls.campaigns.importing import BATCH_SIZE, contacts_import
 from calls.campaigns.models import Campaign, Contact
 from tests.calls.campaigns.factories import (
     CampaignFactory,
@@ -101,9 +101,8 @@ def test_detect_encoding_rule() -> None:
     cut = "phone,名前".encode()[:-1]
     assert detect_encoding(cut, complete=False) == "utf-8"
     assert detect_encoding("phone,名前".encode("cp932"), complete=True) == "cp932"
-    with pytest.raises(ApplicationError) as exc:
+    with pytest.raises(UndecodableFile, match="UTF-16"):
         detect_encoding(b"\xff\xfep\x00", complete=True)
-    assert exc.value.http_status == 400
 
 
 def test_undecodable_file_is_400_and_imports_nothing() -> None:
@@ -241,7 +240,9 @@ def test_duplicates_in_the_file_and_in_the_campaign() -> None:
         (5, "duplicate"),
     ]
     assert "already" in report["rejected"][0]["detail"]
-    assert "earlier" in report["rejected"][1]["detail"]
+    assert report["rejected"][1]["detail"] == (
+        "+819012340003 appears earlier in the file (line 4)."
+    )
     assert campaign.contacts.get(phone="+819012340003").name == "一回目"
 
 
@@ -330,3 +331,35 @@ def test_big_file_is_streamed_in_chunks_and_batches(
     assert campaign.contacts.get(phone="+819010004999").variables == {
         "plan": "プラン1 ゴールド会員"
     }
+
+
+def test_repeat_across_batches_is_found_in_the_database() -> None:
+    """A number repeated a batch later is a duplicate naming the earlier line."""
+    campaign = CampaignFactory()
+    ContactFactory(campaign=campaign, phone="+819099990000")
+    again = (
+        "phone,name,plan\n09011112222,a,x\n"
+        + "".join(f"0902{n:07d},b,x\n" for n in range(BATCH_SIZE + 1))
+        + "090-1111-2222,c,x\n"
+    )
+    second = contacts_import(campaign=campaign, fileobj=io.BytesIO(again.encode()))
+    assert second.accepted == BATCH_SIZE + 2
+    assert second.as_dict()["rejected"] == [
+        {
+            "line": BATCH_SIZE + 4,
+            "phone": "090-1111-2222",
+            "reason": "duplicate",
+            "detail": "+819011112222 appears earlier in the file (line 2).",
+        }
+    ]
+
+
+def test_details_are_translated_for_the_operator() -> None:
+    """In Japanese (the default language) the report's details are Japanese."""
+    campaign = CampaignFactory()
+    with translation.override("ja"):
+        report = run(campaign, "phone\n09012345678\n090-1234-5678\n,\n1,2\n")
+    assert [r["detail"] for r in report["rejected"]] == [
+        "+819012345678 はファイルの前の行(2行目)にもあります。",
+        "項目が2個です(見出しは1個)。",
+    ]
