@@ -195,6 +195,11 @@ DEBUG_TWILIO = E.get_bool("DEBUG_TWILIO")
 MAX_LIVE_CALLS = E.get_int("MAX_LIVE_CALLS")
 # Campaign calls never take the last CAMPAIGN_INBOUND_RESERVE % of MAX_LIVE_CALLS.
 CAMPAIGN_INBOUND_RESERVE = E.get_int("CAMPAIGN_INBOUND_RESERVE")
+# A dial task owns its attempt this long (its REST requests time out well inside it);
+# then the tick hands the attempt to a new task, which reconciles before any create.
+DIALER_LEASE_SECONDS = E.get_int("DIALER_LEASE_SECONDS")
+# Tests only: DIALER_CRASH_AT=<point>:<marker file> SIGKILLs the dial task once.
+DIALER_TEST_HOOKS = E.get_bool("DIALER_TEST_HOOKS")
 DISCLOSURE_PURPOSE_PHRASES = E.get_list("DISCLOSURE_PURPOSE_PHRASES")
 # Demo mode (F-45): no OpenAI key means the built-in fake Realtime server answers.
 DEMO_MODE = not OPENAI_API_KEY
@@ -245,5 +250,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
-    "dialer-tick": {"task": "calls.campaigns.tasks.dialer_tick", "schedule": 1.0},
+    "dialer-tick": {
+        "task": "calls.campaigns.tasks.dialer_tick",
+        "schedule": 1.0,
+        # A tick nobody ran in time is dropped: the next one does its work.
+        "options": {"expires": 2.0},
+    },
 }
