@@ -31,8 +31,43 @@ def call_status_callback(
     duration: str = "",
     answered_by: str = "",
     dial_status: str = "",
+    sequence: str = "",
 ) -> CallSession:
-    """Apply Twilio's view of the call; a final status ends the bridge if still open."""
+    """Apply Twilio's view of the call; a final status ends the bridge if still open.
+
+    A campaign call's attempt and contact follow too (`SequenceNumber`-ordered,
+    see `calls.campaigns.results`).
+    """
+    from calls.campaigns.results import attempt_status_apply
+
+    call = _call_status_apply(
+        call_id=call_id,
+        status=status,
+        call_sid=call_sid,
+        duration=duration,
+        answered_by=answered_by,
+        dial_status=dial_status,
+    )
+    attempt_status_apply(
+        call_id=call_id,
+        status=status,
+        call_sid=call_sid,
+        sequence=sequence,
+        answered_by=answered_by,
+        duration=duration,
+    )
+    return call
+
+
+def _call_status_apply(
+    *,
+    call_id: int,
+    status: str,
+    call_sid: str,
+    duration: str,
+    answered_by: str,
+    dial_status: str,
+) -> CallSession:
     with transaction.atomic():
         call = CallSession.objects.select_for_update().get(pk=call_id)
         call_event_record(
@@ -163,7 +198,12 @@ def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
     if call.status in TERMINAL:
         return twiml.hang_up()
     if answered_by in MACHINE_ANSWERS:
+        from calls.campaigns.results import attempt_answered_by
+
         message = call.agent.voicemail_message if call.agent_id else ""
+        campaign = attempt_answered_by(call_id=call.pk, answered_by=answered_by)
+        if campaign is not None and campaign.machine_action != "voicemail":
+            message = ""  # the campaign says hang up on machines
         call_session_transition(
             call=call,
             to=CallStatus.COMPLETED,

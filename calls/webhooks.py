@@ -56,6 +56,7 @@ def call_status(request: HttpRequest, call_id: int | None = None) -> HttpRespons
         duration=request.POST.get("CallDuration", ""),
         answered_by=request.POST.get("AnsweredBy", ""),
         dial_status=request.POST.get("DialCallStatus", ""),
+        sequence=request.POST.get("SequenceNumber", ""),
     )
     return HttpResponse(status=204)
 
