@@ -11,11 +11,12 @@ makes sure Twilio gets at most one create per attempt, whatever dies when:
    attempt less CLOCK_SKEW, no CallSid we already know) is asked, and a call found
    there is adopted instead of dialled again. If the list cannot be read, nothing
    is created; the tick hands the attempt on again after the lease.
-3. **Pace.** The create slot comes from the campaign's `next_dial_at` (spaced
-   1/calls_per_second apart) and the task sleeps until it.
-4. **Commit, then call.** `rest_tries + 1` and a fresh lease are committed, with the
+3. **Commit, then call.** `rest_tries + 1` and a fresh lease are committed, with the
    campaign still running, before the REST request; a request times out well inside
    the lease, so no second owner can appear while one is in flight.
+4. **Pace.** Then the create slot is taken from the campaign's `next_dial_at`
+   (spaced a little over 1/calls_per_second apart) and the task sleeps until it and
+   sends the request at once.
 5. **Back-off.** 20429, a 5xx or no reply: sleep (0.5 s doubling, capped), reconcile
    (the call may exist), and try again, up to MAX_REST_TRIES; then the attempt
    fails (and is retried or not by the campaign's policy).
@@ -57,6 +58,10 @@ log = logging.getLogger(__name__)
 MAX_REST_TRIES = 6
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
+# Slots a little wider than 1/cps: a request's own jitter must not squeeze cps + 1
+# creates into one second at Twilio.
+SLOT_MARGIN = 1.02
+SLOT_JITTER_S = 0.005
 # Twilio's clock and ours, and date_created's whole seconds.
 CLOCK_SKEW = dt.timedelta(seconds=30)
 
@@ -135,7 +140,7 @@ def create_slot_reserve(campaign_id: int) -> dt.datetime:
         now = timezone.now()
         slot = max(now, campaign.next_dial_at or now)
         campaign.next_dial_at = slot + dt.timedelta(
-            seconds=1.0 / campaign.calls_per_second
+            seconds=SLOT_MARGIN * (1.0 / campaign.calls_per_second) + SLOT_JITTER_S
         )
         campaign.save(update_fields=["next_dial_at"])
     return slot
@@ -218,8 +223,6 @@ def attempt_dial(*, attempt_id: int, lease: str | None = None) -> str | None:
         if try_number == MAX_REST_TRIES:
             attempt_fail(attempt_id=attempt_id, error="Twilio kept refusing the create")
             return None
-        slot = create_slot_reserve(campaign_id)
-        _sleep_until(slot)
         committed = _commit_try(attempt_id, mine)
         if committed is None:
             attempt.refresh_from_db()
@@ -230,6 +233,8 @@ def attempt_dial(*, attempt_id: int, lease: str | None = None) -> str | None:
                 continue  # a try was made: reconcile before closing it
             return None  # lost the lease: the new owner carries on
         mine, call = committed
+        # The slot last, so nothing but the request lies between it and the create.
+        _sleep_until(create_slot_reserve(campaign_id))
         _crash_point("before-rest")
         try:
             sid = campaign_dial(call, timeout=_rest_timeout())
