@@ -241,6 +241,8 @@ if not CELERY_BROKER_URL:
         "data_folder_in": str(CELERY_FILESYSTEM_DIR / "queue"),
         "data_folder_out": str(CELERY_FILESYSTEM_DIR / "queue"),
         "control_folder": str(CELERY_FILESYSTEM_DIR / "control"),
+        # The folder is polled: a tick or a dial waits at most this long (seconds).
+        "polling_interval": 0.2,
     }
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
