@@ -58,10 +58,13 @@ log = logging.getLogger(__name__)
 MAX_REST_TRIES = 6
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 8.0
-# Slots a little wider than 1/cps: a request's own jitter must not squeeze cps + 1
-# creates into one second at Twilio.
+# Slots a little wider than 1/cps, and a task that wakes more than LATE_S after its
+# slot takes a new one: wake-up and request jitter must never squeeze cps + 1 creates
+# into one second at Twilio. The price: creates run ~2 % + 30 ms per slot under cps.
 SLOT_MARGIN = 1.02
-SLOT_JITTER_S = 0.005
+SLOT_JITTER_S = 0.03
+LATE_S = 0.02
+MAX_LATE_SLOTS = 20
 # Twilio's clock and ours, and date_created's whole seconds.
 CLOCK_SKEW = dt.timedelta(seconds=30)
 
@@ -152,6 +155,16 @@ def _sleep_until(moment: dt.datetime) -> None:
         time.sleep(delay)
 
 
+def _wait_for_slot(campaign_id: int) -> None:
+    """Sleep until a create slot; a slot overslept by more than LATE_S is given up."""
+    for _ in range(MAX_LATE_SLOTS):
+        slot = create_slot_reserve(campaign_id)
+        _sleep_until(slot)
+        if (timezone.now() - slot).total_seconds() <= LATE_S:
+            return
+    log.warning("dialer: campaign %s: slots keep being overslept", campaign_id)
+
+
 def _campaign_call(attempt: Attempt) -> CallSession:
     """The attempt's CallSession, created once (its id keys Twilio's webhooks)."""
     if attempt.call_id is not None:
@@ -234,7 +247,7 @@ def attempt_dial(*, attempt_id: int, lease: str | None = None) -> str | None:
             return None  # lost the lease: the new owner carries on
         mine, call = committed
         # The slot last, so nothing but the request lies between it and the create.
-        _sleep_until(create_slot_reserve(campaign_id))
+        _wait_for_slot(campaign_id)
         _crash_point("before-rest")
         try:
             sid = campaign_dial(call, timeout=_rest_timeout())
