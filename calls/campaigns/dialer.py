@@ -22,7 +22,9 @@ Per running campaign, one transaction:
 A claim commits the Attempt (number = previous + 1) and the contact's `dialing`
 together. The tick also hands attempts left `dialing` without a CallSid for longer
 than DIALER_LEASE_SECONDS to a new task (which reconciles through Twilio's Calls list
-before any create), and completes running campaigns with no open contact.
+before any create), settles attempts whose call ended without a final callback,
+completes running campaigns with no open contact, and sends each busy campaign's
+progress to its page once.
 """
 
 from __future__ import annotations
@@ -61,6 +63,8 @@ DUE_CONTACT = (Contact.Status.PENDING, Contact.Status.RETRY_WAIT)
 OPEN_ATTEMPT = (Attempt.State.DIALING, Attempt.State.PLACED, Attempt.State.ANSWERED)
 # How far ahead of now the campaign's pacing may run before the tick claims no more.
 PACING_HORIZON = dt.timedelta(seconds=1)
+# An attempt whose call ended this long ago with no final callback is settled.
+SETTLE_AFTER = dt.timedelta(seconds=30)
 
 
 @dataclass
@@ -70,6 +74,7 @@ class TickResult:
     claimed: list[int] = field(default_factory=list)  # attempt ids
     skipped_dnc: list[int] = field(default_factory=list)  # contact ids
     stale: list[int] = field(default_factory=list)  # attempt ids handed on
+    settled: list[int] = field(default_factory=list)  # attempts closed from calls
     completed: list[int] = field(default_factory=list)  # campaign ids
 
 
@@ -181,8 +186,6 @@ def _claim(
             transaction.on_commit(
                 lambda attempt_id=attempt_id: dispatch(attempt_id, None)
             )
-        if claimed or skipped:
-            transaction.on_commit(lambda: campaign_broadcast(campaign_id=campaign_id))
     return claimed, skipped
 
 
@@ -225,6 +228,28 @@ def stale_attempts_hand_on(*, now: dt.datetime, dispatch: Dispatch) -> list[int]
     return handed
 
 
+def attempts_settle_from_calls(*, now: dt.datetime) -> list[int]:
+    """Finish open attempts whose call ended without a final status callback.
+
+    Twilio does not resend a callback we failed to take; the call itself is closed
+    (by the bridge, the answer webhook or the reaper, F-52), so its final status is
+    applied to the attempt as the callback would have been, SETTLE_AFTER later.
+    """
+    from calls.campaigns.results import attempt_status_apply
+    from calls.status import TERMINAL
+
+    stuck = list(
+        Attempt.objects.filter(
+            state__in=(Attempt.State.PLACED, Attempt.State.ANSWERED),
+            call__status__in=TERMINAL,
+            call__ended_at__lt=now - SETTLE_AFTER,
+        ).values_list("pk", "call_id", "call__status")[:200]
+    )
+    for _, call_id, status in stuck:
+        attempt_status_apply(call_id=call_id, status=status)
+    return [pk for pk, _, _ in stuck]
+
+
 def campaigns_complete_finished() -> list[int]:
     """Complete running campaigns with no open contact and no open attempt."""
     done: list[int] = []
@@ -245,6 +270,7 @@ def dialer_tick(*, now: dt.datetime | None = None, dispatch: Dispatch) -> TickRe
     """One pass of the dialer over every running campaign (see the module)."""
     now = now or timezone.now()
     result = TickResult()
+    touched: set[int] = set()
     room = global_room()
     campaign_ids = list(
         Campaign.objects.filter(status=Campaign.Status.RUNNING)
@@ -258,8 +284,20 @@ def dialer_tick(*, now: dt.datetime | None = None, dispatch: Dispatch) -> TickRe
             campaign_id=campaign_id, now=now, room=room, dispatch=dispatch
         )
         room -= len(claimed)
+        if claimed or skipped:
+            touched.add(campaign_id)
         result.claimed += claimed
         result.skipped_dnc += skipped
     result.stale = stale_attempts_hand_on(now=now, dispatch=dispatch)
+    result.settled = attempts_settle_from_calls(now=now)
     result.completed = campaigns_complete_finished()
+    # Progress pages: once a tick for each campaign that claimed or has calls on
+    # (final changes are sent as they happen, by `results`).
+    busy = set(
+        Contact.objects.filter(
+            campaign_id__in=campaign_ids, status__in=LIVE_CONTACT
+        ).values_list("campaign_id", flat=True)
+    )
+    for campaign_id in sorted(busy | touched | set(result.completed)):
+        campaign_broadcast(campaign_id=campaign_id)
     return result

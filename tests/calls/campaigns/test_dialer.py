@@ -215,3 +215,45 @@ def test_stale_dialing_attempt_is_handed_on_once_with_a_lease(tick, dispatched):
     assert result.stale == [attempt.pk]
     assert dispatched.calls[-1] == (attempt.pk, later.isoformat())
     assert tick(later + dt.timedelta(seconds=1)).stale == []
+
+
+def test_an_attempt_whose_call_ended_without_a_final_callback_is_settled(tick):
+    """The final callback never came, but the call was closed (reaper, webhook):
+    30 s later the tick finishes the attempt from the call's status."""
+    contact = ContactFactory()
+    tick()
+    attempt = Attempt.objects.get()
+    call = CallSession.objects.create(
+        organization=contact.campaign.organization,
+        direction=CallSession.Direction.OUTBOUND,
+        status=CallStatus.NO_ANSWER,
+        ended_at=dt.datetime.now(dt.UTC),
+    )
+    Attempt.objects.filter(pk=attempt.pk).update(
+        call=call, call_sid="CA" + "a" * 32, state=Attempt.State.PLACED
+    )
+    assert tick().settled == []
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=31)
+    assert tick(later).settled == [attempt.pk]
+    attempt.refresh_from_db()
+    assert (attempt.state, attempt.result) == ("finished", "no-answer")
+    assert Contact.objects.get(pk=contact.pk).status == Contact.Status.RETRY_WAIT
+
+
+def test_progress_is_broadcast_once_a_tick_per_busy_campaign(tick, monkeypatch):
+    sent = []
+    monkeypatch.setattr(
+        "calls.campaigns.dialer.campaign_broadcast",
+        lambda *, campaign_id: sent.append(campaign_id),
+    )
+    busy = CampaignFactory(max_concurrent=10)
+    ContactFactory.create_batch(3, campaign=busy)
+    idle = CampaignFactory()
+    ContactFactory(
+        campaign=idle,
+        status=Contact.Status.RETRY_WAIT,
+        next_attempt_at=dt.datetime.now(dt.UTC) + dt.timedelta(hours=1),
+    )
+    tick()
+    tick()
+    assert sent == [busy.pk, busy.pk]
