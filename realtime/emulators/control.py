@@ -13,6 +13,40 @@ emulator's. ``python -m realtime.emulators.run`` serves it for the demo and
     POST /_emulator/calls/<sid>/hang-up   the remote party hangs up → {"sid", "status"}
     POST /_emulator/calls/<sid>/dtmf      {"digit": "0"}: the caller presses a key
 
+For an outbound dialer (a Celery worker's test, the demo, a benchmark)::
+
+    GET  /_emulator/far-ends              → the body below, as it stands
+    POST /_emulator/far-ends              → 200, the same as GET
+         {"far_ends"?: {"+8190…": far_end, …},        who answers each number
+          "sequences"?: {"+8190…": [far_end, …], …},  one per call, first
+          "default"?: far_end}                        everyone else
+         far_end: {"behaviour": "answer"|"busy"|"no-answer"|"failed"|"machine",
+                   "ring_s"?: 3.0, "hangup_after_s"?: 20.0,
+                   "talk_s"?: [5.0, 40.0], "script"?: [step, …]}
+         A number's sequence is used up first (busy, then answer), then its
+         far_ends entry or the default applies. Numbers given replace theirs;
+         others stay. Refused whole (400) if any far end is wrong.
+    GET  /_emulator/settings              → {"cps", "seed",
+    POST /_emulator/settings                 "duplicate_status_callbacks",
+         {"cps"?: 5 | null, "seed"?: 1,      "reorder_status_callbacks"}
+          "duplicate_status_callbacks"?: true, "reorder_status_callbacks"?: true}
+         cps null: unlimited; a seed restarts the talk-time draws.
+    POST /_emulator/faults                → 201 {"pending": [fault, …]}
+         {"status"?: 429|500|503|…, "code"?: 20429, "message"?: "…",
+          "create"?: false, "drop"?: false, "delay_s"?: 0, "count"?: 1}
+         the next ``count`` POST …/Calls.json fail so (``RestFault``);
+         create: the call is made anyway (the ambiguous failure).
+    GET  /_emulator/faults                → {"pending": [fault, …],
+         "injected": [{"at", "fault", "to", "call_sid"}, …]}
+    GET  /_emulator/outbound-calls        → {"calls": [{"sid", "to", "from",
+         "status", "answered_by", "duration", "far_end", "talk_s",
+         "queue_time_ms", "times": {"created", "dequeued", "answered",
+         "ended"}}, …], "max_creates_per_s", "max_dequeues_per_s",
+         "max_concurrent"}  (times: time.time() seconds, null until then;
+         max_concurrent counts calls from leaving the queue to their end)
+    POST /_emulator/reset                 → {"reset": true}: calls, rooms,
+         faults and switches gone; far ends and cps as at start
+
 Script steps (the simulated caller's, run once the Media Stream is up)::
 
     {"speak_ms": 1200}                    speech-like audio
@@ -27,8 +61,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from typing import Any, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Final, TypeVar
 
 from realtime.emulators.caller import (
     Dtmf,
@@ -40,12 +74,16 @@ from realtime.emulators.caller import (
     WaitUntilQuiet,
 )
 from realtime.emulators.twilio_api import (
+    BEHAVIOURS,
     Call,
+    FarEnd,
     LogEntry,
     Receive,
+    RestFault,
     Scope,
     Send,
     TwilioEmulator,
+    max_in_window,
 )
 
 __all__ = [
@@ -54,8 +92,13 @@ __all__ = [
     "ScriptError",
     "call_summary",
     "describe",
+    "outbound_summary",
+    "parse_far_end",
+    "parse_fault",
     "parse_script",
 ]
+
+_T = TypeVar("_T")
 
 CONTROL_PREFIX: Final = "/_emulator/"
 DEFAULT_WAIT_S: Final = 30.0  # a real-time greeting can last several seconds
@@ -117,6 +160,87 @@ def parse_script(steps: Any) -> list[Step]:
     return [_parse_step(step) for step in steps]
 
 
+# -- far ends and faults -----------------------------------------------------------
+
+
+def _optional_number(body: Mapping[str, Any], key: str) -> float | None:
+    if body.get(key) is None:
+        return None
+    return _number(body, key, 0.0)
+
+
+def parse_far_end(body: Any) -> FarEnd:
+    """Turn the control API's JSON far end into a ``FarEnd`` (ScriptError)."""
+    if not isinstance(body, Mapping):
+        raise ScriptError(f"a far end is a JSON object, got {body!r}")
+    unknown = set(body) - {"behaviour", "ring_s", "hangup_after_s", "talk_s", "script"}
+    if unknown:
+        raise ScriptError(f"unknown far end fields {sorted(unknown)}")
+    behaviour = body.get("behaviour", "answer")
+    if behaviour not in BEHAVIOURS:
+        raise ScriptError(f"behaviour must be one of {', '.join(BEHAVIOURS)}")
+    talk = body.get("talk_s")
+    talk_s: tuple[float, float] | None = None
+    if talk is not None:
+        if not isinstance(talk, list) or len(talk) != 2:
+            raise ScriptError("talk_s must be [low, high]")
+        pair = {"low": talk[0], "high": talk[1]}
+        talk_s = (_number(pair, "low", 0.0), _number(pair, "high", 0.0))
+    script = body.get("script")
+    try:
+        return FarEnd(
+            behaviour,
+            hangup_after_s=_optional_number(body, "hangup_after_s"),
+            ring_s=_optional_number(body, "ring_s"),
+            caller_script=None if script is None else parse_script(script),
+            talk_s=talk_s,
+        )
+    except ValueError as exc:
+        raise ScriptError(str(exc)) from None
+
+
+def parse_fault(body: Any) -> tuple[RestFault, int]:
+    """Turn the control API's JSON fault into a ``RestFault`` and a count."""
+    if not isinstance(body, Mapping):
+        raise ScriptError("send a JSON object")
+    known = {"status", "code", "message", "create", "drop", "delay_s", "count"}
+    if set(body) - known:
+        raise ScriptError(f"unknown fault fields {sorted(set(body) - known)}")
+    status, code, count = (
+        body.get("status", 500),
+        body.get("code"),
+        body.get("count", 1),
+    )
+    for name, value in (("status", status), ("code", code), ("count", count)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int)
+        ):
+            raise ScriptError(f"{name} must be an integer")
+    if count < 1:
+        raise ScriptError("count must be at least 1")
+    message = body.get("message")
+    if message is not None and not isinstance(message, str):
+        raise ScriptError("message must be a string")
+    flags = {}
+    for name in ("create", "drop"):
+        value = body.get(name, False)
+        if not isinstance(value, bool):
+            raise ScriptError(f"{name} must be true or false")
+        flags[name] = value
+    try:
+        fault = RestFault(
+            status,
+            code=code,
+            message=message,
+            create=flags["create"],
+            drop=flags["drop"],
+            delay_s=_number(body, "delay_s", 0.0),
+        )
+    except ValueError as exc:
+        raise ScriptError(str(exc)) from None
+    return fault, count
+
+
 # -- what the control API reports ------------------------------------------------
 
 
@@ -170,6 +294,28 @@ def call_summary(emulator: TwilioEmulator, call: Call) -> dict[str, Any]:
         "conference": rooms[0] if rooms else None,
         "errors": [{"code": e.code, "message": e.message} for e in call.errors],
         "log": [_entry(e) for e in call.log],
+    }
+
+
+def _outbound(call: Call) -> dict[str, Any]:
+    return {
+        **_brief(call),
+        "answered_by": call.answered_by,
+        "duration": call.duration,
+        "far_end": None if call.far_end is None else call.far_end.describe(),
+        "talk_s": call.talk_s,
+        "queue_time_ms": call.queue_time_ms,
+        "times": call.times.describe(),
+    }
+
+
+def outbound_summary(emulator: TwilioEmulator) -> dict[str, Any]:
+    """What ``GET /_emulator/outbound-calls`` returns."""
+    return {
+        "calls": [_outbound(c) for c in emulator.outbound_calls()],
+        "max_creates_per_s": max_in_window(emulator.create_times()),
+        "max_dequeues_per_s": max_in_window(emulator.dequeue_times()),
+        "max_concurrent": emulator.max_concurrent_live(),
     }
 
 
@@ -265,6 +411,15 @@ class ControlledTwilioEmulator(TwilioEmulator):
     async def _control(
         self, method: str, path: str, body: Any
     ) -> tuple[int, dict[str, Any]]:
+        dialer = _DIALER_ENDPOINTS.get(path)
+        if dialer is not None:
+            allowed, handler = dialer
+            if method not in allowed:
+                raise _HttpError(405, f"use {' or '.join(allowed)}")
+            try:
+                return await handler(self, method, body)
+            except ScriptError as exc:
+                raise _HttpError(400, str(exc)) from None
         if path == "/_emulator/inbound-calls":
             if method != "POST":
                 raise _HttpError(405, "use POST")
@@ -322,3 +477,117 @@ class ControlledTwilioEmulator(TwilioEmulator):
         await stream.send_dtmf(digit)
         call._note("dtmf", digit=digit)
         return {"sid": call.sid, "digit": digit}
+
+    # -- for an outbound dialer ----------------------------------------------------
+
+    async def _far_ends(self, method: str, body: Any) -> tuple[int, dict[str, Any]]:
+        if method == "POST":
+            if not isinstance(body, Mapping):
+                raise ScriptError("send a JSON object")
+            unknown = set(body) - {"far_ends", "sequences", "default"}
+            if unknown:
+                raise ScriptError(f"unknown fields {sorted(unknown)}")
+            far_ends = _per_number(body.get("far_ends"), parse_far_end)
+            sequences = _per_number(body.get("sequences"), _parse_sequence)
+            default = body.get("default")
+            self.far_ends.update(far_ends)
+            self.far_end_sequences.update(sequences)
+            if default is not None:
+                self.default_far_end = parse_far_end(default)
+        return 200, {
+            "far_ends": {n: f.describe() for n, f in self.far_ends.items()},
+            "sequences": {
+                n: [f.describe() for f in seq]
+                for n, seq in self.far_end_sequences.items()
+            },
+            "default": self.default_far_end.describe(),
+        }
+
+    async def _settings(self, method: str, body: Any) -> tuple[int, dict[str, Any]]:
+        if method == "POST":
+            if not isinstance(body, Mapping):
+                raise ScriptError("send a JSON object")
+            switches = ("duplicate_status_callbacks", "reorder_status_callbacks")
+            unknown = set(body) - {"cps", "seed", *switches}
+            if unknown:
+                raise ScriptError(f"unknown settings {sorted(unknown)}")
+            for name in switches:
+                if name in body and not isinstance(body[name], bool):
+                    raise ScriptError(f"{name} must be true or false")
+            cps = body.get("cps")
+            if cps is not None and _number(body, "cps", 0.0) <= 0:
+                raise ScriptError("cps must be positive, or null for no limit")
+            seed = body.get("seed")
+            if seed is not None and (
+                isinstance(seed, bool) or not isinstance(seed, int)
+            ):
+                raise ScriptError("seed must be an integer")
+            if "cps" in body:
+                self.cps = None if body["cps"] is None else float(body["cps"])
+            if "seed" in body:
+                self.seed = seed
+                self.random.seed(seed)
+            for name in switches:
+                if name in body:
+                    setattr(self, name, body[name])
+        return 200, {
+            "cps": self.cps,
+            "seed": self.seed,
+            "duplicate_status_callbacks": self.duplicate_status_callbacks,
+            "reorder_status_callbacks": self.reorder_status_callbacks,
+        }
+
+    async def _faults(self, method: str, body: Any) -> tuple[int, dict[str, Any]]:
+        pending = {"pending": [f.describe() for f in self.pending_faults]}
+        if method == "POST":
+            fault, count = parse_fault(body)
+            self.inject_fault(fault, count)
+            return 201, {"pending": [f.describe() for f in self.pending_faults]}
+        injected = [
+            {
+                "at": r.at,
+                "fault": r.fault.describe(),
+                "to": r.to,
+                "call_sid": r.call_sid,
+            }
+            for r in self.faults
+        ]
+        return 200, {**pending, "injected": injected}
+
+    async def _outbound_calls(
+        self, method: str, body: Any
+    ) -> tuple[int, dict[str, Any]]:
+        return 200, outbound_summary(self)
+
+    async def _reset(self, method: str, body: Any) -> tuple[int, dict[str, Any]]:
+        await self.reset()
+        return 200, {"reset": True}
+
+
+def _parse_sequence(body: Any) -> list[FarEnd]:
+    if not isinstance(body, list) or not body:
+        raise ScriptError("a sequence is a non-empty list of far ends")
+    return [parse_far_end(item) for item in body]
+
+
+def _per_number(body: Any, parse: Callable[[Any], _T]) -> dict[str, _T]:
+    if body is None:
+        return {}
+    if not isinstance(body, Mapping):
+        raise ScriptError("give far ends as {number: …}")
+    return {str(number): parse(value) for number, value in body.items()}
+
+
+_Handler = Callable[
+    [ControlledTwilioEmulator, str, Any], Awaitable[tuple[int, dict[str, Any]]]
+]
+_DIALER_ENDPOINTS: Final[dict[str, tuple[tuple[str, ...], _Handler]]] = {
+    "/_emulator/far-ends": (("GET", "POST"), ControlledTwilioEmulator._far_ends),
+    "/_emulator/settings": (("GET", "POST"), ControlledTwilioEmulator._settings),
+    "/_emulator/faults": (("GET", "POST"), ControlledTwilioEmulator._faults),
+    "/_emulator/outbound-calls": (
+        ("GET",),
+        ControlledTwilioEmulator._outbound_calls,
+    ),
+    "/_emulator/reset": (("POST",), ControlledTwilioEmulator._reset),
+}

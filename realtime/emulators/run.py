@@ -12,7 +12,12 @@ which another process places inbound calls, reads them, presses keys and hangs
 up. It narrates on stdout what each call does (created, ringing, stream up,
 conference joined …) so whoever watches ``make run`` sees the call. Outbound
 calls (the demo handoff number's among them) reach a human far end that answers
-and stays on the line until hung up, or ``--far-end-hangup-after`` seconds.
+and stays on the line until hung up, or ``--far-end-hangup-after`` seconds (or a
+seeded uniform draw from ``--talk-time A:B``).
+
+For a dialer's benchmark or demo: ``--cps N`` queues creates beyond N calls
+per second, as Twilio does; ``--far-end NUMBER=busy,answer`` makes NUMBER busy
+on the first call and a human after (the last behaviour stays for later calls).
 
 The account SID and auth token default to ``$TWILIO_ACCOUNT_SID`` and
 ``$TWILIO_AUTH_TOKEN``, so a parent process can keep the token out of argv.
@@ -135,8 +140,11 @@ class Options:
     fast: bool
     caller_time_scale: float
     twilio_only: bool
-    far_ends: tuple[tuple[str, Behaviour], ...]
+    far_ends: tuple[tuple[str, tuple[Behaviour, ...]], ...]
     far_end_hangup_after_s: float
+    talk_time_s: tuple[float, float] | None = None
+    cps: float | None = None
+    seed: int | None = None
 
 
 _BEHAVIOURS: Final[dict[str, Behaviour]] = {
@@ -148,13 +156,36 @@ _BEHAVIOURS: Final[dict[str, Behaviour]] = {
 }
 
 
-def _far_end_arg(text: str) -> tuple[str, Behaviour]:
-    number, _, behaviour = text.partition("=")
-    if behaviour not in _BEHAVIOURS:
+def _far_end_arg(text: str) -> tuple[str, tuple[Behaviour, ...]]:
+    number, _, behaviours = text.partition("=")
+    names = behaviours.split(",")
+    if not number or any(name not in _BEHAVIOURS for name in names):
         raise argparse.ArgumentTypeError(
-            f"{text!r}: use NUMBER=answer|busy|no-answer|failed|machine"
+            f"{text!r}: use NUMBER=BEHAVIOUR[,BEHAVIOUR…], each one of "
+            "answer|busy|no-answer|failed|machine"
         )
-    return number, _BEHAVIOURS[behaviour]
+    return number, tuple(_BEHAVIOURS[name] for name in names)
+
+
+def _talk_time_arg(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(":")
+    try:
+        pair = (float(low), float(high))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: use LOW:HIGH seconds") from None
+    if not 0 <= pair[0] <= pair[1]:
+        raise argparse.ArgumentTypeError(f"{text!r}: need 0 <= LOW <= HIGH")
+    return pair
+
+
+def _cps_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a number of calls") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError("--cps must be positive")
+    return value
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -207,8 +238,9 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         type=_far_end_arg,
         default=[],
-        metavar="NUMBER=BEHAVIOUR",
-        help="how an outbound call to NUMBER goes (default: a human answers)",
+        metavar="NUMBER=BEHAVIOUR[,BEHAVIOUR…]",
+        help="how outbound calls to NUMBER go, one behaviour per call, the last "
+        "for every later call (default: a human answers)",
     )
     parser.add_argument(
         "--far-end-hangup-after",
@@ -216,6 +248,24 @@ def _parser() -> argparse.ArgumentParser:
         default=60.0,
         metavar="S",
         help="a human far end hangs up after S seconds (default 60)",
+    )
+    parser.add_argument(
+        "--talk-time",
+        type=_talk_time_arg,
+        default=None,
+        metavar="LOW:HIGH",
+        help="a human far end hangs up after uniform(LOW, HIGH) seconds instead",
+    )
+    parser.add_argument(
+        "--cps",
+        type=_cps_arg,
+        default=None,
+        metavar="N",
+        help="the account's calls per second: creates beyond it wait queued "
+        "(default: no limit)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="seeds the talk-time draws"
     )
     return parser
 
@@ -235,6 +285,9 @@ def _options(argv: Sequence[str] | None) -> Options:
         twilio_only=args.twilio_only,
         far_ends=tuple(args.far_end),
         far_end_hangup_after_s=args.far_end_hangup_after,
+        talk_time_s=args.talk_time,
+        cps=args.cps,
+        seed=args.seed,
     )
 
 
@@ -253,7 +306,10 @@ def build_twilio(options: Options) -> ControlledTwilioEmulator:
             time_scale=scale,
         )
 
-    human = FarEnd("answer", hangup_after_s=options.far_end_hangup_after_s)
+    if options.talk_time_s is None:
+        human = FarEnd("answer", hangup_after_s=options.far_end_hangup_after_s)
+    else:
+        human = FarEnd("answer", talk_s=options.talk_time_s)
     emulator = ControlledTwilioEmulator(
         options.account_sid,
         options.auth_token,
@@ -262,12 +318,15 @@ def build_twilio(options: Options) -> ControlledTwilioEmulator:
         timings=None if options.fast else Timings.realistic(),
         caller_factory=caller_factory,
         default_far_end=human,
+        cps=options.cps,
+        seed=options.seed,
     )
     emulator.far_ends[DEMO_HANDOFF_NUMBER] = human
-    for number, behaviour in options.far_ends:
-        emulator.far_ends[number] = (
-            human if behaviour == "answer" else FarEnd(behaviour)
-        )
+    for number, behaviours in options.far_ends:
+        far_ends = [human if b == "answer" else FarEnd(b) for b in behaviours]
+        *first, last = far_ends
+        emulator.far_end_sequences[number] = first
+        emulator.far_ends[number] = last
     return emulator
 
 
@@ -298,6 +357,8 @@ async def serve(options: Options, ready: asyncio.Event | None = None) -> None:
             )
         await stack.enter_async_context(twilio)
         pace = "test delays" if options.fast else "real-call delays"
+        if options.cps is not None:
+            pace += f", {options.cps:g} calls per second"
         log.info(
             "[twilio] Twilio emulator (%s, account %s) at %s; control API at %s%s",
             pace,

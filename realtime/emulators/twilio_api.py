@@ -22,8 +22,25 @@ Objects::
     │   └── CallHandle    what tests hold: hang_up(), wait_finished(), caller
     ├── ConferenceRoom    one conference: participants, events, recording
     ├── FarEnd            scripted callee of an outbound call, per number
+    ├── RestFault         how the next ``POST Calls.json`` fails (injected)
+    │   └── FaultRecord   one injected fault as it happened
     ├── Timings           delays; small by default, ``Timings.realistic()``
     └── Callback          one webhook the emulator sent, with its HTTP status
+
+The Calls list (``GET …/Calls.json``) filters by ``To``, ``From``,
+``ParentCallSid``, ``Status``, ``StartTime``/``EndTime`` and their
+inequalities (``StartTime>``/``StartTime<``, sent for ``StartTime>=``/``<=``),
+newest first, paged by ``PageSize``/``Page``/``PageToken``. ``start_time`` is
+set when a call is dialed, so a call still waiting in the CPS queue has none
+and no ``StartTime`` filter matches it (Twilio: "empty if the call has not yet
+been dialed"); ``To=`` alone or ``Status=queued`` finds it.
+
+Where things live: this module is the emulator itself (the ASGI app, the
+call lifecycle, webhooks, the TwiML interpreter, ``<Dial>`` and conference
+rules); ``twilio_resources`` holds calls and rooms as REST resources and
+records, ``twilio_rest`` the REST plumbing (forms, errors, list filters,
+pages), ``twilio_far_ends`` far-end scripts, timings and REST faults. Every
+public name is re-exported here.
 
 Run standalone: ``python -m realtime.emulators.twilio_api --port 8766
 --account-sid AC… --auth-token …``.
@@ -39,7 +56,7 @@ import contextlib
 import json
 import logging
 import math
-import re
+import random
 import secrets
 import time
 from collections.abc import (
@@ -51,10 +68,9 @@ from collections.abc import (
     MutableMapping,
     Sequence,
 )
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from typing import Any, Final, Literal
-from urllib.parse import parse_qsl, urlencode, urljoin, urlsplit
+from urllib.parse import urlencode, urljoin, urlsplit
 
 import httpx
 import uvicorn
@@ -62,151 +78,81 @@ import uvicorn
 from realtime.emulators import twiml
 from realtime.emulators.caller import SimulatedCaller, Step
 from realtime.emulators.caller_webhook import new_sid, sign_request
+from realtime.emulators.twilio_far_ends import (
+    BEHAVIOURS,
+    Behaviour,
+    FarEnd,
+    FaultRecord,
+    RestFault,
+    Timings,
+    max_in_window,
+    max_overlap,
+)
+from realtime.emulators.twilio_resources import (
+    API_VERSION,
+    CALL_STATUSES,
+    FINAL_STATUSES,
+    STATUS_EVENTS,
+    Call,
+    Callback,
+    CallError,
+    CallOptions,
+    CallTimes,
+    ConferenceEvent,
+    ConferenceRoom,
+    LogEntry,
+    Participant,
+    rfc2822,
+    utc_now,
+)
+from realtime.emulators.twilio_rest import (
+    CALL_PATH,
+    TIME_PARAMS,
+    Form,
+    InjectedFault,
+    Query,
+    RestError,
+    TimeFilter,
+    check_url,
+    list_page,
+)
 from realtime.emulators.twiml import TwimlError
 
 __all__ = [
+    "BEHAVIOURS",
+    "Behaviour",
     "Call",
     "CallError",
     "CallHandle",
+    "CallTimes",
     "Callback",
     "ConferenceEvent",
     "ConferenceRoom",
     "FarEnd",
+    "FaultRecord",
     "LogEntry",
     "Participant",
+    "RestFault",
     "StreamStart",
     "Timings",
     "TwilioEmulator",
     "default_caller",
     "main",
+    "max_in_window",
+    "max_overlap",
 ]
 
 logger = logging.getLogger(__name__)
 
-API_VERSION: Final = "2010-04-01"
 TWIML_MAX_CHARS: Final = 4000  # Twiml parameter of the Calls API
 TWIML_MAX_BYTES: Final = 64 * 1024  # a fetched TwiML document (error 11750)
 DEFAULT_HOLD_MUSIC: Final = (
     "https://twimlets.com/holdmusic?Bucket=com.twilio.music.classical"
 )
-STATUS_EVENTS: Final = frozenset({"initiated", "ringing", "answered", "completed"})
-FINAL_STATUSES: Final = frozenset(
-    {"completed", "busy", "no-answer", "failed", "canceled"}
-)
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-Behaviour = Literal["answer", "busy", "no-answer", "failed", "machine"]
-
-
-def _rfc2822(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.strftime("%a, %d %b %Y %H:%M:%S +0000")
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-# --------------------------------------------------------------------------
-# Configuration: timings and far ends
-
-
-@dataclass(frozen=True, slots=True)
-class Timings:
-    """How long the emulated network takes; small by default so tests are fast.
-
-    ``pause_scale`` and ``say_s_per_char`` turn TwiML durations into wall time;
-    ``no_answer_s=None`` rings for the call's own ``Timeout``.
-    """
-
-    setup_s: float = 0.005  # queued → initiated
-    ring_s: float = 0.01  # initiated → ringing → answered
-    no_answer_s: float | None = 0.03
-    amd_s: float = 0.01  # answer → AnsweredBy human/machine_start
-    message_end_s: float = 0.02  # answer → machine_end_beep (DetectMessageEnd)
-    say_s_per_char: float = 0.0005
-    play_s: float = 0.01  # one <Play> of a file
-    pause_scale: float = 0.01  # <Pause length="1"/> waits 10 ms
-    callback_timeout_s: float = 5.0
-
-    @classmethod
-    def realistic(cls) -> Timings:
-        """Return the delays of a real call (for the demo)."""
-        return cls(
-            setup_s=0.3,
-            ring_s=3.0,
-            no_answer_s=None,
-            amd_s=2.5,
-            message_end_s=8.0,
-            say_s_per_char=0.12,
-            play_s=3.0,
-            pause_scale=1.0,
-            callback_timeout_s=15.0,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class FarEnd:
-    """The scripted party an outbound call reaches.
-
-    ``behaviour``: ``answer`` (a human), ``busy``, ``no-answer``, ``failed`` or
-    ``machine`` (voicemail: AnsweredBy ``machine_start``, or
-    ``machine_end_beep`` with ``MachineDetection=DetectMessageEnd``).
-    ``hangup_after_s`` hangs up that long after answering; ``None`` waits for
-    the TwiML to end or for ``CallHandle.hang_up()``. ``caller_script`` drives
-    the simulated caller if the call's TwiML opens a Media Stream.
-    """
-
-    behaviour: Behaviour = "answer"
-    hangup_after_s: float | None = None
-    ring_s: float | None = None  # None: Timings.ring_s
-    caller_script: Sequence[Step] | None = None
-
-
-# --------------------------------------------------------------------------
-# What the emulator records
-
-
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One thing a call did; ``at`` is seconds since the call was created."""
-
-    at: float
-    kind: str
-    detail: Mapping[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Callback:
-    """One request the emulator made to a webhook, and how it went."""
-
-    kind: str  # voice status action redirect stream conference recording
-    url: str  # as requested (GET: with the parameters in the query)
-    method: str
-    params: Mapping[str, str]
-    signature: str
-    status_code: int | None  # None: no HTTP response (refused, timed out)
-    error: str | None
-    call_sid: str | None
-    at: float  # time.monotonic()
-    response_text: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CallError:
-    """A Twilio error code the call hit (it would show in the Twilio debugger)."""
-
-    code: int
-    message: str
-
-
-@dataclass(frozen=True, slots=True)
-class ConferenceEvent:
-    """One conference status event, whether or not anyone subscribed to it."""
-
-    name: str  # conference-start, participant-join …
-    params: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,181 +181,6 @@ def default_caller(start: StreamStart) -> SimulatedCaller:
 
 
 CallerFactory = Callable[[StreamStart], SimulatedCaller]
-
-
-# --------------------------------------------------------------------------
-# Calls
-
-
-@dataclass(slots=True)
-class _CallOptions:
-    url: str | None = None
-    method: str = "POST"
-    twiml: str | None = None
-    status_callback: str | None = None
-    status_callback_method: str = "POST"
-    status_callback_events: frozenset[str] = frozenset({"completed"})
-    machine_detection: str | None = None
-    record: bool = False
-    recording_status_callback: str | None = None
-    recording_status_callback_method: str = "POST"
-    timeout: int = 60
-    time_limit: int = 14400
-
-
-class Call:
-    """One call: its REST resource, its progress and everything it did.
-
-    Read by tests: ``sid``, ``status``, ``direction``, ``to``, ``from_``,
-    ``answered_by``, ``parent_call_sid``, ``resource()`` (the REST JSON);
-    ``log`` (``LogEntry`` kinds: status, verb, say, play, pause, amd, update,
-    stream-start, stream-stop (Twilio ended it), stream-end (the bridge or the
-    caller did), conference-join, hold-music, hold-music-stop,
-    conference-left, dial, dial-end, callback, error, application-error,
-    unsupported, caller-script-error, hangup); ``said()``, ``verbs()``,
-    ``entries(kind)``, ``status_callbacks()``; ``callbacks`` (every
-    ``Callback`` about this call), ``errors`` (``CallError``), ``streams``
-    (the ``SimulatedCaller`` of each Media Stream); ``finished`` (an event set
-    once the call is over and its final callbacks were sent).
-    """
-
-    def __init__(
-        self,
-        *,
-        account_sid: str,
-        to: str,
-        from_: str,
-        direction: str,
-        options: _CallOptions,
-        status: str,
-        parent_call_sid: str | None = None,
-        caller_script: Sequence[Step] | None = None,
-        far_end: FarEnd | None = None,
-    ) -> None:
-        self.sid = new_sid("CA")
-        self.account_sid = account_sid
-        self.to = to
-        self.from_ = from_
-        self.direction = direction
-        self.parent_call_sid = parent_call_sid
-        self.options = options
-        self.status = status
-        self.answered_by: str | None = None
-        self.date_created = _now()
-        self.date_updated = self.date_created
-        self.start_time: datetime | None = None
-        self.end_time: datetime | None = None
-        self.caller_script = caller_script
-        self.far_end = far_end
-        self.log: list[LogEntry] = []
-        self.callbacks: list[Callback] = []
-        self.errors: list[CallError] = []
-        self.streams: list[SimulatedCaller] = []
-        self.finished = asyncio.Event()
-        self.stream_started = asyncio.Event()
-        self._created = time.monotonic()
-        self._answered_at: float | None = None
-        self._ended_at: float | None = None
-        self._sequence = 0
-        self._ending = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._interpreter: asyncio.Task[None] | None = None
-        self._redirect_lock = asyncio.Lock()
-        self.status_changed = asyncio.Condition()
-
-    def __repr__(self) -> str:
-        return (
-            f"<Call {self.sid} {self.direction} {self.from_}→{self.to} {self.status}>"
-        )
-
-    # Views for assertions --------------------------------------------------
-
-    def said(self) -> list[str]:
-        """Return the text of every ``<Say>`` the call ran, in order."""
-        return [str(e.detail["text"]) for e in self.log if e.kind == "say"]
-
-    def verbs(self) -> list[str]:
-        """Return the name of every TwiML verb the call ran, in order."""
-        return [str(e.detail["verb"]) for e in self.log if e.kind == "verb"]
-
-    def entries(self, kind: str) -> list[LogEntry]:
-        """Return the log entries of one kind."""
-        return [e for e in self.log if e.kind == kind]
-
-    def status_callbacks(self) -> list[str]:
-        """Return the ``CallStatus`` of each status callback sent, in order."""
-        return [c.params["CallStatus"] for c in self.callbacks if c.kind == "status"]
-
-    @property
-    def duration(self) -> int | None:
-        """Seconds from answer to hang-up (Twilio's ``duration``)."""
-        if self._answered_at is None or self._ended_at is None:
-            return None if self._ended_at is None else 0
-        return int(self._ended_at - self._answered_at)
-
-    @property
-    def is_finished(self) -> bool:
-        return self.finished.is_set()
-
-    def resource(self) -> dict[str, Any]:
-        """Return the call as the REST API serialises it."""
-        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Calls/{self.sid}"
-        duration = self.duration
-        return {
-            "sid": self.sid,
-            "date_created": _rfc2822(self.date_created),
-            "date_updated": _rfc2822(self.date_updated),
-            "parent_call_sid": self.parent_call_sid,
-            "account_sid": self.account_sid,
-            "to": self.to,
-            "to_formatted": self.to,
-            "from": self.from_,
-            "from_formatted": self.from_,
-            "phone_number_sid": None,
-            "status": self.status,
-            "start_time": _rfc2822(self.start_time),
-            "end_time": _rfc2822(self.end_time),
-            "duration": None if duration is None else str(duration),
-            "price": None,
-            "price_unit": "USD",
-            "direction": self.direction,
-            "answered_by": self.answered_by,
-            "api_version": API_VERSION,
-            "forwarded_from": None,
-            "group_sid": None,
-            "caller_name": None,
-            "queue_time": "0",
-            "trunk_sid": None,
-            "uri": base + ".json",
-            "subresource_uris": {
-                name: f"{base}/{name_path}.json"
-                for name, name_path in (
-                    ("notifications", "Notifications"),
-                    ("recordings", "Recordings"),
-                    ("payments", "Payments"),
-                    ("events", "Events"),
-                    ("siprec", "Siprec"),
-                    ("streams", "Streams"),
-                    (
-                        "user_defined_message_subscriptions",
-                        "UserDefinedMessageSubscriptions",
-                    ),
-                    ("user_defined_messages", "UserDefinedMessages"),
-                )
-            },
-        }
-
-    # Bookkeeping (the emulator's) -------------------------------------------
-
-    def _note(self, kind: str, /, **detail: Any) -> None:
-        self.log.append(
-            LogEntry(round(time.monotonic() - self._created, 4), kind, detail)
-        )
-
-    def _set_status(self, status: str) -> None:
-        self.status = status
-        self.date_updated = _now()
-        self._note("status", status=status)
 
 
 class CallHandle:
@@ -468,162 +239,6 @@ class CallHandle:
 
 
 # --------------------------------------------------------------------------
-# Conferences
-
-
-@dataclass(slots=True)
-class Participant:
-    """A call in a conference room, with the ``<Conference>`` it dialled."""
-
-    call: Call
-    settings: twiml.Conference
-    joined_at: float
-    kicked: asyncio.Event = field(default_factory=asyncio.Event)
-    reason_left: str = "participant_hung_up"
-
-
-class ConferenceRoom:
-    """One conference; a room name lives as long as someone is in it.
-
-    Read by tests: ``sid`` (CF…), ``friendly_name``, ``status`` (init,
-    in-progress, completed), ``participants`` (CallSid → ``Participant``, those
-    in the room now), ``joined`` (every CallSid that joined, in order),
-    ``events`` (every ``ConferenceEvent``, subscribed to or not),
-    ``recording_sid``, ``reason_ended``, ``call_sid_ending``, and the events
-    ``began`` (conference-start) and ``ended`` (conference-end).
-
-    Rules: the room starts once two participants are in it and one of them has
-    ``startConferenceOnEnter``; until then the others hear the ``waitUrl``
-    (noted in their log). It ends when a participant with
-    ``endConferenceOnExit`` leaves (everyone else is let go and goes on with
-    their TwiML) or when the last one leaves. Each ``statusCallback`` URL gets
-    the events it asked for from its participant's join on; each
-    ``recordingStatusCallback`` of a ``record-from-start`` participant gets
-    the recording events (``completed`` once the room ends).
-    """
-
-    def __init__(self, *, account_sid: str, friendly_name: str) -> None:
-        self.sid = new_sid("CF")
-        self.account_sid = account_sid
-        self.friendly_name = friendly_name
-        self.status = "init"
-        self.date_created = _now()
-        self.date_updated = self.date_created
-        self.participants: dict[str, Participant] = {}
-        self.joined: list[str] = []  # every CallSid that ever joined, in order
-        self.events: list[ConferenceEvent] = []
-        self.recording_sid: str | None = None
-        self.reason_ended: str | None = None
-        self.call_sid_ending: str | None = None
-        self.ended = asyncio.Event()
-        self.began = asyncio.Event()
-        self._started_at: float | None = None
-        self._recording_started: datetime | None = None
-        self._subscribers: dict[str, tuple[str, frozenset[str]]] = {}
-        self._recorders: dict[str, tuple[str, frozenset[str], str]] = {}
-        self._send_lock = asyncio.Lock()
-        self._sequence = 0
-        self._sent = 0  # events already posted to subscribers
-
-    def __repr__(self) -> str:
-        return f"<ConferenceRoom {self.friendly_name!r} {self.sid} {self.status}>"
-
-    @property
-    def started(self) -> bool:
-        return self._started_at is not None
-
-    def event_names(self) -> list[str]:
-        """Return the name of every conference event so far, in order."""
-        return [e.name for e in self.events]
-
-    def resource(self) -> dict[str, Any]:
-        """Return the conference as the REST API serialises it."""
-        base = f"/{API_VERSION}/Accounts/{self.account_sid}/Conferences/{self.sid}"
-        return {
-            "sid": self.sid,
-            "account_sid": self.account_sid,
-            "friendly_name": self.friendly_name,
-            "status": self.status,
-            "date_created": _rfc2822(self.date_created),
-            "date_updated": _rfc2822(self.date_updated),
-            "api_version": API_VERSION,
-            "region": "us1",
-            "reason_conference_ended": self.reason_ended,
-            "call_sid_ending_conference": self.call_sid_ending,
-            "uri": base + ".json",
-            "subresource_uris": {
-                "participants": base + "/Participants.json",
-                "recordings": base + "/Recordings.json",
-            },
-        }
-
-
-# --------------------------------------------------------------------------
-# REST plumbing
-
-
-class _RestError(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-
-    def body(self) -> dict[str, Any]:
-        return {
-            "code": self.code,
-            "message": self.message,
-            "more_info": f"https://www.twilio.com/docs/errors/{self.code}",
-            "status": self.status,
-        }
-
-
-class _Form:
-    """A form-encoded body: repeated names keep every value."""
-
-    def __init__(self, body: bytes) -> None:
-        self.pairs = parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-
-    def get(self, name: str) -> str | None:
-        for key, value in self.pairs:
-            if key == name:
-                return value
-        return None
-
-    def getlist(self, name: str) -> list[str]:
-        return [value for key, value in self.pairs if key == name]
-
-    def method(self, name: str) -> str:
-        value = (self.get(name) or "POST").upper()
-        if value not in ("GET", "POST"):
-            raise _RestError(400, 21200, f"{name} must be GET or POST, got {value!r}")
-        return value
-
-    def integer(self, name: str, default: int, low: int, high: int) -> int:
-        value = self.get(name)
-        if value is None or value == "":
-            return default
-        if not value.isdigit() or not low <= int(value) <= high:
-            raise _RestError(400, 21200, f"{name} must be {low}..{high}, got {value!r}")
-        return int(value)
-
-
-def _check_url(name: str, value: str | None) -> str | None:
-    if value is None or value == "":
-        return None
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise _RestError(400, 21205, f"{name} is not a valid URL: {value}")
-    return value
-
-
-_CALL_PATH: Final = re.compile(
-    rf"^/{API_VERSION}/Accounts/(?P<account>[^/]+)"
-    r"/(?P<kind>Calls|Conferences)(?:/(?P<sid>[^/]+))?\.json$"
-)
-
-
-# --------------------------------------------------------------------------
 # The emulator
 
 
@@ -634,6 +249,25 @@ class TwilioEmulator:
     (webhooks, callbacks): an ``httpx.MockTransport`` or ``httpx.ASGITransport``
     in tests. ``caller_factory`` builds the ``SimulatedCaller`` of each Media
     Stream (default: ``default_caller``, real-time pace).
+
+    Outbound dialling, for a campaign dialer:
+
+    - ``cps``: the account's calls per second (None: unlimited). Creates are
+      always accepted (201, ``queued``, ``queue_time`` an estimate in ms); the
+      calls leave the queue one at a time, at least ``1/cps`` s apart, in
+      creation order. Settable at any time.
+    - ``far_ends[number]``, ``default_far_end``; ``far_end_sequences[number]``
+      is a list of ``FarEnd`` consumed one per call to that number, before
+      ``far_ends`` applies (busy first, then answer). ``seed`` seeds
+      ``random``, which draws ``FarEnd.talk_s``.
+    - ``inject_fault(RestFault(…), count)``: the next ``count`` creates fail;
+      ``pending_faults`` are still to come, ``faults`` (``FaultRecord``) are
+      those that happened.
+    - ``duplicate_status_callbacks``: every status callback is posted twice;
+      ``reorder_status_callbacks``: all but the final one are held and posted
+      after it, newest first (``Callback.delivery`` says which).
+    - ``outbound_calls()``, ``create_times()``, ``dequeue_times()``,
+      ``max_concurrent_live()``, with ``max_in_window()`` for rates.
     """
 
     def __init__(
@@ -647,6 +281,8 @@ class TwilioEmulator:
         transport: httpx.AsyncBaseTransport | None = None,
         caller_factory: CallerFactory = default_caller,
         default_far_end: FarEnd | None = None,
+        cps: float | None = None,
+        seed: int | None = None,
     ) -> None:
         self.account_sid = account_sid
         self.auth_token = auth_token
@@ -654,7 +290,21 @@ class TwilioEmulator:
         self.port = port
         self.timings = timings or Timings()
         self.far_ends: dict[str, FarEnd] = {}
+        self.far_end_sequences: dict[str, list[FarEnd]] = {}
         self.default_far_end = default_far_end or FarEnd("answer")
+        if cps is not None and cps <= 0:
+            raise ValueError("cps must be positive (None: unlimited)")
+        self.cps = cps
+        self.seed = seed
+        self.random = random.Random(seed)
+        self.pending_faults: list[RestFault] = []
+        self.faults: list[FaultRecord] = []
+        self.duplicate_status_callbacks = False
+        self.reorder_status_callbacks = False
+        self._queue_lock = asyncio.Lock()  # FIFO: calls leave the queue in order
+        self._last_dequeue = -math.inf  # time.monotonic()
+        self._queued = 0
+        self._at_start: tuple[Any, ...] | None = None
         self.calls: dict[str, Call] = {}
         self.conferences: dict[str, ConferenceRoom] = {}  # by ConferenceSid
         self.callbacks: list[Callback] = []
@@ -682,6 +332,7 @@ class TwilioEmulator:
 
     async def start(self) -> None:
         """Serve the REST app on ``host:port`` (port 0 picks a free port)."""
+        self._remember_settings()
         config = uvicorn.Config(
             self.app,
             host=self.host,
@@ -702,6 +353,17 @@ class TwilioEmulator:
 
     async def aclose(self) -> None:
         """Stop every call and the server."""
+        await self._stop_calls()
+        if self._server is not None and self._serve_task is not None:
+            self._server.should_exit = True
+            await self._serve_task
+            self._server = None
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def _stop_calls(self) -> None:
+        """Cancel whatever calls are doing (no callbacks); hang up streams."""
         tasks = [t for t in self._tasks if not t.done()]
         for task in tasks:
             task.cancel()
@@ -711,13 +373,40 @@ class TwilioEmulator:
             for stream in call.streams:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(stream.hang_up(), 1)
-        if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            await self._serve_task
-            self._server = None
-        if self._http is not None:
-            await self._http.aclose()
-            self._http = None
+
+    def _remember_settings(self) -> None:
+        self._at_start = (
+            dict(self.far_ends),
+            {number: list(seq) for number, seq in self.far_end_sequences.items()},
+            self.default_far_end,
+            self.cps,
+            self.seed,
+        )
+
+    async def reset(self) -> None:
+        """Drop every call, room, callback and fault (live calls stop without
+        callbacks) and restore the far ends and settings of ``start()``."""
+        await self._stop_calls()
+        self.calls.clear()
+        self.conferences.clear()
+        self._rooms.clear()
+        self.callbacks.clear()
+        self.pending_faults.clear()
+        self.faults.clear()
+        self.duplicate_status_callbacks = False
+        self.reorder_status_callbacks = False
+        self._last_dequeue = -math.inf
+        self._queued = 0
+        if self._at_start is None:
+            self._remember_settings()
+        assert self._at_start is not None
+        far_ends, sequences, default, cps, seed = self._at_start
+        self.far_ends = dict(far_ends)
+        self.far_end_sequences = {n: list(seq) for n, seq in sequences.items()}
+        self.default_far_end = default
+        self.cps = cps
+        self.seed = seed
+        self.random = random.Random(seed)
 
     def twilio_client(self) -> Any:
         """Return a ``twilio.rest.Client`` for this account, pointed here."""
@@ -736,6 +425,45 @@ class TwilioEmulator:
     def calls_to(self, number: str) -> list[Call]:
         """Return the calls placed to ``number``, oldest first."""
         return [c for c in self.calls.values() if c.to == number]
+
+    def outbound_calls(self) -> list[Call]:
+        """Return the calls created through the REST API, oldest first."""
+        return [c for c in self.calls.values() if c.direction == "outbound-api"]
+
+    def create_times(self) -> list[float]:
+        """Return when each REST-created call was created (``time.time()``)."""
+        return [c.times.created for c in self.outbound_calls()]
+
+    def dequeue_times(self) -> list[float]:
+        """Return when each REST-created call left the CPS queue, if it did."""
+        return [
+            c.times.dequeued
+            for c in self.outbound_calls()
+            if c.times.dequeued is not None
+        ]
+
+    def max_concurrent_live(
+        self, since: Literal["created", "dequeued", "answered"] = "dequeued"
+    ) -> int:
+        """Return the most REST-created calls live at once, each counted from
+        ``since`` (created, left the queue, answered) until it ended."""
+        intervals = []
+        for call in self.outbound_calls():
+            start = getattr(call.times, since)
+            if start is not None:
+                intervals.append((start, call.times.ended))
+        return max_overlap(intervals)
+
+    def far_end_for(self, number: str) -> FarEnd:
+        """Return (and consume) the far end the next call to ``number`` reaches."""
+        sequence = self.far_end_sequences.get(number)
+        if sequence:
+            return sequence.pop(0)
+        return self.far_ends.get(number, self.default_far_end)
+
+    def inject_fault(self, fault: RestFault, count: int = 1) -> None:
+        """Make the next ``count`` ``POST …/Calls.json`` fail as ``fault`` says."""
+        self.pending_faults.extend([fault] * count)
 
     def conference(self, friendly_name: str) -> ConferenceRoom:
         """Return the latest conference with this room name (KeyError if none)."""
@@ -771,7 +499,7 @@ class TwilioEmulator:
         Returns once the webhook has answered (the TwiML then runs in the
         background); ``handle.wait_stream()`` gives the simulated caller.
         """
-        options = _CallOptions(
+        options = CallOptions(
             url=voice_url,
             method=method.upper(),
             status_callback=status_callback,
@@ -787,6 +515,7 @@ class TwilioEmulator:
             status="ringing",
             caller_script=caller_script,
         )
+        call.start_time = utc_now()
         self.calls[call.sid] = call
         call._note("status", status="ringing")
         await self._status_event(call, "ringing")
@@ -826,11 +555,28 @@ class TwilioEmulator:
             for k, v in scope["headers"]
         }
         extra: list[tuple[bytes, bytes]] = []
+        query = scope.get("query_string", b"").decode("latin-1")
         try:
             status, payload = await self._route(
-                scope["method"], scope["path"], headers, body
+                scope["method"], scope["path"], headers, body, query
             )
-        except _RestError as exc:
+        except InjectedFault as exc:
+            await self._sleep(exc.fault.delay_s)
+            if exc.fault.drop:
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 201,
+                        "headers": [
+                            (b"content-type", b"application/json; charset=utf-8"),
+                            (b"content-length", b"1024"),
+                        ],
+                    }
+                )
+                # Headers, then nothing: the server closes the connection.
+                raise ConnectionAbortedError("emulated dropped connection") from None
+            status, payload = exc.fault.status, exc.body()
+        except RestError as exc:
             status, payload = exc.status, exc.body()
             if exc.status == 401:
                 extra.append((b"www-authenticate", b'Basic realm="Twilio API"'))
@@ -849,43 +595,47 @@ class TwilioEmulator:
         await send({"type": "http.response.body", "body": data})
 
     async def _route(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str],
+        body: bytes,
+        query: str = "",
     ) -> tuple[int, dict[str, Any]]:
         if path in ("/", "/health"):
             return 200, {"emulator": "twilio", "calls": len(self.calls)}
         self._authenticate(headers.get("authorization", ""))
-        match = _CALL_PATH.match(path)
+        match = CALL_PATH.match(path)
         if match is None or match["account"] != self.account_sid:
-            raise _RestError(404, 20404, f"The requested resource {path} was not found")
+            raise RestError(404, 20404, f"The requested resource {path} was not found")
         sid = match["sid"]
-        form = _Form(body)
+        form = Form(body)
         if match["kind"] == "Conferences":
             if method != "GET":
-                raise _RestError(405, 20004, "Method not allowed")
+                raise RestError(405, 20004, "Method not allowed")
             if sid is None:
-                rooms = [r.resource() for r in self.conferences.values()]
-                return 200, self._page("conferences", rooms, path)
+                rooms = [r.resource() for r in reversed(self.conferences.values())]
+                return 200, list_page("conferences", rooms, path, Query(query), [])
             room = self.conferences.get(sid)
             if room is None:
-                raise _RestError(
+                raise RestError(
                     404, 20404, f"The requested resource {path} was not found"
                 )
             return 200, room.resource()
         if sid is None:
             if method == "POST":
-                return 201, self._create_call(form).resource()
+                return 201, self._create_with_faults(form).resource()
             if method == "GET":
-                calls = [c.resource() for c in reversed(self.calls.values())]
-                return 200, self._page("calls", calls, path)
-            raise _RestError(405, 20004, "Method not allowed")
+                return 200, self._list_calls(path, Query(query))
+            raise RestError(405, 20004, "Method not allowed")
         call = self.calls.get(sid)
         if call is None or call.account_sid != self.account_sid:
-            raise _RestError(404, 20404, f"The requested resource {path} was not found")
+            raise RestError(404, 20404, f"The requested resource {path} was not found")
         if method == "GET":
             return 200, call.resource()
         if method == "POST":
             return 200, self._update_call(call, form).resource()
-        raise _RestError(405, 20004, "Method not allowed")
+        raise RestError(405, 20004, "Method not allowed")
 
     def _authenticate(self, authorization: str) -> None:
         scheme, _, encoded = authorization.partition(" ")
@@ -897,44 +647,75 @@ class TwilioEmulator:
             f"{user}:{password}", f"{self.account_sid}:{self.auth_token}"
         )
         if not ok:
-            raise _RestError(401, 20003, "Authenticate")
-
-    @staticmethod
-    def _page(key: str, items: list[dict[str, Any]], path: str) -> dict[str, Any]:
-        return {
-            key: items,
-            "start": 0,
-            "end": max(len(items) - 1, 0),
-            "page": 0,
-            "page_size": 50,
-            "first_page_uri": f"{path}?PageSize=50&Page=0",
-            "next_page_uri": None,
-            "previous_page_uri": None,
-            "uri": f"{path}?PageSize=50&Page=0",
-        }
+            raise RestError(401, 20003, "Authenticate")
 
     # Calls API ------------------------------------------------------------------
 
-    def _create_call(self, form: _Form) -> Call:
+    def _create_with_faults(self, form: Form) -> Call:
+        """Create a call, unless an injected fault says otherwise (or also)."""
+        fault = self.pending_faults[0] if self.pending_faults else None
+        if fault is None:
+            return self._create_call(form)
+        # A fault that lets the call be made waits for a create that succeeds
+        # (a 400 stays a 400); the others answer before any validation.
+        call = self._create_call(form) if fault.create else None
+        self.pending_faults.pop(0)
+        if call is not None:
+            call._note("rest-fault", **fault.describe())
+        self.faults.append(
+            FaultRecord(
+                at=time.time(),
+                fault=fault,
+                to=form.get("To"),
+                call_sid=None if call is None else call.sid,
+            )
+        )
+        logger.info("injected REST fault %s (call %s)", fault, call)
+        raise InjectedFault(fault)
+
+    def _list_calls(self, path: str, query: Query) -> dict[str, Any]:
+        """``GET …/Calls.json``: filtered, newest first, paged."""
+        to, from_ = query.get("To"), query.get("From")
+        parent = query.get("ParentCallSid")
+        status = query.get("Status")
+        if status is not None and status not in CALL_STATUSES:
+            raise RestError(400, 21200, f"Invalid Status: {status}")
+        start_filter = TimeFilter.read(query, "StartTime")
+        end_filter = TimeFilter.read(query, "EndTime")
+        calls = [
+            c
+            for c in reversed(self.calls.values())
+            if (to is None or c.to == to)
+            and (from_ is None or c.from_ == from_)
+            and (parent is None or c.parent_call_sid == parent)
+            and (status is None or c.status == status)
+            and start_filter.matches(c.start_time)
+            and end_filter.matches(c.end_time)
+        ]
+        keep = ("To", "From", "ParentCallSid", "Status", *TIME_PARAMS)
+        filters = [(k, v) for k, v in query.pairs if k in keep]
+        return list_page("calls", [c.resource() for c in calls], path, query, filters)
+
+    def _create_call(self, form: Form) -> Call:
         to, from_ = form.get("To"), form.get("From")
         if not to:
-            raise _RestError(400, 21201, "No 'To' number is specified")
+            raise RestError(400, 21201, "No 'To' number is specified")
         if not from_:
-            raise _RestError(400, 21213, "No 'From' number is specified")
+            raise RestError(400, 21213, "No 'From' number is specified")
         if not twiml.is_phone_number(to):
-            raise _RestError(400, 21211, f"Invalid 'To' Phone Number: {to}")
+            raise RestError(400, 21211, f"Invalid 'To' Phone Number: {to}")
         if not twiml.is_phone_number(from_):
-            raise _RestError(400, 21212, f"Invalid 'From' Phone Number: {from_}")
-        url = _check_url("Url", form.get("Url"))
+            raise RestError(400, 21212, f"Invalid 'From' Phone Number: {from_}")
+        url = check_url("Url", form.get("Url"))
         document = form.get("Twiml") or None
         if url is None and document is None:
             if form.get("ApplicationSid"):
-                raise _RestError(
+                raise RestError(
                     400, 21218, "ApplicationSid is not emulated; use Url or Twiml"
                 )
-            raise _RestError(400, 21205, "Url parameter is required.")
+            raise RestError(400, 21205, "Url parameter is required.")
         if url is None and document is not None and len(document) > TWIML_MAX_CHARS:
-            raise _RestError(
+            raise RestError(
                 400,
                 32018,
                 f"Twiml size exceeded maximum allowed value of {TWIML_MAX_CHARS}",
@@ -944,22 +725,34 @@ class TwilioEmulator:
         )
         unknown = events - STATUS_EVENTS
         if unknown:
-            raise _RestError(
+            raise RestError(
                 400, 21200, f"Invalid StatusCallbackEvent {sorted(unknown)}"
             )
         detection = form.get("MachineDetection") or None
         if detection not in (None, "Enable", "DetectMessageEnd"):
-            raise _RestError(400, 21200, f"Invalid MachineDetection {detection!r}")
-        options = _CallOptions(
+            raise RestError(400, 21200, f"Invalid MachineDetection {detection!r}")
+        async_amd = form.get("AsyncAmd") or "false"
+        if async_amd not in ("true", "false"):
+            raise RestError(
+                400, 21200, f"AsyncAmd must be true or false, got {async_amd!r}"
+            )
+        options = CallOptions(
             url=url,
             method=form.method("Method"),
             twiml=None if url else document,
-            status_callback=_check_url("StatusCallback", form.get("StatusCallback")),
+            status_callback=check_url("StatusCallback", form.get("StatusCallback")),
             status_callback_method=form.method("StatusCallbackMethod"),
             status_callback_events=events,
             machine_detection=detection,
+            async_amd=async_amd == "true",
+            async_amd_status_callback=check_url(
+                "AsyncAmdStatusCallback", form.get("AsyncAmdStatusCallback")
+            ),
+            async_amd_status_callback_method=form.method(
+                "AsyncAmdStatusCallbackMethod"
+            ),
             record=(form.get("Record") or "").lower() == "true",
-            recording_status_callback=_check_url(
+            recording_status_callback=check_url(
                 "RecordingStatusCallback", form.get("RecordingStatusCallback")
             ),
             recording_status_callback_method=form.method(
@@ -968,7 +761,7 @@ class TwilioEmulator:
             timeout=form.integer("Timeout", 60, 1, 600),
             time_limit=form.integer("TimeLimit", 14400, 1, 86400),
         )
-        far_end = self.far_ends.get(to, self.default_far_end)
+        far_end = self.far_end_for(to)
         call = Call(
             account_sid=self.account_sid,
             to=to,
@@ -980,20 +773,48 @@ class TwilioEmulator:
             far_end=far_end,
         )
         self.calls[call.sid] = call
+        call.queue_estimate_ms = self._queue_estimate_ms()
         call._note("status", status="queued")
+        call._note("far-end", **far_end.describe())
+        self._queued += 1
         self._spawn(call, self._outbound(call, far_end))
         return call
 
-    def _update_call(self, call: Call, form: _Form) -> Call:
+    def _queue_estimate_ms(self) -> int:
+        """How long a call created now will wait in the CPS queue, roughly."""
+        if self.cps is None:
+            return 0
+        gap = 1.0 / self.cps
+        free = max(time.monotonic(), self._last_dequeue + gap)
+        wait = free + self._queued * gap - time.monotonic()
+        return max(0, round(wait * 1000))
+
+    async def _leave_queue(self, call: Call) -> None:
+        """Wait for the call's turn under the account's CPS, then dequeue it."""
+        try:
+            async with self._queue_lock:
+                while self.cps is not None:
+                    wait = self._last_dequeue + 1.0 / self.cps - time.monotonic()
+                    if wait <= 0:
+                        break
+                    await asyncio.sleep(min(wait, 0.05))  # cps may change
+                self._last_dequeue = time.monotonic()
+        finally:
+            self._queued -= 1
+        call.times.dequeued = time.time()
+        call.queue_time_ms = round((call.times.dequeued - call.times.created) * 1000)
+        call._note("dequeued", queue_time_ms=call.queue_time_ms)
+
+    def _update_call(self, call: Call, form: Form) -> Call:
         status = form.get("Status")
-        url = _check_url("Url", form.get("Url"))
+        url = check_url("Url", form.get("Url"))
         document = form.get("Twiml") or None
         if status not in (None, "completed", "canceled"):
-            raise _RestError(
+            raise RestError(
                 400, 21200, f"Status must be completed or canceled, got {status!r}"
             )
         if document is not None and len(document) > TWIML_MAX_CHARS:
-            raise _RestError(
+            raise RestError(
                 400,
                 32018,
                 f"Twiml size exceeded maximum allowed value of {TWIML_MAX_CHARS}",
@@ -1001,9 +822,9 @@ class TwilioEmulator:
         if call._ending or call.status in FINAL_STATUSES:
             if status is not None and url is None and document is None:
                 return call  # hanging up a finished call changes nothing
-            raise _RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
+            raise RestError(400, 21220, "Call is not in-progress. Cannot redirect.")
         if form.get("StatusCallback"):
-            call.options.status_callback = _check_url(
+            call.options.status_callback = check_url(
                 "StatusCallback", form.get("StatusCallback")
             )
             call.options.status_callback_method = form.method("StatusCallbackMethod")
@@ -1045,7 +866,10 @@ class TwilioEmulator:
         await asyncio.sleep(max(seconds, 0.0))
 
     async def _outbound(self, call: Call, far_end: FarEnd) -> None:
+        await self._leave_queue(call)
         await self._sleep(self.timings.setup_s)
+        call.start_time = utc_now()  # dialed
+        call.date_updated = call.start_time
         await self._status_event(call, "initiated")
         if far_end.behaviour == "failed":
             await self._end_call(call, "failed")
@@ -1067,13 +891,46 @@ class TwilioEmulator:
         # replaces the TwiML started here.
         async with call._redirect_lock:
             await self._answer(call)
+            extra: dict[str, str] = {}
             if call.options.machine_detection is not None:
-                await self._detect_machine(call, far_end)
-            if far_end.hangup_after_s is not None:
-                self._spawn(call, self._hang_up_later(call, far_end.hangup_after_s))
-            await self._run_first_twiml(call)
+                if call.options.async_amd:
+                    # The TwiML runs now; the result is posted when detection ends.
+                    self._spawn(call, self._async_amd(call, far_end))
+                else:
+                    await self._detect_machine(call, far_end)
+                    extra["MachineDetectionDuration"] = str(
+                        call.machine_detection_duration_ms
+                    )
+            call.talk_s = self._talk_time(far_end)
+            if call.talk_s is not None:
+                self._spawn(call, self._hang_up_later(call, call.talk_s))
+            await self._run_first_twiml(call, extra)
 
-    async def _run_first_twiml(self, call: Call) -> None:
+    def _talk_time(self, far_end: FarEnd) -> float | None:
+        """How long the far end stays on the line after answering (None: on)."""
+        if far_end.talk_s is not None:
+            return self.random.uniform(*far_end.talk_s)
+        return far_end.hangup_after_s
+
+    async def _async_amd(self, call: Call, far_end: FarEnd) -> None:
+        """Detect in the background, then post ``AsyncAmdStatusCallback``."""
+        await self._detect_machine(call, far_end)
+        url = call.options.async_amd_status_callback
+        if url is None or call.answered_by is None:
+            return
+        params = {
+            "AccountSid": call.account_sid,
+            "CallSid": call.sid,
+            "AnsweredBy": call.answered_by,
+            "MachineDetectionDuration": str(call.machine_detection_duration_ms),
+        }
+        await self._request(
+            "amd", url, call.options.async_amd_status_callback_method, params, call
+        )
+
+    async def _run_first_twiml(
+        self, call: Call, extra: Mapping[str, str] | None = None
+    ) -> None:
         if call.options.twiml is not None:
             try:
                 document = twiml.parse_twiml(call.options.twiml)
@@ -1084,7 +941,7 @@ class TwilioEmulator:
             return
         assert call.options.url is not None
         fetched = await self._fetch_twiml(
-            call, "voice", call.options.url, call.options.method
+            call, "voice", call.options.url, call.options.method, extra
         )
         if fetched is None:
             await self._end_call(call, "completed")
@@ -1092,6 +949,7 @@ class TwilioEmulator:
         self._start_interpreter(call, fetched, call.options.url)
 
     async def _detect_machine(self, call: Call, far_end: FarEnd) -> None:
+        began = time.monotonic()
         end_of_message = call.options.machine_detection == "DetectMessageEnd"
         if far_end.behaviour != "machine":
             await self._sleep(self.timings.amd_s)
@@ -1102,11 +960,18 @@ class TwilioEmulator:
         else:
             await self._sleep(self.timings.amd_s)
             call.answered_by = "machine_start"
-        call._note("amd", answered_by=call.answered_by)
+        call.machine_detection_duration_ms = round((time.monotonic() - began) * 1000)
+        call._note(
+            "amd",
+            answered_by=call.answered_by,
+            duration_ms=call.machine_detection_duration_ms,
+        )
 
     async def _answer(self, call: Call) -> None:
         call._answered_at = time.monotonic()
-        call.start_time = _now()
+        call.times.answered = time.time()
+        if call.start_time is None:
+            call.start_time = utc_now()
         await self._set_status(call, "in-progress")
         self._spawn(
             call, self._hang_up_later(call, call.options.time_limit, "time-limit")
@@ -1131,7 +996,8 @@ class TwilioEmulator:
             return False
         call._ending = True
         call._ended_at = time.monotonic()
-        call.end_time = _now()
+        call.times.ended = time.time()
+        call.end_time = utc_now()
         call._set_status(status)
         return True
 
@@ -1146,6 +1012,7 @@ class TwilioEmulator:
         async with call.status_changed:
             call.status_changed.notify_all()
         await self._status_event(call, "completed")
+        await self._post_held(call)
         if call.options.record and call._answered_at is not None:
             await self._call_recording(call)
         call.finished.set()
@@ -1200,6 +1067,9 @@ class TwilioEmulator:
         method: str,
         params: Mapping[str, str],
         call: Call | None,
+        *,
+        delivery: str = "normal",
+        token: str | None = None,
     ) -> httpx.Response | None:
         """Make one signed webhook request and record it; None if it failed."""
         if method == "GET":
@@ -1213,7 +1083,7 @@ class TwilioEmulator:
         headers = {
             "X-Twilio-Signature": signature,
             "User-Agent": "TwilioProxy/1.1",
-            "I-Twilio-Idempotency-Token": secrets.token_hex(16),
+            "I-Twilio-Idempotency-Token": token or secrets.token_hex(16),
         }
         response: httpx.Response | None = None
         error: str | None = None
@@ -1234,6 +1104,7 @@ class TwilioEmulator:
             call_sid=None if call is None else call.sid,
             at=time.monotonic(),
             response_text="" if response is None else response.text[:2000],
+            delivery=delivery,
         )
         self.callbacks.append(record)
         if call is not None:
@@ -1255,18 +1126,40 @@ class TwilioEmulator:
         )
         params["CallbackSource"] = "call-progress-events"
         params["SequenceNumber"] = str(call._sequence)
-        params["Timestamp"] = _rfc2822(_now()) or ""
+        params["Timestamp"] = rfc2822(utc_now()) or ""
         if event == "completed":
             params["CallDuration"] = str(call.duration or 0)
             params["Duration"] = str(math.ceil((call.duration or 0) / 60))
         call._sequence += 1
-        await self._request(
-            "status",
-            options.status_callback,
-            options.status_callback_method,
-            params,
-            call,
-        )
+        if self.reorder_status_callbacks and event != "completed":
+            call._held.append(params)
+            call._note("callback-held", event=event)
+            return
+        await self._post_status(call, params, "normal")
+
+    async def _post_status(
+        self, call: Call, params: Mapping[str, str], delivery: str
+    ) -> None:
+        options = call.options
+        assert options.status_callback is not None
+        token = secrets.token_hex(16)
+        copies = 2 if self.duplicate_status_callbacks else 1
+        for copy in range(copies):
+            await self._request(
+                "status",
+                options.status_callback,
+                options.status_callback_method,
+                params,
+                call,
+                delivery="duplicate" if copy else delivery,
+                token=token,
+            )
+
+    async def _post_held(self, call: Call) -> None:
+        """Post the status callbacks held back, after the final one, newest first."""
+        held, call._held = call._held, []
+        for params in reversed(held):
+            await self._post_status(call, params, "late")
 
     async def _fetch_twiml(
         self,
@@ -1490,7 +1383,7 @@ class TwilioEmulator:
             "StreamSid": stream_sid,
             "StreamName": stream.name or stream_sid,
             "StreamEvent": event,
-            "Timestamp": _rfc2822(_now()) or "",
+            "Timestamp": rfc2822(utc_now()) or "",
         }
         if error is not None:
             params["StreamError"] = error
@@ -1518,17 +1411,18 @@ class TwilioEmulator:
         target: twiml.Number,
         document_url: str | None,
     ) -> _Outcome:
-        far_end = self.far_ends.get(target.number, self.default_far_end)
+        far_end = self.far_end_for(target.number)
         child = Call(
             account_sid=call.account_sid,
             to=target.number,
             from_=verb.caller_id or call.from_,
             direction="outbound-dial",
-            options=_CallOptions(timeout=verb.timeout),
+            options=CallOptions(timeout=verb.timeout),
             status="ringing",
             parent_call_sid=call.sid,
             far_end=far_end,
         )
+        child.start_time = utc_now()
         self.calls[child.sid] = child
         call._note("dial", number=target.number, child_sid=child.sid)
         started = time.monotonic()
@@ -1542,9 +1436,10 @@ class TwilioEmulator:
                 self.timings.ring_s if far_end.ring_s is None else far_end.ring_s
             )
             child._answered_at = time.monotonic()
-            child.start_time = _now()
+            child.times.answered = time.time()
             await self._set_status(child, "in-progress")
-            limit = min(verb.time_limit, far_end.hangup_after_s or verb.time_limit)
+            child.talk_s = self._talk_time(far_end)
+            limit = min(verb.time_limit, child.talk_s or verb.time_limit)
             try:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(child.finished.wait(), limit)
@@ -1648,10 +1543,10 @@ class TwilioEmulator:
             room._started_at = time.monotonic()
             room.began.set()
             room.status = "in-progress"
-            room.date_updated = _now()
+            room.date_updated = utc_now()
             self._emit(room, "conference-start", None)
             if room.recording_sid is not None:
-                room._recording_started = _now()
+                room._recording_started = utc_now()
             for other in room.participants.values():
                 other.call._note("hold-music-stop", conference=room.friendly_name)
         else:
@@ -1678,7 +1573,7 @@ class TwilioEmulator:
         room.status = "completed"
         room.reason_ended = reason
         room.call_sid_ending = call_sid
-        room.date_updated = _now()
+        room.date_updated = utc_now()
         for other in list(room.participants.values()):
             other.reason_left = "conference_ended"
             del room.participants[other.call.sid]
@@ -1698,7 +1593,7 @@ class TwilioEmulator:
             "FriendlyName": room.friendly_name,
             "StatusCallbackEvent": name,
             "SequenceNumber": str(room._sequence),
-            "Timestamp": _rfc2822(_now()) or "",
+            "Timestamp": rfc2822(utc_now()) or "",
         }
         if participant is not None:
             settings = participant.settings
@@ -1764,8 +1659,8 @@ class TwilioEmulator:
                 "RecordingStatus": status,
                 "RecordingChannels": "1",
                 "RecordingSource": "Conference",
-                "RecordingStartTime": _rfc2822(room._recording_started) or "",
-                "Timestamp": _rfc2822(_now()) or "",
+                "RecordingStartTime": rfc2822(room._recording_started) or "",
+                "Timestamp": rfc2822(utc_now()) or "",
             }
             if status == "completed":
                 params["RecordingDuration"] = str(duration)
@@ -1788,7 +1683,7 @@ class TwilioEmulator:
             "RecordingDuration": str(max(1, call.duration or 0)),
             "RecordingChannels": "1",
             "RecordingSource": "OutboundAPI",
-            "RecordingStartTime": _rfc2822(call.start_time) or "",
+            "RecordingStartTime": rfc2822(call.start_time) or "",
         }
         await self._request(
             "recording",
@@ -1880,6 +1775,9 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NUMBER=BEHAVIOUR",
     )
     parser.add_argument("--realistic", action="store_true", help="real-world delays")
+    parser.add_argument(
+        "--cps", type=float, default=None, help="calls per second (default: no limit)"
+    )
     args = parser.parse_args(argv)
 
     async def serve() -> None:
@@ -1889,6 +1787,7 @@ def main(argv: list[str] | None = None) -> None:
             host=args.host,
             port=args.port,
             timings=Timings.realistic() if args.realistic else None,
+            cps=args.cps,
         )
         emulator.far_ends.update(dict(args.far_end))
         async with emulator:

@@ -31,7 +31,8 @@ from realtime.emulators.control import (
     ScriptError,
     parse_script,
 )
-from realtime.emulators.run import DEMO_HANDOFF_NUMBER
+from realtime.emulators.run import DEMO_HANDOFF_NUMBER, _options, build_twilio
+from realtime.emulators.twilio_api import FarEnd
 
 ROOT = Path(__file__).resolve().parents[3]
 AC = "AC" + "2" * 32
@@ -216,6 +217,18 @@ async def test_script_and_dtmf_reach_the_stream(emulator, control, bridge):
         ("POST", "/_emulator/calls", None, 405),
         ("GET", "/_emulator/calls/CA" + "0" * 32, None, 404),
         ("GET", "/_emulator/nothing", None, 404),
+        ("POST", "/_emulator/far-ends", {"far_ends": {"+1": {"behaviour": "x"}}}, 400),
+        ("POST", "/_emulator/far-ends", {"far_ends": {"+1": {"talk_s": [3, 1]}}}, 400),
+        ("POST", "/_emulator/far-ends", {"sequences": {"+1": []}}, 400),
+        ("POST", "/_emulator/far-ends", {"numbers": {}}, 400),
+        ("POST", "/_emulator/settings", {"cps": 0}, 400),
+        ("POST", "/_emulator/settings", {"cps": "fast"}, 400),
+        ("POST", "/_emulator/settings", {"reorder_status_callbacks": 1}, 400),
+        ("POST", "/_emulator/faults", {"status": 200}, 400),
+        ("POST", "/_emulator/faults", {"count": 0}, 400),
+        ("POST", "/_emulator/faults", {"create": "yes"}, 400),
+        ("GET", "/_emulator/reset", None, 405),
+        ("POST", "/_emulator/outbound-calls", None, 405),
     ],
 )
 async def test_control_api_refuses_bad_requests(control, method, path, body, status):
@@ -243,6 +256,143 @@ async def test_twilio_rest_api_is_still_served(emulator, control):
     assert (await control.get(path)).status_code == 401
     reply = await control.get(path, auth=(AC, TOKEN))
     assert reply.status_code == 200 and reply.json()["sid"] == sid
+
+
+# -- for an outbound dialer -------------------------------------------------------
+
+CALLS = f"/2010-04-01/Accounts/{AC}/Calls.json"
+SHORT = "<Response><Say>もしもし</Say></Response>"
+
+
+async def create_call(control: httpx.AsyncClient, to: str) -> httpx.Response:
+    return await control.post(
+        CALLS,
+        data={"To": to, "From": "+815012345678", "Twiml": SHORT},
+        auth=(AC, TOKEN),
+    )
+
+
+async def test_far_ends_sequences_and_outbound_calls(emulator, control):
+    """Far ends and per-number sequences set over HTTP decide how REST calls
+    go; outbound-calls reports each call's far end, times and the maxima."""
+    reply = await control.post(
+        "/_emulator/far-ends",
+        json={
+            "sequences": {"+819011112222": [{"behaviour": "busy"}, {"ring_s": 0.05}]},
+            "far_ends": {"+819033334444": {"behaviour": "no-answer"}},
+            "default": {"behaviour": "answer", "talk_s": [0.01, 0.02]},
+        },
+    )
+    assert reply.status_code == 200, reply.text
+    state = reply.json()
+    assert [f["behaviour"] for f in state["sequences"]["+819011112222"]] == [
+        "busy",
+        "answer",
+    ]
+    assert state["default"]["talk_s"] == [0.01, 0.02]
+    sids = []
+    for to in ("+819011112222", "+819011112222", "+819011112222", "+819033334444"):
+        created = await create_call(control, to)
+        assert created.status_code == 201, created.text
+        sids.append(created.json()["sid"])
+        await emulator.call(sids[-1]).wait_finished(3)
+    summary = (await control.get("/_emulator/outbound-calls")).json()
+    calls = summary["calls"]
+    assert [c["sid"] for c in calls] == sids
+    assert [c["status"] for c in calls] == [
+        "busy",
+        "completed",
+        "completed",
+        "no-answer",
+    ]
+    assert [c["far_end"]["ring_s"] for c in calls] == [None, 0.05, None, None]
+    assert calls[2]["far_end"]["talk_s"] == [0.01, 0.02]
+    assert 0.01 <= calls[2]["talk_s"] <= 0.02
+    times = calls[1]["times"]
+    assert times["created"] <= times["dequeued"] <= times["answered"] <= times["ended"]
+    assert calls[0]["times"]["answered"] is None
+    assert summary["max_creates_per_s"] >= 1
+    assert summary["max_concurrent"] == 1
+    assert (await control.get("/_emulator/far-ends")).json()["sequences"] == {
+        "+819011112222": []
+    }
+
+
+async def test_settings_faults_and_reset(emulator, control):
+    """Settings and faults set over HTTP reach the emulator; faults are
+    reported pending, then injected; reset forgets calls and restores start."""
+    reply = await control.post(
+        "/_emulator/settings",
+        json={"cps": 20, "seed": 3, "duplicate_status_callbacks": True},
+    )
+    assert reply.json() == {
+        "cps": 20.0,
+        "seed": 3,
+        "duplicate_status_callbacks": True,
+        "reorder_status_callbacks": False,
+    }
+    assert emulator.cps == 20 and emulator.duplicate_status_callbacks
+
+    reply = await control.post(
+        "/_emulator/faults", json={"status": 429, "count": 2, "delay_s": 0}
+    )
+    assert reply.status_code == 201
+    assert [f["code"] for f in reply.json()["pending"]] == [20429, 20429]
+    refused = await create_call(control, "+819011112222")
+    assert refused.status_code == 429
+    assert refused.json() == {
+        "code": 20429,
+        "message": "Too Many Requests",
+        "more_info": "https://www.twilio.com/docs/errors/20429",
+        "status": 429,
+    }
+    await control.post("/_emulator/faults", json={"status": 503, "create": True})
+    assert (await create_call(control, "+819011112222")).status_code == 429
+    made = await create_call(control, "+819011112222")
+    assert made.status_code == 503 and made.json()["code"] == 20503
+    faults = (await control.get("/_emulator/faults")).json()
+    assert faults["pending"] == []
+    assert [(f["fault"]["status"], f["to"]) for f in faults["injected"]] == [
+        (429, "+819011112222"),
+        (429, "+819011112222"),
+        (503, "+819011112222"),
+    ]
+    (call,) = emulator.outbound_calls()
+    assert faults["injected"][-1]["call_sid"] == call.sid
+
+    await control.post("/_emulator/far-ends", json={"far_ends": {"+1": {}}})
+    assert (await control.post("/_emulator/reset")).json() == {"reset": True}
+    assert emulator.calls == {} and emulator.faults == []
+    assert emulator.far_ends == {} and emulator.cps is None
+    assert not emulator.duplicate_status_callbacks
+    assert (await control.get("/_emulator/outbound-calls")).json()["calls"] == []
+
+
+def test_cli_sets_cps_far_end_sequences_and_talk_time():
+    options = _options(
+        [
+            "--cps",
+            "5",
+            "--far-end",
+            "+819011112222=busy,no-answer,answer",
+            "--talk-time",
+            "2:9",
+            "--seed",
+            "4",
+        ]
+    )
+    emulator = build_twilio(options)
+    assert emulator.cps == 5.0 and emulator.seed == 4
+    human = FarEnd("answer", talk_s=(2.0, 9.0))
+    assert emulator.default_far_end == human
+    assert emulator.far_end_sequences["+819011112222"] == [
+        FarEnd("busy"),
+        FarEnd("no-answer"),
+    ]
+    assert emulator.far_ends["+819011112222"] == human
+    for bad in (["--cps", "0"], ["--far-end", "+1=sing"], ["--talk-time", "9:2"]):
+        with pytest.raises(SystemExit):
+            _options(bad)
 
 
 # -- the process -----------------------------------------------------------------
