@@ -36,34 +36,6 @@ ACCOUNT_SID = "AC" + "2" * 32
 AUTH_TOKEN = "dialer-test-token"
 
 
-class CreateFaults:
-    """REST fault injection on the emulator's `POST …/Calls.json`, until the
-    emulator's own (`inject_fault`, branch `emu`) lands here: each queued fault
-    answers one create: `429` (20429, no call), `500` / `503` (no call), or
-    `500-after` (the call IS created, then 500: the ambiguous create)."""
-
-    def __init__(self, emulator: Any) -> None:
-        from realtime.emulators.twilio_api import _RestError
-
-        self.queue: list[str] = []
-        self.seen: list[str] = []
-        self._error = _RestError
-        self._create = emulator._create_call
-        emulator._create_call = self
-
-    def __call__(self, form: Any) -> Any:
-        fault = self.queue.pop(0) if self.queue else ""
-        self.seen.append(fault or "ok")
-        if fault == "429":
-            raise self._error(429, 20429, "Too Many Requests")
-        if fault in ("500", "503"):
-            raise self._error(int(fault), 20000 + int(fault), "Service unavailable")
-        call = self._create(form)
-        if fault == "500-after":
-            raise self._error(500, 20500, "Internal Server Error")
-        return call
-
-
 @pytest.fixture
 async def twilio_emulator(settings: Any) -> Any:
     """The Twilio emulator on a loopback port; the REST client points at it.
@@ -78,5 +50,4 @@ async def twilio_emulator(settings: Any) -> Any:
     settings.PUBLIC_BASE_URL = "http://127.0.0.1:9"
     async with TwilioEmulator(ACCOUNT_SID, AUTH_TOKEN) as emulator:
         settings.TWILIO_API_BASE_URL = emulator.base_url
-        emulator.create_faults = CreateFaults(emulator)
         yield emulator

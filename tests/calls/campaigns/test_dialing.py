@@ -15,6 +15,7 @@ from calls.campaigns.dialing import attempt_dial
 from calls.campaigns.models import Attempt, Campaign, Contact
 from calls.campaigns.services import campaign_cancel, campaign_pause
 from calls.twilio_client import twilio_call_create
+from realtime.emulators.twilio_api import RestFault
 from tests.calls.campaigns.factories import CampaignFactory, ContactFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -80,33 +81,53 @@ async def test_dial_places_one_call_with_the_campaign_webhooks(
     assert options.machine_detection == "Enable"
 
 
-@pytest.mark.parametrize("faults", [["429", "429"], ["503"], ["500", "429", "503"]])
+@pytest.mark.parametrize(
+    "faults",
+    [
+        pytest.param([RestFault(429), RestFault(429)], id="429-429"),
+        pytest.param([RestFault(503)], id="503"),
+        pytest.param(
+            [RestFault(500), RestFault(429), RestFault(503)], id="500-429-503"
+        ),
+    ],
+)
 async def test_429_and_5xx_are_retried_with_back_off_and_give_one_call(
     dialer_settings, twilio_emulator, faults
 ):
+    """Refused creates (no call made) are retried after a back-off, each try
+    reconciled first: one call, rest_tries = faults + 1."""
     _, [attempt] = await claim()
-    twilio_emulator.create_faults.queue = list(faults)
+    for fault in faults:
+        twilio_emulator.inject_fault(fault)
     sid = await in_thread(attempt_dial, attempt_id=attempt.pk)
     attempt = await reload(attempt)
     assert sid and attempt.call_sid == sid
     assert len(twilio_emulator.calls_to(attempt.contact.phone)) == 1
     assert attempt.rest_tries == len(faults) + 1
-    assert twilio_emulator.create_faults.seen == [*faults, "ok"]
+    assert [r.fault for r in twilio_emulator.faults] == faults
 
 
-async def test_ambiguous_500_after_the_create_is_reconciled_not_redialled(
-    dialer_settings, twilio_emulator
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param(RestFault(500, create=True), id="500-after-create"),
+        pytest.param(RestFault(502, create=True, drop=True), id="reply-dropped"),
+        pytest.param(RestFault(500, create=True, delay_s=2.0), id="timeout"),
+    ],
+)
+async def test_ambiguous_create_is_reconciled_not_redialled(
+    dialer_settings, twilio_emulator, fault
 ):
-    """Twilio made the call but answered 500: the retry finds it in the Calls list
-    and adopts it; no second create."""
+    """Twilio made the call but we got a 500, no reply, or a timeout: the retry
+    finds it in the Calls list and adopts it; no second create."""
+    dialer_settings.DIALER_LEASE_SECONDS = 3  # requests time out after 1 s
     _, [attempt] = await claim()
-    twilio_emulator.create_faults.queue = ["500-after"]
+    twilio_emulator.inject_fault(fault)
     sid = await in_thread(attempt_dial, attempt_id=attempt.pk)
     attempt = await reload(attempt)
     [emulated] = twilio_emulator.calls_to(attempt.contact.phone)
     assert sid == emulated.sid == attempt.call_sid
-    assert twilio_emulator.create_faults.seen == ["500-after"]
-    assert "adopted" in attempt.error
+    assert attempt.rest_tries == 1 and "adopted" in attempt.error
 
 
 async def test_a_4xx_fails_the_attempt_without_retrying_the_create(
@@ -209,7 +230,7 @@ async def test_creates_are_paced_to_calls_per_second(dialer_settings, twilio_emu
     assert len(more) == 4
     ids = [a.pk for a in attempts] + [a for a, _ in more]
     await asyncio.gather(*(in_thread(attempt_dial, attempt_id=i) for i in ids))
-    created = sorted(c._created for c in twilio_emulator.calls.values())
+    created = sorted(twilio_emulator.create_times())
     assert len(created) == 8
     assert max_in_window(created, 1.0) <= 4
     assert created[-1] - created[0] >= 7 * 0.25 - 0.05
