@@ -117,11 +117,16 @@ def dial_outbound(call: CallSession) -> str:
     )
 
 
-def campaign_dial(call: CallSession, *, timeout: float | None = None) -> str:
-    """Dial a campaign call (F-64): `dial_outbound` with a bounded request time.
+def campaign_dial(
+    call: CallSession, *, machine_action: str = "hangup", timeout: float | None = None
+) -> str:
+    """Dial a campaign call (F-64) with asynchronous answering-machine detection.
 
-    Synchronous AMD (`MachineDetection=Enable`): the answer webhook gets AnsweredBy
-    and gives a machine the voicemail message or a hang-up before any stream opens.
+    With `AsyncAmd` the answer webhook runs at once, so a person hears the AI
+    without AMD's seconds of silence; the verdict comes later to
+    `/api/twilio/amd/<call_id>`, which sends a machine the voicemail message or hangs
+    up (`calls.telephony.call_amd_result`). Leaving a message waits for the beep
+    (`DetectMessageEnd`); hanging up needs only the first verdict (`Enable`).
     """
     base = settings.PUBLIC_BASE_URL
     return twilio_call_create(
@@ -131,7 +136,11 @@ def campaign_dial(call: CallSession, *, timeout: float | None = None) -> str:
         url=f"{base}/api/twilio/voice/outbound/{call.pk}",
         status_callback=f"{base}/api/twilio/status/{call.pk}",
         status_callback_event=CALL_STATUS_EVENTS,
-        machine_detection="Enable",
+        machine_detection=(
+            "DetectMessageEnd" if machine_action == "voicemail" else "Enable"
+        ),
+        async_amd="true",
+        async_amd_status_callback=f"{base}/api/twilio/amd/{call.pk}",
     )
 
 

@@ -250,7 +250,11 @@ def attempt_dial(*, attempt_id: int, lease: str | None = None) -> str | None:
         _wait_for_slot(campaign_id)
         _crash_point("before-rest")
         try:
-            sid = campaign_dial(call, timeout=_rest_timeout())
+            sid = campaign_dial(
+                call,
+                machine_action=attempt.contact.campaign.machine_action,
+                timeout=_rest_timeout(),
+            )
         except TwilioError as exc:
             if not twilio_error_retryable(exc):
                 attempt_fail(attempt_id=attempt_id, error=exc.message)

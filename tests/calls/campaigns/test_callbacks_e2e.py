@@ -86,3 +86,44 @@ async def test_duplicate_and_reordered_callbacks_end_the_same(
         ("done", "finished", "machine", "machine_start", "completed"),
         ("failed", "finished", "no-answer", "", "no-answer"),
     ]
+
+
+@sync_to_async
+def campaign_with(machine_action, voicemail, behaviour_count=1):
+    campaign = CampaignFactory(machine_action=machine_action, retry_on=[])
+    campaign.agent.voicemail_message = voicemail
+    campaign.agent.save(update_fields=["voicemail_message"])
+    contact = ContactFactory(campaign=campaign)
+    ids = []
+    dialer_tick(dispatch=lambda a, lease: ids.append(a))
+    return campaign, contact.phone, ids[0]
+
+
+@pytest.mark.parametrize(
+    ("action", "verdict", "said"),
+    [
+        ("hangup", "machine_start", []),
+        ("voicemail", "machine_end_beep", ["またお電話いたします。"]),
+    ],
+)
+async def test_async_amd_sends_a_machine_the_message_or_hangs_up(
+    flow_settings, service, twilio, start_fake_realtime, action, verdict, said
+):
+    """The AI takes the call at once (AsyncAmd); AMD's later verdict `machine`
+    replaces the TwiML: the voicemail message after the beep, or a hang-up."""
+    campaign, phone, attempt_id = await campaign_with(action, "またお電話いたします。")
+    twilio.far_ends[phone] = FarEnd("machine")
+    async with start_fake_realtime():
+        sid = await asyncio.to_thread(dial, attempt_id)
+        finished = await twilio.call(sid).wait_finished(timeout=20)
+        assert await flow.wait_until(lambda: all_final(campaign), within_s=10)
+    assert finished.options.async_amd
+    assert finished.answered_by == verdict
+    assert finished.said() == said
+    [(status, state, result, answered_by, _)] = await outcome(campaign)
+    assert (status, state, result, answered_by) == (
+        "done",
+        "finished",
+        "machine",
+        verdict,
+    )
