@@ -192,7 +192,7 @@ def _commit_try(
     """Commit rest_tries + 1 and a fresh lease; None if paused/canceled or lost."""
     with transaction.atomic():
         attempt = (
-            Attempt.objects.select_for_update()
+            Attempt.objects.select_for_update(of=("self",))
             .select_related("contact__campaign")
             .get(pk=attempt_id)
         )

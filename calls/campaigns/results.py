@@ -53,7 +53,7 @@ def _broadcast(campaign_id: int) -> None:
 
 def _locked(attempt_id: int) -> Attempt:
     return (
-        Attempt.objects.select_for_update()
+        Attempt.objects.select_for_update(of=("self",))
         .select_related("contact__campaign", "call")
         .get(pk=attempt_id)
     )
