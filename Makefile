@@ -24,6 +24,11 @@ $(VENV)/.dev-installed: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.runtime-installed
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py seed_demo
+	# The dialer (F-62): one Celery worker with beat inside, stopped with the server.
+	mkdir -p var/celery
+	$(BIN)/celery -A callcenter worker -B -P threads -c 8 -l warning \
+		-s var/celery/beat-schedule & dialer=$$!; \
+	trap 'kill $$dialer 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/python manage.py serve --host $(HOST) --port $(PORT)
 
 lint: $(VENV)/.dev-installed
