@@ -21,7 +21,8 @@ makes sure Twilio gets at most one create per attempt, whatever dies when:
    (the call may exist), and try again, up to MAX_REST_TRIES; then the attempt
    fails (and is retried or not by the campaign's policy).
 
-A campaign paused or canceled before the create is committed dials nothing: the
+A campaign paused or canceled, or a window that closed, by the instant of the
+create (checked after the slot wait, just before the request) dials nothing: the
 attempt is closed `canceled` and the contact goes back to `pending`.
 
 Tests only: with DIALER_TEST_HOOKS on, DIALER_CRASH_AT=`<point>:<marker file>`
@@ -42,6 +43,7 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from calls.campaigns.dialer import window_open
 from calls.campaigns.models import Attempt, Campaign
 from calls.campaigns.results import attempt_cancel, attempt_fail, attempt_placed
 from calls.models import CallSession
@@ -186,6 +188,14 @@ def _campaign_call(attempt: Attempt) -> CallSession:
     return call
 
 
+def _may_dial_now(campaign_id: int) -> bool:
+    """Still running and inside the window, at the instant of the create?"""
+    campaign = Campaign.objects.get(pk=campaign_id)
+    return campaign.status == Campaign.Status.RUNNING and window_open(
+        campaign, timezone.now()
+    )
+
+
 def _commit_try(
     attempt_id: int, lease: dt.datetime
 ) -> tuple[dt.datetime, CallSession] | None:
@@ -248,6 +258,9 @@ def attempt_dial(*, attempt_id: int, lease: str | None = None) -> str | None:
         mine, call = committed
         # The slot last, so nothing but the request lies between it and the create.
         _wait_for_slot(campaign_id)
+        if not _may_dial_now(campaign_id):
+            attempt_cancel(attempt_id=attempt_id, unsent_try=True)
+            return None
         _crash_point("before-rest")
         try:
             sid = campaign_dial(

@@ -147,8 +147,11 @@ def _finish(attempt: Attempt, *, result: str, now: dt.datetime) -> None:
 
 
 @transaction.atomic
-def attempt_cancel(*, attempt_id: int) -> Attempt:
-    """Close an attempt never dialled (campaign paused/canceled); contact → pending."""
+def attempt_cancel(*, attempt_id: int, unsent_try: bool = False) -> Attempt:
+    """Close an attempt never dialled (campaign paused/canceled); contact → pending.
+
+    `unsent_try`: the last committed REST try was never sent; it is not counted.
+    """
     attempt = _locked(attempt_id)
     if attempt.state != Attempt.State.DIALING or attempt.call_sid:
         return attempt
@@ -156,7 +159,9 @@ def attempt_cancel(*, attempt_id: int) -> Attempt:
     attempt.state = Attempt.State.FINISHED
     attempt.result = "canceled"
     attempt.ended_at = now
-    attempt.save(update_fields=["state", "result", "ended_at"])
+    if unsent_try and attempt.rest_tries > 0:
+        attempt.rest_tries -= 1
+    attempt.save(update_fields=["state", "result", "ended_at", "rest_tries"])
     Contact.objects.filter(pk=attempt.contact_id).update(
         status=Contact.Status.PENDING,
         attempts=F("attempts") - 1,

@@ -241,3 +241,17 @@ def max_in_window(times, window):
     for i, start in enumerate(times):
         best = max(best, sum(1 for t in times[i:] if t < start + window))
     return best
+
+
+async def test_a_window_closed_by_the_time_of_the_create_dials_nothing(
+    dialer_settings, twilio_emulator
+):
+    """Claimed inside the window, but it closed before the task's create: the
+    attempt is canceled unsent and the contact waits for the next window."""
+    campaign, [attempt] = await claim()
+    await sync_to_async(Campaign.objects.filter(pk=campaign.pk).update)(days=[])
+    assert await in_thread(attempt_dial, attempt_id=attempt.pk) is None
+    attempt = await reload(attempt)
+    assert (attempt.result, attempt.rest_tries) == ("canceled", 0)
+    assert attempt.contact.status == Contact.Status.PENDING
+    assert twilio_emulator.calls == {}
