@@ -13,6 +13,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import beat_init, celeryd_init
 
+import callcenter.broker  # noqa: F401  (registers the fsatomic:// broker)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
 app = Celery("callcenter")

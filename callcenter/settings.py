@@ -236,7 +236,8 @@ CELERY_FILESYSTEM_DIR = Path(
     os.environ.get("CELERY_FILESYSTEM_DIR", BASE_DIR / "var" / "celery")
 )
 if not CELERY_BROKER_URL:
-    CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport, written atomically (callcenter/broker.py).
+    CELERY_BROKER_URL = "fsatomic://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_FILESYSTEM_DIR / "queue"),
         "data_folder_out": str(CELERY_FILESYSTEM_DIR / "queue"),

@@ -132,6 +132,7 @@ async def test_worker_killed_around_the_create_gives_one_call_per_attempt(
     assert marker.exists(), procs.logs()
     assert procs.restarts == 1
     await assert_exactly_once(twilio, campaign)
+    assert twilio.max_concurrent_live(since="created") <= 3  # max_concurrent
     if point == "before-rest":
         # The killed attempt's try was committed, nothing reached Twilio: after the
         # lease a new task found no call in the Calls list and made the one create.
@@ -174,3 +175,4 @@ async def test_two_workers_on_redis_one_killed_again_and_again(
             procs.stop()
     assert procs.restarts >= 3
     await assert_exactly_once(twilio, campaign)
+    assert twilio.max_concurrent_live(since="created") <= 6  # max_concurrent

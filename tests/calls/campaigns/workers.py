@@ -2,7 +2,7 @@
 
 `CeleryProcesses` starts `celery -A callcenter beat` and `worker` subprocesses that
 share the test's database (DATABASE_URL naming pytest-django's test database) and
-a broker: a `filesystem://` folder in a temporary directory, or Redis. Only the
+a broker: a `fsatomic://` (filesystem) folder in a temporary directory, or Redis. Only the
 processes it started are ever signalled.
 """
 
