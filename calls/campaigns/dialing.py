@@ -188,6 +188,18 @@ def _campaign_call(attempt: Attempt) -> CallSession:
     return call
 
 
+def _renew(attempt_id: int, lease: dt.datetime) -> dt.datetime | None:
+    """Stamp the lease afresh if it is still ours; None if someone took it."""
+    now = timezone.now()
+    won = Attempt.objects.filter(
+        pk=attempt_id,
+        state=Attempt.State.DIALING,
+        call_sid__isnull=True,
+        dialed_at=lease,
+    ).update(dialed_at=now)
+    return now if won else None
+
+
 def _may_dial_now(campaign_id: int) -> bool:
     """Still running and inside the window, at the instant of the create?"""
     campaign = Campaign.objects.get(pk=campaign_id)
@@ -258,6 +270,11 @@ def attempt_dial(*, attempt_id: int, lease: str | None = None) -> str | None:
         mine, call = committed
         # The slot last, so nothing but the request lies between it and the create.
         _wait_for_slot(campaign_id)
+        # Still ours after the wait? (A wait past the lease would have let the tick
+        # hand the attempt on; then the new owner dials, not us.)
+        mine = _renew(attempt_id, mine)
+        if mine is None:
+            return None
         if not _may_dial_now(campaign_id):
             attempt_cancel(attempt_id=attempt_id, unsent_try=True)
             return None
@@ -281,13 +298,9 @@ def attempt_dial(*, attempt_id: int, lease: str | None = None) -> str | None:
                 delay,
             )
             time.sleep(delay)
-            # Keep the lease while backing off.
-            renewed = timezone.now()
-            if not Attempt.objects.filter(pk=attempt_id, dialed_at=mine).update(
-                dialed_at=renewed
-            ):
+            mine = _renew(attempt_id, mine)
+            if mine is None:
                 return None  # lost the lease: the new owner reconciles
-            mine = renewed
             continue
         _crash_point("after-rest")
         attempt_placed(attempt_id=attempt_id, call_sid=sid)

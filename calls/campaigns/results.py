@@ -97,9 +97,10 @@ def _contact_after(attempt: Attempt, now: dt.datetime) -> None:
     campaign = contact.campaign
     result = attempt.result
     contact.outcome = attempt.outcome or result
+    # Attempts closed before any call existed (campaign stopped) do not count.
     made = (
         Attempt.objects.filter(contact=contact)
-        .exclude(result="canceled", rest_tries=0)
+        .exclude(result="canceled", call_sid__isnull=True)
         .count()
     )
     dnc = DoNotCall.objects.filter(

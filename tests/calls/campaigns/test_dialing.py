@@ -255,3 +255,21 @@ async def test_a_window_closed_by_the_time_of_the_create_dials_nothing(
     assert (attempt.result, attempt.rest_tries) == ("canceled", 0)
     assert attempt.contact.status == Contact.Status.PENDING
     assert twilio_emulator.calls == {}
+
+
+async def test_a_task_that_lost_its_lease_while_waiting_for_its_slot_sends_nothing(
+    dialer_settings, twilio_emulator, monkeypatch
+):
+    """The slot wait outlived the lease and the tick handed the attempt on: the old
+    task must not send its create (the new owner does)."""
+    _, [attempt] = await claim()
+
+    def stolen(campaign_id):
+        Attempt.objects.filter(pk=attempt.pk).update(
+            dialed_at=dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+        )
+
+    monkeypatch.setattr("calls.campaigns.dialing._wait_for_slot", stolen)
+    assert await in_thread(attempt_dial, attempt_id=attempt.pk) is None
+    assert twilio_emulator.calls == {}
+    assert (await reload(attempt)).state == Attempt.State.DIALING
