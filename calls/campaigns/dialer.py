@@ -15,8 +15,9 @@ Per running campaign, one transaction:
   reserves its own create slot (`dialing.create_slot_reserve`), so creates are
   spaced 1/cps apart whatever the tick does;
 - one live call per contact: only `pending`/`retry-wait` contacts without an open
-  attempt are claimed, their row locked (`select_for_update(skip_locked=True)`; on
-  SQLite, IMMEDIATE transactions serialise the writers instead);
+  attempt are claimed, their rows locked (`select_for_update(skip_locked=True)`, the
+  campaign's row with a plain `select_for_update` so ticks on several workers take
+  turns; on SQLite, IMMEDIATE transactions serialise the writers instead);
 - do-not-call checked at dial time: such a contact becomes `skipped-dnc`.
 
 A claim commits the Attempt (number = previous + 1) and the contact's `dialing`
@@ -127,8 +128,10 @@ def _claim(
 ) -> tuple[list[int], list[int]]:
     """Claim the campaign's due contacts; return (attempt ids, dnc contact ids)."""
     with transaction.atomic():
+        # The campaign row serialises ticks (two never both fill max_concurrent);
+        # dial tasks hold it only for a slot reservation, so waiting is short.
         campaign = (
-            Campaign.objects.select_for_update(skip_locked=True)
+            Campaign.objects.select_for_update()
             .filter(pk=campaign_id, status=Campaign.Status.RUNNING)
             .first()
         )
