@@ -222,7 +222,6 @@ class Recording(models.Model):
         return f"{self.source} {self.recording_sid or self.file.name}"
 
 
-
 # Campaign models live in their own package; importing them registers them in `calls`.
 from calls.campaigns.models import (  # noqa: E402, F401
     Attempt,
