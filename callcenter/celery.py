@@ -11,6 +11,8 @@ import os
 
 from celery import Celery
 
+import callcenter.broker  # noqa: F401  (registers the fsatomic:// broker)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
 app = Celery("callcenter")

@@ -121,6 +121,17 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Folder of the filesystem broker (and beat's schedule), relative to the project.",
     ),
     EnvVar(
+        "DIALER_LEASE_SECONDS",
+        "30",
+        "A campaign attempt left dialing without a CallSid this long is reconciled "
+        "through Twilio's Calls list by the next dialer tick.",
+    ),
+    EnvVar(
+        "DIALER_TEST_HOOKS",
+        "false",
+        "Tests only: let DIALER_CRASH_AT kill a dial task at a named point.",
+    ),
+    EnvVar(
         "DISCLOSURE_PURPOSE_PHRASES",
         "勧誘,営業,ご案内,セールス",
         "A campaign opening must contain one of these (the call's purpose, F-66).",

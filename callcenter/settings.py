@@ -197,6 +197,11 @@ DEBUG_TWILIO = E.get_bool("DEBUG_TWILIO")
 MAX_LIVE_CALLS = E.get_int("MAX_LIVE_CALLS")
 # Campaign calls never take the last CAMPAIGN_INBOUND_RESERVE % of MAX_LIVE_CALLS.
 CAMPAIGN_INBOUND_RESERVE = E.get_int("CAMPAIGN_INBOUND_RESERVE")
+# A dial task owns its attempt this long (its REST requests time out well inside it);
+# then the tick hands the attempt to a new task, which reconciles before any create.
+DIALER_LEASE_SECONDS = E.get_int("DIALER_LEASE_SECONDS")
+# Tests only: DIALER_CRASH_AT=<point>:<marker file> SIGKILLs the dial task once.
+DIALER_TEST_HOOKS = E.get_bool("DIALER_TEST_HOOKS")
 DISCLOSURE_PURPOSE_PHRASES = E.get_list("DISCLOSURE_PURPOSE_PHRASES")
 # Demo mode (F-45): no OpenAI key means the built-in fake Realtime server answers.
 DEMO_MODE = not OPENAI_API_KEY
@@ -231,14 +236,17 @@ LOGGING = {
 CELERY_BROKER_URL = E.get_str("CELERY_BROKER_URL") or E.get_str("REDIS_URL")
 CELERY_FILESYSTEM_DIR = BASE_DIR / E.get_str("CELERY_FILESYSTEM_DIR")
 if not CELERY_BROKER_URL:
-    CELERY_BROKER_URL = "filesystem://"
+    # kombu's filesystem transport, written atomically (callcenter/broker.py).
+    CELERY_BROKER_URL = "fsatomic://"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(CELERY_FILESYSTEM_DIR / "queue"),
         "data_folder_out": str(CELERY_FILESYSTEM_DIR / "queue"),
         "control_folder": str(CELERY_FILESYSTEM_DIR / "control"),
+        # The folder is polled: a tick or a dial waits at most this long (seconds).
+        "polling_interval": 0.2,
     }
-    for _folder in CELERY_BROKER_TRANSPORT_OPTIONS.values():
-        Path(_folder).mkdir(parents=True, exist_ok=True)
+    for _key in ("data_folder_in", "control_folder"):
+        Path(CELERY_BROKER_TRANSPORT_OPTIONS[_key]).mkdir(parents=True, exist_ok=True)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
@@ -247,5 +255,10 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TIMEZONE = "UTC"
 CELERY_BEAT_SCHEDULE = {
-    "dialer-tick": {"task": "calls.campaigns.tasks.dialer_tick", "schedule": 1.0},
+    "dialer-tick": {
+        "task": "calls.campaigns.tasks.dialer_tick",
+        "schedule": 1.0,
+        # A tick nobody ran in time is dropped: the next one does its work.
+        "options": {"expires": 2.0},
+    },
 }

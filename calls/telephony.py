@@ -31,8 +31,43 @@ def call_status_callback(
     duration: str = "",
     answered_by: str = "",
     dial_status: str = "",
+    sequence: str = "",
 ) -> CallSession:
-    """Apply Twilio's view of the call; a final status ends the bridge if still open."""
+    """Apply Twilio's view of the call; a final status ends the bridge if still open.
+
+    A campaign call's attempt and contact follow too (`SequenceNumber`-ordered,
+    see `calls.campaigns.results`).
+    """
+    from calls.campaigns.results import attempt_status_apply
+
+    call = _call_status_apply(
+        call_id=call_id,
+        status=status,
+        call_sid=call_sid,
+        duration=duration,
+        answered_by=answered_by,
+        dial_status=dial_status,
+    )
+    attempt_status_apply(
+        call_id=call_id,
+        status=status,
+        call_sid=call_sid,
+        sequence=sequence,
+        answered_by=answered_by,
+        duration=duration,
+    )
+    return call
+
+
+def _call_status_apply(
+    *,
+    call_id: int,
+    status: str,
+    call_sid: str,
+    duration: str,
+    answered_by: str,
+    dial_status: str,
+) -> CallSession:
     with transaction.atomic():
         call = CallSession.objects.select_for_update().get(pk=call_id)
         call_event_record(
@@ -163,7 +198,12 @@ def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
     if call.status in TERMINAL:
         return twiml.hang_up()
     if answered_by in MACHINE_ANSWERS:
+        from calls.campaigns.results import attempt_answered_by
+
         message = call.agent.voicemail_message if call.agent_id else ""
+        campaign = attempt_answered_by(call_id=call.pk, answered_by=answered_by)
+        if campaign is not None and campaign.machine_action != "voicemail":
+            message = ""  # the campaign says hang up on machines
         call_session_transition(
             call=call,
             to=CallStatus.COMPLETED,
@@ -174,3 +214,39 @@ def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
             return twiml.say_and_hang_up(message)
         return twiml.hang_up()
     return stream_twiml(call=call)
+
+
+def call_amd_result(*, call_id: int, answered_by: str, call_sid: str = "") -> None:
+    """Asynchronous AMD's verdict on an outbound call (campaign calls, F-11, F-64).
+
+    The call is already on the AI. A machine (or fax) gets the voicemail message,
+    when the campaign leaves one and the profile has one, or a hang-up: the call's
+    TwiML is replaced, which ends the media stream. A person changes nothing.
+    """
+    from calls import twiml
+    from calls.campaigns.results import attempt_answered_by
+    from calls.twilio_client import TwilioError, twilio_call_update
+
+    call = CallSession.objects.select_related("agent").get(pk=call_id)
+    if answered_by and not call.answered_by:
+        call.answered_by = answered_by
+        call.save(update_fields=["answered_by"])
+    campaign = attempt_answered_by(call_id=call.pk, answered_by=answered_by)
+    call_event_record(call=call, type="amd", payload={"answered_by": answered_by})
+    if answered_by not in MACHINE_ANSWERS or call.status in TERMINAL:
+        return
+    message = call.agent.voicemail_message if call.agent_id else ""
+    if campaign is not None and campaign.machine_action != "voicemail":
+        message = ""
+    sid = call.twilio_call_sid or call_sid
+    if message:
+        call_event_record(call=call, type="voicemail", payload={"message": message})
+    try:
+        twilio_call_update(
+            call_sid=sid,
+            twiml=twiml.say_and_hang_up(message) if message else twiml.hang_up(),
+        )
+    except TwilioError as exc:
+        call_event_record(
+            call=call, type="error", payload={"step": "amd", "message": exc.message}
+        )

@@ -6,7 +6,8 @@ failure (an error reply, a refused connection, a timeout) becomes `TwilioError`,
 `ApplicationError` the API renders as 502 `upstream_error`.
 
 Outbound calls go through `dial_outbound(call)`, the default `settings.TWILIO_DIALER`;
-the handoff service uses `twilio_call_create` and `twilio_call_update` directly; the
+campaign calls through `campaign_dial(call)` and, to find a call whose create may have
+happened, `twilio_calls_list(to=…)`; the handoff service uses `twilio_call_create` and `twilio_call_update` directly; the
 call pages play recordings through `twilio_recording_fetch`.
 """
 
@@ -15,12 +16,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
 from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
 from callcenter.errors import ApplicationError, ErrorCode
@@ -44,9 +47,17 @@ class TwilioError(ApplicationError):
     http_status = 502
 
 
-def twilio_rest_client() -> Client:
-    """Return a REST client with our credentials, aimed at `TWILIO_API_BASE_URL`."""
-    client = Client(settings.TWILIO_ACCOUNT_SID, settings.TWILIO_AUTH_TOKEN)
+def twilio_rest_client(*, timeout: float | None = None) -> Client:
+    """Return a REST client with our credentials, aimed at `TWILIO_API_BASE_URL`.
+
+    `timeout` (seconds) bounds each request; None is the library's default.
+    """
+    http_client = TwilioHttpClient(timeout=timeout) if timeout is not None else None
+    client = Client(
+        settings.TWILIO_ACCOUNT_SID,
+        settings.TWILIO_AUTH_TOKEN,
+        http_client=http_client,
+    )
     client.api.base_url = settings.TWILIO_API_BASE_URL
     return client
 
@@ -62,10 +73,20 @@ def _upstream_error(action: str, exc: Exception) -> TwilioError:
     return TwilioError(message, details=details)
 
 
-def twilio_call_create(**params: Any) -> str:
+def twilio_error_retryable(exc: TwilioError) -> bool:
+    """Is this failure worth another try: 429 (20429), a 5xx, or no reply at all?
+
+    Every one of these may also mean the request did reach Twilio (a 5xx after the
+    call was created, a reply lost on the way back): reconcile before trying again.
+    """
+    status = exc.details.get("status")
+    return status is None or status == 429 or int(status) >= 500
+
+
+def twilio_call_create(*, timeout: float | None = None, **params: Any) -> str:
     """Create a call (`calls.create`) and return its SID; raise TwilioError."""
     try:
-        created = twilio_rest_client().calls.create(**params)
+        created = twilio_rest_client(timeout=timeout).calls.create(**params)
     except (TwilioException, requests.RequestException, OSError) as exc:
         raise _upstream_error("place the call", exc) from exc
     return str(created.sid)
@@ -94,6 +115,78 @@ def dial_outbound(call: CallSession) -> str:
         status_callback_event=CALL_STATUS_EVENTS,
         machine_detection="Enable",
     )
+
+
+def campaign_dial(
+    call: CallSession, *, machine_action: str = "hangup", timeout: float | None = None
+) -> str:
+    """Dial a campaign call (F-64) with asynchronous answering-machine detection.
+
+    With `AsyncAmd` the answer webhook runs at once, so a person hears the AI
+    without AMD's seconds of silence; the verdict comes later to
+    `/api/twilio/amd/<call_id>`, which sends a machine the voicemail message or hangs
+    up (`calls.telephony.call_amd_result`). Leaving a message waits for the beep
+    (`DetectMessageEnd`); hanging up needs only the first verdict (`Enable`).
+    """
+    base = settings.PUBLIC_BASE_URL
+    return twilio_call_create(
+        timeout=timeout,
+        to=call.to_number,
+        from_=call.from_number or settings.TWILIO_FROM_NUMBER,
+        url=f"{base}/api/twilio/voice/outbound/{call.pk}",
+        status_callback=f"{base}/api/twilio/status/{call.pk}",
+        status_callback_event=CALL_STATUS_EVENTS,
+        machine_detection=(
+            "DetectMessageEnd" if machine_action == "voicemail" else "Enable"
+        ),
+        async_amd="true",
+        async_amd_status_callback=f"{base}/api/twilio/amd/{call.pk}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ListedCall:
+    """A call as Twilio's Calls list shows it (the fields reconciliation needs)."""
+
+    sid: str
+    to: str
+    from_: str
+    status: str
+    date_created: datetime | None
+
+
+def twilio_calls_list(
+    *, to: str, from_: str = "", limit: int = 100, timeout: float | None = None
+) -> list[ListedCall]:
+    """Calls to `to` (and from `from_`), newest first; raise TwilioError.
+
+    Filtered by `To`/`From` only: Twilio leaves `start_time` empty until a call is
+    dialled, so a `StartTime` filter would hide a call still in Twilio's CPS queue,
+    the very one a reconciliation must find. The caller filters by `date_created`.
+    The resource carries neither our Url nor our StatusCallback, so a call cannot be
+    matched by our call id; `To`, `From` and creation time are what there is.
+    """
+    filters: dict[str, Any] = {"to": to}
+    if from_:
+        filters["from_"] = from_
+    try:
+        listed = twilio_rest_client(timeout=timeout).calls.list(
+            limit=limit, page_size=min(limit, 100), **filters
+        )
+    except (TwilioException, requests.RequestException, OSError) as exc:
+        raise _upstream_error("list calls", exc) from exc
+    calls = [
+        ListedCall(
+            sid=str(c.sid),
+            to=str(c.to or ""),
+            from_=str(c._from or ""),
+            status=str(c.status or ""),
+            date_created=c.date_created,
+        )
+        for c in listed
+    ]
+    # An emulator (or an older API) may ignore the filters: apply them here too.
+    return [c for c in calls if c.to == to and (not from_ or c.from_ == from_)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ urlpatterns = [
         webhooks.voice_outbound,
         name="twilio-voice-outbound",
     ),
+    path("amd/<int:call_id>", webhooks.amd_status, name="twilio-amd-status"),
     path("status", webhooks.call_status, name="twilio-call-status-by-sid"),
     path("status/<int:call_id>", webhooks.call_status, name="twilio-call-status"),
     path(

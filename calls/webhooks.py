@@ -8,6 +8,7 @@ from calls.inbound import call_inbound_route
 from calls.models import CallSession
 from calls.reaper import calls_reap_opportunistically
 from calls.telephony import (
+    call_amd_result,
     call_outbound_answered_twiml,
     call_recording_status,
     call_status_callback,
@@ -56,6 +57,19 @@ def call_status(request: HttpRequest, call_id: int | None = None) -> HttpRespons
         duration=request.POST.get("CallDuration", ""),
         answered_by=request.POST.get("AnsweredBy", ""),
         dial_status=request.POST.get("DialCallStatus", ""),
+        sequence=request.POST.get("SequenceNumber", ""),
+    )
+    return HttpResponse(status=204)
+
+
+@twilio_webhook
+def amd_status(request: HttpRequest, call_id: int) -> HttpResponse:
+    """Asynchronous answering-machine detection's verdict (AsyncAmd, F-64)."""
+    fields = required(request, "AnsweredBy")
+    call_amd_result(
+        call_id=call_id,
+        answered_by=fields["AnsweredBy"],
+        call_sid=request.POST.get("CallSid", ""),
     )
     return HttpResponse(status=204)
 

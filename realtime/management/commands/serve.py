@@ -83,7 +83,19 @@ def celery_argvs() -> list[list[str]]:
     schedule = settings.CELERY_FILESYSTEM_DIR / "beat-schedule"
     schedule.parent.mkdir(parents=True, exist_ok=True)
     return [
-        [celery, "-A", "callcenter", "worker", "--loglevel", "INFO"],
+        # Threads: a dial task mostly waits (its create slot, Twilio's reply).
+        [
+            celery,
+            "-A",
+            "callcenter",
+            "worker",
+            "-P",
+            "threads",
+            "-c",
+            "8",
+            "-l",
+            "INFO",
+        ],
         [celery, "-A", "callcenter", "beat", "--loglevel", "INFO", "-s", str(schedule)],
     ]
 
