@@ -30,6 +30,7 @@ from calls.telephony import MACHINE_ANSWERS
 
 log = logging.getLogger(__name__)
 
+OPTED_OUT_OUTCOME = "opted-out"
 FINAL_TWILIO = ("completed", "busy", "no-answer", "failed", "canceled")
 # How far each Twilio status moves an attempt.
 _RANK = {
@@ -142,6 +143,13 @@ def _finish(attempt: Attempt, *, result: str, now: dt.datetime) -> None:
         )
     elif result not in ("completed",):
         attempt.outcome = attempt.outcome or ""
+    if (
+        not attempt.outcome
+        and attempt.call_id
+        and DoNotCall.objects.filter(call_id=attempt.call_id).exists()
+    ):
+        # The callee refused further calls in this call (F-65): that is its outcome.
+        attempt.outcome = OPTED_OUT_OUTCOME
     attempt.save()
     _contact_after(attempt, now)
     _broadcast(attempt.contact.campaign_id)

@@ -198,9 +198,14 @@ def test_a_refusal_during_the_call_ends_the_contact_opted_out():
         organization=contact.campaign.organization,
         phone=contact.phone,
         source=DoNotCall.Source.CALL,
+        call=attempt.call,
     )
     deliver(attempt, ANSWERED_CALL)
-    assert Contact.objects.get(pk=contact.pk).status == Contact.Status.OPTED_OUT
+    contact = Contact.objects.get(pk=contact.pk)
+    assert contact.status == Contact.Status.OPTED_OUT
+    # The refusal is the call's outcome, kept when the call ends after it.
+    assert contact.outcome == "opted-out"
+    assert Attempt.objects.get(pk=attempt.pk).outcome == "opted-out"
 
 
 def test_callbacks_of_other_calls_leave_campaigns_alone():
