@@ -228,7 +228,15 @@ LOGGING = {
         }
     },
     "root": {"handlers": ["console"], "level": E.get_str("LOG_LEVEL")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # A line per dialer tick (beat sends one a second, the worker takes it) and
+        # the twilio library's dump of every request drown what matters.
+        "celery.beat": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "twilio.http_client": {"level": "WARNING"},
+    },
 }
 
 # Celery (F-62): the dialer's tick and dials. Redis in production; with nothing set, a

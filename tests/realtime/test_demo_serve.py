@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -81,10 +82,21 @@ def admin_login_ok(port: int) -> bool:
 
 
 class Served:
+    """A `serve` process whose output is read as it comes (a full pipe would stop
+    the children that write to it: the emulators, uvicorn, the worker)."""
+
     def __init__(self, process: subprocess.Popen[str], port: int, env: dict[str, str]):
         self.process = process
         self.port = port
         self.env = env
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            self.lines.append(line)
 
     def stop(self, signum: int = signal.SIGTERM) -> str:
         """Send `signum` (if still running); return everything it printed."""
@@ -93,8 +105,9 @@ class Served:
         return self.wait()
 
     def wait(self) -> str:
-        output, _ = self.process.communicate(timeout=20)
-        return output
+        self.process.wait(timeout=20)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
 
 
 @pytest.fixture
@@ -131,7 +144,7 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
     for served in started:
         if served.process.poll() is None:
             served.process.kill()
-            served.process.communicate()
+            served.wait()
 
 
 def command_lines(pids: list[int]) -> list[str]:
@@ -221,3 +234,71 @@ def test_no_celery_with_a_key_is_the_server_alone(serve):
     assert children_of(served.process.pid) == []
     output = served.stop(signal.SIGTERM)
     assert DEMO_BANNER not in output
+
+
+def manage(
+    env: dict[str, str], *args: str, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_make_run_dials_the_demo_campaign_end_to_end(serve, tmp_path):
+    """What `make run` then `simulate_campaign` do on a fresh machine: beat and the
+    worker in `serve` dial five callees through the emulator (the filesystem
+    broker, no server); the campaign completes with a booking, a machine, a busy
+    number answered on retry and a refusal on the do-not-call list, and a second
+    run refuses the number that said no at import."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
+        "CELERY_FILESYSTEM_DIR": str(tmp_path / "celery"),
+        "LOG_FORMAT": "text",
+    }
+    for step in (("migrate", "--noinput"), ("seed_demo",)):
+        done = manage(env, *step, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+    served = serve(OPENAI_API_KEY="")
+    assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
+    emulator = f"http://127.0.0.1:{served.env['DEMO_TWILIO_PORT']}"
+    first = manage(
+        env,
+        "simulate_campaign",
+        "--emulator",
+        emulator,
+        "--timeout",
+        "150",
+        timeout=200,
+    )
+    output = first.stdout + first.stderr
+    assert first.returncode == 0, output + served.stop()
+    assert "Imported 5 contacts" in output
+    assert "line 7: 03-0000 — invalid" in output
+    assert "line 8: 090-1111-0001 — duplicate" in output
+    assert "鈴木 一郎 090****0004 attempt 1: busy" in output
+    assert "鈴木 一郎 090****0004 attempt 2: completed by human" in output
+    assert "machine by machine_" in output
+    assert "予約成立" in output
+    assert "090****0005  call  " in output  # 田中 on the do-not-call list
+    assert ": completed." in output
+    again = manage(
+        env,
+        "simulate_campaign",
+        "--emulator",
+        emulator,
+        "--timeout",
+        "150",
+        timeout=200,
+    )
+    output = again.stdout + again.stderr
+    assert again.returncode == 0, output + served.stop()
+    assert "line 6: 090(1111)0005 — dnc" in output
+    assert "田中 次郎" not in output.split("Results")[1].split("Contacts:")[0]
+    served.stop(signal.SIGTERM)
