@@ -10,7 +10,7 @@ from django.utils.translation import gettext_lazy as _
 
 from agents.phones import normalize_phone
 from agents.selectors import agent_list
-from calls.campaigns.models import DEFAULT_OPENING, Campaign
+from calls.campaigns.models import CAMPAIGN_SETTINGS_FIELDS, DEFAULT_OPENING, Campaign
 
 WEEKDAYS = [
     (1, _("月")),
@@ -52,25 +52,7 @@ class CampaignForm(forms.ModelForm):
 
     class Meta:
         model = Campaign
-        fields = [
-            "name",
-            "agent",
-            "from_number",
-            "time_zone",
-            "days",
-            "window_start",
-            "window_end",
-            "max_concurrent",
-            "calls_per_second",
-            "max_attempts",
-            "retry_delay_seconds",
-            "retry_on",
-            "machine_action",
-            "business_name",
-            "caller_name",
-            "product",
-            "opening",
-        ]
+        fields = list(CAMPAIGN_SETTINGS_FIELDS)
         labels = {
             "name": _("キャンペーン名"),
             "agent": _("エージェント"),

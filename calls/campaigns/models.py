@@ -16,6 +16,26 @@ DEFAULT_OPENING = (
     "{{product}}のご案内でお電話いたしました。"
 )
 RETRYABLE_RESULTS = ("busy", "no-answer", "failed", "machine")
+# What an operator sets on a campaign (F-67): the form and the API edit these.
+CAMPAIGN_SETTINGS_FIELDS = (
+    "name",
+    "agent",
+    "from_number",
+    "time_zone",
+    "days",
+    "window_start",
+    "window_end",
+    "max_concurrent",
+    "calls_per_second",
+    "max_attempts",
+    "retry_delay_seconds",
+    "retry_on",
+    "machine_action",
+    "business_name",
+    "caller_name",
+    "product",
+    "opening",
+)
 
 
 def default_days() -> list[int]:

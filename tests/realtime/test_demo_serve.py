@@ -268,17 +268,22 @@ def test_make_run_dials_the_demo_campaign_end_to_end(serve, tmp_path):
     served = serve(OPENAI_API_KEY="")
     assert wait_for(lambda: admin_login_ok(served.port)), served.stop()
     emulator = f"http://127.0.0.1:{served.env['DEMO_TWILIO_PORT']}"
-    first = manage(
-        env,
-        "simulate_campaign",
-        "--emulator",
-        emulator,
-        "--timeout",
-        "150",
-        timeout=200,
-    )
-    output = first.stdout + first.stderr
-    assert first.returncode == 0, output + served.stop()
+
+    def simulate_campaign() -> str:
+        done = manage(
+            env,
+            "simulate_campaign",
+            "--emulator",
+            emulator,
+            "--timeout",
+            "150",
+            timeout=200,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output + served.stop()
+        return output
+
+    output = simulate_campaign()
     assert "Imported 5 contacts" in output
     assert "line 7: 03-0000 — invalid" in output
     assert "line 8: 090-1111-0001 — duplicate" in output
@@ -288,17 +293,7 @@ def test_make_run_dials_the_demo_campaign_end_to_end(serve, tmp_path):
     assert "予約成立" in output
     assert "090****0005  call  " in output  # 田中 on the do-not-call list
     assert ": completed." in output
-    again = manage(
-        env,
-        "simulate_campaign",
-        "--emulator",
-        emulator,
-        "--timeout",
-        "150",
-        timeout=200,
-    )
-    output = again.stdout + again.stderr
-    assert again.returncode == 0, output + served.stop()
+    output = simulate_campaign()
     assert "line 6: 090(1111)0005 — dnc" in output
     assert "田中 次郎" not in output.split("Results")[1].split("Contacts:")[0]
     served.stop(signal.SIGTERM)

@@ -17,6 +17,7 @@ from rest_framework import serializers
 from agents.api.serializers import JSONObjectField, LocalTimeField, PhoneNumberField
 from agents.selectors import agent_list
 from calls.campaigns.models import (
+    CAMPAIGN_SETTINGS_FIELDS,
     DEFAULT_OPENING,
     RETRYABLE_RESULTS,
     Attempt,
@@ -112,23 +113,7 @@ class CampaignSerializer(serializers.ModelSerializer):
         model = Campaign
         fields = [
             "id",
-            "name",
-            "agent",
-            "from_number",
-            "time_zone",
-            "days",
-            "window_start",
-            "window_end",
-            "max_concurrent",
-            "calls_per_second",
-            "max_attempts",
-            "retry_delay_seconds",
-            "retry_on",
-            "machine_action",
-            "business_name",
-            "caller_name",
-            "product",
-            "opening",
+            *CAMPAIGN_SETTINGS_FIELDS,
             "status",
             "progress",
             "total",
