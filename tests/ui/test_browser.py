@@ -51,7 +51,7 @@ from django.core.files.base import ContentFile
 from django.utils import timezone
 from agents.models import AgentProfile
 from calls.models import CallEvent, CallSession, Recording, TranscriptEntry
-agent = AgentProfile.objects.get(organization__name="Demo")
+agent = AgentProfile.objects.get(organization__name="Demo", name="受付デモ")
 now = timezone.now()
 rng = random.Random(5)
 first = None
@@ -84,7 +84,7 @@ NEW_LIVE_CALL = """
 from agents.models import AgentProfile
 from calls.models import CallSession
 from calls.services import call_session_transition
-agent = AgentProfile.objects.get(organization__name="Demo")
+agent = AgentProfile.objects.get(organization__name="Demo", name="受付デモ")
 call = CallSession.objects.create(
     organization=agent.organization, agent=agent, direction="inbound",
     from_number="+819087654321", to_number="+815012345678",

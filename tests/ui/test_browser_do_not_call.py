@@ -25,7 +25,7 @@ NEW_LIVE_CALL = """
 from agents.models import AgentProfile
 from calls.models import CallSession
 from calls.services import call_session_transition
-agent = AgentProfile.objects.get(organization__name="Demo")
+agent = AgentProfile.objects.get(organization__name="Demo", name="受付デモ")
 call = CallSession.objects.create(
     organization=agent.organization, agent=agent, direction="outbound",
     from_number="+815012345678", to_number="+819087654321",
