@@ -13,14 +13,11 @@ from urllib.parse import urlencode
 
 from channels.db import database_sync_to_async
 from django.conf import settings
-from django.core.exceptions import ObjectDoesNotExist
 
 from agents.models import AgentProfile
-from agents.prompts import render_template
-from agents.services import agent_prompt_values
+from agents.services import agent_prompt_values, agent_render_prompts
 from calls.campaigns.disclosure import opening_render
-from calls.campaigns.importing import contact_variables
-from calls.campaigns.models import Campaign
+from calls.campaigns.models import Attempt, Campaign
 from calls.models import CallSession
 from realtime.protocol.openai_events import (
     FunctionTool,
@@ -135,16 +132,16 @@ def model_url(model: str) -> str:
 
 def call_campaign(call: CallSession) -> tuple[Campaign, dict[str, Any]] | None:
     """The campaign a call dials for and its contact's prompt values, if any."""
-    try:
-        attempt = call.campaign_attempt  # type: ignore[attr-defined]
-    except ObjectDoesNotExist:
+    attempt = (
+        Attempt.objects.select_related("contact__campaign").filter(call=call).first()
+    )
+    if attempt is None:
         return None
-    contact = attempt.contact
-    values = contact_variables(name=contact.name, variables=contact.variables or {})
+    values = attempt.contact.prompt_values()
     values.update(
         {k: v for k, v in (call.contact_variables or {}).items() if v not in (None, "")}
     )
-    return contact.campaign, values
+    return attempt.contact.campaign, values
 
 
 def bridge_config_build(*, call: CallSession) -> BridgeConfig:
@@ -161,16 +158,19 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
     variables = (
         campaign_and_values[1] if campaign_and_values else call.contact_variables
     )
-    values = agent_prompt_values(agent=agent, contact_variables=variables)
-    instructions = render_template(agent.instructions_template, values)
-    greeting = render_template(agent.greeting_template, values)
+    instructions, greeting = agent_render_prompts(
+        agent=agent, contact_variables=variables
+    )
     enabled_tools = list(agent.enabled_tools)
     speaks_first = (
         call.direction == CallSession.Direction.OUTBOUND or agent.ai_speaks_first
     )
     if campaign_and_values is not None:
         campaign = campaign_and_values[0]
-        opening = opening_render(campaign, variables=values)
+        opening = opening_render(
+            campaign,
+            variables=agent_prompt_values(agent=agent, contact_variables=variables),
+        )
         greeting = opening + greeting if greeting else opening
         instructions += OPT_OUT_RULE
         if OPT_OUT_TOOL not in enabled_tools:

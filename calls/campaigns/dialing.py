@@ -173,7 +173,7 @@ def _campaign_call(attempt: Attempt) -> CallSession:
         return CallSession.objects.get(pk=attempt.call_id)
     contact = attempt.contact
     campaign = contact.campaign
-    variables = {**(contact.variables or {}), "customer_name": contact.name}
+    variables = contact.prompt_values()
     call = CallSession.objects.create(
         organization_id=campaign.organization_id,
         agent_id=campaign.agent_id,

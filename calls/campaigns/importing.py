@@ -48,7 +48,7 @@ from agents.prompts import template_variables
 from callcenter.errors import ApplicationError, ErrorCode
 from calls.campaigns.csv_decoding import UndecodableFile, open_text
 from calls.campaigns.disclosure import DISCLOSURE_FIELDS
-from calls.campaigns.models import Campaign, Contact, DoNotCall
+from calls.campaigns.models import Campaign, Contact, DoNotCall, contact_prompt_values
 
 PHONE_COLUMNS = ("phone", "phone_number", "number")
 NAME_COLUMN = "name"
@@ -137,14 +137,6 @@ def required_variables(campaign: Campaign) -> list[str]:
     ]
     needed.update(dict.fromkeys(opening))
     return [name for name in needed if name not in given]
-
-
-def contact_variables(*, name: str, variables: dict[str, Any]) -> dict[str, Any]:
-    """A contact's prompt values: its columns, and its name as `customer_name`."""
-    values = dict(variables)
-    if name:
-        values["customer_name"] = name
-    return values
 
 
 def phone_clean(raw: str) -> str:
@@ -284,7 +276,7 @@ def _import(
         variables = {
             key: fields[i].strip() for i, key in columns.variables if fields[i].strip()
         }
-        values = contact_variables(name=name, variables=variables)
+        values = contact_prompt_values(name=name, variables=variables)
         missing = [v for v in required if values.get(v) in (None, "")]
         if missing:
             report.reject(

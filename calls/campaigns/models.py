@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -36,6 +37,14 @@ CAMPAIGN_SETTINGS_FIELDS = (
     "product",
     "opening",
 )
+
+
+def contact_prompt_values(*, name: str, variables: dict[str, Any]) -> dict[str, Any]:
+    """A contact's prompt values: its columns, and its name as `customer_name`."""
+    values = dict(variables)
+    if name:
+        values["customer_name"] = name
+    return values
 
 
 def default_days() -> list[int]:
@@ -191,6 +200,10 @@ class Contact(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name or '-'} {self.phone}"
+
+    def prompt_values(self) -> dict[str, Any]:
+        """See contact_prompt_values()."""
+        return contact_prompt_values(name=self.name, variables=self.variables or {})
 
 
 class Attempt(models.Model):
