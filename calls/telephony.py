@@ -198,12 +198,7 @@ def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
     if call.status in TERMINAL:
         return twiml.hang_up()
     if answered_by in MACHINE_ANSWERS:
-        from calls.campaigns.results import attempt_answered_by
-
-        message = call.agent.voicemail_message if call.agent_id else ""
-        campaign = attempt_answered_by(call_id=call.pk, answered_by=answered_by)
-        if campaign is not None and campaign.machine_action != "voicemail":
-            message = ""  # the campaign says hang up on machines
+        message = _machine_message(call=call, answered_by=answered_by)
         call_session_transition(
             call=call,
             to=CallStatus.COMPLETED,
@@ -231,13 +226,11 @@ def call_amd_result(*, call_id: int, answered_by: str, call_sid: str = "") -> No
     if answered_by and not call.answered_by:
         call.answered_by = answered_by
         call.save(update_fields=["answered_by"])
-    campaign = attempt_answered_by(call_id=call.pk, answered_by=answered_by)
     call_event_record(call=call, type="amd", payload={"answered_by": answered_by})
     if answered_by not in MACHINE_ANSWERS or call.status in TERMINAL:
+        attempt_answered_by(call_id=call.pk, answered_by=answered_by)
         return
-    message = call.agent.voicemail_message if call.agent_id else ""
-    if campaign is not None and campaign.machine_action != "voicemail":
-        message = ""
+    message = _machine_message(call=call, answered_by=answered_by)
     sid = call.twilio_call_sid or call_sid
     if message:
         call_event_record(call=call, type="voicemail", payload={"message": message})
@@ -250,3 +243,16 @@ def call_amd_result(*, call_id: int, answered_by: str, call_sid: str = "") -> No
         call_event_record(
             call=call, type="error", payload={"step": "amd", "message": exc.message}
         )
+
+
+def _machine_message(*, call: CallSession, answered_by: str) -> str:
+    """What a machine hears: the profile's voicemail message, or nothing (hang up)
+    when the call's campaign says so. Records AMD's verdict on the campaign attempt.
+    """
+    from calls.campaigns.results import attempt_answered_by
+
+    message = call.agent.voicemail_message if call.agent_id else ""
+    campaign = attempt_answered_by(call_id=call.pk, answered_by=answered_by)
+    if campaign is not None and campaign.machine_action != "voicemail":
+        return ""  # the campaign hangs up on machines
+    return message

@@ -7,8 +7,9 @@ failure (an error reply, a refused connection, a timeout) becomes `TwilioError`,
 
 Outbound calls go through `dial_outbound(call)`, the default `settings.TWILIO_DIALER`;
 campaign calls through `campaign_dial(call)` and, to find a call whose create may have
-happened, `twilio_calls_list(to=…)`; the handoff service uses `twilio_call_create` and `twilio_call_update` directly; the
-call pages play recordings through `twilio_recording_fetch`.
+happened, `twilio_calls_list(to=…)`; the handoff service uses `twilio_call_create` and
+`twilio_call_update` directly; the call pages play recordings through
+`twilio_recording_fetch`.
 """
 
 from __future__ import annotations
