@@ -156,7 +156,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             bridge, self.bridge = self.bridge, None
             draining.unregister(bridge)
             with bind_call_id(self.call_id):
-                await bridge.finish("twilio-disconnected")
+                await bridge.on_twilio_closed(code)
             live_calls_decrement()
 
     async def call_control(self, event: dict[str, Any]) -> None:
