@@ -686,7 +686,7 @@ class CallBridge:
             log.debug("twilio send failed", exc_info=True)
 
     def _save_transcript(self, action: SaveTranscript) -> None:
-        offset = self.now_ms()
+        offset = self.config.transcript_offset_ms + self.now_ms()
         self._lines.append((action.speaker, action.text))
         self._last_activity = self._clock()
         self._enqueue(
