@@ -112,7 +112,9 @@ def test_a_finished_turn_the_server_never_answers_is_quiet_after_the_grace():
 def test_a_tool_call_awaiting_its_result_is_not_quiet():
     state = ready()
     created(state, "r1")
-    actions = model(state, FunctionCallArgumentsDone("r1", "fc1", "call1", "{}", name="lookup"))
+    actions = model(
+        state, FunctionCallArgumentsDone("r1", "fc1", "call1", "{}", name="lookup")
+    )
     assert actions
     done(state, "r1")
     assert not state.quiet  # the tool runs
@@ -144,4 +146,3 @@ def test_without_transcription_committed_turns_do_not_block():
     state = ready()
     model(state, InputAudioCommitted("u1"))
     assert state.quiet
-
