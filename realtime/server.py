@@ -27,6 +27,7 @@ server process with a live call.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import signal
 import socket
@@ -34,7 +35,6 @@ import sys
 from types import FrameType
 
 import uvicorn
-import uvicorn.main
 
 from callcenter import draining
 from callcenter import env as E
@@ -97,8 +97,11 @@ class DrainingServer(uvicorn.Server):
 
 def main(argv: list[str] | None = None) -> None:
     """uvicorn's command line, served by `DrainingServer`."""
-    uvicorn.main.Server = DrainingServer  # type: ignore[misc]
-    uvicorn.main.main.main(
+    # The module, not the `uvicorn.main` function the package exports: its `run`
+    # builds the server as `Server(config=config)`.
+    cli = importlib.import_module("uvicorn.main")
+    cli.Server = DrainingServer
+    cli.main.main(
         args=sys.argv[1:] if argv is None else argv, prog_name="realtime.server"
     )
 
