@@ -196,6 +196,11 @@ def get_int(name: str) -> int:
     return env.int(name, default=int(_default(name)))
 
 
+def get_float(name: str) -> float:
+    """Return the variable as a number (seconds, say)."""
+    return env.float(name, default=float(_default(name)))
+
+
 def get_list(name: str) -> list[str]:
     """Return a comma-separated variable as a list with blanks dropped."""
     return [item.strip() for item in get_str(name).split(",") if item.strip()]

@@ -45,7 +45,7 @@ DRAIN_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def drain_timeout_s() -> float:
-    return float(E.get_str("DRAIN_TIMEOUT"))
+    return E.get_float("DRAIN_TIMEOUT")
 
 
 class DrainingServer(uvicorn.Server):
