@@ -51,7 +51,7 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     EnvVar(
         "SERVER",
         "uvicorn",
-        "ASGI server of `make run`: uvicorn (measured faster, bench/README.md) or daphne.",
+        "ASGI server of `make run`: uvicorn (measured faster, bench/README.md; drains on SIGTERM) or daphne (no drain).",
     ),
     EnvVar(
         "DEMO_REALTIME_PORT",
