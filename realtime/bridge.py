@@ -398,6 +398,9 @@ class CallBridge:
             await self._say_goodbye(str(data.get("text") or GOODBYE_LINE))
         elif command == "end":
             await self.finish(str(data.get("reason") or "ended"))
+        elif command == "handover":
+            # Move the call's stream elsewhere (another process) without ending it.
+            await self.hand_over(str(data.get("reason") or "control"))
         elif command == "handoff":
             # The caller is moving to a human: say the farewell, then let go (F-29).
             self._end_mode = "handoff"
