@@ -275,3 +275,37 @@ async def test_a_call_with_nothing_playing_is_handed_over_at_once(
         assert report.seconds < 2.0
         events = await _events(call, "drain")
         assert events[0].payload["waited_ms"] < 1000
+
+
+async def test_no_transcript_line_is_lost_to_a_drain(
+    service, start_fake_realtime, twilio, inbound_agent
+):
+    """The drain begins as the caller's turn is committed, with its transcription a
+    second late: the hand-over waits for that transcript and the AI's answer, and
+    every line is in the database before the stream closes."""
+    scenario = scenarios.Scenario(name="slow_transcription", transcription_delay_s=1.0)
+    script = [
+        WaitForAudio(ms=100, timeout_s=40),
+        WaitUntilQuiet(quiet_ms=300, timeout_s=40),
+        Speak(ms=1000),
+        Pause(ms=120_000),
+    ]
+    async with start_fake_realtime(scenario) as fake:
+        _handle, caller, call = await _ring(twilio, service, script)
+        connection = await fake.wait_for_connection(0, timeout_s=10)
+        await connection.wait_sent("input_audio_buffer.committed", timeout_s=30)
+
+        report = await asyncio.wait_for(draining.drain_all(20), timeout=30)
+
+        assert (report.quiet, report.timed_out) == (1, 0)
+        await caller.wait_closed(timeout_s=5)
+        assert caller.closed_by_server is not None
+        assert caller.closed_by_server[0] == 1000
+        # Saved as they came: the late transcript after the AI's answer.
+        lines = [(e.speaker, e.text) for e in await _lines(call)]
+        assert sorted(lines) == [
+            ("ai", scenario.greeting),
+            ("ai", scenario.replies[0]),
+            ("customer", scenario.caller_transcripts[0]),
+        ]
+        assert (await _events(call, "drain"))[0].payload["waited_ms"] >= 500
