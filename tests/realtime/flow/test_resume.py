@@ -344,3 +344,34 @@ async def test_a_handed_over_stream_resumes(
     ]
     # The hand-over changed no status: the call went on the AI once, ended once.
     assert statuses == ["ringing", "ai-responding", "completed"], statuses
+
+
+async def test_two_failed_resumes_hand_off_when_the_profile_says_so(
+    service, start_fake_realtime, twilio_failing_resumes, inbound_agent
+):
+    """Same failures with on_model_failure=handoff and a number: the agent leg is
+    dialled and `<Connect action>`'s reply takes the caller into the room."""
+    assert inbound_agent.on_model_failure == "handoff"
+    assert inbound_agent.handoff_phone_number
+    script = [WaitForAudio(ms=100, timeout_s=15), Pause(ms=60_000)]
+    async with start_fake_realtime():
+        handle, call = await _place(twilio_failing_resumes, service, script)
+        first = await handle.wait_stream(timeout=10)
+        assert await wait_until(lambda: _ai_lines_at_least_one(call), within_s=15)
+        await first.break_connection()
+
+        async def in_the_room() -> bool:
+            await call.arefresh_from_db()
+            return call.status == CallStatus.HUMAN_CONNECTED
+
+        assert await wait_until(in_the_room, within_s=20), await _types(call)
+        await handle.hang_up()
+    assert len(handle.call.streams) == 3
+    verbs = handle.call.verbs()
+    assert "Dial" in verbs, verbs
+    types = await _types(call)
+    assert types.count("stream-lost") == 2, types
+    assert "stream-resume-failed" in types and "handoff-initiated" in types
+    assert "apology" not in types
+    await call.arefresh_from_db()
+    assert call.handoff_trigger == "stream-lost"
