@@ -22,6 +22,7 @@ class _Link:
     client: asyncio.StreamWriter
     backend_port: int
     websocket: bool
+    half_open: bool = False  # cut on the client's side only
 
 
 class TcpForwarder:
@@ -54,6 +55,14 @@ class TcpForwarder:
             if link.backend_port == old and not link.websocket:
                 link.client.transport.abort()
 
+    def cut_websockets_half_open(self) -> None:
+        """Break every WebSocket on the client's side only: the client sees the
+        connection break, the backend sees nothing (a half-open connection)."""
+        for link in list(self._links):
+            if link.websocket:
+                link.half_open = True
+                link.client.transport.abort()
+
     async def close_connections(self) -> None:
         """Drop every forwarded connection (the pipes then end on their own)."""
         for writer in list(self._writers):
@@ -83,7 +92,7 @@ class TcpForwarder:
             self._writers.add(up_writer)
             up_writer.write(first)
             await asyncio.gather(
-                self._pipe(reader, up_writer), self._pipe(up_reader, writer)
+                self._pipe(reader, up_writer, link), self._pipe(up_reader, writer, link)
             )
             self._writers.discard(up_writer)
         finally:
@@ -93,13 +102,18 @@ class TcpForwarder:
                 self._links.discard(link)
 
     @staticmethod
-    async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        source: asyncio.StreamReader, sink: asyncio.StreamWriter, link: _Link
+    ) -> None:
         try:
             while data := await source.read(65536):
+                if link.half_open:
+                    continue  # what the backend sends goes nowhere
                 sink.write(data)
                 await sink.drain()
         except (ConnectionError, OSError):
             pass
         finally:
-            with contextlib.suppress(Exception):
-                sink.close()
+            if not (link.half_open and sink is not link.client):
+                with contextlib.suppress(Exception):
+                    sink.close()
