@@ -20,6 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.groups import call_control_group, call_monitor_group, org_monitor_group
+from calls.layer import agroup_send_best_effort, broadcasts_paused
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import TERMINAL, CallStatus, check_transition
 
@@ -27,16 +28,27 @@ log = logging.getLogger(__name__)
 
 
 def broadcast(*, call: CallSession, message: dict[str, Any]) -> None:
-    """Send a monitor message to the call's and the organisation's groups."""
-    layer = get_channel_layer()
-    if layer is None:
+    """Send a monitor message to the call's and the organisation's groups.
+
+    Best effort and bounded (calls/layer.py): this runs in the thread that wrote the
+    row, so a down or hanging Redis must not hold it (F-71).
+    """
+    if get_channel_layer() is None or broadcasts_paused():
         return
     payload = {"call_id": call.pk, **message}
-    for group in (call_monitor_group(call.pk), org_monitor_group(call.organization_id)):
-        try:
-            async_to_sync(layer.group_send)(group, payload)
-        except Exception:  # a monitor hiccup must never break a call
-            log.warning("broadcast to %s failed", group, exc_info=True)
+
+    async def send_both() -> None:
+        for group in (
+            call_monitor_group(call.pk),
+            org_monitor_group(call.organization_id),
+        ):
+            if not await agroup_send_best_effort(group, payload):
+                return  # the layer is down: don't wait for it twice
+
+    try:
+        async_to_sync(send_both)()
+    except Exception:  # a monitor hiccup must never break a call
+        log.warning("broadcast for call %s failed", call.pk, exc_info=True)
 
 
 def _broadcast_on_commit(*, call: CallSession, message: dict[str, Any]) -> None:
