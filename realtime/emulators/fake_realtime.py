@@ -144,6 +144,7 @@ class FakeRealtimeServer:
         self.connections: list[RealtimeConnection] = []
         self.rejected_handshakes: list[RejectedHandshake] = []
         self._fault: HandshakeFault | None = None
+        self._closing = asyncio.Event()
         self._fault_count: int | None = None
         if handshake_fault is not None:
             self.fail_handshakes(handshake_fault)
@@ -155,6 +156,7 @@ class FakeRealtimeServer:
 
     async def start(self) -> None:
         """Start listening; ``port`` becomes the bound port."""
+        self._closing.clear()
         self._server = await serve(
             self._handle,
             self.host,
@@ -170,6 +172,7 @@ class FakeRealtimeServer:
 
     async def close(self) -> None:
         """Stop listening and close open connections (1001)."""
+        self._closing.set()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -300,8 +303,9 @@ class FakeRealtimeServer:
         fault = self._take_fault()
         if fault == "hang":
             self.rejected_handshakes.append(RejectedHandshake(request.path, 0, headers))
-            # Never answered: the client's open time-out (or ours) ends it.
-            await asyncio.sleep(3600)
+            # Never answered: the client's open time-out (or our close) ends it.
+            await self._closing.wait()
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "closing\n")
         elif fault is not None:
             self.rejected_handshakes.append(
                 RejectedHandshake(request.path, fault, headers)
