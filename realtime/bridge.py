@@ -77,7 +77,7 @@ MAX_PENDING_MODEL_FRAMES = 500
 MAX_PENDING_WRITES = 1000
 # A failed write (database down or locked) is tried again after these pauses, the
 # last one repeating, while the writes behind it wait in order (F-71).
-WRITE_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0, 2.0)
+WRITE_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0)
 # Once the call ends, its remaining writes are retried this long, then dropped.
 FINISH_WRITE_RETRY_S = 60.0
 MAX_RESEED_LINES = 200
