@@ -7,6 +7,7 @@ is a consumer that lives for minutes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from decimal import Decimal
@@ -25,6 +26,8 @@ from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import TERMINAL, CallStatus, check_transition
 
 log = logging.getLogger(__name__)
+
+CONTROL_SEND_TIMEOUT_S = 3.0
 
 
 def broadcast(*, call: CallSession, message: dict[str, Any]) -> None:
@@ -325,7 +328,12 @@ async def acall_control_send(*, call_id: int, command: str, **data: Any) -> None
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("No channel layer configured")
-    await layer.group_send(
-        call_control_group(call_id),
-        {"type": "call.control", "command": command, **data},
+    # Bounded (F-71): with Redis down the caller learns it now (the API answers
+    # 502, try again), not after the client's retries and back-off.
+    await asyncio.wait_for(
+        layer.group_send(
+            call_control_group(call_id),
+            {"type": "call.control", "command": command, **data},
+        ),
+        CONTROL_SEND_TIMEOUT_S,
     )
