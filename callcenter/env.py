@@ -105,6 +105,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     ),
     EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
     EnvVar(
+        "DRAIN_TIMEOUT",
+        "30",
+        "Seconds a SIGTERMed server waits for each live call's quiet moment before "
+        "handing it over anyway (F-69), then exits.",
+    ),
+    EnvVar(
         "CAMPAIGN_INBOUND_RESERVE",
         "20",
         "Percent of MAX_LIVE_CALLS campaigns leave free for inbound calls.",

@@ -180,7 +180,10 @@ class CallBridge:
         self._finished = asyncio.Event()
         self._finishing = False
         self._released = False  # the model socket was let go of on purpose
-        self._end_mode = "hangup"  # or "handoff": the call goes on without us
+        # "hangup" ends the call; "handoff" (to a human), "handover" (to another
+        # bridge, F-68/F-69) and "lost" (the stream broke) leave it going without us.
+        self._end_mode = "hangup"
+        self._saw_stop = False
         self._rotating = False
         self._model_connected_at: float | None = None
         self._ever_opened = False  # a model socket was opened at least once
@@ -192,6 +195,8 @@ class CallBridge:
         self.first_model_event_ms: float | None = None
         self.model_closed_at: float | None = None
         self.model_failures = 0
+        # Set while `drain` waits for a quiet moment: every frame in pokes it.
+        self._drain_poke: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -224,6 +229,11 @@ class CallBridge:
             for task in (self._ticker_task, *self._tool_tasks):
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+            if self._end_mode in ("handover", "lost"):
+                # What the AI already said is saved before another bridge re-seeds.
+                for action in self.state.hangup(self._end_mode):
+                    if isinstance(action, SaveTranscript):
+                        self._save_transcript(action)
             figures = self.state.figures()
             self._enqueue(lambda: self.store.save_figures(figures))
             if self._end_mode == "hangup" and self._stream_claimed:
@@ -238,9 +248,86 @@ class CallBridge:
             with contextlib.suppress(Exception):
                 await self._close_twilio(1000)
             self._finished.set()
+            self._poke_drain()
             log.info(
                 "bridge finished: %s", reason, extra={"call_id": self.config.call_id}
             )
+
+    async def hand_over(self, reason: str) -> None:
+        """Let go of the stream without ending the call (F-68, F-69).
+
+        The model closes, figures and pending writes are saved, and the Twilio socket
+        closes with 1000; the call stays ai-responding, so Twilio's `<Connect action>`
+        (any process) answers a fresh stream that resumes it.
+        """
+        if self._finishing:
+            return
+        self._end_mode = "handover"
+        self._enqueue(
+            lambda: self.store.record_event("stream-handover", {"reason": reason})
+        )
+        await self.finish(f"handover: {reason}"[:200])
+
+    async def on_twilio_closed(self, code: int | None = None) -> None:
+        """Twilio's socket closed. Without a `stop` (and not by us) the stream was
+        lost, not the call: mode "lost" saves everything and leaves it ai-responding
+        for the resume (F-68); Twilio's status callback or the reaper (F-52) end it
+        if the caller really left."""
+        if self._finishing:
+            return
+        if self._stream_claimed and not self._saw_stop:
+            self._end_mode = "lost"
+            payload = {"code": code}
+            self._enqueue(lambda: self.store.record_event("stream-broken", payload))
+            await self.finish("stream-lost")
+            return
+        await self.finish("twilio-disconnected")
+
+    async def drain(self, within_s: float) -> bool:
+        """Hand the stream over at the call's next quiet moment (F-69).
+
+        Quiet: the stream has started, `BridgeState.quiet` holds (nothing of the AI
+        still playing at Twilio per the marks, no response under way or queued, no
+        tool call awaited, the caller not mid-utterance, every caller transcript in)
+        and no tool task runs here. After `within_s` the call is handed over anyway.
+        True when it was quiet (or ended by itself meanwhile).
+        """
+        started = self._clock()
+        poke = self._drain_poke = asyncio.Event()
+        quiet = True
+        try:
+            async with asyncio.timeout(max(within_s, 0.0)):
+                while not self._finishing and not self.quiet:
+                    poke.clear()
+                    await poke.wait()
+        except TimeoutError:
+            quiet = False
+        finally:
+            self._drain_poke = None
+        if self._finishing:
+            await self._finished.wait()
+            return True
+        waited_ms = int((self._clock() - started) * 1000)
+        log.info(
+            "draining: handing the stream over after %d ms (%s)",
+            waited_ms,
+            "quiet" if quiet else "timed out mid-turn",
+            extra={"call_id": self.config.call_id},
+        )
+        payload = {"quiet": quiet, "waited_ms": waited_ms}
+        self._enqueue(lambda: self.store.record_event("drain", payload))
+        await self.hand_over("drain" if quiet else "drain-timeout")
+        return quiet
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the stream can be handed over now without cutting anything."""
+        return self._stream_claimed and not self._tool_tasks and self.state.quiet
+
+    def _poke_drain(self, *_: object) -> None:
+        poke = self._drain_poke
+        if poke is not None:
+            poke.set()
 
     async def _close_model(self) -> None:
         # From here on a closing socket is ours, not a drop: the loop must not reconnect.
@@ -287,6 +374,8 @@ class CallBridge:
                 type(message).__name__,
                 extra={"call_id": self.config.call_id},
             )
+        if isinstance(message, Stop):
+            self._saw_stop = True
         if isinstance(message, Start):
             if not await self._claim(message):
                 return
@@ -295,6 +384,8 @@ class CallBridge:
                 await self.finish("stopped-before-start")
             return
         await self._perform(self.state.on_twilio_message(message, now_ms=self.now_ms()))
+        if self._drain_poke is not None:
+            self._drain_poke.set()
 
     async def _claim(self, start: Start) -> bool:
         if self._started_stream:
@@ -499,6 +590,8 @@ class CallBridge:
                 await self._on_model_frame(raw)
                 if self._finishing or self._released:
                     return
+                if self._drain_poke is not None:
+                    self._drain_poke.set()
             # The server closed the socket: a drop unless we rotated on purpose.
             rcvd = ws.close_code
             if self._finishing or self._released:
@@ -640,6 +733,7 @@ class CallBridge:
                 task = asyncio.create_task(self._run_tool(action))
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
+                task.add_done_callback(self._poke_drain)
             elif isinstance(action, DigitPressed):
                 await self._on_digit(action.digit)
             elif isinstance(action, SessionMisconfigured):
@@ -667,7 +761,7 @@ class CallBridge:
             log.debug("twilio send failed", exc_info=True)
 
     def _save_transcript(self, action: SaveTranscript) -> None:
-        offset = self.now_ms()
+        offset = self.config.transcript_offset_ms + self.now_ms()
         self._lines.append((action.speaker, action.text))
         self._last_activity = self._clock()
         self._enqueue(

@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from callcenter import draining
 from callcenter.logging import bind_call_id
 from calls.groups import call_control_group
 from calls.live import live_calls_decrement, live_calls_increment
@@ -29,6 +30,7 @@ from realtime.store import DjangoCallStore, stream_call_get
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 # The channel layer (Redis) is never waited on longer than this by a call (F-71).
 LAYER_TIMEOUT_S = 2.0
 # The control group is joined again this often (a restarted Redis forgets it).
@@ -154,6 +156,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         call_id = int(self.scope["url_route"]["kwargs"]["call_id"])
         self.call_id = call_id
         with bind_call_id(call_id):
+            if draining.is_draining():
+                # Twilio asks `<Connect action>` next; another process answers it.
+                log.warning("media stream refused: this server is draining (F-69)")
+                await self._refuse(TRY_AGAIN_LATER)
+                return
             if not websocket_signature_valid(
                 path=self.scope["path"], headers=self.scope["headers"]
             ):
@@ -189,6 +196,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 self._groups_task = asyncio.create_task(
                     self._keep_groups(), name="call-control-group"
                 )
+            # Registered last: a stream accepted while a drain began is drained too.
+            draining.register(self.bridge)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Hand media frames straight to the bridge; anything else as Channels does.
@@ -208,9 +217,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         else:
             await super().dispatch(message)
 
-    async def _refuse(self) -> None:
+    async def _refuse(self, code: int = POLICY_VIOLATION) -> None:
         await self.accept()
-        await self.close(code=POLICY_VIOLATION)
+        await self.close(code=code)
 
     async def _send_text(self, text: str) -> None:
         await self.base_send({"type": "websocket.send", "text": text})
@@ -223,8 +232,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             self._groups_task.cancel()
         if self.bridge is not None:
             bridge, self.bridge = self.bridge, None
+            draining.unregister(bridge)
             with bind_call_id(self.call_id):
-                await bridge.finish("twilio-disconnected")
+                await bridge.on_twilio_closed(code)
             live_calls_decrement()
         if self.group is not None:
             # Best effort: with Redis down the membership lapses by itself.
