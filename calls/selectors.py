@@ -165,13 +165,17 @@ class Health:
 
     @property
     def ok(self) -> bool:
-        return self.database and self.channel_layer and not self.draining
+        """Ready for new calls. Without the channel layer (Redis down) calls still
+        talk, only control and monitors wait for it (F-71): degraded, not down."""
+        return self.database and not self.draining
 
     @property
     def status(self) -> str:
         if self.draining:
             return "draining"
-        return "ok" if self.ok else "unavailable"
+        if not self.database:
+            return "unavailable"
+        return "ok" if self.channel_layer else "degraded"
 
 
 def health_check() -> Health:
