@@ -141,7 +141,11 @@ def channel_layer_reachable(*, timeout: float | None = None) -> bool:
     marker = secrets.token_hex(8)
 
     async def round_trip() -> bool:
-        channel = await layer.new_channel("health.")
+        # The consumers' own kind of channel: channels-redis reads every process-local
+        # channel of one kind with one blocking pop, under one lock per process. A
+        # "health." channel would wait for that lock behind the live calls' reads
+        # (each held until a message comes) and time out whenever a call is live.
+        channel = await layer.new_channel()
         await layer.send(channel, {"type": "health.ping", "marker": marker})
         message = await layer.receive(channel)
         return bool(message.get("marker") == marker)

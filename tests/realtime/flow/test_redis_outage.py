@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import redis
 
@@ -198,6 +199,9 @@ async def test_redis_stopped_and_restarted_mid_call(
         )
         b_heard_after_s = time.monotonic() - stopped_at
         await asyncio.sleep(max(0.0, 5.0 - (time.monotonic() - stopped_at)))
+        async with httpx.AsyncClient() as client:
+            health = (await client.get(f"{service}/api/health")).json()
+        assert (health["status"], health["channel_layer"]) == ("degraded", False)
         heard_a_during = caller_a.heard_ms - heard_a_at_stop
         assert heard_a_during > 0, "the live call's audio stopped with Redis"
         assert not await _in_control_group(own_redis, call_a.pk)
@@ -240,6 +244,15 @@ async def test_redis_stopped_and_restarted_mid_call(
         assert message["call_id"] == call_a.pk
         monitor_back_s = time.monotonic() - back_at
         await monitor.flush()
+
+        async def healthy():
+            # The first probe may meet a pooled connection Redis closed; the next
+            # one opens a fresh one.
+            async with httpx.AsyncClient() as client:
+                reply = await client.get(f"{service}/api/health")
+            return reply.json()["status"] == "ok"
+
+        assert await wait_until(healthy, within_s=8)
 
         await twilio.hang_up(handle_a.sid)
         await twilio.hang_up(handle_b.sid)
