@@ -206,7 +206,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         before every message: 50 thread hops a second per call, queued on the one
         thread-sensitive executor behind every database write. Nothing on the frame
         path reads the database without `database_sync_to_async`, which closes stale
-        connections itself.
+        connections itself. Control messages skip that hop too: queued behind the
+        database writes it made a command wait seconds when the executor was busy
+        (measured after a Redis outage, F-71).
         """
         if message["type"] == "websocket.receive":
             if self.bridge is not None:
@@ -214,6 +216,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await self.bridge.on_twilio_frame(
                     text if text is not None else message.get("bytes") or b""
                 )
+        elif message["type"] == "call.control":
+            await self.call_control(message)
         else:
             await super().dispatch(message)
 

@@ -249,10 +249,7 @@ async def test_redis_stopped_and_restarted_mid_call(
         async def instructions_arrived():
             return all(models_with(marker) == 1 for marker in markers.values())
 
-        # Mostly within a second or two; a call whose control read was mid-way
-        # through its back-off when Redis came back has been seen to take ~10 s
-        # (one blocking-pop cycle of channels-redis per process, see report).
-        assert await wait_until(instructions_arrived, within_s=15), {
+        assert await wait_until(instructions_arrived, within_s=8), {
             call_id: models_with(marker) for call_id, marker in markers.items()
         }
         instructed_s = time.monotonic() - back_at
