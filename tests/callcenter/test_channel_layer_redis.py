@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import uuid
 
@@ -74,23 +73,3 @@ async def test_an_idle_consumer_survives_longer_than_the_blocking_pop():
     """A call's consumer waits for minutes between control messages: a read that
     times out with the blocking pop (5 s in channels-redis) must not kill it."""
     assert await _sent_from_another_layer_after(6.5, "まだ") == {"text": "まだ"}
-
-
-async def test_health_sees_the_layer_while_calls_wait_for_control():
-    """Every live call's consumer blocks reading its channel; channels-redis reads
-    all of a process's channels of one kind under one lock. The health probe must
-    not queue behind that lock (it used to time out whenever a call was live)."""
-    from asgiref.sync import sync_to_async
-    from channels.layers import get_channel_layer
-
-    from calls.selectors import channel_layer_reachable
-
-    layer = get_channel_layer()
-    waiting = asyncio.create_task(layer.receive(await layer.new_channel()))
-    try:
-        await asyncio.sleep(0.2)  # the call's read holds the lock now
-        assert await sync_to_async(channel_layer_reachable)(timeout=2.0)
-    finally:
-        waiting.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await waiting
