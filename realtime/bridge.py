@@ -13,6 +13,9 @@ Why the pieces are where they are:
 - The model socket is opened as soon as the stream connects (F-16) and re-opened with
   back-off when it drops; the conversation is re-seeded from the saved transcript
   (F-25). A planned rotation before the 60-minute session cap is not a failure.
+- A drain (F-69) hands the stream over at the call's next quiet moment (`drain`):
+  `BridgeState.quiet` says when nothing is playing or pending; every frame in wakes
+  the waiting drain, so the hand-over follows the last echoed mark at once.
 """
 
 from __future__ import annotations
@@ -414,6 +417,18 @@ class CallBridge:
         """A command from an operator, the API or a webhook, via the channel layer."""
         if self._finishing:
             return
+        if command == "stream-claimed":
+            # A newer stream of this call was claimed (a resume, F-68): one still
+            # held here broke without our seeing it. Let go, leaving the call be.
+            if self._stream_claimed and data.get("stream_sid") != self.state.stream_sid:
+                self._end_mode = "lost"
+                self._enqueue(
+                    lambda: self.store.record_event(
+                        "stream-superseded", {"by": data.get("stream_sid")}
+                    )
+                )
+                await self.finish("superseded by a resumed stream")
+            return
         self._enqueue(
             lambda: self.store.record_event("control", {"command": command, **data})
         )
@@ -427,6 +442,9 @@ class CallBridge:
             await self._say_goodbye(str(data.get("text") or GOODBYE_LINE))
         elif command == "end":
             await self.finish(str(data.get("reason") or "ended"))
+        elif command == "handover":
+            # Move the call's stream elsewhere (another process) without ending it.
+            await self.hand_over(str(data.get("reason") or "control"))
         elif command == "handoff":
             # The caller is moving to a human: say the farewell, then let go (F-29).
             self._end_mode = "handoff"

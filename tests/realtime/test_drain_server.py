@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -33,7 +34,6 @@ from realtime.emulators import scenarios
 from realtime.emulators.caller import Pause
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.emulators.twilio_api import TwilioEmulator
-from realtime.uvicorn_ws import uvicorn_ws_args
 from tests.realtime.flow.conftest import (
     ACCOUNT_SID,
     API_KEY,
@@ -74,6 +74,20 @@ def test_the_pinned_uvicorn_is_the_one_installed():
     assert uvicorn.__version__ == pinned.group(1)
 
 
+def procfile_web(port: int) -> list[str]:
+    """The Procfile's `web:` command, on 127.0.0.1:`port`, run by this interpreter."""
+    line = next(
+        line
+        for line in (REPO / "Procfile").read_text().splitlines()
+        if line.startswith("web:")
+    )
+    argv = shlex.split(line.removeprefix("web:").replace("$PORT", str(port)))
+    assert argv[:3] == ["python", "-m", "realtime.server"], argv
+    argv[0] = sys.executable
+    argv[argv.index("--host") + 1] = "127.0.0.1"
+    return argv
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -81,7 +95,7 @@ def _free_port() -> int:
 
 
 class ServerProcess:
-    """One server process: ours (`realtime.server`) or plain uvicorn."""
+    """One server process as the Procfile's `web:` runs it (or plain uvicorn)."""
 
     def __init__(self, name: str, env: dict[str, str], workdir: Path, *, plain=False):
         self.name = name
@@ -93,23 +107,11 @@ class ServerProcess:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        launcher = (
-            [str(Path(sys.executable).with_name("uvicorn"))]
-            if self.plain
-            else [sys.executable, "-m", "realtime.server"]
-        )
+        argv = procfile_web(self.port)
+        if self.plain:  # the same flags, uvicorn's own server
+            argv[:3] = [str(Path(sys.executable).with_name("uvicorn"))]
         self.process = subprocess.Popen(
-            [
-                *launcher,
-                "callcenter.asgi:application",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                *uvicorn_ws_args(),
-                "--lifespan",
-                "off",
-            ],
+            argv,
             cwd=REPO,
             env=self.env,
             stdout=self.log_path.open("wb"),
@@ -248,6 +250,8 @@ async def deployment() -> AsyncIterator[Deployment]:
         "USE_OPENAI_REALTIME": "true",
         "LOG_FORMAT": "text",
         "DRAIN_TIMEOUT": "20",
+        # The health-routed proxy below checks every 100 ms.
+        "DRAIN_NOTICE": "0.5",
     }
     deployment: Deployment | None = None
     try:
