@@ -152,7 +152,10 @@ class CallBridge:
         self._finished = asyncio.Event()
         self._finishing = False
         self._released = False  # the model socket was let go of on purpose
-        self._end_mode = "hangup"  # or "handoff": the call goes on without us
+        # "hangup" ends the call; "handoff" (to a human), "handover" (to another
+        # bridge, F-68/F-69) and "lost" (the stream broke) leave it going without us.
+        self._end_mode = "hangup"
+        self._saw_stop = False
         self._rotating = False
         self._model_connected_at: float | None = None
         self._session_ok = False
@@ -195,6 +198,11 @@ class CallBridge:
             for task in (self._ticker_task, *self._tool_tasks):
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+            if self._end_mode in ("handover", "lost"):
+                # What the AI already said is saved before another bridge re-seeds.
+                for action in self.state.hangup(self._end_mode):
+                    if isinstance(action, SaveTranscript):
+                        self._save_transcript(action)
             figures = self.state.figures()
             self._enqueue(lambda: self.store.save_figures(figures))
             if self._end_mode == "hangup" and self._stream_claimed:
@@ -212,6 +220,36 @@ class CallBridge:
             log.info(
                 "bridge finished: %s", reason, extra={"call_id": self.config.call_id}
             )
+
+    async def hand_over(self, reason: str) -> None:
+        """Let go of the stream without ending the call (F-68, F-69).
+
+        The model closes, figures and pending writes are saved, and the Twilio socket
+        closes with 1000; the call stays ai-responding, so Twilio's `<Connect action>`
+        (any process) answers a fresh stream that resumes it.
+        """
+        if self._finishing:
+            return
+        self._end_mode = "handover"
+        self._enqueue(
+            lambda: self.store.record_event("stream-handover", {"reason": reason})
+        )
+        await self.finish(f"handover: {reason}"[:200])
+
+    async def on_twilio_closed(self, code: int | None = None) -> None:
+        """Twilio's socket closed. Without a `stop` (and not by us) the stream was
+        lost, not the call: mode "lost" saves everything and leaves it ai-responding
+        for the resume (F-68); Twilio's status callback or the reaper (F-52) end it
+        if the caller really left."""
+        if self._finishing:
+            return
+        if self._stream_claimed and not self._saw_stop:
+            self._end_mode = "lost"
+            payload = {"code": code}
+            self._enqueue(lambda: self.store.record_event("stream-broken", payload))
+            await self.finish("stream-lost")
+            return
+        await self.finish("twilio-disconnected")
 
     async def _close_model(self) -> None:
         # From here on a closing socket is ours, not a drop: the loop must not reconnect.
@@ -258,6 +296,8 @@ class CallBridge:
                 type(message).__name__,
                 extra={"call_id": self.config.call_id},
             )
+        if isinstance(message, Stop):
+            self._saw_stop = True
         if isinstance(message, Start):
             if not await self._claim(message):
                 return
@@ -592,7 +632,7 @@ class CallBridge:
             log.debug("twilio send failed", exc_info=True)
 
     def _save_transcript(self, action: SaveTranscript) -> None:
-        offset = self.now_ms()
+        offset = self.config.transcript_offset_ms + self.now_ms()
         self._lines.append((action.speaker, action.text))
         self._last_activity = self._clock()
         self._enqueue(

@@ -146,7 +146,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         if self.bridge is not None:
             bridge, self.bridge = self.bridge, None
             with bind_call_id(self.call_id):
-                await bridge.finish("twilio-disconnected")
+                await bridge.on_twilio_closed(code)
             live_calls_decrement()
 
     async def call_control(self, event: dict[str, Any]) -> None:

@@ -54,15 +54,20 @@ class DjangoCallStore:
         """Spend the one-time stream token; True only for the first, valid use."""
         if not token:
             return False
+        now = timezone.now()
         claimed = CallSession.objects.filter(
             pk=self.call.pk,
             stream_token=token,
             stream_token_used_at__isnull=True,
             status__in=STREAM_EXPECTING,
         ).update(
-            stream_token_used_at=timezone.now(),
+            stream_token_used_at=now,
             stream_sid=stream_sid,
             ai_resume_note="",
+            # A resumed stream (F-68) is back: the loss is over, its count reset.
+            stream_lost_at=None,
+            stream_resume_failures=0,
+            heartbeat_at=now,
         )
         if not claimed:
             return False
@@ -73,6 +78,15 @@ class DjangoCallStore:
         services.call_event_record(
             call=self.call, type="stream-start", payload={"stream_sid": stream_sid}
         )
+        lost_at = self.call.stream_lost_at  # as stream-ended left it for this token
+        if lost_at is not None:
+            self.call.stream_lost_at = None
+            gap_ms = int((now - lost_at).total_seconds() * 1000)
+            services.call_event_record(
+                call=self.call,
+                type="stream-resumed",
+                payload={"gap_ms": gap_ms, "stream_sid": stream_sid},
+            )
         return True
 
     async def record_event(

@@ -409,6 +409,14 @@ class SimulatedCaller:
         self._closed = True
         self._notify()
 
+    async def break_connection(self) -> None:
+        """Drop the TCP connection with no close frame and no ``stop``, as a
+        network break does: both ends see an abnormal closure (1006)."""
+        if self._ws is None or self._closed:
+            return
+        self._ws.transport.abort()
+        await self.wait_closed()
+
     async def wait_closed(self, timeout_s: float = 5.0) -> None:
         """Wait until the stream has ended (either side)."""
         await self._wait(lambda: self._closed, timeout_s, "the stream to close")
