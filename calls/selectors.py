@@ -140,7 +140,11 @@ def channel_layer_reachable(*, timeout: float | None = None) -> bool:
     marker = secrets.token_hex(8)
 
     async def round_trip() -> bool:
-        channel = await layer.new_channel("health.")
+        # The default prefix: channels-redis reads one process-local channel at a
+        # time under one lock, and a live call's consumer holds it for its own
+        # ("specific.…!") channel; a channel under another prefix would wait for
+        # that read to time out (seconds), and the probe with it.
+        channel = await layer.new_channel()
         await layer.send(channel, {"type": "health.ping", "marker": marker})
         message = await layer.receive(channel)
         return bool(message.get("marker") == marker)

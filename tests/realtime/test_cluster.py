@@ -25,6 +25,7 @@ import httpx
 import psycopg
 import pytest
 
+from bench.cluster_service import free_port_run
 from realtime.emulators import scenarios
 from realtime.emulators.caller import Pause, Speak, WaitForAudio, WaitUntilQuiet
 from realtime.emulators.fake_realtime import FakeRealtimeServer
@@ -112,9 +113,9 @@ class Cluster:
 @pytest.fixture
 async def cluster() -> AsyncIterator[tuple[Cluster, TwilioEmulator]]:
     workdir = Path(tempfile.mkdtemp(prefix="cluster-test-"))
-    port, server_port = _free_port(), _free_port()
-    while abs(server_port - port) < 3:
-        server_port = _free_port()
+    port, server_port = _free_port(), free_port_run(2)
+    while server_port - 1 <= port <= server_port + 2:
+        server_port = free_port_run(2)
     with shared_database(workdir) as database_url:
         async with (
             FakeRealtimeServer(scenarios.DEMO, api_key=API_KEY) as fake,

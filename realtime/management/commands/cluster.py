@@ -55,7 +55,7 @@ from realtime.management.commands.serve import (
 
 TEMPLATE = Path(settings.BASE_DIR) / "deploy" / "haproxy.cfg.template"
 HAPROXY_INSTALL = "sudo apt-get install -y haproxy"
-CHECK_INTERVAL = "500ms"
+CHECK_INTERVAL = "1s"
 QUICK_EXIT_S = 5.0  # a server that dies sooner than this is restarted after a pause
 RESTART_PAUSE_S = 1.0
 
