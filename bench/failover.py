@@ -55,7 +55,13 @@ import psycopg
 
 from bench.cluster_service import ClusterService, fresh_database
 from bench.figures import Spread
-from bench.service import ACCOUNT_SID, AUTH_TOKEN, INBOUND_NUMBER, base_env
+from bench.service import (
+    ACCOUNT_SID,
+    AUTH_TOKEN,
+    INBOUND_NUMBER,
+    base_env,
+    machine_busy_seconds,
+)
 from realtime.emulators import scenarios
 from realtime.emulators.caller import (
     Pause,
@@ -84,12 +90,15 @@ ENDED = {"completed", "failed", "busy", "no-answer", "canceled"}
 class TimedCaller(SimulatedCaller):
     """A simulated caller that notes when its socket opened and closed."""
 
+    connecting_at: float | None = None
+    """When the emulator had the TwiML and began the WebSocket handshake."""
     connected_at: float | None = None
     closed_at: float | None = None
 
     async def connect(self) -> None:
-        self.connected_at = time.monotonic()
+        self.connecting_at = time.monotonic()
         await super().connect()
+        self.connected_at = time.monotonic()
 
     async def _receive_loop(self) -> None:
         try:
@@ -126,6 +135,14 @@ class Figures:
     # kill
     kill_to_first_audio_ms: Spread | None = None
     kill_to_first_forwarded_ms: Spread | None = None
+    kill_to_twiml_ms: Spread | None = None
+    """kill → stream-ended answered (the emulator begins the new stream)."""
+    twiml_to_open_ms: Spread | None = None
+    """→ WebSocket open (the new stream's handshake)."""
+    open_to_audio_ms: Spread | None = None
+    """→ the first audio frame the caller hears on it."""
+    machine_busy_cores: float | None = None
+    """All processes' CPU during the measured part, in cores (2-core machine)."""
     lines_saved_before: int = 0
     lines_lost: int = 0
     lines_reseeded: int = 0
@@ -256,6 +273,18 @@ async def _kill(
             heard.append((min(later) - killed_at) * 1000)
     figures.resumed = len(heard)
     figures.kill_to_first_audio_ms = Spread.of(heard)
+    twiml, opened, audio = [], [], []
+    for handle in broken:
+        new = _streams(handle)[1:2]
+        if not new or new[0].connecting_at is None or new[0].connected_at is None:
+            continue
+        twiml.append((new[0].connecting_at - killed_at) * 1000)
+        opened.append((new[0].connected_at - new[0].connecting_at) * 1000)
+        if new[0].media_times():
+            audio.append((new[0].media_times()[0] - new[0].connected_at) * 1000)
+    figures.kill_to_twiml_ms = Spread.of(twiml)
+    figures.twiml_to_open_ms = Spread.of(opened)
+    figures.open_to_audio_ms = Spread.of(audio)
     forwarded = [
         (c.first_append_at - killed_at) * 1000
         for c in fake.connections[first_new_connection:]
@@ -349,10 +378,15 @@ async def run(args: argparse.Namespace) -> Figures:
                         health.get("live_calls_in_process", 0)  # type: ignore[call-overload]
                     )
                 print(f"settled {figures.settled}/{args.calls}, on {figures.on_server}")
+                busy_before, began = machine_busy_seconds(), time.monotonic()
                 if args.scenario == "kill":
                     await _kill(cluster, fake, handles, database_url, figures)
                 else:
                     await _rolling(cluster, handles, figures)
+                figures.machine_busy_cores = round(
+                    (machine_busy_seconds() - busy_before) / (time.monotonic() - began),
+                    2,
+                )
                 await asyncio.to_thread(_ended, handles, database_url, figures)
                 await asyncio.gather(*(h.hang_up() for h in handles))
             finally:
@@ -379,6 +413,9 @@ def _print(figures: Figures) -> None:
             "kill → first caller frame forwarded to the model",
             figures.kill_to_first_forwarded_ms,
         )
+        spread("  of which kill → stream-ended answered", figures.kill_to_twiml_ms)
+        spread("  then → new stream open", figures.twiml_to_open_ms)
+        spread("  then → first audio heard", figures.open_to_audio_ms)
         print(
             f"  saved lines of those calls: {figures.lines_saved_before}, lost "
             f"{figures.lines_lost}; re-seeded into the new sessions "
@@ -393,6 +430,7 @@ def _print(figures: Figures) -> None:
         spread("dead line (old stream closed → first audio new)", figures.dead_line_ms)
         print(f"  longest gap a caller heard: {figures.longest_gap_heard_ms} ms")
     print(f"  calls ended: {figures.calls_ended}")
+    print(f"  machine busy meanwhile: {figures.machine_busy_cores} cores")
     for line in figures.ended_reasons[:10] + figures.notes[:10]:
         print(f"    {line}")
 

@@ -78,6 +78,19 @@ def _lost_stream_decide(*, call: CallSession) -> _Decision:
     return _Decision(resume=True, failures=failures)
 
 
+def stream_expected_again(call: CallSession) -> bool:
+    """Whether the stream that ended should be followed by a fresh one.
+
+    A call on the AI (its stream was lost or handed over), or one whose first stream
+    never got as far as its claim (a draining process refused it, F-69: the call is
+    still ringing and its token unspent).
+    """
+    return call.status == CallStatus.AI_RESPONDING or (
+        call.status in (CallStatus.INITIATED, CallStatus.RINGING)
+        and call.stream_token_used_at is None
+    )
+
+
 def call_stream_lost_twiml(*, call_id: int) -> str | None:
     """TwiML for a call whose stream ended while it was on the AI, or None when the
     call is not (any more) in that state.
@@ -94,7 +107,7 @@ def call_stream_lost_twiml(*, call_id: int) -> str | None:
             .select_related("agent")
             .get(pk=call_id)
         )
-        if call.status != CallStatus.AI_RESPONDING:
+        if not stream_expected_again(call):
             return None
         decision = _lost_stream_decide(call=call)
         if decision.resume:
@@ -147,4 +160,4 @@ def _fallback_twiml(*, call: CallSession) -> str:
     return twiml.say_and_hang_up(APOLOGY_LINE)
 
 
-__all__ = ["MAX_FAILED_RESUMES", "call_stream_lost_twiml"]
+__all__ = ["MAX_FAILED_RESUMES", "call_stream_lost_twiml", "stream_expected_again"]

@@ -15,6 +15,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Q, QuerySet
 
 from agents.selectors import organization_scope
+from callcenter.draining import is_draining
 from calls import live
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import LIVE
@@ -164,20 +165,28 @@ class Health:
     database: bool
     channel_layer: bool
     live_calls_in_process: int
+    draining: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.database and self.channel_layer
+        return self.database and self.channel_layer and not self.draining
 
     @property
     def status(self) -> str:
+        if self.draining:
+            return "draining"
         return "ok" if self.ok else "unavailable"
 
 
 def health_check() -> Health:
-    """Probe the database and the channel layer; count this process's live calls."""
+    """Probe the database and the channel layer; count this process's live calls.
+
+    A draining process (F-69: SIGTERM, handing its calls over) is not ready for new
+    calls whatever the probes say.
+    """
     return Health(
         database=database_reachable(),
         channel_layer=channel_layer_reachable(),
         live_calls_in_process=live_calls_in_process(),
+        draining=is_draining(),
     )

@@ -142,7 +142,8 @@ def call_stream_ended_twiml(*, call_id: int, dial_status: str = "") -> str:
     Transferring, or the human already in the room → the handoff room (the bridge
     could not move the caller itself);
     still with the AI → our side did not end it (a process died or handed the stream
-    over, the socket broke): resume it on a fresh stream (F-68, `calls.resume`);
+    over, the socket broke): resume it on a fresh stream (F-68, `calls.resume`); so
+    too a call whose first stream a draining process refused (F-69);
     a failed call → an apology from Twilio's voice, since the model could not speak;
     anything else (the call ended) → hang up.
 
@@ -150,7 +151,7 @@ def call_stream_ended_twiml(*, call_id: int, dial_status: str = "") -> str:
     room, which ended: the handoff decides (back to the AI, or hang up).
     """
     from calls import twiml
-    from calls.resume import call_stream_lost_twiml
+    from calls.resume import call_stream_lost_twiml, stream_expected_again
     from handoff.services import caller_leg_twiml, handoff_room_ended_twiml
     from realtime.call_setup import APOLOGY_LINE
 
@@ -160,7 +161,7 @@ def call_stream_ended_twiml(*, call_id: int, dial_status: str = "") -> str:
     call_event_record(call=call, type="stream-ended", payload={"status": call.status})
     if call.status in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
         return caller_leg_twiml(call=call)
-    if call.status == CallStatus.AI_RESPONDING:
+    if stream_expected_again(call):
         reply = call_stream_lost_twiml(call_id=call.pk)
         if reply is not None:
             return reply

@@ -166,6 +166,8 @@ class CallBridge:
         self.first_model_event_ms: float | None = None
         self.model_closed_at: float | None = None
         self.model_failures = 0
+        # Set while `drain` waits for a quiet moment: every frame in pokes it.
+        self._drain_poke: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -217,6 +219,7 @@ class CallBridge:
             with contextlib.suppress(Exception):
                 await self._close_twilio(1000)
             self._finished.set()
+            self._poke_drain()
             log.info(
                 "bridge finished: %s", reason, extra={"call_id": self.config.call_id}
             )
@@ -250,6 +253,52 @@ class CallBridge:
             await self.finish("stream-lost")
             return
         await self.finish("twilio-disconnected")
+
+    async def drain(self, within_s: float) -> bool:
+        """Hand the stream over at the call's next quiet moment (F-69).
+
+        Quiet: the stream has started, `BridgeState.quiet` holds (nothing of the AI
+        still playing at Twilio per the marks, no response under way or queued, no
+        tool call awaited, the caller not mid-utterance, every caller transcript in)
+        and no tool task runs here. After `within_s` the call is handed over anyway.
+        True when it was quiet (or ended by itself meanwhile).
+        """
+        started = self._clock()
+        poke = self._drain_poke = asyncio.Event()
+        quiet = True
+        try:
+            async with asyncio.timeout(max(within_s, 0.0)):
+                while not self._finishing and not self.quiet:
+                    poke.clear()
+                    await poke.wait()
+        except TimeoutError:
+            quiet = False
+        finally:
+            self._drain_poke = None
+        if self._finishing:
+            await self._finished.wait()
+            return True
+        waited_ms = int((self._clock() - started) * 1000)
+        log.info(
+            "draining: handing the stream over after %d ms (%s)",
+            waited_ms,
+            "quiet" if quiet else "timed out mid-turn",
+            extra={"call_id": self.config.call_id},
+        )
+        payload = {"quiet": quiet, "waited_ms": waited_ms}
+        self._enqueue(lambda: self.store.record_event("drain", payload))
+        await self.hand_over("drain" if quiet else "drain-timeout")
+        return quiet
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the stream can be handed over now without cutting anything."""
+        return self._stream_claimed and not self._tool_tasks and self.state.quiet
+
+    def _poke_drain(self, *_: object) -> None:
+        poke = self._drain_poke
+        if poke is not None:
+            poke.set()
 
     async def _close_model(self) -> None:
         # From here on a closing socket is ours, not a drop: the loop must not reconnect.
@@ -306,6 +355,8 @@ class CallBridge:
                 await self.finish("stopped-before-start")
             return
         await self._perform(self.state.on_twilio_message(message, now_ms=self.now_ms()))
+        if self._drain_poke is not None:
+            self._drain_poke.set()
 
     async def _claim(self, start: Start) -> bool:
         if self._started_stream:
@@ -347,6 +398,9 @@ class CallBridge:
             await self._say_goodbye(str(data.get("text") or GOODBYE_LINE))
         elif command == "end":
             await self.finish(str(data.get("reason") or "ended"))
+        elif command == "handover":
+            # Move the call's stream elsewhere (another process) without ending it.
+            await self.hand_over(str(data.get("reason") or "control"))
         elif command == "handoff":
             # The caller is moving to a human: say the farewell, then let go (F-29).
             self._end_mode = "handoff"
@@ -465,6 +519,8 @@ class CallBridge:
                 await self._on_model_frame(raw)
                 if self._finishing or self._released:
                     return
+                if self._drain_poke is not None:
+                    self._drain_poke.set()
             # The server closed the socket: a drop unless we rotated on purpose.
             rcvd = ws.close_code
             if self._finishing or self._released:
@@ -605,6 +661,7 @@ class CallBridge:
                 task = asyncio.create_task(self._run_tool(action))
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
+                task.add_done_callback(self._poke_drain)
             elif isinstance(action, DigitPressed):
                 await self._on_digit(action.digit)
             elif isinstance(action, SessionMisconfigured):

@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from callcenter import draining
 from callcenter.logging import bind_call_id
 from calls.groups import call_control_group
 from calls.live import live_calls_decrement, live_calls_increment
@@ -29,6 +30,7 @@ from realtime.store import DjangoCallStore, stream_call_get
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
 
 
 class MediaStreamConsumer(AsyncWebsocketConsumer):
@@ -79,6 +81,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         call_id = int(self.scope["url_route"]["kwargs"]["call_id"])
         self.call_id = call_id
         with bind_call_id(call_id):
+            if draining.is_draining():
+                # Twilio asks `<Connect action>` next; another process answers it.
+                log.warning("media stream refused: this server is draining (F-69)")
+                await self._refuse(TRY_AGAIN_LATER)
+                return
             if not websocket_signature_valid(
                 path=self.scope["path"], headers=self.scope["headers"]
             ):
@@ -111,6 +118,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             )
             live_calls_increment()
             await self.bridge.start()
+            # Registered last: a stream accepted while a drain began is drained too.
+            draining.register(self.bridge)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Hand media frames straight to the bridge; anything else as Channels does.
@@ -130,9 +139,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         else:
             await super().dispatch(message)
 
-    async def _refuse(self) -> None:
+    async def _refuse(self, code: int = POLICY_VIOLATION) -> None:
         await self.accept()
-        await self.close(code=POLICY_VIOLATION)
+        await self.close(code=code)
 
     async def _send_text(self, text: str) -> None:
         await self.base_send({"type": "websocket.send", "text": text})
@@ -145,6 +154,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.bridge is not None:
             bridge, self.bridge = self.bridge, None
+            draining.unregister(bridge)
             with bind_call_id(self.call_id):
                 await bridge.on_twilio_closed(code)
             live_calls_decrement()

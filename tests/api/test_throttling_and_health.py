@@ -68,7 +68,29 @@ def test_health_ok_without_auth(anon: APIClient, db: None) -> None:
         "database": True,
         "channel_layer": True,
         "live_calls_in_process": 1,
+        "draining": False,
     }
+
+
+def test_health_503_draining_at_once(anon: APIClient, db: None) -> None:
+    """From the moment the process starts draining (F-69), health says so with a 503
+    so that balancers send it no new calls; the probes still report."""
+    from callcenter import draining
+
+    assert draining.begin()
+    try:
+        response = anon.get("/api/health")
+    finally:
+        draining.reset()
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "draining",
+        "database": True,
+        "channel_layer": True,
+        "live_calls_in_process": 0,
+        "draining": True,
+    }
+    assert anon.get("/api/health").status_code == 200
 
 
 def test_health_503_when_channel_layer_is_down(

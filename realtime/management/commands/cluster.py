@@ -241,14 +241,14 @@ class Command(serve.Command):
             self.stdout.flush()
             supervise_or_fail(children, stop, restart=self._restart)
         finally:
-            _stop_all(children)
+            _stop_all(children, stop)
             stop.restore()
             shutil.rmtree(workdir, ignore_errors=True)
 
     def _start_server(self, index: int, port: int) -> subprocess.Popen[bytes]:
         argv = _server_argv("127.0.0.1", port)
-        if os.path.basename(argv[0]) == "uvicorn":
-            argv.append("--no-access-log")  # HAProxy's health checks, twice a second
+        if os.path.basename(argv[0]) != "daphne":  # uvicorn's command line
+            argv.append("--no-access-log")  # HAProxy's health checks, every second
         child = spawn(argv, self._environment)
         self._ports[child.pid] = port
         self._started[child.pid] = time.monotonic()

@@ -305,3 +305,42 @@ async def test_two_failed_resumes_fall_back_to_the_apology(
     assert types.count("stream-lost") == 2, types
     assert "stream-resumed" not in types
     assert "stream-resume-failed" in types and "apology" in types
+
+
+async def test_a_handed_over_stream_resumes(
+    service, start_fake_realtime, twilio, inbound_agent
+):
+    """`hand_over` (here through the `handover` control command): the bridge closes
+    the stream cleanly (1000) without ending the call; Twilio's `<Connect action>`
+    gets a fresh stream and the script goes on."""
+    async with start_fake_realtime() as fake:
+        handle, call = await _place(twilio, service)
+        await handle.wait_stream(timeout=10)
+        assert await wait_until(lambda: _ai_lines_at_least(call, 2), within_s=20)
+        await acall_control_send(call_id=call.pk, command="handover", reason="test")
+
+        async def handed_over() -> bool:
+            await call.arefresh_from_db()
+            return "stream-handover" in await _types(call)
+
+        assert await wait_until(handed_over, within_s=5)
+        await handle.wait_stream(timeout=10, count=2)
+        await handle.wait_finished(timeout=30)
+        assert fake.connection_count == 2
+    ends = [e.detail for e in handle.call.log if e.kind == "stream-end"]
+    assert ends[0]["by"] == "server" and ends[0]["code"] == 1000, ends
+    assert "caller-script-error" not in [e.kind for e in handle.call.log]
+    await call.arefresh_from_db()
+    assert call.status == CallStatus.COMPLETED
+    types = await _types(call)
+    assert (await _event(call, "stream-handover")).payload == {"reason": "test"}
+    assert types.index("stream-handover") < types.index("stream-lost")
+    assert "stream-resumed" in types
+    bridge_end = await CallEvent.objects.filter(call=call, type="bridge-end").afirst()
+    assert bridge_end.payload == {"reason": "handover: test", "mode": "handover"}
+    statuses = [
+        e.payload.get("to")
+        async for e in CallEvent.objects.filter(call=call, type="status").order_by("id")
+    ]
+    # The hand-over changed no status: the call went on the AI once, ended once.
+    assert statuses == ["ringing", "ai-responding", "completed"], statuses
