@@ -238,12 +238,18 @@ async def test_call_through_the_proxy_resumes_on_the_other_process(cluster) -> N
     assert first is not None
     holder = await both.holder()
     pid, _url = both.servers()[holder]
-    lines_before = int(
-        both.query(  # type: ignore[call-overload]
+
+    def saved_lines() -> int:
+        count = both.query(
             "SELECT COUNT(*) FROM calls_transcriptentry WHERE call_id = %s", call_id
         )[0][0]
-    )
-    assert lines_before >= 1  # the greeting, saved
+        return int(count)  # type: ignore[call-overload]
+
+    async def greeting_saved() -> bool:
+        return saved_lines() >= 1
+
+    assert await wait_until(greeting_saved, within_s=10)
+    lines_before = saved_lines()
 
     os.kill(pid, signal.SIGKILL)
 
