@@ -385,6 +385,18 @@ class CallBridge:
         """A command from an operator, the API or a webhook, via the channel layer."""
         if self._finishing:
             return
+        if command == "stream-claimed":
+            # A newer stream of this call was claimed (a resume, F-68): one still
+            # held here broke without our seeing it. Let go, leaving the call be.
+            if self._stream_claimed and data.get("stream_sid") != self.state.stream_sid:
+                self._end_mode = "lost"
+                self._enqueue(
+                    lambda: self.store.record_event(
+                        "stream-superseded", {"by": data.get("stream_sid")}
+                    )
+                )
+                await self.finish("superseded by a resumed stream")
+            return
         self._enqueue(
             lambda: self.store.record_event("control", {"command": command, **data})
         )

@@ -13,6 +13,7 @@ from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import transaction
 from django.utils import timezone
 
 from calls import services
@@ -49,11 +50,29 @@ class DjangoCallStore:
     def __init__(self, call: CallSession) -> None:
         self.call = call
 
+    async def claim_stream(self, *, token: str, stream_sid: str) -> bool:
+        """Spend the one-time stream token; True only for the first, valid use.
+
+        A resumed stream (F-68) also tells any bridge still holding an older stream
+        of the call (a half-open socket it has not seen break) to let go.
+        """
+        claimed, resumed = await self._claim_stream(token=token, stream_sid=stream_sid)
+        if resumed:
+            try:
+                await services.acall_control_send(
+                    call_id=self.call.pk,
+                    command="stream-claimed",
+                    stream_sid=stream_sid,
+                )
+            except Exception:
+                log.warning("stream-claimed not sent", exc_info=True)
+        return claimed
+
     @database_sync_to_async
-    def claim_stream(self, *, token: str, stream_sid: str) -> bool:
-        """Spend the one-time stream token; True only for the first, valid use."""
+    def _claim_stream(self, *, token: str, stream_sid: str) -> tuple[bool, bool]:
+        """(claimed, a resume) for the token."""
         if not token:
-            return False
+            return False, False
         now = timezone.now()
         claimed = CallSession.objects.filter(
             pk=self.call.pk,
@@ -70,7 +89,7 @@ class DjangoCallStore:
             heartbeat_at=now,
         )
         if not claimed:
-            return False
+            return False, False
         self.call.stream_sid = stream_sid
         services.call_session_transition(
             call=self.call, to=CallStatus.AI_RESPONDING, reason="stream-start"
@@ -87,7 +106,7 @@ class DjangoCallStore:
                 type="stream-resumed",
                 payload={"gap_ms": gap_ms, "stream_sid": stream_sid},
             )
-        return True
+        return True, lost_at is not None
 
     async def record_event(
         self, type: str, payload: dict[str, Any] | None = None
@@ -164,8 +183,25 @@ class DjangoCallStore:
             barge_in_count=figures.barge_ins,
         )
 
-    async def finish(self, *, reason: str, failed: bool = False) -> None:
-        await services.acall_session_end(call=self.call, reason=reason, failed=failed)
+    @database_sync_to_async
+    def finish(self, *, reason: str, failed: bool = False) -> None:
+        """End the call, unless a newer stream of it was claimed since ours (F-68):
+        then it goes on elsewhere and is not this bridge's to end."""
+        with transaction.atomic():
+            current = (
+                CallSession.objects.select_for_update()
+                .filter(pk=self.call.pk)
+                .values_list("stream_sid", flat=True)
+                .first()
+            )
+            if self.call.stream_sid and current != self.call.stream_sid:
+                services.call_event_record(
+                    call=self.call,
+                    type="stale-bridge-end",
+                    payload={"reason": reason, "stream_sid": self.call.stream_sid},
+                )
+                return
+            services.call_session_end(call=self.call, reason=reason, failed=failed)
 
     @database_sync_to_async
     def current_status(self) -> str:

@@ -290,7 +290,13 @@ class TwimlInterpreter(ConferenceRules):
         # frame, a reset): Twilio goes on with <Connect action> or the next verb.
         code, reason = caller.closed_by_server
         by = "broken" if code is None or code == ABNORMAL_CLOSURE else "server"
-        call._note("stream-end", stream_sid=stream_sid, by=by, code=code, reason=reason)
+        call._note(
+            "stream-end",
+            stream_sid=stream_sid,
+            by=by,
+            code=None if code is None else int(code),
+            reason=reason,
+        )
         return await self._action(call, verb.action, verb.method, document_url, {})
 
     async def _run_script(

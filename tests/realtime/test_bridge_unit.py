@@ -304,3 +304,19 @@ async def test_a_socket_closed_after_stop_ends_the_call():
         )
         await bridge.on_twilio_closed(1000)
     assert store.finished == [("caller-hangup", False)]
+
+
+async def test_a_newer_stream_claimed_elsewhere_makes_the_bridge_let_go():
+    """`stream-claimed` for another stream: this one is stale (mode lost, the
+    call not finished); for its own stream: nothing happens."""
+    async with serve(_model_server_session, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        store, closed = MemoryStore(), []
+        bridge = await _claimed_bridge(port, store, closed)
+        await bridge.on_control("stream-claimed", {"stream_sid": "MZ1"})
+        assert closed == [] and not bridge._finishing
+        await bridge.on_control("stream-claimed", {"stream_sid": "MZ2"})
+    assert closed == [1000]
+    assert store.finished == []
+    assert ("stream-superseded", {"by": "MZ2"}) in store.events
+    assert not any(type == "control" for type, _ in store.events)

@@ -29,6 +29,8 @@ from realtime.emulators.caller import (
     WaitUntilQuiet,
 )
 from realtime.emulators.twilio_api import StreamStart, TwilioEmulator
+from realtime.store import DjangoCallStore
+from tests.calls.factories import CallSessionFactory
 from tests.realtime.flow.conftest import (
     ACCOUNT_SID,
     AUTH_TOKEN,
@@ -38,6 +40,7 @@ from tests.realtime.flow.conftest import (
     wait_until,
 )
 from tests.realtime.flow.test_stream_security import _close_code, _stream_url
+from tests.realtime.tcp_forwarder import TcpForwarder
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
@@ -344,3 +347,94 @@ async def test_a_handed_over_stream_resumes(
     ]
     # The hand-over changed no status: the call went on the AI once, ended once.
     assert statuses == ["ringing", "ai-responding", "completed"], statuses
+
+
+async def test_two_failed_resumes_hand_off_when_the_profile_says_so(
+    service, start_fake_realtime, twilio_failing_resumes, inbound_agent
+):
+    """Same failures with on_model_failure=handoff and a number: the agent leg is
+    dialled and `<Connect action>`'s reply takes the caller into the room."""
+    assert inbound_agent.on_model_failure == "handoff"
+    assert inbound_agent.handoff_phone_number
+    script = [WaitForAudio(ms=100, timeout_s=15), Pause(ms=60_000)]
+    async with start_fake_realtime():
+        handle, call = await _place(twilio_failing_resumes, service, script)
+        first = await handle.wait_stream(timeout=10)
+        assert await wait_until(lambda: _ai_lines_at_least_one(call), within_s=15)
+        await first.break_connection()
+
+        async def in_the_room() -> bool:
+            await call.arefresh_from_db()
+            return call.status == CallStatus.HUMAN_CONNECTED
+
+        assert await wait_until(in_the_room, within_s=20), await _types(call)
+        await handle.hang_up()
+    assert len(handle.call.streams) == 3
+    verbs = handle.call.verbs()
+    assert "Dial" in verbs, verbs
+    types = await _types(call)
+    assert types.count("stream-lost") == 2, types
+    assert "stream-resume-failed" in types and "handoff-initiated" in types
+    assert "apology" not in types
+    await call.arefresh_from_db()
+    assert call.handoff_trigger == "stream-lost"
+
+
+async def test_a_half_open_old_stream_lets_go_when_the_resume_is_claimed(
+    service, start_fake_realtime, twilio, inbound_agent, flow_settings
+):
+    """The caller's side of the stream breaks while ours sees nothing (a half-open
+    connection): Twilio resumes on a new stream; its claim tells the old bridge to
+    let go, which it does without ending the call, and the call goes on."""
+    port = int(service.rsplit(":", 1)[1])
+    async with TcpForwarder(backend_port=port) as balancer:
+        flow_settings.PUBLIC_BASE_URL = balancer.url
+        async with start_fake_realtime() as fake:
+            handle, call = await _place(twilio, balancer.url)
+            await handle.wait_stream(timeout=10)
+            assert await wait_until(lambda: _ai_lines_at_least(call, 2), within_s=20)
+            balancer.cut_websockets_half_open()
+            await handle.wait_stream(timeout=10, count=2)
+
+            async def superseded() -> bool:
+                return "stream-superseded" in await _types(call)
+
+            assert await wait_until(superseded, within_s=10)
+            await handle.wait_finished(timeout=30)
+            assert fake.connection_count == 2
+    await call.arefresh_from_db()
+    assert call.status == CallStatus.COMPLETED, call.end_reason
+    assert call.end_reason != "superseded by a resumed stream"
+    types = await _types(call)
+    assert "stream-broken" not in types  # ours never saw the break
+    assert "stale-bridge-end" not in types
+    ends = [
+        e.payload
+        async for e in CallEvent.objects.filter(call=call, type="bridge-end").order_by(
+            "id"
+        )
+    ]
+    assert ends[0] == {"reason": "superseded by a resumed stream", "mode": "lost"}
+
+
+async def test_a_bridge_whose_stream_was_superseded_does_not_end_the_call(
+    inbound_agent,
+):
+    """The store's guard: a bridge ending a call whose newer stream was claimed
+    elsewhere leaves the call alone (and says so on the timeline)."""
+    call = await sync_to_async(CallSessionFactory)(
+        organization=inbound_agent.organization,
+        agent=inbound_agent,
+        status=CallStatus.AI_RESPONDING,
+        stream_sid="MZ-new",
+    )
+    stale = await CallSession.objects.aget(pk=call.pk)
+    stale.stream_sid = "MZ-old"
+    await DjangoCallStore(stale).finish(reason="idle-timeout")
+    await call.arefresh_from_db()
+    assert call.status == CallStatus.AI_RESPONDING
+    event = await _event(call, "stale-bridge-end")
+    assert event.payload == {"reason": "idle-timeout", "stream_sid": "MZ-old"}
+    await DjangoCallStore(call).finish(reason="caller-hangup")
+    await call.arefresh_from_db()
+    assert call.status == CallStatus.COMPLETED

@@ -1,6 +1,7 @@
 """F-68 across real processes: the server holding a call is killed with SIGKILL.
 
-Two `manage.py serve` processes (uvicorn, one SQLite file: the test database) behind
+Two `manage.py serve` processes (uvicorn, on the test database: SQLite's file, or
+PostgreSQL with Redis between them in the Redis suite) behind
 a TCP forwarder standing for the balancer; the Twilio emulator and the fake Realtime
 server run in the test. The process streaming a call is killed outright: the
 emulator's socket breaks, it asks `<Connect action>` through the forwarder, the
@@ -18,7 +19,8 @@ import sys
 import time
 
 import pytest
-from django.db import connection
+from asgiref.sync import sync_to_async
+from django.db import connection, connections
 
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import CallStatus
@@ -34,7 +36,7 @@ from tests.realtime.flow.conftest import (
 from tests.realtime.tcp_forwarder import TcpForwarder
 from tests.realtime.test_demo_serve import ROOT, Served, admin_login_ok, free_port
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 SCRIPT = [
     WaitForAudio(ms=100, timeout_s=20),
@@ -50,6 +52,25 @@ SCRIPT = [
     WaitUntilQuiet(quiet_ms=300, timeout_s=20),
     HangUp(),
 ]
+
+
+@pytest.fixture(autouse=True)
+async def _close_shared_thread_connections():
+    """Close the connection this test's async ORM calls left in asgiref's thread
+    (else PostgreSQL keeps the test database busy at teardown)."""
+    yield
+    await sync_to_async(connections.close_all)()
+
+
+def _test_database_url() -> str:
+    """The test database (committed rows: transactional tests) as a URL."""
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    return (
+        f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST']}:{db['PORT']}"
+        f"/{db['NAME']}"
+    )
 
 
 def _serve(port: int, env: dict[str, str]) -> Served:
@@ -74,7 +95,7 @@ async def test_a_call_on_a_killed_process_resumes_on_the_other(
     ):
         env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+            "DATABASE_URL": _test_database_url(),
             "OPENAI_API_KEY": API_KEY,
             "OPENAI_REALTIME_URL": fake.url,
             "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -86,13 +107,11 @@ async def test_a_call_on_a_killed_process_resumes_on_the_other(
             "LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
         }
-        for name in ("REDIS_URL", "CELERY_BROKER_URL"):
-            env.pop(name, None)
         servers = [_serve(port, env) for port in ports]
         try:
             for served in servers:
                 up = await asyncio.to_thread(
-                    _wait, lambda s=served: admin_login_ok(s.port), 20
+                    _wait, lambda s=served: admin_login_ok(s.port), 45
                 )
                 assert up, served.stop()
             handle = await twilio.inbound_call(
@@ -119,9 +138,18 @@ async def test_a_call_on_a_killed_process_resumes_on_the_other(
                 .order_by("id")
                 .values_list("text", flat=True)
             ]
-            balancer.backend_port = ports[1]
+            balancer.switch(ports[1])
             servers[0].process.send_signal(signal.SIGKILL)
-            second = await handle.wait_stream(timeout=10, count=2)
+            try:
+                second = await handle.wait_stream(timeout=10, count=2)
+            except TimeoutError:
+                await balancer.close_connections()
+                pytest.fail(
+                    "no resumed stream; the emulator's log:\n"
+                    + "\n".join(map(str, handle.call.log))
+                    + "\nthe other server:\n"
+                    + await asyncio.to_thread(_stop, servers[1])
+                )
             await second.wait_for_audio(ms=20, timeout_s=10)
             await handle.wait_finished(timeout=30)
             assert fake.connection_count == 2
@@ -132,7 +160,12 @@ async def test_a_call_on_a_killed_process_resumes_on_the_other(
                 and event.get("type") == "conversation.item.create"
             ]
         finally:
-            outputs = [served.stop() for served in servers]
+            # Off the loop, with the balancer's connections gone: uvicorn waits for
+            # open connections before it exits.
+            await balancer.close_connections()
+            outputs = await asyncio.gather(
+                *(asyncio.to_thread(_stop, served) for served in servers)
+            )
     assert servers[0].process.returncode == -signal.SIGKILL
 
     ends = [e.detail for e in handle.call.log if e.kind == "stream-end"]
@@ -163,6 +196,18 @@ async def test_a_call_on_a_killed_process_resumes_on_the_other(
     assert [o for _, o in lines] == sorted(o for _, o in lines), lines
     for text in saved_before:
         assert any(text in s for s in seeded), (text, seeded)
+
+
+def _stop(served: Served) -> str:
+    """SIGTERM, then SIGKILL if it is not gone in 10 s; return what it printed."""
+    if served.process.poll() is None:
+        served.process.send_signal(signal.SIGTERM)
+    try:
+        served.process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        served.process.wait(timeout=10)
+    return served.wait()
 
 
 def _wait(predicate, within_s: float) -> bool:
