@@ -1,11 +1,14 @@
 """Whether this server process is draining, and the drain of its live calls (F-69).
 
 SIGTERM (see `realtime.server`) calls `begin()`: from then on `/api/health` answers
-503 `draining` (balancers stop sending new calls), the media-stream consumer refuses
-new streams, and `drain_all()` asks every registered live call to hand itself over
-at its next quiet moment, all within one deadline. A call handed over closes its
-stream without ending; Twilio's `<Connect action>` then resumes it on another
-process (F-68).
+503 `draining`, so balancers stop sending new calls. `drain_all()` first gives them
+DRAIN_NOTICE seconds to see it (a balancer takes a check interval or three to take a
+process out; meanwhile new streams are still taken here and drained with the rest),
+then refuses new streams (`refusing_streams()`) and asks every registered live call
+to hand itself over at its next quiet moment, all within one deadline. A call handed
+over closes its stream without ending; Twilio's `<Connect action>` then resumes it on
+another process (F-68). Handing over before the balancer noticed would send that
+resume back here, to be refused: two refusals in a row end the call (F-68's bound).
 
 Process-wide and loop-bound: the flag is a plain module global (read from request
 threads too: a bool read needs no lock), the registry belongs to the server's
@@ -36,6 +39,7 @@ class Drainable(Protocol):
 
 
 _draining = False
+_refusing = False
 _began_at: float | None = None
 _live: set[Drainable] = set()
 _wake: asyncio.Event | None = None
@@ -44,6 +48,16 @@ _wake: asyncio.Event | None = None
 def is_draining() -> bool:
     """Whether this process is draining (health 503, new streams refused)."""
     return _draining
+
+
+def refusing_streams() -> bool:
+    """Whether new media streams are refused (draining, past the notice)."""
+    return _refusing
+
+
+def refuse_streams() -> None:
+    global _refusing
+    _refusing = True
 
 
 def begin() -> bool:
@@ -58,8 +72,8 @@ def begin() -> bool:
 
 def reset() -> None:
     """Not draining any more, nothing registered (tests; a process drains once)."""
-    global _draining, _began_at, _wake
-    _draining = False
+    global _draining, _refusing, _began_at, _wake
+    _draining = _refusing = False
     _began_at = None
     _live.clear()
     _wake = None
@@ -91,8 +105,9 @@ class DrainReport:
     seconds: float
 
 
-async def drain_all(timeout_s: float) -> DrainReport:
-    """Drain every live call (and any registered meanwhile) within `timeout_s`.
+async def drain_all(timeout_s: float, notice_s: float = 0.0) -> DrainReport:
+    """Drain every live call (and any registered meanwhile) within `timeout_s`,
+    after `notice_s` for the balancers to see the health check turn.
 
     Each call gets the time left to the shared deadline; the wait ends when none is
     registered, or `HAND_OVER_GRACE_S` after the deadline.
@@ -100,12 +115,20 @@ async def drain_all(timeout_s: float) -> DrainReport:
     global _wake
     begin()
     started = time.monotonic()
-    deadline = started + max(timeout_s, 0.0)
+    if notice_s > 0:
+        log.warning(
+            "draining: health answers 503; new streams still taken for %.1f s "
+            "while balancers notice",
+            notice_s,
+        )
+        await asyncio.sleep(notice_s)
+    refuse_streams()
+    deadline = time.monotonic() + max(timeout_s, 0.0)
     wake = _wake = asyncio.Event()
     tasks: dict[Drainable, asyncio.Task[bool]] = {}
     log.warning(
         "draining: %d live call(s), handing each over at its next quiet moment "
-        "(at most %.1f s)",
+        "(at most %.1f s); new streams refused",
         len(_live),
         timeout_s,
     )
@@ -167,6 +190,8 @@ __all__ = [
     "drain_all",
     "is_draining",
     "live_count",
+    "refuse_streams",
+    "refusing_streams",
     "register",
     "reset",
     "unregister",

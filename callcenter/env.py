@@ -127,6 +127,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "handing it over anyway (F-69), then exits.",
     ),
     EnvVar(
+        "DRAIN_NOTICE",
+        "2",
+        "Seconds a SIGTERMed server answers health 503 but still takes new streams, "
+        "before its first hand-over: longer than the balancer takes to drop it.",
+    ),
+    EnvVar(
         "CAMPAIGN_INBOUND_RESERVE",
         "20",
         "Percent of MAX_LIVE_CALLS campaigns leave free for inbound calls.",

@@ -13,6 +13,9 @@ Why the pieces are where they are:
 - The model socket is opened as soon as the stream connects (F-16) and re-opened with
   back-off when it drops; the conversation is re-seeded from the saved transcript
   (F-25). A planned rotation before the 60-minute session cap is not a failure.
+- A drain (F-69) hands the stream over at the call's next quiet moment (`drain`):
+  `BridgeState.quiet` says when nothing is playing or pending; every frame in wakes
+  the waiting drain, so the hand-over follows the last echoed mark at once.
 """
 
 from __future__ import annotations

@@ -81,7 +81,7 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         call_id = int(self.scope["url_route"]["kwargs"]["call_id"])
         self.call_id = call_id
         with bind_call_id(call_id):
-            if draining.is_draining():
+            if draining.refusing_streams():
                 # Twilio asks `<Connect action>` next; another process answers it.
                 log.warning("media stream refused: this server is draining (F-69)")
                 await self._refuse(TRY_AGAIN_LATER)

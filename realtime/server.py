@@ -5,9 +5,10 @@ ends every call of the process. `DrainingServer` takes the first SIGTERM (or Ctr
 before uvicorn does anything with it:
 
 1. `callcenter.draining.begin()`: `/api/health` answers 503 `draining` from the next
-   request on and new media streams are refused;
-2. `draining.drain_all(DRAIN_TIMEOUT)` hands each live call over at its next quiet
-   moment (the bridge closes Twilio's socket with 1000, the call stays with the AI and
+   request on; after DRAIN_NOTICE seconds (the balancers have taken the process out)
+   new media streams are refused;
+2. `draining.drain_all(DRAIN_TIMEOUT, DRAIN_NOTICE)` then hands each live call over at
+   its next quiet moment (the bridge closes Twilio's socket with 1000, the call stays with the AI and
    Twilio's `<Connect action>` resumes it on another process, F-68), at the latest
    after DRAIN_TIMEOUT seconds;
 3. only then uvicorn's own shutdown: listeners closed, what is left (operators' page
@@ -48,14 +49,24 @@ def drain_timeout_s() -> float:
     return E.get_float("DRAIN_TIMEOUT")
 
 
+def drain_notice_s() -> float:
+    return E.get_float("DRAIN_NOTICE")
+
+
 class DrainingServer(uvicorn.Server):
     """A uvicorn server whose first SIGTERM/SIGINT drains the calls before exiting."""
 
-    def __init__(self, config: uvicorn.Config, drain_timeout: float | None = None):
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        drain_timeout: float | None = None,
+        drain_notice: float | None = None,
+    ) -> None:
         super().__init__(config)
         self.drain_timeout = (
             drain_timeout_s() if drain_timeout is None else drain_timeout
         )
+        self.drain_notice = drain_notice_s() if drain_notice is None else drain_notice
         self._loop: asyncio.AbstractEventLoop | None = None
         self.drain_task: asyncio.Task[draining.DrainReport] | None = None
 
@@ -86,11 +97,9 @@ class DrainingServer(uvicorn.Server):
             )
 
     async def _drain(self) -> draining.DrainReport:
-        log.warning(
-            "SIGTERM: draining (health answers 503 draining, new streams refused)"
-        )
+        log.warning("SIGTERM: draining (health answers 503 draining at once)")
         try:
-            return await draining.drain_all(self.drain_timeout)
+            return await draining.drain_all(self.drain_timeout, self.drain_notice)
         finally:
             self.should_exit = True
 

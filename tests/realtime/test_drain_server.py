@@ -250,6 +250,8 @@ async def deployment() -> AsyncIterator[Deployment]:
         "USE_OPENAI_REALTIME": "true",
         "LOG_FORMAT": "text",
         "DRAIN_TIMEOUT": "20",
+        # The health-routed proxy below checks every 100 ms.
+        "DRAIN_NOTICE": "0.5",
     }
     deployment: Deployment | None = None
     try:

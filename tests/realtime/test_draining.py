@@ -69,6 +69,20 @@ async def test_a_call_registered_during_the_drain_is_drained_too():
     assert (report.calls, report.quiet, report.left) == (2, 2, 0)
 
 
+async def test_no_hand_over_and_no_refusal_before_the_notice_is_over():
+    call = FakeCall(0.0)
+    draining.register(call)
+    task = asyncio.create_task(draining.drain_all(5, notice_s=0.3))
+    await asyncio.sleep(0.2)
+    assert draining.is_draining()  # health says so at once
+    assert not draining.refusing_streams()
+    assert call.given_s is None and not call.handed_over.is_set()
+    report = await task
+    assert draining.refusing_streams()
+    assert call.given_s == pytest.approx(5, abs=0.05)  # the timeout starts after it
+    assert (report.calls, report.quiet) == (1, 1)
+
+
 async def test_nothing_live_returns_at_once():
     began = time.monotonic()
     report = await draining.drain_all(30)
@@ -100,7 +114,7 @@ async def _served(server: DrainingServer) -> asyncio.Task[None]:
 
 def _server(timeout_s: float) -> DrainingServer:
     config = uvicorn.Config(_app, host="127.0.0.1", port=0, lifespan="off")
-    return DrainingServer(config, drain_timeout=timeout_s)
+    return DrainingServer(config, drain_timeout=timeout_s, drain_notice=0.0)
 
 
 async def test_sigterm_drains_first_and_exits_after_the_last_call():

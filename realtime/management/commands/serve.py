@@ -19,7 +19,8 @@ Linux the children also get SIGTERM if this process is killed outright. With
 
 uvicorn runs as `python -m realtime.server` (F-69): the SIGTERM this process forwards
 drains its calls first, each handed over at its next quiet moment within
-DRAIN_TIMEOUT, so the server gets that long (and a little more) to exit. It runs in a
+DRAIN_TIMEOUT after DRAIN_NOTICE, so the server gets that long (and a little more) to
+exit. It runs in a
 process group of its own, so a Ctrl-C in the terminal reaches it only through this
 process, once; a second Ctrl-C here is forwarded too and stops it at once. Daphne
 (SERVER=daphne) has no drain: SIGTERM closes its calls' streams at once, and they
@@ -422,7 +423,11 @@ def _stop_timeout_s(child: subprocess.Popen[bytes]) -> float:
     """How long a child may take to exit after SIGTERM: the server drains first."""
     argv = child.args if isinstance(child.args, list) else [str(child.args)]
     if DRAINING_SERVER in argv[:3]:
-        return E.get_float("DRAIN_TIMEOUT") + DRAIN_EXIT_GRACE_S
+        return (
+            E.get_float("DRAIN_NOTICE")
+            + E.get_float("DRAIN_TIMEOUT")
+            + DRAIN_EXIT_GRACE_S
+        )
     return STOP_TIMEOUT_S
 
 

@@ -206,6 +206,7 @@ async def test_new_stream_is_refused_while_draining(
     logged, and costs no model session nor its token."""
     async with start_fake_realtime(LONG_GREETING) as fake:
         draining.begin()
+        draining.refuse_streams()
         with caplog.at_level(logging.WARNING, logger="realtime.consumers"):
             handle = await twilio.inbound_call(
                 from_=CALLER_NUMBER,
@@ -214,7 +215,8 @@ async def test_new_stream_is_refused_while_draining(
                 caller_script=LISTEN,
                 status_callback=f"{service}/api/twilio/status",
             )
-            caller = await handle.wait_stream(timeout=15)
+            await handle.wait_stream(timeout=15)
+            caller = handle.call.streams[0]
             await caller.wait_closed(timeout_s=10)
         assert caller.closed_by_server is not None
         assert caller.closed_by_server[0] == 1013
@@ -222,6 +224,26 @@ async def test_new_stream_is_refused_while_draining(
         assert fake.connections == []
         call = await CallSession.objects.aget(twilio_call_sid=handle.sid)
         assert call.stream_token_used_at is None
+
+
+async def test_new_streams_are_taken_until_the_notice_is_over(
+    service, start_fake_realtime, twilio, inbound_agent
+):
+    """During DRAIN_NOTICE (balancers still sending calls here) a new stream is
+    taken, then handed over with the rest once the notice is over."""
+    async with start_fake_realtime(scenarios.GREET_THEN_ANSWER):
+        drain = asyncio.create_task(draining.drain_all(20, notice_s=1.5))
+        await asyncio.sleep(0.05)
+        assert draining.is_draining() and not draining.refusing_streams()
+        _handle, caller, _call = await _ring(twilio, service, LISTEN)
+        await caller.wait_for_audio(ms=100, timeout_s=20)
+        assert not caller.closed
+        report = await asyncio.wait_for(drain, timeout=30)
+        assert draining.refusing_streams()
+        assert (report.calls, report.quiet) == (1, 1)
+        await caller.wait_closed(timeout_s=5)
+        assert caller.closed_by_server is not None
+        assert caller.closed_by_server[0] == 1000
 
 
 async def test_a_refused_new_call_is_answered_by_the_next_stream(
@@ -233,7 +255,9 @@ async def test_a_refused_new_call_is_answered_by_the_next_stream(
     from realtime import consumers
 
     answers = iter([True])  # this process drains for the first stream only
-    monkeypatch.setattr(consumers.draining, "is_draining", lambda: next(answers, False))
+    monkeypatch.setattr(
+        consumers.draining, "refusing_streams", lambda: next(answers, False)
+    )
     async with start_fake_realtime(scenarios.GREET_THEN_ANSWER) as fake:
         handle = await twilio.inbound_call(
             from_=CALLER_NUMBER,
@@ -242,7 +266,8 @@ async def test_a_refused_new_call_is_answered_by_the_next_stream(
             caller_script=LISTEN,
             status_callback=f"{service}/api/twilio/status",
         )
-        first = await handle.wait_stream(timeout=15)
+        await handle.wait_stream(timeout=15)
+        first = handle.call.streams[0]
         await first.wait_closed(timeout_s=10)
         assert first.closed_by_server is not None
         assert first.closed_by_server[0] == 1013
@@ -275,3 +300,37 @@ async def test_a_call_with_nothing_playing_is_handed_over_at_once(
         assert report.seconds < 2.0
         events = await _events(call, "drain")
         assert events[0].payload["waited_ms"] < 1000
+
+
+async def test_no_transcript_line_is_lost_to_a_drain(
+    service, start_fake_realtime, twilio, inbound_agent
+):
+    """The drain begins as the caller's turn is committed, with its transcription a
+    second late: the hand-over waits for that transcript and the AI's answer, and
+    every line is in the database before the stream closes."""
+    scenario = scenarios.Scenario(name="slow_transcription", transcription_delay_s=1.0)
+    script = [
+        WaitForAudio(ms=100, timeout_s=40),
+        WaitUntilQuiet(quiet_ms=300, timeout_s=40),
+        Speak(ms=1000),
+        Pause(ms=120_000),
+    ]
+    async with start_fake_realtime(scenario) as fake:
+        _handle, caller, call = await _ring(twilio, service, script)
+        connection = await fake.wait_for_connection(0, timeout_s=10)
+        await connection.wait_sent("input_audio_buffer.committed", timeout_s=30)
+
+        report = await asyncio.wait_for(draining.drain_all(20), timeout=30)
+
+        assert (report.quiet, report.timed_out) == (1, 0)
+        await caller.wait_closed(timeout_s=5)
+        assert caller.closed_by_server is not None
+        assert caller.closed_by_server[0] == 1000
+        # Saved as they came: the late transcript after the AI's answer.
+        lines = [(e.speaker, e.text) for e in await _lines(call)]
+        assert sorted(lines) == [
+            ("ai", scenario.greeting),
+            ("ai", scenario.replies[0]),
+            ("customer", scenario.caller_transcripts[0]),
+        ]
+        assert (await _events(call, "drain"))[0].payload["waited_ms"] >= 500
