@@ -41,7 +41,6 @@ from django.core.management.base import CommandError, CommandParser
 from callcenter import env as E
 from realtime.management.commands import serve
 from realtime.management.commands.serve import (
-    STARTUP_TIMEOUT_S,
     _local_host,
     _port_free,
     _server_argv,
@@ -58,6 +57,7 @@ HAPROXY_INSTALL = "sudo apt-get install -y haproxy"
 CHECK_INTERVAL = "1s"
 QUICK_EXIT_S = 5.0  # a server that dies sooner than this is restarted after a pause
 RESTART_PAUSE_S = 1.0
+STARTUP_TIMEOUT_S = 60.0  # several processes import Django at once on a busy machine
 
 
 def haproxy_binary(name: str) -> str | None:
