@@ -80,9 +80,14 @@ def haproxy_config(
         f"    server s{index} {host}:{port}"
         for index, (host, port) in enumerate(servers, start=1)
     )
+    backups = "\n".join(
+        f"    server s{index}-backup {host}:{port} backup no-check"
+        for index, (host, port) in enumerate(servers, start=1)
+    )
     return string.Template(template.read_text()).substitute(
         bind=bind,
         servers=lines,
+        backups=backups,
         check_host=check_host,
         check_interval=check_interval,
     )
