@@ -318,8 +318,13 @@ async def _rolling(
         try:
             back = await asyncio.to_thread(cluster.wait_replaced, number, old, 60.0)
         except RuntimeError as exc:
-            figures.notes.append(f"{exc} (its drain done, the process still running)")
-            continue
+            # A rolling restart stops here: draining the next one too would leave
+            # no process to take the calls.
+            figures.notes.append(
+                f"{exc} (its drain done, the process still running); "
+                "the rolling restart stopped there"
+            )
+            break
         figures.restart_s.append(round(back - began, 2))
         # HAProxy takes it back after two good checks (1 s apart): only then is
         # there a process for the next drain's calls besides the one draining.
