@@ -141,10 +141,10 @@ def channel_layer_reachable(*, timeout: float | None = None) -> bool:
     marker = secrets.token_hex(8)
 
     async def round_trip() -> bool:
-        # The default prefix: channels-redis reads one process-local channel at a
-        # time under one lock, and a live call's consumer holds it for its own
-        # ("specific.…!") channel; a channel under another prefix would wait for
-        # that read to time out (seconds), and the probe with it.
+        # The consumers' own kind of channel: channels-redis reads every process-local
+        # channel of one kind with one blocking pop, under one lock per process. A
+        # "health." channel would wait for that lock behind the live calls' reads
+        # (each held until a message comes) and time out whenever a call is live.
         channel = await layer.new_channel()
         await layer.send(channel, {"type": "health.ping", "marker": marker})
         message = await layer.receive(channel)
@@ -169,13 +169,17 @@ class Health:
 
     @property
     def ok(self) -> bool:
-        return self.database and self.channel_layer and not self.draining
+        """Ready for new calls. Without the channel layer (Redis down) calls still
+        talk, only control and monitors wait for it (F-71): degraded, not down."""
+        return self.database and not self.draining
 
     @property
     def status(self) -> str:
         if self.draining:
             return "draining"
-        return "ok" if self.ok else "unavailable"
+        if not self.database:
+            return "unavailable"
+        return "ok" if self.channel_layer else "degraded"
 
 
 def health_check() -> Health:

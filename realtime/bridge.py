@@ -65,6 +65,10 @@ log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS_S = (0.25, 1.0, 2.0)  # three tries (F-25)
 CONNECT_TIMEOUT_S = 10.0
+# A new call's first connect (F-71): the caller hears silence meanwhile, so a time-out
+# is shorter, and a rate limit or server error gets one quick retry, not three.
+FIRST_CONNECT_TIMEOUT_S = 3.0
+FIRST_CONNECT_RETRY_S = 0.25
 # A connection that lived this long and then dropped starts the count of tries afresh;
 # one that keeps dropping sooner counts towards the fallback.
 STABLE_S = 30.0
@@ -74,6 +78,11 @@ SESSION_ROTATE_AFTER_S = 55 * 60  # before the 60-minute cap (PROTOCOL C11)
 HARD_STOP_GRACE_S = 30.0  # after a polite goodbye, hang up regardless
 MAX_PENDING_MODEL_FRAMES = 500
 MAX_PENDING_WRITES = 1000
+# A failed write (database down or locked) is tried again after these pauses, the
+# last one repeating, while the writes behind it wait in order (F-71).
+WRITE_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0)
+# Once the call ends, its remaining writes are retried this long, then dropped.
+FINISH_WRITE_RETRY_S = 60.0
 MAX_RESEED_LINES = 200
 NOT_RETRYABLE_CODES = {"invalid_api_key", "beta_api_shape_disabled"}
 
@@ -104,6 +113,18 @@ class CallStore(Protocol):
     async def finish(self, *, reason: str, failed: bool = False) -> None: ...
     async def request_handoff(self, *, trigger: str, reason: str) -> None: ...
     async def move_caller_to_handoff(self) -> None: ...
+
+
+class _BestEffort:
+    """A live-only write: tried once, never retried, skipped when behind."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[], Awaitable[None]]) -> None:
+        self.write = write
+
+    def __call__(self) -> Awaitable[None]:
+        return self.write()
 
 
 class ModelGaveUp(Exception):
@@ -142,9 +163,16 @@ class CallBridge:
         self._ticker_task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = (
             asyncio.Queue(MAX_PENDING_WRITES)
         )
+        self._writes_failing = False
+        self._writes_failing_since = 0.0
+        self._writes_deadline: float | None = None
+        self.writes_dropped = 0  # essential writes lost (buffer full or given up)
+        self.writes_skipped = 0  # live-only writes skipped while behind
+        self.write_retries = 0
         self._pending_model: deque[str] = deque(maxlen=MAX_PENDING_MODEL_FRAMES)
         # What this call has said so far, to re-seed a new model session (F-25).
         self._lines: deque[tuple[str, str]] = deque(maxlen=MAX_RESEED_LINES)
@@ -161,6 +189,7 @@ class CallBridge:
         self._saw_stop = False
         self._rotating = False
         self._model_connected_at: float | None = None
+        self._ever_opened = False  # a model socket was opened at least once
         self._session_ok = False
         self._last_activity = clock()
         self._idle_prompted = False
@@ -472,6 +501,13 @@ class CallBridge:
                 )
                 payload = {"source": "openai", "detail": reason}
                 self._enqueue(lambda p=payload: self.store.record_event("error", p))
+                if not self._ever_opened:
+                    # A new session refused: fall back fast, no dead air (F-71).
+                    if self._first_connect_gives_up(exc, failures):
+                        await self._model_failed(reason)
+                        return
+                    await asyncio.sleep(FIRST_CONNECT_RETRY_S)
+                    continue
                 refused = isinstance(
                     exc, InvalidStatus
                 ) and exc.response.status_code in (401, 403)
@@ -488,6 +524,40 @@ class CallBridge:
                 await self._prepare_reconnect()  # a planned rotation
             self._rotating = False
             reconnecting = True
+
+    def _first_connect_gives_up(self, exc: BaseException, failures: int) -> bool:
+        """Record why a new call's first connect failed; True to fall back now.
+
+        Refusals (401/403 and other 4xx) and a time-out fall back at once; a rate
+        limit (429), a server error (5xx) or a refused TCP connection get one quick
+        retry. Mid-call drops keep the F-25 back-off (RECONNECT_DELAYS_S).
+        """
+        status: int | None = None
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            if status == 429:
+                kind = "rate-limited"
+            elif status >= 500:
+                kind = "server-error"
+            else:
+                kind = "refused"
+        elif isinstance(exc, TimeoutError):
+            kind = "timeout"
+        elif isinstance(exc, OSError):
+            kind = "unreachable"
+        else:
+            kind = "handshake-failed"
+        retry = kind in ("rate-limited", "server-error", "unreachable") and failures < 2
+        payload: dict[str, Any] = {
+            "kind": kind,
+            "attempt": failures,
+            "ms": self.now_ms(),
+            "retry": retry,
+        }
+        if status is not None:
+            payload["status"] = status
+        self._enqueue(lambda: self.store.record_event("model-connect-failed", payload))
+        return not retry
 
     async def _prepare_reconnect(self) -> None:
         """Forget the lost session now; its commands wait for the next socket."""
@@ -509,7 +579,10 @@ class CallBridge:
         async with connect(
             self.config.model_url,
             additional_headers=headers,
-            open_timeout=CONNECT_TIMEOUT_S,
+            # A new call's caller hears silence while we wait: give up sooner.
+            open_timeout=CONNECT_TIMEOUT_S
+            if self._ever_opened
+            else FIRST_CONNECT_TIMEOUT_S,
             max_size=16 * 1024 * 1024,
             compression=None,
             ping_interval=20,
@@ -519,6 +592,7 @@ class CallBridge:
         ) as ws:
             self._model = ws
             self._model_connected_at = self._clock()
+            self._ever_opened = True
             if reconnecting:
                 pass  # _prepare_reconnect queued the session for this socket
             elif self.config.resume:
@@ -670,7 +744,8 @@ class CallBridge:
                 self._enqueue(
                     lambda s=speaker, i=item_id, d=delta: self.store.broadcast_partial(
                         speaker=s, item_id=i, delta=d
-                    )
+                    ),
+                    essential=False,
                 )
             elif isinstance(action, RunTool):
                 task = asyncio.create_task(self._run_tool(action))
@@ -825,38 +900,129 @@ class CallBridge:
 
     # --------------------------------------------------------------- background
 
-    def _enqueue(self, write: Callable[[], Awaitable[None]]) -> None:
+    def _enqueue(
+        self, write: Callable[[], Awaitable[None]], *, essential: bool = True
+    ) -> None:
+        """Queue a write for the writer task; never waits (F-71).
+
+        Essential writes (transcript lines, events, figures, the end of the call)
+        are kept and retried until the database takes them; live-only ones (partial
+        text for monitors) are dropped when the writer is behind, since their
+        content reaches the monitors with the saved line anyway.
+        """
+        if not essential:
+            if self._writes_failing or self._writes.qsize() >= MAX_PENDING_WRITES // 2:
+                self.writes_skipped += 1
+                return
+            write = _BestEffort(write)
         try:
             self._writes.put_nowait(write)
         except asyncio.QueueFull:
-            log.error(
-                "write queue full; dropping a write",
-                extra={"call_id": self.config.call_id},
-            )
+            self.writes_dropped += 1
+            if self.writes_dropped == 1 or self.writes_dropped % 100 == 0:
+                log.error(
+                    "write buffer full (%d writes waiting); %d dropped so far",
+                    MAX_PENDING_WRITES,
+                    self.writes_dropped,
+                    extra={"call_id": self.config.call_id},
+                )
+
+    def _write_retryable(self, exc: Exception) -> bool:
+        retryable = getattr(self.store, "retryable", None)
+        return True if retryable is None else bool(retryable(exc))
 
     async def _writer(self) -> None:
+        """Carry out writes one at a time, in order; retry a failed one (F-71).
+
+        While the database is down or locked the failed write is tried again with
+        back-off and the others wait behind it in the bounded queue, so nothing is
+        lost and the order holds; the audio loops never wait on any of it. After
+        finish(), retries go on until `_writes_deadline`, then what is left is
+        counted and logged as dropped.
+        """
         while True:
             write = await self._writes.get()
             try:
                 if write is None:
                     return
-                await write()
-            except Exception:
-                log.exception(
-                    "bridge write failed", extra={"call_id": self.config.call_id}
-                )
+                await self._write_with_retry(write)
             finally:
                 self._writes.task_done()
 
+    async def _write_with_retry(self, write: Callable[[], Awaitable[None]]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await write()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(write, _BestEffort):
+                    log.debug("live-only write failed", exc_info=True)
+                    return
+                deadline = self._writes_deadline
+                if not self._write_retryable(exc) or (
+                    deadline is not None and self._clock() >= deadline
+                ):
+                    self.writes_dropped += 1
+                    log.exception(
+                        "bridge write failed for good (%d dropped)",
+                        self.writes_dropped,
+                        extra={"call_id": self.config.call_id},
+                    )
+                    return
+                if not self._writes_failing:
+                    self._writes_failing = True
+                    self._writes_failing_since = self._clock()
+                    log.warning(
+                        "bridge writes failing (%s); retrying, %d waiting",
+                        f"{type(exc).__name__}: {exc}"[:300],
+                        self._writes.qsize(),
+                        extra={"call_id": self.config.call_id},
+                    )
+                self.write_retries += 1
+                delay = WRITE_RETRY_DELAYS_S[
+                    min(attempt, len(WRITE_RETRY_DELAYS_S) - 1)
+                ]
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            if self._writes_failing:
+                self._writes_failing = False
+                outage_ms = int((self._clock() - self._writes_failing_since) * 1000)
+                log.warning(
+                    "bridge writes back after %d ms; %d waiting, %d dropped",
+                    outage_ms,
+                    self._writes.qsize(),
+                    self.writes_dropped,
+                    extra={"call_id": self.config.call_id},
+                )
+            return
+
     async def _drain_writes(self) -> None:
+        """Let the writer finish what is queued, retrying for a bounded time."""
+        self._writes_deadline = self._clock() + FINISH_WRITE_RETRY_S
         self._enqueue_stop()
         if self._writer_task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._writer_task), timeout=10)
+                await asyncio.wait_for(
+                    asyncio.shield(self._writer_task), timeout=FINISH_WRITE_RETRY_S + 5
+                )
+        if self.writes_dropped:
+            log.error(
+                "bridge ended with %d writes dropped",
+                self.writes_dropped,
+                extra={"call_id": self.config.call_id},
+            )
 
     def _enqueue_stop(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self._writes.put_nowait(None)
+        except asyncio.QueueFull:
+            # Full of writes waiting for the database: stop once they are done.
+            task = asyncio.get_running_loop().create_task(self._writes.put(None))
+            self._background.add(task)  # referenced until done
+            task.add_done_callback(self._background.discard)
 
     async def _ticker(self) -> None:
         """Once a second: heartbeat, limits, idle prompt, session rotation (F-24)."""

@@ -12,12 +12,12 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from calls import services
 from calls.groups import call_monitor_group, org_monitor_group
+from calls.layer import agroup_send_best_effort
 from calls.models import CallSession, TranscriptEntry
 from calls.status import CallStatus
 from realtime.protocol.bridge_state import BridgeFigures
@@ -27,6 +27,10 @@ log = logging.getLogger(__name__)
 # Bridges tick once a second and beat on the same slots; waiting this long puts every
 # live call of the process into one UPDATE.
 HEARTBEAT_GATHER_S = 1.5
+# A heartbeat that could not be written is tried again after 0.5 s, then doubling up
+# to this; the reaper waits 90 s without one before it takes a call for dead.
+HEARTBEAT_RETRY_FIRST_S = 0.5
+HEARTBEAT_RETRY_MAX_S = 2.0
 
 # A call back from a human (F-33, F-34) is already ai-responding, with a fresh token.
 STREAM_EXPECTING = (CallStatus.INITIATED, CallStatus.RINGING, CallStatus.AI_RESPONDING)
@@ -134,10 +138,7 @@ class DjangoCallStore:
     async def broadcast_partial(
         self, *, speaker: str, item_id: str, delta: str
     ) -> None:
-        """Live text for monitors; not saved (F-20)."""
-        layer = get_channel_layer()
-        if layer is None:
-            return
+        """Live text for monitors; not saved (F-20). Best effort, bounded (F-71)."""
         message = {
             "type": "transcript.partial",
             "call_id": self.call.pk,
@@ -149,7 +150,14 @@ class DjangoCallStore:
             call_monitor_group(self.call.pk),
             org_monitor_group(self.call.organization_id),
         ):
-            await layer.group_send(group, message)
+            if not await agroup_send_best_effort(group, message):
+                return
+
+    @staticmethod
+    def retryable(exc: Exception) -> bool:
+        """Whether a failed write is worth another try: the database was down or
+        locked (F-71), not a refusal such as an illegal status change."""
+        return isinstance(exc, (OperationalError, InterfaceError))
 
     @database_sync_to_async
     def load_transcript(self) -> list[tuple[str, str]]:
@@ -245,19 +253,41 @@ class HeartbeatBatch:
             or flush.done()
             or flush.get_loop() is not asyncio.get_running_loop()
         ):
-            self._flush = asyncio.create_task(self._flush_later(), name="heartbeats")
-            self._tasks.add(self._flush)
-            self._flush.add_done_callback(self._tasks.discard)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._flush = asyncio.create_task(self._flush_later(), name="heartbeats")
+        self._tasks.add(self._flush)
+        self._flush.add_done_callback(self._tasks.discard)
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(HEARTBEAT_GATHER_S)
-        due, self._due = sorted(self._due), set()
+        delay = HEARTBEAT_RETRY_FIRST_S
+        while True:
+            due, self._due = sorted(self._due), set()
+            try:
+                await heartbeats_save(due)
+            except Exception as exc:
+                # The database is down or locked (F-71): beat again soon (beats that
+                # come meanwhile join in), so a live call's heartbeat is fresh as
+                # soon as it is back, before a reaper could take the call for dead.
+                self._due.update(due)
+                if delay == HEARTBEAT_RETRY_FIRST_S:
+                    log.warning(
+                        "heartbeats not saved for %d calls (%s); retrying",
+                        len(due),
+                        f"{type(exc).__name__}: {exc}"[:200],
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, HEARTBEAT_RETRY_MAX_S)
+                continue
+            if delay != HEARTBEAT_RETRY_FIRST_S:
+                log.warning("heartbeats saved again for %d calls", len(due))
+            break
         if self._flush is asyncio.current_task():
-            self._flush = None  # beats from now on start the next batch
-        try:
-            await heartbeats_save(due)
-        except Exception:
-            log.exception("heartbeats not saved for calls %s", due)
+            self._flush = None
+            if self._due:  # beats that came during the write start the next batch
+                self._schedule()
 
 
 heartbeats = HeartbeatBatch()

@@ -198,9 +198,10 @@ class OutboundCallSerializer(serializers.Serializer):
 
 class HealthSerializer(serializers.Serializer):
     status = serializers.ChoiceField(
-        choices=["ok", "unavailable", "draining"],
+        choices=["ok", "degraded", "unavailable", "draining"],
         help_text="`draining`: this process is shutting down and handing its calls "
-        "over (F-69); send it no new calls.",
+        "over (F-69); send it no new calls. `degraded` (200): the channel layer is "
+        "down; calls still talk, live control and monitors wait for it (F-71).",
     )
     database = serializers.BooleanField(help_text="`SELECT 1` answered.")
     channel_layer = serializers.BooleanField(
