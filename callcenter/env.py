@@ -54,6 +54,22 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "ASGI server of `make run`: uvicorn (measured faster, bench/README.md; drains on SIGTERM) or daphne (no drain).",
     ),
     EnvVar(
+        "CLUSTER_SERVERS",
+        "2",
+        "`make cluster`: how many server processes run behind HAProxy.",
+    ),
+    EnvVar(
+        "CLUSTER_SERVER_PORT",
+        "",
+        "`make cluster`: port of the first server process (the next ones follow it). "
+        "Empty: PORT + 1.",
+    ),
+    EnvVar(
+        "HAPROXY",
+        "haproxy",
+        "`make cluster`: the HAProxy executable (a name on PATH or /usr/sbin, or a path).",
+    ),
+    EnvVar(
         "DEMO_REALTIME_PORT",
         "8765",
         "Demo mode: port of the built-in fake OpenAI Realtime server.",
