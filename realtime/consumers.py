@@ -25,7 +25,11 @@ from calls.live import live_calls_decrement, live_calls_increment
 from calls.twilio_security import websocket_signature_valid
 from realtime.bridge import CallBridge
 from realtime.call_setup import abridge_config_build
-from realtime.store import DjangoCallStore, stream_call_get
+from realtime.store import (
+    DjangoCallStore,
+    stream_call_get,
+    stream_refused_draining_record,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +40,10 @@ LAYER_TIMEOUT_S = 2.0
 # The control group is joined again this often (a restarted Redis forgets it).
 GROUP_REFRESH_S = 10.0
 LAYER_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0)
+# How long a draining process's refusal waits to note itself in the database.
+REFUSAL_NOTE_S = 3.0
+# How long a stream's end waits for its control tasks to stop, twice at most.
+LAYER_STOP_S = 1.0
 
 
 def _layer_retry_delay(failures: int) -> float:
@@ -60,13 +68,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         self.base_send = send
         self._dispatching = asyncio.Lock()
         self._layer_trouble = asyncio.Event()
+        self._layer_stopping = False
+        self._control_task: asyncio.Task[None] | None = None
         self._groups_task: asyncio.Task[None] | None = None
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
-        control: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
-            # Local to this process (no Redis round trip with channels-redis).
+            # Local to this process (no Redis round trip with channels-redis). The
+            # control loop starts once the stream is accepted (`connect`).
             self.channel_name = await self.channel_layer.new_channel()
-            control = asyncio.create_task(self._control_loop(), name="call-control")
         try:
             while True:
                 message = await receive()
@@ -75,11 +84,39 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
-            for task in (control, self._groups_task):
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            await self._stop_layer_tasks()
+
+    async def _stop_layer_tasks(self) -> None:
+        """End the control loop and the group keeper without ever waiting long.
+
+        The consumer's ASGI task must end with its stream: uvicorn's shutdown waits
+        for it, so a drained process could not exit (F-69). channels-redis (4.3,
+        on redis-py 8) can lose a cancellation that lands in its blocking pop: the
+        receive then polls BZPOPMIN for good. A message to our own channel wakes it
+        and the loop, seeing `_layer_stopping`, returns.
+        """
+        self._layer_stopping = True
+        tasks = [t for t in (self._control_task, self._groups_task) if t is not None]
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        _, pending = await asyncio.wait(tasks, timeout=LAYER_STOP_S)
+        if self._control_task in pending:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.channel_layer.send(
+                        self.channel_name, {"type": "call.control.stop"}
+                    ),
+                    LAYER_TIMEOUT_S,
+                )
+            _, pending = await asyncio.wait(pending, timeout=LAYER_STOP_S)
+        if pending:
+            log.warning(
+                "control tasks still running after the stream ended: %s",
+                ", ".join(t.get_name() for t in pending),
+                extra={"call_id": getattr(self, "call_id", None)},
+            )
 
     async def _control_loop(self) -> None:
         """Receive control messages for as long as the call lives, whatever Redis does.
@@ -102,6 +139,8 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                     )
                 await asyncio.sleep(_layer_retry_delay(failures))
                 continue
+            if self._layer_stopping:
+                return
             if failures:
                 log.warning(
                     "control channel back after %d failed receives",
@@ -156,16 +195,21 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         call_id = int(self.scope["url_route"]["kwargs"]["call_id"])
         self.call_id = call_id
         with bind_call_id(call_id):
-            if draining.refusing_streams():
-                # Twilio asks `<Connect action>` next; another process answers it.
-                log.warning("media stream refused: this server is draining (F-69)")
-                await self._refuse(TRY_AGAIN_LATER)
-                return
             if not websocket_signature_valid(
                 path=self.scope["path"], headers=self.scope["headers"]
             ):
                 log.warning("media stream refused: bad or missing signature")
                 await self._refuse()
+                return
+            if draining.refusing_streams():
+                # Twilio asks `<Connect action>` next; another process answers it.
+                # Noted first (bounded): the refusal is not a failed resume (F-68).
+                log.warning("media stream refused: this server is draining (F-69)")
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        stream_refused_draining_record(call_id), REFUSAL_NOTE_S
+                    )
+                await self._refuse(TRY_AGAIN_LATER)
                 return
             call = await stream_call_get(call_id)
             if call is None:
@@ -192,6 +236,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             live_calls_increment()
             await self.bridge.start()
             if self.channel_layer is not None:
+                self._control_task = asyncio.create_task(
+                    self._control_loop(), name="call-control"
+                )
                 self.group = call_control_group(call_id)
                 self._groups_task = asyncio.create_task(
                     self._keep_groups(), name="call-control-group"

@@ -234,13 +234,19 @@ class Deployment:
 
 @pytest.fixture
 async def deployment() -> AsyncIterator[Deployment]:
+    async with _deployment(redis_url="") as deployment:
+        yield deployment
+
+
+@contextlib.asynccontextmanager
+async def _deployment(*, redis_url: str) -> AsyncIterator[Deployment]:
     workdir = Path(tempfile.mkdtemp(prefix="drain-"))
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "callcenter.settings",
         "PYTHONUNBUFFERED": "1",
         "DATABASE_URL": f"sqlite:///{workdir / 'shared.sqlite3'}",
-        "REDIS_URL": "",
+        "REDIS_URL": redis_url,
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
         "OPENAI_API_KEY": API_KEY,
         "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
@@ -424,3 +430,39 @@ async def _call_events(call_id: str, deployment) -> list[str]:
     )
     assert done.returncode == 0, done.stderr
     return done.stdout.split()
+
+
+@pytest.mark.redis
+@pytest.mark.skipif(not os.environ.get("REDIS_URL"), reason="needs REDIS_URL")
+async def test_a_process_drained_of_several_redis_backed_calls_exits_promptly():
+    """On the channel layer a cluster runs (Redis: every stream's consumer has a
+    control loop and joins its control group), a process whose three calls were
+    handed over must exit soon after the last hand-over, not wait on its
+    consumers' tasks ("Waiting for background tasks to complete")."""
+    from tests.handoff.test_cross_process import own_redis_database
+
+    async with _deployment(redis_url=own_redis_database()) as deployment:
+        a = deployment.server("A")
+        a.env["PUBLIC_BASE_URL"] = a.url
+        a.start()
+        await a.wait_ready()
+        callers = [(await deployment.ring(a.url))[1] for _ in range(3)]
+        await asyncio.gather(*(c.wait_for_audio(ms=500, timeout_s=20) for c in callers))
+        # Let each consumer's control-group keeper join the group.
+        await asyncio.sleep(1.0)
+        assert a.process is not None
+        a.process.send_signal(signal.SIGTERM)
+        await asyncio.gather(*(c.wait_closed(timeout_s=25) for c in callers))
+        closed_at = time.monotonic()
+        for caller in callers:
+            assert caller.closed_by_server is not None
+            assert caller.closed_by_server[0] == 1000, (
+                caller.closed_by_server,
+                a.log(),
+            )
+        assert await _exited(a.process, within_s=8) == 0, a.log()
+        exit_s = time.monotonic() - closed_at
+        log = a.log()
+        assert "drained: 3 call(s) handed over" in log, log
+        assert "Waiting for background tasks" not in log, log
+        print(f"exited {exit_s:.2f} s after the last hand-over")
