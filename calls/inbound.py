@@ -55,12 +55,14 @@ def live_ai_call_count() -> int:
     )
 
 
-def stream_twiml(*, call: CallSession) -> str:
-    """The `<Connect><Stream>` reply carrying the call id and its one-time token."""
+def stream_twiml(*, call: CallSession, pause_s: int = 0) -> str:
+    """The `<Connect><Stream>` reply carrying the call id and its one-time token
+    (after `pause_s` seconds of `<Pause>` when asked)."""
     return twiml.stream(
         url=stream_url(f"/api/twilio/media-stream/{call.pk}"),
         parameters={"call_id": str(call.pk), "stream_token": call.stream_token},
         action=public_url(f"/api/twilio/stream-ended/{call.pk}"),
+        pause_s=pause_s,
     )
 
 

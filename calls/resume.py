@@ -11,6 +11,12 @@ claims the stream, records `stream-resumed` with the gap (`realtime.store`).
 A resume fails when its stream is never claimed before the next `stream-ended`; a
 claim resets the count. The second failed resume in a row goes to the fallback
 chain of F-25 (the profile's `on_model_failure`: a human, else the apology).
+
+A stream refused because the process it reached is draining (F-69: a planned
+deploy, the balancer not yet past it) is not a failure of the call: the refusing
+process records `stream-refused` before it closes the socket, and the next
+`stream-ended` answers a fresh stream after a one-second `<Pause>` (time for the
+balancer) without counting it, up to MAX_DRAIN_REFUSALS such refusals in a row.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from django.utils import timezone
 
 from agents.models import AgentProfile
 from callcenter.errors import ApplicationError
-from calls.models import CallSession, new_stream_token
+from calls.models import CallEvent, CallSession, new_stream_token
 from calls.services import call_event_record, call_session_transition
 from calls.status import CallStatus
 
@@ -31,18 +37,60 @@ log = logging.getLogger(__name__)
 
 MAX_FAILED_RESUMES = 2  # in a row; then the fallback chain
 FALLBACK_TRIGGER = "stream-lost"
+STREAM_LOST = "stream-lost"
+STREAM_REFUSED = "stream-refused"  # by a draining process (F-69)
+STREAM_RESUMED = "stream-resumed"
+# Refusals by draining processes in a row that do not count as failed resumes; one
+# more counts (a deploy drains each process within DRAIN_TIMEOUT, 30 s by default).
+MAX_DRAIN_REFUSALS = 30
+DRAIN_REFUSAL_PAUSE_S = 1
 
 
 @dataclass(frozen=True, slots=True)
 class _Decision:
     resume: bool
     failures: int
+    pause_s: int = 0
+
+
+def stream_refused_draining_record(*, call_id: int) -> bool:
+    """A draining process refused the call's stream (F-69): note it, so that the
+    `stream-ended` that follows does not count it as a failed resume."""
+    call = CallSession.objects.filter(pk=call_id).first()
+    if call is None or not stream_expected_again(call):
+        return False
+    call_event_record(call=call, type=STREAM_REFUSED, payload={"reason": "draining"})
+    return True
+
+
+def _drain_refusals_in_a_row(*, call: CallSession) -> int:
+    """How many of the call's latest stream attempts in a row were refused by a
+    draining process (0 when the latest was not): its events, newest first, read
+    refused, lost, refused, lost, … back to the last claim or real failure."""
+    types = (
+        CallEvent.objects.filter(
+            call=call, type__in=(STREAM_LOST, STREAM_REFUSED, STREAM_RESUMED)
+        )
+        .order_by("-id")
+        .values_list("type", flat=True)[: 2 * MAX_DRAIN_REFUSALS + 2]
+    )
+    refused = 0
+    for index, type_ in enumerate(types):
+        if type_ != (STREAM_REFUSED if index % 2 == 0 else STREAM_LOST):
+            break
+        refused += index % 2 == 0
+    return refused
 
 
 def _lost_stream_decide(*, call: CallSession) -> _Decision:
     """With the call's row locked: count the failure, rotate the token, or give up."""
     pending = call.stream_lost_at is not None and call.stream_token_used_at is None
-    failures = call.stream_resume_failures + 1 if pending else 0
+    refused = _drain_refusals_in_a_row(call=call)
+    excused = 0 < refused <= MAX_DRAIN_REFUSALS
+    if pending and excused:
+        failures = call.stream_resume_failures  # not the call's failure
+    else:
+        failures = call.stream_resume_failures + 1 if pending else 0
     previous_sid = call.stream_sid
     call.stream_resume_failures = failures
     if failures >= MAX_FAILED_RESUMES:
@@ -72,10 +120,15 @@ def _lost_stream_decide(*, call: CallSession) -> _Decision:
         payload={
             "stream_sid": previous_sid,
             "failed_resumes": failures,
+            "refused_by_draining": refused,
             "lost_at": call.stream_lost_at.isoformat() if call.stream_lost_at else "",
         },
     )
-    return _Decision(resume=True, failures=failures)
+    return _Decision(
+        resume=True,
+        failures=failures,
+        pause_s=DRAIN_REFUSAL_PAUSE_S if excused else 0,
+    )
 
 
 def stream_expected_again(call: CallSession) -> bool:
@@ -116,7 +169,7 @@ def call_stream_lost_twiml(*, call_id: int) -> str | None:
                 decision.failures,
                 extra={"call_id": call.pk},
             )
-            return stream_twiml(call=call)
+            return stream_twiml(call=call, pause_s=decision.pause_s)
     log.error(
         "stream lost and %d resumes failed: fallback",
         decision.failures,
@@ -160,4 +213,10 @@ def _fallback_twiml(*, call: CallSession) -> str:
     return twiml.say_and_hang_up(APOLOGY_LINE)
 
 
-__all__ = ["MAX_FAILED_RESUMES", "call_stream_lost_twiml", "stream_expected_again"]
+__all__ = [
+    "MAX_DRAIN_REFUSALS",
+    "MAX_FAILED_RESUMES",
+    "call_stream_lost_twiml",
+    "stream_expected_again",
+    "stream_refused_draining_record",
+]

@@ -23,14 +23,22 @@ def say_and_hang_up(message: str) -> str:
 
 
 def stream(
-    *, url: str, parameters: dict[str, str], action: str = "", status_callback: str = ""
+    *,
+    url: str,
+    parameters: dict[str, str],
+    action: str = "",
+    status_callback: str = "",
+    pause_s: int = 0,
 ) -> str:
     """`<Connect><Stream>` to the bridge; values travel as `<Parameter>`s (PROTOCOL B1).
 
     Twilio requests `action` when our side closes the stream, so the bridge ending a
     call (goodbye, model failure, handoff) decides what the caller hears next.
+    `pause_s` waits that long first (a `<Pause>`).
     """
     response = VoiceResponse()
+    if pause_s > 0:
+        response.pause(length=pause_s)
     connect = Connect(action=action) if action else Connect()
     options = {"status_callback": status_callback} if status_callback else {}
     stream_verb = connect.stream(url=url, **options)

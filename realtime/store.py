@@ -48,6 +48,14 @@ def stream_call_get(call_id: int) -> CallSession | None:
     )
 
 
+@database_sync_to_async
+def stream_refused_draining_record(call_id: int) -> bool:
+    """This draining process refuses the call's stream (F-69): not a failed resume."""
+    from calls.resume import stream_refused_draining_record as record
+
+    return record(call_id=call_id)
+
+
 class DjangoCallStore:
     """Reads and writes of one call on behalf of its bridge."""
 

@@ -164,3 +164,79 @@ def test_a_call_that_ended_is_not_resumed(status, says):
     assert ("<Say" in body) is says
     assert call.stream_token == token and call.status == status
     assert not CallEvent.objects.filter(call=call, type="stream-lost").exists()
+
+
+def _refused_by_draining(call: CallSession) -> None:
+    """What a draining process does before it refuses the call's stream (F-69)."""
+    from calls.resume import stream_refused_draining_record
+
+    assert stream_refused_draining_record(call_id=call.pk)
+
+
+def test_streams_refused_by_draining_processes_are_not_failed_resumes():
+    """A planned deploy never ends a call: each stream a draining process refused
+    is answered with a fresh one after a one-second pause (the balancer's time),
+    and the count of failed resumes stays where it was."""
+    call = lost_call()
+    call.agent.on_model_failure = "hang-up"
+    call.agent.save()
+    assert "<Pause" not in call_stream_ended_twiml(call_id=call.pk)
+    for _ in range(5):
+        _refused_by_draining(call)
+        body = call_stream_ended_twiml(call_id=call.pk)
+        assert "<Stream" in body and '<Pause length="1" />' in body, body
+        assert body.index("<Pause") < body.index("<Connect")
+        call.refresh_from_db()
+        assert call.status == CallStatus.AI_RESPONDING
+        assert call.stream_resume_failures == 0
+    lost = CallEvent.objects.filter(call=call, type="stream-lost").last()
+    assert lost is not None and lost.payload["refused_by_draining"] == 5
+
+
+def test_two_real_failures_still_fall_back_with_a_drain_refusal_between():
+    """Refusals by draining processes neither count nor reset the count: a real
+    failure, a refusal, a real failure → the fallback."""
+    call = lost_call()
+    call.agent.on_model_failure = "hang-up"
+    call.agent.save()
+    call_stream_ended_twiml(call_id=call.pk)  # the loss
+    call_stream_ended_twiml(call_id=call.pk)  # failed resume 1
+    call.refresh_from_db()
+    assert call.stream_resume_failures == 1
+    _refused_by_draining(call)
+    assert "<Stream" in call_stream_ended_twiml(call_id=call.pk)
+    call.refresh_from_db()
+    assert call.stream_resume_failures == 1
+    last = call_stream_ended_twiml(call_id=call.pk)  # failed resume 2
+    assert "<Hangup />" in last and "<Stream" not in last
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+
+
+def test_drain_refusals_have_a_bound(monkeypatch):
+    """A call whose streams keep reaching draining processes is not resumed
+    forever: past MAX_DRAIN_REFUSALS in a row a refusal counts as a failure."""
+    from calls import resume
+
+    monkeypatch.setattr(resume, "MAX_DRAIN_REFUSALS", 2)
+    call = lost_call()
+    call.agent.on_model_failure = "hang-up"
+    call.agent.save()
+    call_stream_ended_twiml(call_id=call.pk)
+    bodies = []
+    for _ in range(4):
+        _refused_by_draining(call)
+        bodies.append(call_stream_ended_twiml(call_id=call.pk))
+    assert ["<Stream" in b for b in bodies] == [True, True, True, False]
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+
+
+def test_a_refusal_is_not_noted_for_a_call_that_ended():
+    from calls.resume import stream_refused_draining_record
+
+    call = lost_call()
+    CallSession.objects.filter(pk=call.pk).update(status=CallStatus.COMPLETED)
+    assert not stream_refused_draining_record(call_id=call.pk)
+    assert not stream_refused_draining_record(call_id=call.pk + 1000)
+    assert not CallEvent.objects.filter(type="stream-refused").exists()
