@@ -41,6 +41,7 @@ import gc
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -173,9 +174,23 @@ class BurstResult:
     refused: int
     lost: int
     server_cpu_s: float
+    server_cpu_wait_s: float
+    """Time the server's threads were ready to run but waited for a CPU."""
+    elapsed_s: float
+    bench_cpu_s_per_s: float
+    """This process: callers, Twilio emulator, fake model."""
     others_cpu_s_per_s: float
     server_idle_after: bool
     problems: list[str] = field(default_factory=list)
+
+
+def runqueue_wait_s(pid: int) -> float:
+    """Time all threads of `pid` have spent runnable but not running (schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def postgres_prepare(base_url: str) -> str:
@@ -258,8 +273,11 @@ async def run_burst(
             await asyncio.to_thread(wait_for_quiet, max_busy_cores=0.3, timeout_s=20)
             gc.collect()
             gc.disable()
+            profiler = _profiler_start(service, database, n)
             cpu_before = service.cpu_seconds()
+            waited_before = runqueue_wait_s(service.pid)
             busy_before = machine_busy_seconds()
+            bench_before = time.process_time()
             began = time.monotonic()
             try:
                 await asyncio.gather(
@@ -271,11 +289,14 @@ async def run_burst(
                 await asyncio.sleep(hold_s)
             finally:
                 gc.enable()
+                _profiler_stop(profiler)
             elapsed = time.monotonic() - began
             server_cpu = service.cpu_seconds() - cpu_before
+            server_waited = runqueue_wait_s(service.pid) - waited_before
+            bench_cpu = time.process_time() - bench_before
             others = (
-                machine_busy_seconds() - busy_before - server_cpu
-            ) / elapsed  # includes this process
+                machine_busy_seconds() - busy_before - server_cpu - bench_cpu
+            ) / elapsed
             lost_by_close = [
                 leg
                 for leg in legs
@@ -322,10 +343,38 @@ async def run_burst(
         refused=refused,
         lost=lost,
         server_cpu_s=round(server_cpu, 2),
+        server_cpu_wait_s=round(server_waited, 2),
+        bench_cpu_s_per_s=round(bench_cpu / elapsed, 2),
+        elapsed_s=round(elapsed, 2),
         others_cpu_s_per_s=round(others, 2),
         server_idle_after=idle,
         problems=problems[:10],
     )
+
+
+def _profiler_start(
+    service: Service, database: str, n: int
+) -> subprocess.Popen[bytes] | None:
+    """With BENCH_PY_SPY=<py-spy binary>: sample the server (every thread, idle
+    included) during the burst into BENCH_PROFILE_DIR (collapsed stacks)."""
+    binary = os.environ.get("BENCH_PY_SPY")
+    if not binary:
+        return None
+    out = Path(os.environ.get("BENCH_PROFILE_DIR", ".")) / f"burst-{database}-{n}.txt"
+    return subprocess.Popen(
+        [
+            *(binary, "record", "-p", str(service.pid), "-o", str(out), "-f", "raw"),
+            *("-r", "250", "--threads", "--idle", "--nonblocking"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+def _profiler_stop(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None:
+        profiler.send_signal(signal.SIGINT)
+        profiler.wait(timeout=30)
 
 
 def _spread(values: Any) -> Spread:
@@ -336,14 +385,16 @@ def report(results: Sequence[BurstResult]) -> str:
     lines = [
         "| database | N over s | webhook reply ms p50 / p99 / max | stream connect ms p50 / p99 / max "
         "| setup ms p50 / p99 / max | webhook → first audio ms p50 / p99 / max | refused / lost "
-        "| server CPU s | others CPU s/s |",
+        "| server CPU s (waited for a CPU) over s | bench / others CPU s/s |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         lines.append(
             f"| {r.database} | {r.n} over {r.over_s:g} | {_pp(r.webhook_ms)} "
             f"| {_pp(r.connect_ms)} | {_pp(r.setup_ms)} | {_pp(r.first_audio_ms)} "
-            f"| {r.refused} / {r.lost} | {r.server_cpu_s:.2f} | {r.others_cpu_s_per_s:.2f} |"
+            f"| {r.refused} / {r.lost} | {r.server_cpu_s:.2f} ({r.server_cpu_wait_s:.2f}) "
+            f"over {r.elapsed_s:.1f} "
+            f"| {r.bench_cpu_s_per_s:.2f} / {r.others_cpu_s_per_s:.2f} |"
         )
     lines.append("")
     for r in results:
@@ -410,6 +461,13 @@ def _parser() -> argparse.ArgumentParser:
         ),
         help="a PostgreSQL server URL (database burst_bench is recreated there)",
     )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an environment variable for the server (repeatable)",
+    )
     parser.add_argument("--json", type=Path)
     parser.add_argument(
         "--loop", default="uvloop", choices=["uvloop", "asyncio"], help="bench loop"
@@ -436,6 +494,7 @@ async def _main(args: argparse.Namespace) -> int:
                     else:
                         url = await asyncio.to_thread(postgres_prepare, args.postgres)
                     env = base_env(database=url, fake_url=fake.url, api_key=API_KEY)
+                    env.update(item.split("=", 1) for item in args.server_env)
                     print(f"{database:<8} N={n:<4} preparing …", end=" ", flush=True)
                     await asyncio.to_thread(database_prepare, env)
                     print("burst …", end=" ", flush=True)

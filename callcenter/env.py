@@ -105,6 +105,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     ),
     EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
     EnvVar(
+        "DB_THREADS",
+        "4",
+        "Database threads per server process (webhooks, stream setup, the bridges' "
+        "writes); each keeps one connection.",
+    ),
+    EnvVar(
         "CAMPAIGN_INBOUND_RESERVE",
         "20",
         "Percent of MAX_LIVE_CALLS campaigns leave free for inbound calls.",

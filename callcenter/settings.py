@@ -195,6 +195,8 @@ USE_OPENAI_REALTIME = E.get_bool("USE_OPENAI_REALTIME")
 DEBUG_REALTIME = E.get_bool("DEBUG_REALTIME")
 DEBUG_TWILIO = E.get_bool("DEBUG_TWILIO")
 MAX_LIVE_CALLS = E.get_int("MAX_LIVE_CALLS")
+# The async server's database work runs on this many threads (callcenter/db.py).
+DB_THREADS = E.get_int("DB_THREADS")
 # Campaign calls never take the last CAMPAIGN_INBOUND_RESERVE % of MAX_LIVE_CALLS.
 CAMPAIGN_INBOUND_RESERVE = E.get_int("CAMPAIGN_INBOUND_RESERVE")
 # A dial task owns its attempt this long (its REST requests time out well inside it);

@@ -11,10 +11,11 @@ import asyncio
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
+from django.db import transaction
 from django.utils import timezone
 
+from callcenter.db import db_sync_to_async
 from calls import services
 from calls.groups import call_monitor_group, org_monitor_group
 from calls.models import CallSession, TranscriptEntry
@@ -31,8 +32,7 @@ HEARTBEAT_GATHER_S = 1.5
 STREAM_EXPECTING = (CallStatus.INITIATED, CallStatus.RINGING, CallStatus.AI_RESPONDING)
 
 
-@database_sync_to_async
-def stream_call_get(call_id: int) -> CallSession | None:
+def stream_call_find(call_id: int) -> CallSession | None:
     """The call if it may start a media stream now (F-15): known, waiting, token unused."""
     return (
         CallSession.objects.select_related("agent", "organization")
@@ -43,17 +43,26 @@ def stream_call_get(call_id: int) -> CallSession | None:
     )
 
 
+stream_call_get = db_sync_to_async(stream_call_find)
+
+
 class DjangoCallStore:
     """Reads and writes of one call on behalf of its bridge."""
 
     def __init__(self, call: CallSession) -> None:
         self.call = call
 
-    @database_sync_to_async
+    @db_sync_to_async
     def claim_stream(self, *, token: str, stream_sid: str) -> bool:
         """Spend the one-time stream token; True only for the first, valid use."""
         if not token:
             return False
+        # One transaction: one commit (one write lock on SQLite) for the claim,
+        # the status change and the event.
+        with transaction.atomic():
+            return self._claim_stream(token=token, stream_sid=stream_sid)
+
+    def _claim_stream(self, *, token: str, stream_sid: str) -> bool:
         claimed = CallSession.objects.filter(
             pk=self.call.pk,
             stream_token=token,
@@ -118,7 +127,7 @@ class DjangoCallStore:
         ):
             await layer.group_send(group, message)
 
-    @database_sync_to_async
+    @db_sync_to_async
     def load_transcript(self) -> list[tuple[str, str]]:
         """Saved lines, oldest first, to re-seed a new model session (F-25)."""
         return list(
@@ -130,7 +139,7 @@ class DjangoCallStore:
     async def heartbeat(self) -> None:
         heartbeats.beat(self.call.pk)
 
-    @database_sync_to_async
+    @db_sync_to_async
     def set_openai_session(self, session_id: str) -> None:
         CallSession.objects.filter(pk=self.call.pk).update(openai_session_id=session_id)
 
@@ -153,7 +162,7 @@ class DjangoCallStore:
     async def finish(self, *, reason: str, failed: bool = False) -> None:
         await services.acall_session_end(call=self.call, reason=reason, failed=failed)
 
-    @database_sync_to_async
+    @db_sync_to_async
     def current_status(self) -> str:
         return CallSession.objects.values_list("status", flat=True).get(pk=self.call.pk)
 
@@ -170,7 +179,7 @@ class DjangoCallStore:
         await ahandoff_request(call_id=self.call.pk, trigger=trigger, reason=reason)
 
 
-@database_sync_to_async
+@db_sync_to_async
 def heartbeats_save(call_ids: list[int]) -> None:
     CallSession.objects.filter(pk__in=call_ids).update(heartbeat_at=timezone.now())
 
