@@ -18,7 +18,7 @@ the loop without waiting for it.
 
 When a sync caller sits above (a test, a management command: `async_to_sync`
 from a sync thread), that thread owns the connection and its transaction, so the
-work runs there, as Channels would run it.
+work runs there and the connection is left to its owner.
 """
 
 from __future__ import annotations
@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, ParamSpec, TypeVar
 
 from asgiref.sync import AsyncToSync, sync_to_async
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import close_old_connections
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -118,7 +117,9 @@ def db_sync_to_async(
     func: Callable[P, R],
 ) -> Callable[P, Coroutine[Any, Any, R]]:
     """`func` as a coroutine function that runs it on a DB thread (see above)."""
-    under_sync_caller = database_sync_to_async(func)
+    # The sync caller's thread owns its connection (and a test's transaction):
+    # run there, and leave the connection alone.
+    under_sync_caller = sync_to_async(func, thread_sensitive=True)
 
     @functools.wraps(func)
     async def run(*args: P.args, **kwargs: P.kwargs) -> R:

@@ -95,10 +95,14 @@ class RequestCallIdMiddleware:
     def process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
     ) -> None:
-        if "call_id" in kwargs:
-            current_call_id.set(str(kwargs["call_id"]))
+        _bind_view_call_id(kwargs)
 
     async def _process_view_async(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
     ) -> None:
-        self.process_view(request, view, args, kwargs)
+        _bind_view_call_id(kwargs)
+
+
+def _bind_view_call_id(kwargs: Any) -> None:
+    if "call_id" in kwargs:
+        current_call_id.set(str(kwargs["call_id"]))

@@ -1,0 +1,192 @@
+"""Where the server's database work runs (callcenter/db.py, callcenter/asgi.py).
+
+Against the real ASGI application and a file database, so that the DB threads,
+the request threads and SQLite's locking are the ones the server has.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import httpx
+import pytest
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.db import connection
+from twilio.request_validator import RequestValidator
+
+from callcenter import db as dbmod
+from callcenter.asgi import application
+from callcenter.db import db_sync_to_async
+from calls import services
+from calls.groups import call_monitor_group
+from calls.models import CallSession
+from calls.status import CallStatus
+from tests.agents.factories import PhoneNumberFactory
+from tests.calls.factories import CallSessionFactory
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
+TOKEN = "test-auth-token"
+BASE = "https://cc.example.com"
+NUMBER = "+815012340001"
+
+
+@pytest.fixture(autouse=True)
+def twilio_settings(settings):
+    settings.TWILIO_AUTH_TOKEN = TOKEN
+    settings.PUBLIC_BASE_URL = BASE
+    settings.TWILIO_VALIDATE_SIGNATURES = True
+    settings.USE_OPENAI_REALTIME = True
+    settings.MAX_LIVE_CALLS = 1000
+    settings.ALLOWED_HOSTS = ["cc.example.com"]
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}
+    }
+    yield settings
+    dbmod.db_executor_reset()
+
+
+def _thread_and_connection() -> tuple[str, int]:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    return threading.current_thread().name, id(connection.connection)
+
+
+async def test_db_work_runs_on_a_db_thread_that_keeps_its_connection(settings):
+    settings.DB_THREADS = 1
+    dbmod.db_executor_reset()
+    loop_thread = threading.current_thread().name
+    first = await db_sync_to_async(_thread_and_connection)()
+    second = await db_sync_to_async(_thread_and_connection)()
+    assert first[0].startswith("db") and first[0] != loop_thread
+    # Django would close a CONN_MAX_AGE=0 connection after each call; a DB thread
+    # keeps it for the next one.
+    assert second == first
+
+
+async def test_a_db_threads_old_connection_is_closed_and_replaced(settings):
+    settings.DB_THREADS = 1
+    dbmod.db_executor_reset()
+    _, before = await db_sync_to_async(_thread_and_connection)()
+
+    def age_it() -> None:
+        assert connection.close_at is not None
+        assert connection.close_at > time.monotonic() + 60  # kept, for a while
+        connection.close_at = time.monotonic() - 1
+
+    await db_sync_to_async(age_it)()
+    _, after = await db_sync_to_async(_thread_and_connection)()
+    assert after != before
+
+
+async def test_a_connection_left_in_a_transaction_is_not_handed_on(settings):
+    settings.DB_THREADS = 1
+    dbmod.db_executor_reset()
+
+    def leave_a_transaction_open() -> None:
+        connection.set_autocommit(False)
+        CallSession.objects.count()
+
+    def autocommit_state() -> bool:
+        return connection.get_autocommit()
+
+    await db_sync_to_async(leave_a_transaction_open)()
+    assert await db_sync_to_async(autocommit_state)() is True
+
+
+def test_under_a_sync_caller_the_work_stays_on_its_thread():
+    """A test or a command owns its thread's connection and transaction."""
+    here = threading.current_thread().name
+    name, conn = async_to_sync(db_sync_to_async(_thread_and_connection))()
+    assert name == here
+    assert conn == id(connection.connection)
+
+
+def _sign(path: str, params: dict[str, str]) -> str:
+    return RequestValidator(TOKEN).compute_signature(BASE + path, params)
+
+
+def _voice(index: int) -> dict[str, str]:
+    return {
+        "CallSid": f"CA{index:032d}",
+        "AccountSid": "AC" + "0" * 32,
+        "From": f"+8190{index:08d}",
+        "To": NUMBER,
+        "CallStatus": "ringing",
+        "ApiVersion": "2010-04-01",
+        "Direction": "inbound",
+    }
+
+
+async def _post_voice(client: httpx.AsyncClient, index: int) -> httpx.Response:
+    path = "/api/twilio/voice/incoming"
+    params = _voice(index)
+    return await client.post(
+        path, data=params, headers={"X-Twilio-Signature": _sign(path, params)}
+    )
+
+
+async def test_concurrent_webhooks_on_sqlite_are_all_answered(settings):
+    """Forty inbound calls at once through the ASGI app: several DB threads write
+    to one SQLite file at the same time; none fails with "database is locked"."""
+    settings.DB_THREADS = 4
+    dbmod.db_executor_reset()
+    await db_sync_to_async(PhoneNumberFactory)(number=NUMBER)
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        responses = await asyncio.gather(*(_post_voice(client, i) for i in range(40)))
+    assert [r.status_code for r in responses] == [200] * 40
+    assert all("<Stream" in r.text for r in responses)
+
+    def statuses() -> list[str]:
+        return list(CallSession.objects.values_list("status", flat=True))
+
+    assert sorted(await db_sync_to_async(statuses)()) == [CallStatus.RINGING] * 40
+
+
+async def test_webhooks_run_on_db_threads_and_start_no_thread_per_request(
+    settings, monkeypatch
+):
+    settings.DB_THREADS = 2
+    dbmod.db_executor_reset()
+    await db_sync_to_async(PhoneNumberFactory)(number=NUMBER)
+    from calls import webhooks
+
+    seen: list[str] = []
+    route = webhooks.call_inbound_route
+
+    def recording_route(**kwargs):
+        seen.append(threading.current_thread().name)
+        return route(**kwargs)
+
+    monkeypatch.setattr(webhooks, "call_inbound_route", recording_route)
+    transport = httpx.ASGITransport(app=application)
+    async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+        assert (await _post_voice(client, 0)).status_code == 200  # warm-up
+        threads_before = {t.ident for t in threading.enumerate()}
+        for batch in range(3):
+            responses = await asyncio.gather(
+                *(_post_voice(client, 1 + batch * 10 + i) for i in range(10))
+            )
+            assert {r.status_code for r in responses} == {200}
+        new_threads = {t.ident for t in threading.enumerate()} - threads_before
+    assert all(name.startswith("db") for name in seen)
+    # Django alone would start a thread per request (and one more to join it).
+    assert len(new_threads) <= settings.DB_THREADS, new_threads
+
+
+async def test_broadcast_from_a_db_thread_arrives_in_order():
+    call = await db_sync_to_async(CallSessionFactory)()
+    layer = get_channel_layer()
+    channel = await layer.new_channel()
+    await layer.group_add(call_monitor_group(call.pk), channel)
+
+    def ten_events() -> None:
+        for n in range(10):
+            services.call_event_record(call=call, type="dtmf", payload={"n": n})
+
+    await db_sync_to_async(ten_events)()
+    received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(10)]
+    assert [m["payload"]["n"] for m in received] == list(range(10))
