@@ -130,6 +130,7 @@ def db_sync_to_async(
             _run_pooled, thread_sensitive=False, executor=db_executor()
         )(loop, func, *args, **kwargs)
 
+    run.func = func  # type: ignore[attr-defined]  # as asgiref's wrappers have it
     return run
 
 
