@@ -77,6 +77,9 @@ else:
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with this process's writers queued in Python rather than
+    # asleep in SQLite's busy handler (callcenter/db_sqlite3/base.py).
+    DATABASES["default"]["ENGINE"] = "callcenter.db_sqlite3"
     # Calls write from many coroutines' threads: wait for the lock instead of failing,
     # take the write lock up front, and let readers run beside a writer.
     DATABASES["default"].setdefault("OPTIONS", {}).update(

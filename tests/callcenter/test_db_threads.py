@@ -48,10 +48,12 @@ def twilio_settings(settings):
     dbmod.db_executor_reset()
 
 
-def _thread_and_connection() -> tuple[str, int]:
+def _thread_and_connection() -> tuple[str, object]:
+    """The thread's name and its DB-API connection (the object itself: an id()
+    could be reused once the old one is gone)."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
-    return threading.current_thread().name, id(connection.connection)
+    return threading.current_thread().name, connection.connection
 
 
 async def test_db_work_runs_on_a_db_thread_that_keeps_its_connection(settings):
@@ -63,7 +65,7 @@ async def test_db_work_runs_on_a_db_thread_that_keeps_its_connection(settings):
     assert first[0].startswith("db") and first[0] != loop_thread
     # Django would close a CONN_MAX_AGE=0 connection after each call; a DB thread
     # keeps it for the next one.
-    assert second == first
+    assert second[0] == first[0] and second[1] is first[1]
 
 
 async def test_a_db_threads_old_connection_is_closed_and_replaced(settings):
@@ -78,7 +80,7 @@ async def test_a_db_threads_old_connection_is_closed_and_replaced(settings):
 
     await db_sync_to_async(age_it)()
     _, after = await db_sync_to_async(_thread_and_connection)()
-    assert after != before
+    assert after is not before
 
 
 async def test_a_connection_left_in_a_transaction_is_not_handed_on(settings):
@@ -101,7 +103,7 @@ def test_under_a_sync_caller_the_work_stays_on_its_thread():
     here = threading.current_thread().name
     name, conn = async_to_sync(db_sync_to_async(_thread_and_connection))()
     assert name == here
-    assert conn == id(connection.connection)
+    assert conn is connection.connection
 
 
 def _sign(path: str, params: dict[str, str]) -> str:
@@ -190,3 +192,79 @@ async def test_broadcast_from_a_db_thread_arrives_in_order():
     await db_sync_to_async(ten_events)()
     received = [await asyncio.wait_for(layer.receive(channel), 5) for _ in range(10)]
     assert [m["payload"]["n"] for m in received] == list(range(10))
+
+
+def _write_events(call_id: int, count: int) -> None:
+    from django.db import transaction
+
+    from calls.models import CallEvent
+
+    for n in range(count):
+        with transaction.atomic():
+            CallEvent.objects.create(call_id=call_id, type="dtmf", payload={"n": n})
+            assert connection.holds_writer  # the process's turn, to the commit
+        assert not connection.holds_writer
+        CallEvent.objects.create(call_id=call_id, type="dtmf", payload={"n": -n})
+    connection.close()
+
+
+def test_the_writers_of_one_process_take_turns_without_locking_errors():
+    call = CallSessionFactory()
+    threads = [
+        threading.Thread(target=_write_events, args=(call.pk, 25)) for _ in range(8)
+    ]
+    errors: list[BaseException] = []
+
+    def run(thread: threading.Thread) -> None:
+        try:
+            thread.run()
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=run, args=(t,)) for t in threads]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    assert errors == []
+    from calls.models import CallEvent
+
+    assert CallEvent.objects.filter(call=call, type="dtmf").count() == 8 * 25 * 2
+
+
+def test_a_rolled_back_transaction_gives_the_turn_back():
+    from django.db import transaction
+
+    with pytest.raises(ZeroDivisionError), transaction.atomic():
+        CallSessionFactory()
+        assert connection.holds_writer
+        1 / 0  # noqa: B018
+    assert not connection.holds_writer
+    assert CallSession.objects.count() == 0
+
+
+def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(monkeypatch):
+    from django.db import OperationalError, transaction
+
+    call = CallSessionFactory()
+    holding = threading.Event()
+    done = threading.Event()
+
+    def hold_the_turn() -> None:
+        with transaction.atomic():
+            CallSession.objects.filter(pk=call.pk).update(end_reason="held")
+            holding.set()
+            done.wait(5)
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_turn)
+    holder.start()
+    assert holding.wait(5)
+    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
+    try:
+        with pytest.raises(OperationalError, match="database is locked"):
+            CallSession.objects.filter(pk=call.pk).update(end_reason="mine")
+    finally:
+        done.set()
+        holder.join()
+    assert not connection.holds_writer
