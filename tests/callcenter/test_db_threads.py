@@ -14,7 +14,8 @@ import httpx
 import pytest
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
-from django.db import connection
+from django.db import OperationalError, connection
+from django.db.utils import ConnectionHandler
 from twilio.request_validator import RequestValidator
 
 from callcenter import db as dbmod
@@ -194,77 +195,110 @@ async def test_broadcast_from_a_db_thread_arrives_in_order():
     assert [m["payload"]["n"] for m in received] == list(range(10))
 
 
-def _write_events(call_id: int, count: int) -> None:
-    from django.db import transaction
+@pytest.fixture
+def sqlite_file(tmp_path):
+    """Our SQLite backend on a file of its own (whatever the test database is):
+    each thread gets its own connection from the handler, as from Django's."""
+    handler = ConnectionHandler(
+        {
+            "default": {
+                "ENGINE": "callcenter.db_sqlite3",
+                "NAME": str(tmp_path / "writers.sqlite3"),
+                "OPTIONS": {
+                    "timeout": 10,
+                    "transaction_mode": "IMMEDIATE",
+                    "init_command": "PRAGMA journal_mode=WAL;",
+                },
+            }
+        }
+    )
+    with handler["default"].cursor() as cursor:
+        cursor.execute("CREATE TABLE t (n INTEGER)")
+    yield handler
+    handler.close_all()
 
-    from calls.models import CallEvent
 
+def _write_rows(handler: ConnectionHandler, count: int) -> None:
+    conn = handler["default"]
     for n in range(count):
-        with transaction.atomic():
-            CallEvent.objects.create(call_id=call_id, type="dtmf", payload={"n": n})
-            assert connection.holds_writer  # the process's turn, to the commit
-        assert not connection.holds_writer
-        CallEvent.objects.create(call_id=call_id, type="dtmf", payload={"n": -n})
-    connection.close()
+        # What transaction.atomic() does on this backend in autocommit mode.
+        conn.ensure_connection()
+        conn._start_transaction_under_autocommit()
+        assert conn.holds_writer  # this process's turn, up to the commit
+        with conn.cursor() as cursor:
+            cursor.execute("INSERT INTO t (n) VALUES (%s)", [n])
+            cursor.execute("SELECT count(*) FROM t")
+        conn.commit()
+        assert not conn.holds_writer
+        with conn.cursor() as cursor:  # a write outside a transaction
+            cursor.execute("INSERT INTO t (n) VALUES (%s)", [-n])
+        assert not conn.holds_writer
+    conn.close()
 
 
-def test_the_writers_of_one_process_take_turns_without_locking_errors():
-    call = CallSessionFactory()
-    threads = [
-        threading.Thread(target=_write_events, args=(call.pk, 25)) for _ in range(8)
-    ]
+def test_the_writers_of_one_process_take_turns_without_locking_errors(sqlite_file):
     errors: list[BaseException] = []
 
-    def run(thread: threading.Thread) -> None:
+    def run() -> None:
         try:
-            thread.run()
+            _write_rows(sqlite_file, 25)
         except BaseException as exc:
             errors.append(exc)
 
-    workers = [threading.Thread(target=run, args=(t,)) for t in threads]
+    workers = [threading.Thread(target=run) for _ in range(8)]
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
     assert errors == []
-    from calls.models import CallEvent
-
-    assert CallEvent.objects.filter(call=call, type="dtmf").count() == 8 * 25 * 2
-
-
-def test_a_rolled_back_transaction_gives_the_turn_back():
-    from django.db import transaction
-
-    with pytest.raises(ZeroDivisionError), transaction.atomic():
-        CallSessionFactory()
-        assert connection.holds_writer
-        1 / 0  # noqa: B018
-    assert not connection.holds_writer
-    assert CallSession.objects.count() == 0
+    with sqlite_file["default"].cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM t")
+        assert cursor.fetchone()[0] == 8 * 25 * 2
 
 
-def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(monkeypatch):
-    from django.db import OperationalError, transaction
+def test_a_rolled_back_transaction_gives_the_turn_back(sqlite_file):
+    conn = sqlite_file["default"]
+    conn.ensure_connection()
+    conn._start_transaction_under_autocommit()
+    with conn.cursor() as cursor:
+        cursor.execute("INSERT INTO t (n) VALUES (1)")
+    assert conn.holds_writer
+    conn.rollback()
+    assert not conn.holds_writer
+    with conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM t")
+        assert cursor.fetchone()[0] == 0
 
-    call = CallSessionFactory()
+
+def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(sqlite_file):
     holding = threading.Event()
     done = threading.Event()
 
     def hold_the_turn() -> None:
-        with transaction.atomic():
-            CallSession.objects.filter(pk=call.pk).update(end_reason="held")
-            holding.set()
-            done.wait(5)
-        connection.close()
+        conn = sqlite_file["default"]
+        conn.ensure_connection()
+        conn._start_transaction_under_autocommit()
+        with conn.cursor() as cursor:
+            cursor.execute("INSERT INTO t (n) VALUES (1)")
+        holding.set()
+        done.wait(5)
+        conn.commit()
+        conn.close()
 
     holder = threading.Thread(target=hold_the_turn)
     holder.start()
     assert holding.wait(5)
-    monkeypatch.setitem(connection.settings_dict["OPTIONS"], "timeout", 0.2)
+    conn = sqlite_file["default"]
+    conn.settings_dict["OPTIONS"]["timeout"] = 0.2
     try:
-        with pytest.raises(OperationalError, match="database is locked"):
-            CallSession.objects.filter(pk=call.pk).update(end_reason="mine")
+        with (
+            pytest.raises(OperationalError, match="database is locked"),
+            conn.cursor() as cursor,
+        ):
+            cursor.execute("INSERT INTO t (n) VALUES (2)")
     finally:
         done.set()
         holder.join()
-    assert not connection.holds_writer
+    assert not conn.holds_writer
+    with conn.cursor() as cursor:  # its turn now
+        cursor.execute("INSERT INTO t (n) VALUES (3)")
