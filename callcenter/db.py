@@ -6,7 +6,8 @@ with CONN_MAX_AGE=0 it opens and closes a connection around each call. Under a
 burst of calls the stream connects queued there behind each other's connection
 churn (bench/burst.py, bench/README.md "Call setup under bursts").
 
-`db_sync_to_async(func)` runs `func` instead on one of `DB_THREADS` threads
+`db_sync_to_async(func)` runs `func` instead on one of `DB_THREADS` threads of its
+lane (`lane="setup"` for what a call's setup waits for, else the bridges' lane)
 (`ThreadPoolExecutor`, thread_sensitive=False). Each thread keeps its own
 connection (Django's connections are per thread) between calls: it is checked
 before each call (CONN_HEALTH_CHECKS-style) and closed after an error that left
@@ -47,29 +48,36 @@ R = TypeVar("R")
 POOL_CONN_MAX_AGE_S = 300.0
 
 _local = threading.local()
-_executor: ThreadPoolExecutor | None = None
+# Lanes of DB threads: "setup" (webhooks, stream connects, stream claims: a caller
+# is waiting for them) and "calls" (the bridges' writes: transcript lines, events,
+# figures), so that setting up a call never queues behind the writes of the calls
+# already up. Each lane has DB_THREADS threads.
+LANES = ("calls", "setup")
+_executors: dict[str, ThreadPoolExecutor] = {}
 _executor_lock = threading.Lock()
 
 
-def db_executor() -> ThreadPoolExecutor:
-    """The process's DB threads (created on first use)."""
-    global _executor
+def db_executor(lane: str = "calls") -> ThreadPoolExecutor:
+    """The process's DB threads of `lane` (created on first use)."""
+    if lane not in LANES:
+        raise ValueError(f"unknown DB lane {lane!r}")
     with _executor_lock:
-        if _executor is None:
-            _executor = ThreadPoolExecutor(
+        executor = _executors.get(lane)
+        if executor is None:
+            executor = _executors[lane] = ThreadPoolExecutor(
                 max_workers=settings.DB_THREADS,
-                thread_name_prefix="db",
+                thread_name_prefix="db" if lane == "calls" else f"db-{lane}",
                 initializer=_thread_init,
             )
-        return _executor
+        return executor
 
 
 def db_executor_reset() -> None:
-    """Let the current threads finish and start a new pool on next use (tests)."""
-    global _executor
+    """Let the current threads finish and start new ones on next use (tests)."""
     with _executor_lock:
-        executor, _executor = _executor, None
-    if executor is not None:
+        executors = list(_executors.values())
+        _executors.clear()
+    for executor in executors:
         executor.submit(close_old_connections)
         executor.shutdown(wait=True)
 
@@ -114,9 +122,11 @@ def _run_pooled(
 
 
 def db_sync_to_async(
-    func: Callable[P, R],
+    func: Callable[P, R], *, lane: str = "calls"
 ) -> Callable[P, Coroutine[Any, Any, R]]:
-    """`func` as a coroutine function that runs it on a DB thread (see above)."""
+    """`func` as a coroutine function that runs it on a DB thread of `lane`."""
+    if lane not in LANES:
+        raise ValueError(f"unknown DB lane {lane!r}")
     # The sync caller's thread owns its connection (and a test's transaction):
     # run there, and leave the connection alone.
     under_sync_caller = sync_to_async(func, thread_sensitive=True)
@@ -127,7 +137,7 @@ def db_sync_to_async(
             return await under_sync_caller(*args, **kwargs)
         loop = asyncio.get_running_loop()
         return await sync_to_async(
-            _run_pooled, thread_sensitive=False, executor=db_executor()
+            _run_pooled, thread_sensitive=False, executor=db_executor(lane)
         )(loop, func, *args, **kwargs)
 
     run.func = func  # type: ignore[attr-defined]  # as asgiref's wrappers have it

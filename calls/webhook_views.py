@@ -57,7 +57,7 @@ def twilio_webhook(
         except CallSession.DoesNotExist:
             return HttpResponse("Unknown call", status=404)
 
-    on_db_thread = db_sync_to_async(twilio_signed(wrapper))
+    on_db_thread = db_sync_to_async(twilio_signed(wrapper), lane="setup")
 
     @functools.wraps(view)
     async def async_view(

@@ -223,4 +223,4 @@ def stream_call_setup(call_id: int) -> tuple[CallSession, BridgeConfig] | None:
     return call, bridge_config_build(call=call)
 
 
-astream_call_setup = db_sync_to_async(stream_call_setup)
+astream_call_setup = db_sync_to_async(stream_call_setup, lane="setup")

@@ -8,6 +8,7 @@ in one UPDATE every 15 s, figures once at the end.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
@@ -52,7 +53,7 @@ class DjangoCallStore:
     def __init__(self, call: CallSession) -> None:
         self.call = call
 
-    @db_sync_to_async
+    @functools.partial(db_sync_to_async, lane="setup")
     def claim_stream(self, *, token: str, stream_sid: str) -> bool:
         """Spend the one-time stream token; True only for the first, valid use."""
         if not token:

@@ -302,3 +302,22 @@ def test_a_writer_that_waits_too_long_is_told_the_database_is_locked(sqlite_file
     assert not conn.holds_writer
     with conn.cursor() as cursor:  # its turn now
         cursor.execute("INSERT INTO t (n) VALUES (3)")
+
+
+async def test_a_call_is_set_up_while_the_bridges_writes_are_stuck(settings):
+    """Webhooks (and stream connects and claims) have DB threads of their own: they
+    do not queue behind the writes of the calls already up."""
+    settings.DB_THREADS = 1
+    dbmod.db_executor_reset()
+    await db_sync_to_async(PhoneNumberFactory)(number=NUMBER)
+    release = threading.Event()
+    stuck = asyncio.ensure_future(db_sync_to_async(release.wait)(10))
+    try:
+        transport = httpx.ASGITransport(app=application)
+        async with httpx.AsyncClient(transport=transport, base_url=BASE) as client:
+            response = await asyncio.wait_for(_post_voice(client, 7), 5)
+        assert response.status_code == 200 and "<Stream" in response.text
+        assert not stuck.done()
+    finally:
+        release.set()
+        await stuck
