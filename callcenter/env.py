@@ -121,6 +121,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     ),
     EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
     EnvVar(
+        "DB_THREADS",
+        "4",
+        "Database threads per server process (webhooks, stream setup, the bridges' "
+        "writes); each keeps one connection.",
+    ),
+    EnvVar(
         "DRAIN_TIMEOUT",
         "30",
         "Seconds a SIGTERMed server waits for each live call's quiet moment before "
