@@ -163,6 +163,8 @@ class CallBridge:
         self._ticker_task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        # A resumed call's saved lines, read while its model socket opens (F-68).
+        self._resume_lines: asyncio.Task[list[tuple[str, str]]] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = (
             asyncio.Queue(MAX_PENDING_WRITES)
@@ -215,9 +217,26 @@ class CallBridge:
 
     def _start_model(self) -> None:
         if self._model_task is None and not self._finishing:
+            if self.config.resume and self._resume_lines is None:
+                # Beside the connect, not after it: one DB read off the resume's
+                # path to first audio.
+                self._resume_lines = asyncio.create_task(
+                    self.store.load_transcript(), name="bridge-resume-lines"
+                )
+                # Read by `_saved_lines`; a failure shows there, not as a stray log.
+                self._resume_lines.add_done_callback(
+                    lambda t: t.cancelled() or t.exception()
+                )
             self._model_task = asyncio.create_task(
                 self._model_loop(), name="bridge-model"
             )
+
+    async def _saved_lines(self) -> list[tuple[str, str]]:
+        """The saved transcript for the re-seed: read at the model's start, or now."""
+        task, self._resume_lines = self._resume_lines, None
+        if task is None:
+            return await self.store.load_transcript()
+        return await task
 
     async def wait_finished(self) -> None:
         await self._finished.wait()
@@ -335,6 +354,9 @@ class CallBridge:
     async def _close_model(self) -> None:
         # From here on a closing socket is ours, not a drop: the loop must not reconnect.
         self._released = True
+        lines, self._resume_lines = self._resume_lines, None
+        if lines is not None:
+            lines.cancel()
         task, self._model_task = self._model_task, None
         model, self._model = self._model, None
         if model is not None:
@@ -596,7 +618,7 @@ class CallBridge:
             if reconnecting:
                 pass  # _prepare_reconnect queued the session for this socket
             elif self.config.resume:
-                self._lines.extend(await self.store.load_transcript())
+                self._lines.extend(await self._saved_lines())
                 await self._perform(self.state.on_model_reconnected(list(self._lines)))
             else:
                 await self._perform(self.state.on_model_connected())
