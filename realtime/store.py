@@ -182,9 +182,12 @@ class DjangoCallStore:
         locked (F-71), not a refusal such as an illegal status change."""
         return isinstance(exc, (OperationalError, InterfaceError))
 
-    @db_sync_to_async
+    @functools.partial(db_sync_to_async, lane="setup")
     def load_transcript(self) -> list[tuple[str, str]]:
-        """Saved lines, oldest first, to re-seed a new model session (F-25)."""
+        """Saved lines, oldest first, to re-seed a new model session (F-25).
+
+        On the setup lane: the caller waits for it (a resume, a model reconnect),
+        not behind the writes of the calls already up."""
         return list(
             TranscriptEntry.objects.filter(call_id=self.call.pk)
             .order_by("offset_ms", "id")
