@@ -179,6 +179,14 @@ def _statuses(database_url: str) -> dict[str, str]:
     return {str(sid): str(status) for sid, status in rows}
 
 
+def _no_idle_hang_up(database_url: str) -> None:
+    """The callers stay silent on the line for minutes; the profile's idle timeout
+    (30 s: a prompt, then goodbye) would end them as completed calls, which is the
+    product working, not a failover loss. An hour keeps it out of the figures."""
+    with psycopg.connect(database_url) as conn:
+        conn.execute("UPDATE agents_agentprofile SET idle_timeout_s = 3600")
+
+
 # -- calls ----------------------------------------------------------------------------
 
 
@@ -386,6 +394,7 @@ async def run(args: argparse.Namespace) -> Figures:
             print(f"cluster log: {cluster.log_path}", flush=True)
             try:
                 await asyncio.to_thread(cluster.wait_ready)
+                await asyncio.to_thread(_no_idle_hang_up, database_url)
                 handles = await _place(twilio, cluster.url, args.calls, args.rate)
                 figures.settled = await _settle(handles, database_url, 120)
                 for number in sorted(cluster.servers()):
