@@ -216,7 +216,8 @@ class WebRtcCall:
         self._closed = True
         self.send_event({"type": "ended", "code": code})
         for task in list(self._tasks):
-            task.cancel()
+            if task is not asyncio.current_task():  # the hang-up may be closing us
+                task.cancel()
         self.track.stop()
         with contextlib.suppress(Exception):
             await self.pc.close()

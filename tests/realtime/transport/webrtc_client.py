@@ -100,6 +100,8 @@ class WebRtcTestClient:
         self.frames_received = 0
         self.loud_frames = 0
         self.first_loud_at: float | None = None
+        self.frame_log: list[tuple[float, bool]] = []  # (received at, loud)
+        self.event_times: list[tuple[float, str]] = []
         self.report_playback = report_playback
         self._tasks: set[asyncio.Task[None]] = set()
         self.channel_open = asyncio.Event()
@@ -110,7 +112,9 @@ class WebRtcTestClient:
 
     def _on_message(self, message: Any) -> None:
         if isinstance(message, str):
-            self.events.append(json.loads(message))
+            event = json.loads(message)
+            self.events.append(event)
+            self.event_times.append((time.monotonic(), str(event.get("type"))))
 
     def _on_track(self, track: Any) -> None:
         task = asyncio.ensure_future(self._play(track))
@@ -129,6 +133,7 @@ class WebRtcTestClient:
             )
             self.received_pcm += pcm
             self.frames_received += 1
+            self.frame_log.append((time.monotonic(), rms(pcm) > 300))
             if rms(pcm) > 300:
                 self.loud_frames += 1
                 if self.first_loud_at is None:
@@ -151,6 +156,14 @@ class WebRtcTestClient:
         await self.pc.setLocalDescription(await self.pc.createOffer())
         answer = await signal(self.pc.localDescription.sdp)
         await self.pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
+
+    def played_ms_before(self, moment: float) -> int:
+        """Milliseconds of AI audio played from its first loud frame to ``moment``."""
+        start = next((at for at, loud in self.frame_log if loud), None)
+        if start is None:
+            return 0
+        frames = sum(1 for at, _ in self.frame_log if start <= at < moment)
+        return frames * 20
 
     def send(self, event: dict[str, Any]) -> None:
         self.channel.send(json.dumps(event))
