@@ -30,6 +30,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files import File
 
+from callcenter.errors import ApplicationError, ErrorCode
 from callcenter.logging import bind_call_id
 from calls.groups import call_control_group, call_monitor_group
 from calls.live import live_calls_decrement, live_calls_increment
@@ -96,15 +97,14 @@ class WebCallSession:
         self._tasks: set[asyncio.Task[None]] = set()
         self._channel: str | None = None
 
-    async def start(self, offer_sdp: str) -> str:
-        answer = await self.rtc.answer(offer_sdp)
+    async def start(self) -> None:
+        """Run the call: the bridge (the model opens now), its groups, its end."""
         live_calls_increment()
         _sessions.add(self)
         await self.bridge.start()
         self._spawn(self._listen(), "web-call-groups")
         self._spawn(self._watch_connect(), "web-call-connect")
         self._spawn(self._wait_end(), "web-call-end")
-        return answer
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -222,10 +222,17 @@ async def _answer(*, call: CallSession, offer_sdp: str) -> dict[str, Any]:
         rtc.bind(bridge)
         session = WebCallSession(call, rtc, bridge)
         try:
-            answer = await session.start(offer_sdp)
-        except Exception:
+            answer = await rtc.answer(offer_sdp)
+        except Exception as exc:
+            log.warning("web call: the offer cannot be answered: %s", exc)
             await rtc.close()
-            raise
+            await acall_session_end(call=call, reason="web-offer-refused", failed=True)
+            raise ApplicationError(
+                "The offer could not be answered (is it a WebRTC audio offer?).",
+                code=ErrorCode.VALIDATION,
+                http_status=400,
+            ) from None
+        await session.start()
         return {"type": "answer", "sdp": answer, "call_id": call.pk}
 
 
