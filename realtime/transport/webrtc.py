@@ -32,7 +32,6 @@ import contextlib
 import json
 import logging
 import time
-from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
@@ -53,7 +52,9 @@ from realtime.protocol.bridge_state import (
 )
 from realtime.transport.webrtc_audio import (
     AgentAudioTrack,
+    ArrivalOrderJitterBuffer,
     CallerAudioIn,
+    LatencyHistogram,
     StereoRecorder,
 )
 
@@ -69,7 +70,6 @@ log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL: Final = "events"
 MAX_EVENT_CHARS: Final = 4096  # a message from the page larger than this is ignored
-MAX_LATENCIES: Final = 20_000  # per direction, for the call's figures
 SPEAKING_QUIET_FRAMES: Final = 10  # 200 ms without AI audio: no longer speaking
 
 _chosen_addresses: tuple[str, ...] | None = None
@@ -164,10 +164,12 @@ class WebRtcCall:
         self._ai_speaking = False
         self._quiet_frames = 0
         self.on_closed: Callable[[], Awaitable[None]] | None = None
-        # figures: seconds from a decoded caller frame to its append being written,
-        # and from AI audio queued to its RTP frame going out (empty queue only)
-        self.inbound_latencies: deque[float] = deque(maxlen=MAX_LATENCIES)
-        self.outbound_latencies: deque[float] = deque(maxlen=MAX_LATENCIES)
+        self._jitter = ArrivalOrderJitterBuffer(clock)
+        # Added latency: an RTP packet's arrival → its append written to the model;
+        # AI audio handed to us (or the end of the audio before it) → its RTP packet
+        # sent.
+        self.inbound_latency = LatencyHistogram()
+        self.outbound_latency = LatencyHistogram()
         self.caller_frames_in = 0
         self.caller_frames_forwarded = 0
         self.pc.on("track", self._on_track)
@@ -181,6 +183,9 @@ class WebRtcCall:
         await self.pc.setRemoteDescription(
             RTCSessionDescription(sdp=offer_sdp, type="offer")
         )
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind == "audio":
+                self._jitter.install(transceiver.receiver)
         sender = self.pc.addTrack(self.track)
         self.track.sender = sender
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -249,17 +254,20 @@ class WebRtcCall:
                 frame = await track.recv()
             except MediaStreamError:
                 break
-            received = self._clock()
+            arrivals = self._jitter.arrivals
+            arrived = arrivals.popleft() if arrivals else self._clock()
             self.caller_frames_in += 1
+            pcm = audio_in.push(frame)
+            if not pcm:
+                continue
+            if self.recorder is not None:
+                self.recorder.caller(pcm)
             bridge = self._bridge
-            for pcm in audio_in.push(frame):
-                if self.recorder is not None:
-                    self.recorder.caller(pcm)
-                if bridge is None:
-                    continue
-                await bridge.on_caller_audio(CallerAudioIn.b64(pcm))
-                self.caller_frames_forwarded += 1
-                self.inbound_latencies.append(self._clock() - received)
+            if bridge is None:
+                continue
+            await bridge.on_caller_audio(CallerAudioIn.b64(pcm))
+            self.caller_frames_forwarded += 1
+            self.inbound_latency.add(self._clock() - arrived)
         await self._caller_gone()
 
     def _on_datachannel(self, channel: Any) -> None:
@@ -320,39 +328,35 @@ class WebRtcCall:
 
     # ------------------------------------------------------------- figures
 
-    def _frame_sent(self, due: float | None) -> None:
-        """One 20 ms frame is going out: AI audio due at ``due``, or silence."""
-        if due is None:
+    def _frame_sent(self, available: float | None, sent_at: float) -> None:
+        """A 20 ms frame went out: AI audio that could play from ``available``, or
+        silence (None)."""
+        if available is None:
             if self._ai_speaking:
                 self._quiet_frames += 1
                 if self._quiet_frames >= SPEAKING_QUIET_FRAMES:
                     self._ai_speaking = False
                     self.send_event({"type": "ai-speaking", "speaking": False})
             return
-        self.outbound_latencies.append(self._clock() - due)
+        self.outbound_latency.add(sent_at - available)
         self._quiet_frames = 0
         if not self._ai_speaking:
             self._ai_speaking = True
             self.send_event({"type": "ai-speaking", "speaking": True})
 
     def figures(self) -> dict[str, Any]:
-        """Counters and latency percentiles of this call's media, for its events."""
-
-        def pct(values: deque[float], q: float) -> float | None:
-            if not values:
-                return None
-            ordered = sorted(values)
-            return round(
-                ordered[min(int(q * len(ordered)), len(ordered) - 1)] * 1000, 2
-            )
-
+        """Counters and added-latency histograms of this call's media (an event)."""
         return {
+            "caller_packets_dropped": self._jitter.dropped,
             "caller_frames_in": self.caller_frames_in,
             "caller_frames_forwarded": self.caller_frames_forwarded,
             "ai_frames_out": self.track.audio_frames_out,
             "frames_out": self.track.frames_out,
-            "inbound_p50_ms": pct(self.inbound_latencies, 0.5),
-            "inbound_p99_ms": pct(self.inbound_latencies, 0.99),
-            "outbound_p50_ms": pct(self.outbound_latencies, 0.5),
-            "outbound_p99_ms": pct(self.outbound_latencies, 0.99),
+            "inbound_p50_ms": self.inbound_latency.percentile(0.5),
+            "inbound_p99_ms": self.inbound_latency.percentile(0.99),
+            "outbound_p50_ms": self.outbound_latency.percentile(0.5),
+            "outbound_p99_ms": self.outbound_latency.percentile(0.99),
+            "latency_bin_ms": LatencyHistogram.BIN_MS,
+            "inbound_histogram": self.inbound_latency.sparse(),
+            "outbound_histogram": self.outbound_latency.sparse(),
         }

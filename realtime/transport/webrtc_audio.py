@@ -4,8 +4,12 @@ aiortc decodes the browser's Opus into 48 kHz frames and encodes what our track
 gives it. Between those and the bridge (which speaks the Realtime ``audio/pcm``
 format, 24 kHz mono PCM16) sit:
 
-- ``CallerAudioIn``: decoded frames → PCM16 24 kHz, cut into 20 ms frames (960
-  bytes), resampled by PyAV's ``AudioResampler`` (libswresample);
+- ``ArrivalOrderJitterBuffer``: replaces aiortc's audio jitter buffer, which holds
+  four packets back (80 ms) before decoding. The model needs no smooth playout,
+  so each Opus packet (one 20 ms frame) goes to the decoder as it arrives; late
+  and repeated packets are dropped. It notes each packet's arrival time;
+- ``CallerAudioIn``: decoded frames → PCM16 24 kHz as they come (≈ 960 bytes a
+  packet), resampled by PyAV's ``AudioResampler`` (libswresample);
 - ``AgentAudioTrack``: the track aiortc sends. The bridge queues PCM16 24 kHz
   audio and marks; ``recv()`` hands out one 20 ms frame at 48 kHz every 20 ms of
   real time (silence when nothing is queued), so the RTP clock is the playback
@@ -34,13 +38,17 @@ from pathlib import Path
 from typing import Any, Final
 
 import av
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+from aiortc.utils import uint16_add
 
 __all__ = [
     "MODEL_RATE",
     "RTP_RATE",
     "AgentAudioTrack",
+    "ArrivalOrderJitterBuffer",
     "CallerAudioIn",
+    "LatencyHistogram",
     "MarkPlayed",
     "StereoRecorder",
 ]
@@ -77,27 +85,82 @@ def _pcm_of(frames: list[Any]) -> bytes:
     return bytes(out)
 
 
+_SEQUENCE_HALF: Final = 1 << 15
+_ARRIVALS_KEPT: Final = 64
+_RECEIVER_JITTER_BUFFER: Final = "_RTCRtpReceiver__jitter_buffer"
+
+
+class ArrivalOrderJitterBuffer(JitterBuffer):
+    """Each audio packet to the decoder at once; late or repeated ones dropped."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(capacity=16)
+        self._clock = clock
+        self._last: int | None = None
+        self.arrivals: deque[float] = deque(maxlen=_ARRIVALS_KEPT)
+        self.dropped = 0
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        sequence = packet.sequence_number
+        if self._last is not None:
+            ahead = uint16_add(sequence, -self._last)
+            if ahead == 0 or ahead >= _SEQUENCE_HALF:
+                self.dropped += 1  # a repeat, or older than what was decoded
+                return False, None
+        self._last = sequence
+        self.arrivals.append(self._clock())
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+    def install(self, receiver: Any) -> None:
+        """Put this buffer in place of ``receiver``'s (aiortc 1.16's attribute)."""
+        if not hasattr(receiver, _RECEIVER_JITTER_BUFFER):
+            raise RuntimeError("aiortc's receiver has no jitter buffer to replace")
+        setattr(receiver, _RECEIVER_JITTER_BUFFER, self)
+
+
+class LatencyHistogram:
+    """Latencies in 0.5 ms bins up to 200 ms (the last bin holds anything longer)."""
+
+    BIN_MS: Final = 0.5
+    BINS: Final = 400
+
+    def __init__(self) -> None:
+        self.counts = [0] * (self.BINS + 1)
+        self.total = 0
+
+    def add(self, seconds: float) -> None:
+        index = min(max(int(seconds * 1000 / self.BIN_MS), 0), self.BINS)
+        self.counts[index] += 1
+        self.total += 1
+
+    def percentile(self, q: float) -> float | None:
+        """The upper edge of the bin holding the ``q`` quantile, in ms."""
+        if not self.total:
+            return None
+        rank = q * self.total
+        seen = 0
+        for index, count in enumerate(self.counts):
+            seen += count
+            if seen >= rank:
+                return (index + 1) * self.BIN_MS
+        return (self.BINS + 1) * self.BIN_MS
+
+    def sparse(self) -> dict[str, int]:
+        """Non-empty bins as {bin index: count}, for a call event."""
+        return {str(i): c for i, c in enumerate(self.counts) if c}
+
+
 class CallerAudioIn:
-    """The caller's decoded frames → 20 ms PCM16 24 kHz frames, base64."""
+    """The caller's decoded frames → PCM16 24 kHz, as soon as each is resampled."""
 
     def __init__(self) -> None:
         self._resampler = av.AudioResampler(
             format="s16", layout="mono", rate=MODEL_RATE
         )
-        self._pending = bytearray()
 
-    def push(self, frame: Any) -> list[bytes]:
-        """Resample one decoded frame; return the whole 20 ms frames now ready."""
-        self._pending += _pcm_of(self._resampler.resample(frame))
-        whole = len(self._pending) - len(self._pending) % MODEL_FRAME_BYTES
-        if not whole:
-            return []
-        ready = [
-            bytes(self._pending[at : at + MODEL_FRAME_BYTES])
-            for at in range(0, whole, MODEL_FRAME_BYTES)
-        ]
-        del self._pending[:whole]
-        return ready
+    def push(self, frame: Any) -> bytes:
+        """Resample one decoded frame; return what came out (≈ 20 ms, may be empty)."""
+        return _pcm_of(self._resampler.resample(frame))
 
     @staticmethod
     def b64(frame: bytes) -> str:
@@ -171,7 +234,7 @@ class AgentAudioTrack(MediaStreamTrack):
         *,
         clock: Callable[[], float] = time.monotonic,
         recorder: StereoRecorder | None = None,
-        on_frame_sent: Callable[[float | None], None] | None = None,
+        on_frame_sent: Callable[[float | None, float], None] | None = None,
     ) -> None:
         super().__init__()
         self._clock = clock
@@ -189,6 +252,10 @@ class AgentAudioTrack(MediaStreamTrack):
         self._pending_marks: deque[tuple[int, str]] = deque()  # (rtp offset, name)
         self._rtp_origin: int | None = None
         self._last_sent_pts = 0
+        # When the frame handed out last could have played at the earliest (its
+        # audio's arrival, or the end of the audio before it), None for silence.
+        self._handed_available: float | None = None
+        self._previous_audio_due: float | None = None
         self.sender: Any = None  # the RTCRtpSender, to learn the RTP origin
         self.queued_ms = 0.0
         self.frames_out = 0
@@ -255,6 +322,9 @@ class AgentAudioTrack(MediaStreamTrack):
         if self.readyState != "live":
             raise MediaStreamError
         now = self._clock()
+        if self._on_frame_sent is not None and self._pts:
+            # aiortc asks for a frame only after sending the previous one: it is out.
+            self._on_frame_sent(self._handed_available, now)
         if self._started_at is None:
             self._started_at = now
         due = self._started_at + self._pts / RTP_RATE
@@ -268,12 +338,17 @@ class AgentAudioTrack(MediaStreamTrack):
         self.frames_out += 1
         if self._recorder is not None:
             self._recorder.write_block(model_data)
-        if queued_at is not None:
+        if queued_at is None:
+            self._handed_available = self._previous_audio_due = None
+        else:
             self.audio_frames_out += 1
-        if self._on_frame_sent is not None:
-            # Audio that waited for its turn behind earlier audio was being played,
-            # not delayed: the added latency counts from the frame's slot.
-            self._on_frame_sent(None if queued_at is None else max(queued_at, due))
+            # Audio that waited behind earlier audio was being played, not delayed:
+            # its added latency counts from when the audio before it had played.
+            follows = self._previous_audio_due
+            self._handed_available = (
+                queued_at if follows is None else max(queued_at, follows + FRAME_S)
+            )
+            self._previous_audio_due = due
         return _frame_from_pcm(data, rate=RTP_RATE, pts=pts)
 
     def _learn_origin_early(self) -> None:

@@ -17,10 +17,12 @@ from realtime.transport.webrtc import (
     host_addresses_choose,
     ice_servers_from,
 )
-from realtime.transport.webrtc_audio import StereoRecorder
+from realtime.transport.webrtc_audio import (
+    ArrivalOrderJitterBuffer,
+    LatencyHistogram,
+    StereoRecorder,
+)
 from tests.realtime.transport.webrtc_client import WebRtcTestClient, eventually, rms
-
-pytestmark = pytest.mark.asyncio
 
 
 class FakeBridge:
@@ -98,13 +100,21 @@ async def test_answer_offers_only_the_chosen_host_address(tmp_path):
 
 
 async def test_caller_audio_reaches_the_bridge_as_pcm16_24k_frames(tmp_path):
-    """The tone from the page arrives as 960-byte (20 ms at 24 kHz) frames with
-    energy, after the stream started with the call's token."""
+    """The tone from the page arrives packet by packet as PCM16 24 kHz (≈ 960
+    bytes, 20 ms), with energy, after the stream started with the call's token;
+    each packet's added latency is measured."""
     call, bridge, client = await connected(tmp_path)
     await eventually(lambda: len(bridge.audio) >= 25, within_s=10)
     assert bridge.started == [("web-7", "7", "tok")]
-    assert {len(frame) for frame in bridge.audio} == {960}
+    # Each packet's audio goes on at once: about 20 ms (960 bytes) of PCM16.
+    sizes = [len(frame) for frame in bridge.audio[2:]]
+    assert all(size % 2 == 0 and 900 <= size <= 1020 for size in sizes)
+    assert sum(sizes) / len(sizes) == pytest.approx(960, abs=8)
     assert max(rms(frame) for frame in bridge.audio[5:]) > 2000
+    assert call.inbound_latency.total >= 20
+    # Packets are not held back (aiortc's own buffer keeps four: 80 ms); the first
+    # ones, during the start-up of both ends in this one loop, may wait a little.
+    assert call.inbound_latency.percentile(0.5) < 5
     await client.close()
     await call.close()
 
@@ -215,3 +225,37 @@ def test_ice_servers_from_setting_json():
     assert servers[0].username == "u" and servers[0].credential == "p"
     with pytest.raises(ValueError):
         ice_servers_from([{"username": "u"}])
+
+
+def test_latency_histogram_percentiles():
+    """0.5 ms bins; a percentile is the upper edge of its bin; overflow is kept."""
+    histogram = LatencyHistogram()
+    assert histogram.percentile(0.99) is None
+    for ms in [1.2] * 98 + [7.1, 250.0]:
+        histogram.add(ms / 1000)
+    assert histogram.percentile(0.5) == 1.5
+    assert histogram.percentile(0.99) == 7.5
+    assert histogram.percentile(1.0) == 200.5
+    assert histogram.sparse() == {"2": 98, "14": 1, "400": 1}
+
+
+def test_jitter_buffer_passes_packets_through_and_drops_late_ones():
+    """Each new packet is a frame at once; a repeat or an older one is dropped."""
+
+    class Packet:
+        def __init__(self, sequence: int) -> None:
+            self.sequence_number = sequence
+            self.timestamp = sequence * 960
+            self._data = bytes([sequence % 256])
+
+    buffer = ArrivalOrderJitterBuffer(clock=lambda: 5.0)
+    frames = [buffer.add(Packet(n))[1] for n in (65534, 65535, 0, 0, 65535, 2)]
+    assert [f.timestamp if f else None for f in frames] == [
+        65534 * 960,
+        65535 * 960,
+        0,
+        None,
+        None,
+        2 * 960,
+    ]
+    assert buffer.dropped == 2 and list(buffer.arrivals) == [5.0] * 4
