@@ -39,7 +39,8 @@ from calls.services import acall_session_end
 from realtime.bridge import CallBridge
 from realtime.call_setup import abridge_config_build
 from realtime.store import DjangoCallStore
-from realtime.transport.webrtc import WebRtcCall, host_addresses_choose
+from realtime.transport.aiortc_tuning import host_addresses_choose
+from realtime.transport.webrtc import WebRtcCall
 from realtime.transport.webrtc_audio import StereoRecorder
 
 log = logging.getLogger(__name__)

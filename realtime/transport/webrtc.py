@@ -35,7 +35,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Final
 
-import aioice.ice
 from aiortc import (
     RTCConfiguration,
     RTCIceServer,
@@ -50,6 +49,7 @@ from realtime.protocol.bridge_state import (
     SendAudio,
     SendMark,
 )
+from realtime.transport.aiortc_tuning import audio_level_install
 from realtime.transport.webrtc_audio import (
     AgentAudioTrack,
     ArrivalOrderJitterBuffer,
@@ -62,7 +62,6 @@ __all__ = [
     "EVENTS_CHANNEL",
     "CallerSide",
     "WebRtcCall",
-    "host_addresses_choose",
     "ice_servers_from",
 ]
 
@@ -71,30 +70,6 @@ log = logging.getLogger(__name__)
 EVENTS_CHANNEL: Final = "events"
 MAX_EVENT_CHARS: Final = 4096  # a message from the page larger than this is ignored
 SPEAKING_QUIET_FRAMES: Final = 10  # 200 ms without AI audio: no longer speaking
-
-_chosen_addresses: tuple[str, ...] | None = None
-_aioice_host_addresses = aioice.ice.get_host_addresses
-
-
-def _host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    if _chosen_addresses is None:
-        return _aioice_host_addresses(use_ipv4, use_ipv6)
-    return [
-        a
-        for a in _chosen_addresses
-        if (":" in a and use_ipv6) or (":" not in a and use_ipv4)
-    ]
-
-
-def host_addresses_choose(addresses: Sequence[str]) -> None:
-    """Offer exactly ``addresses`` as host candidates (empty: aioice's own choice).
-
-    aioice reads the machine's interfaces and leaves out 127.0.0.1; its lookup is
-    a module function, so the choice is for the whole process, like the setting.
-    """
-    global _chosen_addresses
-    _chosen_addresses = tuple(addresses) or None
-    aioice.ice.get_host_addresses = _host_addresses
 
 
 def ice_servers_from(entries: Sequence[Mapping[str, Any]]) -> list[RTCIceServer]:
@@ -149,6 +124,7 @@ class WebRtcCall:
         self._token = stream_token
         self._clock = clock
         self.recorder = recorder
+        audio_level_install()
         self.pc = RTCPeerConnection(
             RTCConfiguration(iceServers=ice_servers_from(ice_servers))
         )
@@ -171,6 +147,7 @@ class WebRtcCall:
         self.inbound_latency = LatencyHistogram()
         self.outbound_latency = LatencyHistogram()
         self.caller_frames_in = 0
+        self.caller_bytes_forwarded = 0
         self.caller_frames_forwarded = 0
         self.pc.on("track", self._on_track)
         self.pc.on("datachannel", self._on_datachannel)
@@ -267,6 +244,7 @@ class WebRtcCall:
                 continue
             await bridge.on_caller_audio(CallerAudioIn.b64(pcm))
             self.caller_frames_forwarded += 1
+            self.caller_bytes_forwarded += len(pcm)
             self.inbound_latency.add(self._clock() - arrived)
         await self._caller_gone()
 
@@ -347,7 +325,11 @@ class WebRtcCall:
     def figures(self) -> dict[str, Any]:
         """Counters and added-latency histograms of this call's media (an event)."""
         return {
+            "caller_packets_missing": self._jitter.missing,
             "caller_packets_dropped": self._jitter.dropped,
+            "caller_bytes_forwarded": self.caller_bytes_forwarded,
+            "ai_bytes_queued": self.track.bytes_queued,
+            "ai_queued_ms_at_end": round(self.track.queued_ms, 1),
             "caller_frames_in": self.caller_frames_in,
             "caller_frames_forwarded": self.caller_frames_forwarded,
             "ai_frames_out": self.track.audio_frames_out,

@@ -98,7 +98,8 @@ class ArrivalOrderJitterBuffer(JitterBuffer):
         self._clock = clock
         self._last: int | None = None
         self.arrivals: deque[float] = deque(maxlen=_ARRIVALS_KEPT)
-        self.dropped = 0
+        self.dropped = 0  # repeats and late packets
+        self.missing = 0  # sequence numbers never seen (lost on the way)
 
     def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
         sequence = packet.sequence_number
@@ -107,6 +108,7 @@ class ArrivalOrderJitterBuffer(JitterBuffer):
             if ahead == 0 or ahead >= _SEQUENCE_HALF:
                 self.dropped += 1  # a repeat, or older than what was decoded
                 return False, None
+            self.missing += ahead - 1
         self._last = sequence
         self.arrivals.append(self._clock())
         return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
@@ -258,6 +260,7 @@ class AgentAudioTrack(MediaStreamTrack):
         self._previous_audio_due: float | None = None
         self.sender: Any = None  # the RTCRtpSender, to learn the RTP origin
         self.queued_ms = 0.0
+        self.bytes_queued = 0
         self.frames_out = 0
         self.audio_frames_out = 0
 
@@ -266,6 +269,7 @@ class AgentAudioTrack(MediaStreamTrack):
     def queue_audio(self, pcm24: bytes) -> None:
         """Queue AI audio (PCM16 24 kHz) after everything queued so far."""
         self._queue.append((pcm24, self._clock()))
+        self.bytes_queued += len(pcm24)
         self.queued_ms += len(pcm24) / 48
 
     def queue_mark(self, name: str) -> None:

@@ -12,17 +12,23 @@ from pathlib import Path
 import pytest
 
 from realtime.protocol.bridge_state import ClearCaller, SendAudio, SendMark
-from realtime.transport.webrtc import (
-    WebRtcCall,
+from realtime.transport.aiortc_tuning import (
+    AIORTC_AUDIO_LEVEL,
+    audio_level_dbov,
     host_addresses_choose,
-    ice_servers_from,
 )
+from realtime.transport.webrtc import WebRtcCall, ice_servers_from
 from realtime.transport.webrtc_audio import (
     ArrivalOrderJitterBuffer,
     LatencyHistogram,
     StereoRecorder,
 )
-from tests.realtime.transport.webrtc_client import WebRtcTestClient, eventually, rms
+from tests.realtime.transport.webrtc_client import (
+    WebRtcTestClient,
+    eventually,
+    rms,
+    tone_frame,
+)
 
 
 class FakeBridge:
@@ -259,3 +265,17 @@ def test_jitter_buffer_passes_packets_through_and_drops_late_ones():
         2 * 960,
     ]
     assert buffer.dropped == 2 and list(buffer.arrivals) == [5.0] * 4
+    assert buffer.missing == 1  # sequence 1 never came
+
+
+def test_audio_level_matches_aiortcs_within_a_db():
+    """The cheaper RFC 6465 level agrees with aiortc's own to within 1 dB, and is
+    the one aiortc's senders use once a web call exists."""
+    import aiortc.rtp
+
+    for amplitude in (0, 30, 1000, 20000):
+        frame = tone_frame(960, amplitude=amplitude)
+        assert abs(audio_level_dbov(frame) - AIORTC_AUDIO_LEVEL(frame)) <= 1
+    assert audio_level_dbov(tone_frame(0, amplitude=0)) == -127
+    WebRtcCall(call_ref="1", stream_token="t")
+    assert aiortc.rtp.compute_audio_level_dbov is audio_level_dbov

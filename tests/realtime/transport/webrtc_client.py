@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import functools
 import json
 import math
+import operator
 import time
 from array import array
 from collections.abc import Awaitable, Callable
@@ -25,16 +27,28 @@ RATE = 48_000
 SAMPLES = 960  # 20 ms
 
 
-def tone_frame(pts: int, *, amplitude: int, freq_hz: float = 440.0) -> Any:
+@functools.lru_cache(maxsize=8)
+def _tone_cycle(amplitude: int, freq_hz: int) -> bytes:
+    """Whole periods of the tone filling one second (sliced per frame)."""
     samples = array(
         "h",
         (
-            int(amplitude * math.sin(2 * math.pi * freq_hz * (pts + n) / RATE))
-            for n in range(SAMPLES)
+            int(amplitude * math.sin(2 * math.pi * freq_hz * n / RATE))
+            for n in range(RATE)
         ),
     )
+    return samples.tobytes()
+
+
+def tone_frame(pts: int, *, amplitude: int, freq_hz: int = 400) -> Any:
+    """20 ms of a tone at ``pts`` (silence when ``amplitude`` is 0)."""
+    if amplitude:
+        at = (pts % RATE) * 2  # frames start on whole 20 ms, a second holds 50
+        data = _tone_cycle(amplitude, freq_hz)[at : at + SAMPLES * 2]
+    else:
+        data = bytes(SAMPLES * 2)
     frame = av.AudioFrame(format="s16", layout="mono", samples=SAMPLES)
-    frame.planes[0].update(samples.tobytes())
+    frame.planes[0].update(data)
     frame.sample_rate = RATE
     frame.time_base = fractions.Fraction(1, RATE)
     frame.pts = pts
@@ -52,11 +66,12 @@ async def eventually(
     raise AssertionError(f"timed out after {within_s} s: {what or predicate}")
 
 
-def rms(pcm: bytes) -> float:
-    samples = array("h", pcm[: len(pcm) - len(pcm) % 2])
+def rms(pcm: bytes, *, every: int = 1) -> float:
+    """Root mean square of PCM16 samples (of every ``every``-th one: cheaper)."""
+    samples = array("h", pcm[: len(pcm) - len(pcm) % 2])[::every]
     if not samples:
         return 0.0
-    return math.sqrt(sum(s * s for s in samples) / len(samples))
+    return math.sqrt(sum(map(operator.mul, samples, samples)) / len(samples))
 
 
 class MicrophoneTrack(MediaStreamTrack):
@@ -133,8 +148,9 @@ class WebRtcTestClient:
             )
             self.received_pcm += pcm
             self.frames_received += 1
-            self.frame_log.append((time.monotonic(), rms(pcm) > 300))
-            if rms(pcm) > 300:
+            loud = rms(pcm, every=8) > 300
+            self.frame_log.append((time.monotonic(), loud))
+            if loud:
                 self.loud_frames += 1
                 if self.first_loud_at is None:
                     self.first_loud_at = time.monotonic()
