@@ -161,6 +161,7 @@ class AgentProfileAdmin(OrganizationScopedAdmin):
                     "on_agent_unavailable",
                     "return_to_ai_after_agent",
                     "on_model_failure",
+                    "resume_message",
                     "voicemail_message",
                 )
             },

@@ -78,6 +78,7 @@ FIELDSETS: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
             "on_agent_unavailable",
             "return_to_ai_after_agent",
             "on_model_failure",
+            "resume_message",
             "voicemail_message",
         ),
     ),
@@ -126,6 +127,7 @@ LABELS = {
     "on_agent_unavailable": _("担当者が出られないとき"),
     "return_to_ai_after_agent": _("担当者の退出後AIに戻す"),
     "on_model_failure": _("モデル障害時"),
+    "resume_message": _("通話の再接続後のひとこと"),
     "voicemail_message": _("留守番電話へのメッセージ"),
     "max_call_duration_s": _("最大通話時間 (秒)"),
     "idle_timeout_s": _("無音タイムアウト (秒)"),
@@ -138,6 +140,9 @@ HELP = {
     ),
     "rollout_percentage": _("この割合の着信だけをAIが受けます。"),
     "handoff_phone_number": _("090-1234-5678 や +81… の形式で入力できます。"),
+    "resume_message": _(
+        "サーバーの再起動などで音声が途切れた通話が戻ったときに言います。空欄なら何も言いません。"
+    ),
 }
 
 

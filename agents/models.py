@@ -181,6 +181,14 @@ class AgentProfile(models.Model):
     on_model_failure = models.CharField(
         max_length=20, choices=ModelFailure.choices, default=ModelFailure.HANDOFF
     )
+    # Said when a call comes back on a new stream after ours broke (F-68); blank:
+    # the AI just listens.
+    resume_message = models.CharField(
+        _("line after a resumed stream"),
+        max_length=300,
+        blank=True,
+        default="お待たせいたしました。",
+    )
     voicemail_message = models.TextField(_("voicemail message"), blank=True)
     max_call_duration_s = models.PositiveIntegerField(
         _("max call duration (s)"), default=900, validators=[MinValueValidator(10)]

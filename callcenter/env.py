@@ -53,7 +53,7 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     EnvVar(
         "SERVER",
         "uvicorn",
-        "ASGI server of `make run`: uvicorn (measured faster, bench/README.md) or daphne.",
+        "ASGI server of `make run`: uvicorn (measured faster, bench/README.md; drains on SIGTERM) or daphne (no drain).",
     ),
     EnvVar(
         "DEMO_REALTIME_PORT",
@@ -106,6 +106,18 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Log every Twilio Media Streams event (payloads elided).",
     ),
     EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
+    EnvVar(
+        "DRAIN_TIMEOUT",
+        "30",
+        "Seconds a SIGTERMed server waits for each live call's quiet moment before "
+        "handing it over anyway (F-69), then exits.",
+    ),
+    EnvVar(
+        "DRAIN_NOTICE",
+        "2",
+        "Seconds a SIGTERMed server answers health 503 but still takes new streams, "
+        "before its first hand-over: longer than the balancer takes to drop it.",
+    ),
     EnvVar(
         "CAMPAIGN_INBOUND_RESERVE",
         "20",
@@ -213,6 +225,11 @@ def get_bool(name: str) -> bool:
 def get_int(name: str) -> int:
     """Return the variable as an integer."""
     return env.int(name, default=int(_default(name)))
+
+
+def get_float(name: str) -> float:
+    """Return the variable as a number (seconds, say)."""
+    return env.float(name, default=float(_default(name)))
 
 
 def get_list(name: str) -> list[str]:

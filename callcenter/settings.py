@@ -105,7 +105,15 @@ if REDIS_URL:
                 # redis-py 8 reads with a 5 s socket timeout by default, the same as
                 # channels-redis' 5 s blocking pop: an idle consumer's read then times
                 # out and kills the consumer (and its call). Give reads room.
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                # A Redis that is down or unreachable is noticed in 2 s, not the
+                # system's connect time-out: calls go on without it (F-71).
+                "hosts": [
+                    {
+                        "address": REDIS_URL,
+                        "socket_timeout": 30,
+                        "socket_connect_timeout": 2,
+                    }
+                ],
                 "capacity": 1500,
                 "expiry": 30,
             },

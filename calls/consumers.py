@@ -7,11 +7,16 @@ its `type` included. Nothing is received from the browser: control goes through
 CSRF-protected HTTP views.
 
 A socket that is not logged in, or asks for a call of another organisation, is
-closed with 4403 before it is accepted.
+closed with 4403 before it is accepted. With the channel layer (Redis) down, a socket
+is closed with 1013 and one that was open is closed when its layer read fails; the
+page reconnects with back-off and catches up (F-71).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,6 +26,10 @@ from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from calls.groups import call_monitor_group, org_monitor_group
 
 CLOSE_FORBIDDEN = 4403
+CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the channel layer is down
+LAYER_TIMEOUT_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class MonitorConsumer(AsyncJsonWebsocketConsumer):
@@ -40,9 +49,21 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
         if groups is None:
             await self.close(code=CLOSE_FORBIDDEN)
             return
-        for group in groups:
-            await self.channel_layer.group_add(group, self.channel_name)
-            self.groups_joined.append(group)
+        try:
+            for group in groups:
+                await asyncio.wait_for(
+                    self.channel_layer.group_add(group, self.channel_name),
+                    LAYER_TIMEOUT_S,
+                )
+                self.groups_joined.append(group)
+        except Exception:
+            # Redis is down (F-71): refuse now; the page retries with back-off and
+            # catches up (`?after=`) once it is back.
+            log.warning("monitor socket refused: channel layer unreachable")
+            self.groups_joined = []
+            await self.accept()  # so the page sees the code, not a refused upgrade
+            await self.close(code=CLOSE_TRY_AGAIN)
+            return
         await self.accept()
 
     async def monitor_groups(self, user: Any) -> list[str] | None:
@@ -51,7 +72,11 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
 
     async def disconnect(self, code: int) -> None:
         for group in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(group, self.channel_name)
+            with contextlib.suppress(Exception):  # membership lapses by itself
+                await asyncio.wait_for(
+                    self.channel_layer.group_discard(group, self.channel_name),
+                    LAYER_TIMEOUT_S,
+                )
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Ignore anything the browser sends."""

@@ -106,6 +106,10 @@ class CallSession(models.Model):
     handoff_connected_at = models.DateTimeField(null=True, blank=True)
     # What the AI is told when the caller comes back to it (F-33, F-34).
     ai_resume_note = models.TextField(blank=True)
+    # Resume (F-68): when the stream was lost with the call still on the AI (cleared
+    # when the new stream is claimed), and resumes in a row whose stream never came.
+    stream_lost_at = models.DateTimeField(null=True, blank=True, editable=False)
+    stream_resume_failures = models.PositiveSmallIntegerField(default=0, editable=False)
 
     # Outcome (F-49).
     outcome = models.CharField(max_length=100, blank=True)

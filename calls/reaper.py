@@ -2,7 +2,9 @@
 
 A live bridge touches `heartbeat_at` every few seconds. A call whose bridge stopped
 touching it (or whose stream never came, or whose human leg never reported back) is
-closed as `failed` with a reason; its saved transcript and events stay.
+closed as `failed` with a reason; its saved transcript and events stay. A call whose
+stream was lost stays `ai-responding` for the resume (F-68): it is reaped only when
+the resumed stream has not come a heartbeat time-out after the loss.
 
 It runs from `manage.py reap_calls` (cron, or `--every` as a loop) and, so a plain
 `make run` needs no extra process, opportunistically from inbound webhooks at most once
@@ -41,7 +43,15 @@ def stale_calls(*, now=None):  # type: ignore[no-untyped-def]
             "reaped: the media stream never connected",
         ),
         (
+            # Lost, and `stream-ended` answered a resume (F-68) that never came: the
+            # caller left without Twilio telling us. Not before the loss is as old
+            # as a missed heartbeat, however old the last beat.
             Q(status=CallStatus.AI_RESPONDING)
+            & Q(stream_lost_at__lt=now - HEARTBEAT_TIMEOUT),
+            "reaped: the stream was lost and never resumed",
+        ),
+        (
+            Q(status=CallStatus.AI_RESPONDING, stream_lost_at__isnull=True)
             & (
                 Q(heartbeat_at__lt=now - HEARTBEAT_TIMEOUT)
                 | Q(heartbeat_at__isnull=True, created_at__lt=now - HEARTBEAT_TIMEOUT)

@@ -15,6 +15,7 @@ from django.db import DatabaseError, connection
 from django.db.models import Q, QuerySet
 
 from agents.selectors import organization_scope
+from callcenter.draining import is_draining
 from calls import live
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import LIVE
@@ -140,7 +141,11 @@ def channel_layer_reachable(*, timeout: float | None = None) -> bool:
     marker = secrets.token_hex(8)
 
     async def round_trip() -> bool:
-        channel = await layer.new_channel("health.")
+        # The consumers' own kind of channel: channels-redis reads every process-local
+        # channel of one kind with one blocking pop, under one lock per process. A
+        # "health." channel would wait for that lock behind the live calls' reads
+        # (each held until a message comes) and time out whenever a call is live.
+        channel = await layer.new_channel()
         await layer.send(channel, {"type": "health.ping", "marker": marker})
         message = await layer.receive(channel)
         return bool(message.get("marker") == marker)
@@ -160,20 +165,32 @@ class Health:
     database: bool
     channel_layer: bool
     live_calls_in_process: int
+    draining: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.database and self.channel_layer
+        """Ready for new calls. Without the channel layer (Redis down) calls still
+        talk, only control and monitors wait for it (F-71): degraded, not down."""
+        return self.database and not self.draining
 
     @property
     def status(self) -> str:
-        return "ok" if self.ok else "unavailable"
+        if self.draining:
+            return "draining"
+        if not self.database:
+            return "unavailable"
+        return "ok" if self.channel_layer else "degraded"
 
 
 def health_check() -> Health:
-    """Probe the database and the channel layer; count this process's live calls."""
+    """Probe the database and the channel layer; count this process's live calls.
+
+    A draining process (F-69: SIGTERM, handing its calls over) is not ready for new
+    calls whatever the probes say.
+    """
     return Health(
         database=database_reachable(),
         channel_layer=channel_layer_reachable(),
         live_calls_in_process=live_calls_in_process(),
+        draining=is_draining(),
     )

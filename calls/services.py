@@ -7,6 +7,7 @@ is a consumer that lives for minutes.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from decimal import Decimal
@@ -20,23 +21,37 @@ from django.db import transaction
 from django.utils import timezone
 
 from calls.groups import call_control_group, call_monitor_group, org_monitor_group
+from calls.layer import agroup_send_best_effort, broadcasts_paused
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import TERMINAL, CallStatus, check_transition
 
 log = logging.getLogger(__name__)
 
+CONTROL_SEND_TIMEOUT_S = 3.0
+
 
 def broadcast(*, call: CallSession, message: dict[str, Any]) -> None:
-    """Send a monitor message to the call's and the organisation's groups."""
-    layer = get_channel_layer()
-    if layer is None:
+    """Send a monitor message to the call's and the organisation's groups.
+
+    Best effort and bounded (calls/layer.py): this runs in the thread that wrote the
+    row, so a down or hanging Redis must not hold it (F-71).
+    """
+    if get_channel_layer() is None or broadcasts_paused():
         return
     payload = {"call_id": call.pk, **message}
-    for group in (call_monitor_group(call.pk), org_monitor_group(call.organization_id)):
-        try:
-            async_to_sync(layer.group_send)(group, payload)
-        except Exception:  # a monitor hiccup must never break a call
-            log.warning("broadcast to %s failed", group, exc_info=True)
+
+    async def send_both() -> None:
+        for group in (
+            call_monitor_group(call.pk),
+            org_monitor_group(call.organization_id),
+        ):
+            if not await agroup_send_best_effort(group, payload):
+                return  # the layer is down: don't wait for it twice
+
+    try:
+        async_to_sync(send_both)()
+    except Exception:  # a monitor hiccup must never break a call
+        log.warning("broadcast for call %s failed", call.pk, exc_info=True)
 
 
 def _broadcast_on_commit(*, call: CallSession, message: dict[str, Any]) -> None:
@@ -313,7 +328,12 @@ async def acall_control_send(*, call_id: int, command: str, **data: Any) -> None
     layer = get_channel_layer()
     if layer is None:
         raise RuntimeError("No channel layer configured")
-    await layer.group_send(
-        call_control_group(call_id),
-        {"type": "call.control", "command": command, **data},
+    # Bounded (F-71): with Redis down the caller learns it now (the API answers
+    # 502, try again), not after the client's retries and back-off.
+    await asyncio.wait_for(
+        layer.group_send(
+            call_control_group(call_id),
+            {"type": "call.control", "command": command, **data},
+        ),
+        CONTROL_SEND_TIMEOUT_S,
     )

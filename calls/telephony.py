@@ -137,18 +137,21 @@ def call_recording_status(
 
 
 def call_stream_ended_twiml(*, call_id: int, dial_status: str = "") -> str:
-    """What the caller hears after our side closed the media stream.
+    """What the caller hears after the media stream ended (`<Connect action>`).
 
     Transferring, or the human already in the room → the handoff room (the bridge
     could not move the caller itself);
+    still with the AI → our side did not end it (a process died or handed the stream
+    over, the socket broke): resume it on a fresh stream (F-68, `calls.resume`); so
+    too a call whose first stream a draining process refused (F-69);
     a failed call → an apology from Twilio's voice, since the model could not speak;
-    anything else → hang up. A call still with the AI means the bridge crashed: treat
-    it as failed so the caller is not left in silence.
+    anything else (the call ended) → hang up.
 
     With `dial_status` this is the action of the caller's `<Dial>` into the handoff
     room, which ended: the handoff decides (back to the AI, or hang up).
     """
     from calls import twiml
+    from calls.resume import call_stream_lost_twiml, stream_expected_again
     from handoff.services import caller_leg_twiml, handoff_room_ended_twiml
     from realtime.call_setup import APOLOGY_LINE
 
@@ -158,11 +161,11 @@ def call_stream_ended_twiml(*, call_id: int, dial_status: str = "") -> str:
     call_event_record(call=call, type="stream-ended", payload={"status": call.status})
     if call.status in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
         return caller_leg_twiml(call=call)
-    if call.status == CallStatus.AI_RESPONDING:
-        call_session_transition(
-            call=call, to=CallStatus.FAILED, reason="stream ended unexpectedly"
-        )
-        return twiml.say_and_hang_up(APOLOGY_LINE)
+    if stream_expected_again(call):
+        reply = call_stream_lost_twiml(call_id=call.pk)
+        if reply is not None:
+            return reply
+        call.refresh_from_db()  # ended meanwhile
     if call.status == CallStatus.FAILED:
         return twiml.say_and_hang_up(APOLOGY_LINE)
     return twiml.hang_up()

@@ -112,12 +112,15 @@ def handoff_request(
     trigger: str,
     reason: str = "",
     requested_by: object | None = None,
+    move_caller: bool = True,
 ) -> HandoffResult:
     """Start the handoff of a live AI call, or return the one already in flight.
 
     The human's leg is dialled while the call's row is still locked, so a concurrent
     request waits and then returns this handoff with its agent call SID. If Twilio
     refuses the leg, nothing is kept: the caller is still talking to the AI.
+    `move_caller=False`: the caller's next TwiML is being answered by the caller of
+    this function (a `<Connect action>`), so no REST update moves them.
     """
     dial_failed: ApplicationError | None = None
     with transaction.atomic():
@@ -207,7 +210,7 @@ def handoff_request(
         command="handoff",
         farewell=call.agent.handoff_farewell if call.agent_id else "",
     )
-    if not _bridge_alive(call):
+    if move_caller and not _bridge_alive(call):
         # No bridge is looking after the stream: move the caller ourselves.
         handoff_move_caller(call_id=call.pk)
     call.handoff_agent_call_sid = agent_sid

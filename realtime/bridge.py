@@ -18,6 +18,9 @@ Why the pieces are where they are:
 - The model socket is opened as soon as the stream connects (F-16) and re-opened with
   back-off when it drops; the conversation is re-seeded from the saved transcript
   (F-25). A planned rotation before the 60-minute session cap is not a failure.
+- A drain (F-69) hands the stream over at the call's next quiet moment (`drain`):
+  `BridgeState.quiet` says when nothing is playing or pending; every frame in wakes
+  the waiting drain, so the hand-over follows the last echoed mark at once.
 """
 
 from __future__ import annotations
@@ -67,6 +70,10 @@ log = logging.getLogger(__name__)
 
 RECONNECT_DELAYS_S = (0.25, 1.0, 2.0)  # three tries (F-25)
 CONNECT_TIMEOUT_S = 10.0
+# A new call's first connect (F-71): the caller hears silence meanwhile, so a time-out
+# is shorter, and a rate limit or server error gets one quick retry, not three.
+FIRST_CONNECT_TIMEOUT_S = 3.0
+FIRST_CONNECT_RETRY_S = 0.25
 # A connection that lived this long and then dropped starts the count of tries afresh;
 # one that keeps dropping sooner counts towards the fallback.
 STABLE_S = 30.0
@@ -76,6 +83,11 @@ SESSION_ROTATE_AFTER_S = 55 * 60  # before the 60-minute cap (PROTOCOL C11)
 HARD_STOP_GRACE_S = 30.0  # after a polite goodbye, hang up regardless
 MAX_PENDING_MODEL_FRAMES = 500
 MAX_PENDING_WRITES = 1000
+# A failed write (database down or locked) is tried again after these pauses, the
+# last one repeating, while the writes behind it wait in order (F-71).
+WRITE_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0)
+# Once the call ends, its remaining writes are retried this long, then dropped.
+FINISH_WRITE_RETRY_S = 60.0
 MAX_RESEED_LINES = 200
 NOT_RETRYABLE_CODES = {"invalid_api_key", "beta_api_shape_disabled"}
 
@@ -106,6 +118,18 @@ class CallStore(Protocol):
     async def finish(self, *, reason: str, failed: bool = False) -> None: ...
     async def request_handoff(self, *, trigger: str, reason: str) -> None: ...
     async def move_caller_to_handoff(self) -> None: ...
+
+
+class _BestEffort:
+    """A live-only write: tried once, never retried, skipped when behind."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, write: Callable[[], Awaitable[None]]) -> None:
+        self.write = write
+
+    def __call__(self) -> Awaitable[None]:
+        return self.write()
 
 
 class ModelGaveUp(Exception):
@@ -148,9 +172,16 @@ class CallBridge:
         self._ticker_task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
         self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = (
             asyncio.Queue(MAX_PENDING_WRITES)
         )
+        self._writes_failing = False
+        self._writes_failing_since = 0.0
+        self._writes_deadline: float | None = None
+        self.writes_dropped = 0  # essential writes lost (buffer full or given up)
+        self.writes_skipped = 0  # live-only writes skipped while behind
+        self.write_retries = 0
         self._pending_model: deque[str] = deque(maxlen=MAX_PENDING_MODEL_FRAMES)
         # What this call has said so far, to re-seed a new model session (F-25).
         self._lines: deque[tuple[str, str]] = deque(maxlen=MAX_RESEED_LINES)
@@ -161,9 +192,13 @@ class CallBridge:
         self._finished = asyncio.Event()
         self._finishing = False
         self._released = False  # the model socket was let go of on purpose
-        self._end_mode = "hangup"  # or "handoff": the call goes on without us
+        # "hangup" ends the call; "handoff" (to a human), "handover" (to another
+        # bridge, F-68/F-69) and "lost" (the stream broke) leave it going without us.
+        self._end_mode = "hangup"
+        self._saw_stop = False
         self._rotating = False
         self._model_connected_at: float | None = None
+        self._ever_opened = False  # a model socket was opened at least once
         self._session_ok = False
         self._last_activity = clock()
         self._idle_prompted = False
@@ -172,6 +207,8 @@ class CallBridge:
         self.first_model_event_ms: float | None = None
         self.model_closed_at: float | None = None
         self.model_failures = 0
+        # Set while `drain` waits for a quiet moment: every frame in pokes it.
+        self._drain_poke: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -204,6 +241,11 @@ class CallBridge:
             for task in (self._ticker_task, *self._tool_tasks):
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+            if self._end_mode in ("handover", "lost"):
+                # What the AI already said is saved before another bridge re-seeds.
+                for action in self.state.hangup(self._end_mode):
+                    if isinstance(action, SaveTranscript):
+                        self._save_transcript(action)
             figures = self.state.figures()
             self._enqueue(lambda: self.store.save_figures(figures))
             if self._end_mode == "hangup" and self._stream_claimed:
@@ -218,9 +260,86 @@ class CallBridge:
             with contextlib.suppress(Exception):
                 await self._close_twilio(1000)
             self._finished.set()
+            self._poke_drain()
             log.info(
                 "bridge finished: %s", reason, extra={"call_id": self.config.call_id}
             )
+
+    async def hand_over(self, reason: str) -> None:
+        """Let go of the stream without ending the call (F-68, F-69).
+
+        The model closes, figures and pending writes are saved, and the Twilio socket
+        closes with 1000; the call stays ai-responding, so Twilio's `<Connect action>`
+        (any process) answers a fresh stream that resumes it.
+        """
+        if self._finishing:
+            return
+        self._end_mode = "handover"
+        self._enqueue(
+            lambda: self.store.record_event("stream-handover", {"reason": reason})
+        )
+        await self.finish(f"handover: {reason}"[:200])
+
+    async def on_twilio_closed(self, code: int | None = None) -> None:
+        """Twilio's socket closed. Without a `stop` (and not by us) the stream was
+        lost, not the call: mode "lost" saves everything and leaves it ai-responding
+        for the resume (F-68); Twilio's status callback or the reaper (F-52) end it
+        if the caller really left."""
+        if self._finishing:
+            return
+        if self._stream_claimed and not self._saw_stop:
+            self._end_mode = "lost"
+            payload = {"code": code}
+            self._enqueue(lambda: self.store.record_event("stream-broken", payload))
+            await self.finish("stream-lost")
+            return
+        await self.finish("twilio-disconnected")
+
+    async def drain(self, within_s: float) -> bool:
+        """Hand the stream over at the call's next quiet moment (F-69).
+
+        Quiet: the stream has started, `BridgeState.quiet` holds (nothing of the AI
+        still playing at Twilio per the marks, no response under way or queued, no
+        tool call awaited, the caller not mid-utterance, every caller transcript in)
+        and no tool task runs here. After `within_s` the call is handed over anyway.
+        True when it was quiet (or ended by itself meanwhile).
+        """
+        started = self._clock()
+        poke = self._drain_poke = asyncio.Event()
+        quiet = True
+        try:
+            async with asyncio.timeout(max(within_s, 0.0)):
+                while not self._finishing and not self.quiet:
+                    poke.clear()
+                    await poke.wait()
+        except TimeoutError:
+            quiet = False
+        finally:
+            self._drain_poke = None
+        if self._finishing:
+            await self._finished.wait()
+            return True
+        waited_ms = int((self._clock() - started) * 1000)
+        log.info(
+            "draining: handing the stream over after %d ms (%s)",
+            waited_ms,
+            "quiet" if quiet else "timed out mid-turn",
+            extra={"call_id": self.config.call_id},
+        )
+        payload = {"quiet": quiet, "waited_ms": waited_ms}
+        self._enqueue(lambda: self.store.record_event("drain", payload))
+        await self.hand_over("drain" if quiet else "drain-timeout")
+        return quiet
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the stream can be handed over now without cutting anything."""
+        return self._stream_claimed and not self._tool_tasks and self.state.quiet
+
+    def _poke_drain(self, *_: object) -> None:
+        poke = self._drain_poke
+        if poke is not None:
+            poke.set()
 
     async def _close_model(self) -> None:
         # From here on a closing socket is ours, not a drop: the loop must not reconnect.
@@ -267,6 +386,8 @@ class CallBridge:
                 type(message).__name__,
                 extra={"call_id": self.config.call_id},
             )
+        if isinstance(message, Stop):
+            self._saw_stop = True
         if isinstance(message, Start):
             if self._started_stream:
                 return  # Twilio sends one start; a second is ignored
@@ -278,6 +399,8 @@ class CallBridge:
                 await self.finish("stopped-before-start")
             return
         await self._perform(self.state.on_twilio_message(message, now_ms=self.now_ms()))
+        if self._drain_poke is not None:
+            self._drain_poke.set()
 
     async def _claim(self, token: str, stream_sid: str) -> bool:
         self._started_stream = True
@@ -351,6 +474,18 @@ class CallBridge:
         """A command from an operator, the API or a webhook, via the channel layer."""
         if self._finishing:
             return
+        if command == "stream-claimed":
+            # A newer stream of this call was claimed (a resume, F-68): one still
+            # held here broke without our seeing it. Let go, leaving the call be.
+            if self._stream_claimed and data.get("stream_sid") != self.state.stream_sid:
+                self._end_mode = "lost"
+                self._enqueue(
+                    lambda: self.store.record_event(
+                        "stream-superseded", {"by": data.get("stream_sid")}
+                    )
+                )
+                await self.finish("superseded by a resumed stream")
+            return
         self._enqueue(
             lambda: self.store.record_event("control", {"command": command, **data})
         )
@@ -364,6 +499,9 @@ class CallBridge:
             await self._say_goodbye(str(data.get("text") or GOODBYE_LINE))
         elif command == "end":
             await self.finish(str(data.get("reason") or "ended"))
+        elif command == "handover":
+            # Move the call's stream elsewhere (another process) without ending it.
+            await self.hand_over(str(data.get("reason") or "control"))
         elif command == "handoff":
             # The caller is moving to a human: say the farewell, then let go (F-29).
             self._end_mode = "handoff"
@@ -420,6 +558,13 @@ class CallBridge:
                 )
                 payload = {"source": "openai", "detail": reason}
                 self._enqueue(lambda p=payload: self.store.record_event("error", p))
+                if not self._ever_opened:
+                    # A new session refused: fall back fast, no dead air (F-71).
+                    if self._first_connect_gives_up(exc, failures):
+                        await self._model_failed(reason)
+                        return
+                    await asyncio.sleep(FIRST_CONNECT_RETRY_S)
+                    continue
                 refused = isinstance(
                     exc, InvalidStatus
                 ) and exc.response.status_code in (401, 403)
@@ -436,6 +581,40 @@ class CallBridge:
                 await self._prepare_reconnect()  # a planned rotation
             self._rotating = False
             reconnecting = True
+
+    def _first_connect_gives_up(self, exc: BaseException, failures: int) -> bool:
+        """Record why a new call's first connect failed; True to fall back now.
+
+        Refusals (401/403 and other 4xx) and a time-out fall back at once; a rate
+        limit (429), a server error (5xx) or a refused TCP connection get one quick
+        retry. Mid-call drops keep the F-25 back-off (RECONNECT_DELAYS_S).
+        """
+        status: int | None = None
+        if isinstance(exc, InvalidStatus):
+            status = exc.response.status_code
+            if status == 429:
+                kind = "rate-limited"
+            elif status >= 500:
+                kind = "server-error"
+            else:
+                kind = "refused"
+        elif isinstance(exc, TimeoutError):
+            kind = "timeout"
+        elif isinstance(exc, OSError):
+            kind = "unreachable"
+        else:
+            kind = "handshake-failed"
+        retry = kind in ("rate-limited", "server-error", "unreachable") and failures < 2
+        payload: dict[str, Any] = {
+            "kind": kind,
+            "attempt": failures,
+            "ms": self.now_ms(),
+            "retry": retry,
+        }
+        if status is not None:
+            payload["status"] = status
+        self._enqueue(lambda: self.store.record_event("model-connect-failed", payload))
+        return not retry
 
     async def _prepare_reconnect(self) -> None:
         """Forget the lost session now; its commands wait for the next socket."""
@@ -457,7 +636,10 @@ class CallBridge:
         async with connect(
             self.config.model_url,
             additional_headers=headers,
-            open_timeout=CONNECT_TIMEOUT_S,
+            # A new call's caller hears silence while we wait: give up sooner.
+            open_timeout=CONNECT_TIMEOUT_S
+            if self._ever_opened
+            else FIRST_CONNECT_TIMEOUT_S,
             max_size=16 * 1024 * 1024,
             compression=None,
             ping_interval=20,
@@ -467,6 +649,7 @@ class CallBridge:
         ) as ws:
             self._model = ws
             self._model_connected_at = self._clock()
+            self._ever_opened = True
             if reconnecting:
                 pass  # _prepare_reconnect queued the session for this socket
             elif self.config.resume:
@@ -482,6 +665,8 @@ class CallBridge:
                 await self._on_model_frame(raw)
                 if self._finishing or self._released:
                     return
+                if self._drain_poke is not None:
+                    self._drain_poke.set()
             # The server closed the socket: a drop unless we rotated on purpose.
             rcvd = ws.close_code
             if self._finishing or self._released:
@@ -619,12 +804,14 @@ class CallBridge:
                 self._enqueue(
                     lambda s=speaker, i=item_id, d=delta: self.store.broadcast_partial(
                         speaker=s, item_id=i, delta=d
-                    )
+                    ),
+                    essential=False,
                 )
             elif isinstance(action, RunTool):
                 task = asyncio.create_task(self._run_tool(action))
                 self._tool_tasks.add(task)
                 task.add_done_callback(self._tool_tasks.discard)
+                task.add_done_callback(self._poke_drain)
             elif isinstance(action, DigitPressed):
                 await self._on_digit(action.digit)
             elif isinstance(action, SessionMisconfigured):
@@ -659,7 +846,7 @@ class CallBridge:
             log.debug("caller send failed", exc_info=True)
 
     def _save_transcript(self, action: SaveTranscript) -> None:
-        offset = self.now_ms()
+        offset = self.config.transcript_offset_ms + self.now_ms()
         self._lines.append((action.speaker, action.text))
         self._last_activity = self._clock()
         self._enqueue(
@@ -780,38 +967,129 @@ class CallBridge:
 
     # --------------------------------------------------------------- background
 
-    def _enqueue(self, write: Callable[[], Awaitable[None]]) -> None:
+    def _enqueue(
+        self, write: Callable[[], Awaitable[None]], *, essential: bool = True
+    ) -> None:
+        """Queue a write for the writer task; never waits (F-71).
+
+        Essential writes (transcript lines, events, figures, the end of the call)
+        are kept and retried until the database takes them; live-only ones (partial
+        text for monitors) are dropped when the writer is behind, since their
+        content reaches the monitors with the saved line anyway.
+        """
+        if not essential:
+            if self._writes_failing or self._writes.qsize() >= MAX_PENDING_WRITES // 2:
+                self.writes_skipped += 1
+                return
+            write = _BestEffort(write)
         try:
             self._writes.put_nowait(write)
         except asyncio.QueueFull:
-            log.error(
-                "write queue full; dropping a write",
-                extra={"call_id": self.config.call_id},
-            )
+            self.writes_dropped += 1
+            if self.writes_dropped == 1 or self.writes_dropped % 100 == 0:
+                log.error(
+                    "write buffer full (%d writes waiting); %d dropped so far",
+                    MAX_PENDING_WRITES,
+                    self.writes_dropped,
+                    extra={"call_id": self.config.call_id},
+                )
+
+    def _write_retryable(self, exc: Exception) -> bool:
+        retryable = getattr(self.store, "retryable", None)
+        return True if retryable is None else bool(retryable(exc))
 
     async def _writer(self) -> None:
+        """Carry out writes one at a time, in order; retry a failed one (F-71).
+
+        While the database is down or locked the failed write is tried again with
+        back-off and the others wait behind it in the bounded queue, so nothing is
+        lost and the order holds; the audio loops never wait on any of it. After
+        finish(), retries go on until `_writes_deadline`, then what is left is
+        counted and logged as dropped.
+        """
         while True:
             write = await self._writes.get()
             try:
                 if write is None:
                     return
-                await write()
-            except Exception:
-                log.exception(
-                    "bridge write failed", extra={"call_id": self.config.call_id}
-                )
+                await self._write_with_retry(write)
             finally:
                 self._writes.task_done()
 
+    async def _write_with_retry(self, write: Callable[[], Awaitable[None]]) -> None:
+        attempt = 0
+        while True:
+            try:
+                await write()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if isinstance(write, _BestEffort):
+                    log.debug("live-only write failed", exc_info=True)
+                    return
+                deadline = self._writes_deadline
+                if not self._write_retryable(exc) or (
+                    deadline is not None and self._clock() >= deadline
+                ):
+                    self.writes_dropped += 1
+                    log.exception(
+                        "bridge write failed for good (%d dropped)",
+                        self.writes_dropped,
+                        extra={"call_id": self.config.call_id},
+                    )
+                    return
+                if not self._writes_failing:
+                    self._writes_failing = True
+                    self._writes_failing_since = self._clock()
+                    log.warning(
+                        "bridge writes failing (%s); retrying, %d waiting",
+                        f"{type(exc).__name__}: {exc}"[:300],
+                        self._writes.qsize(),
+                        extra={"call_id": self.config.call_id},
+                    )
+                self.write_retries += 1
+                delay = WRITE_RETRY_DELAYS_S[
+                    min(attempt, len(WRITE_RETRY_DELAYS_S) - 1)
+                ]
+                attempt += 1
+                await asyncio.sleep(delay)
+                continue
+            if self._writes_failing:
+                self._writes_failing = False
+                outage_ms = int((self._clock() - self._writes_failing_since) * 1000)
+                log.warning(
+                    "bridge writes back after %d ms; %d waiting, %d dropped",
+                    outage_ms,
+                    self._writes.qsize(),
+                    self.writes_dropped,
+                    extra={"call_id": self.config.call_id},
+                )
+            return
+
     async def _drain_writes(self) -> None:
+        """Let the writer finish what is queued, retrying for a bounded time."""
+        self._writes_deadline = self._clock() + FINISH_WRITE_RETRY_S
         self._enqueue_stop()
         if self._writer_task is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._writer_task), timeout=10)
+                await asyncio.wait_for(
+                    asyncio.shield(self._writer_task), timeout=FINISH_WRITE_RETRY_S + 5
+                )
+        if self.writes_dropped:
+            log.error(
+                "bridge ended with %d writes dropped",
+                self.writes_dropped,
+                extra={"call_id": self.config.call_id},
+            )
 
     def _enqueue_stop(self) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
+        try:
             self._writes.put_nowait(None)
+        except asyncio.QueueFull:
+            # Full of writes waiting for the database: stop once they are done.
+            task = asyncio.get_running_loop().create_task(self._writes.put(None))
+            self._background.add(task)  # referenced until done
+            task.add_done_callback(self._background.discard)
 
     async def _ticker(self) -> None:
         """Once a second: heartbeat, limits, idle prompt, session rotation (F-24)."""

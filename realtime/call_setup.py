@@ -13,12 +13,14 @@ from urllib.parse import urlencode
 
 from channels.db import database_sync_to_async
 from django.conf import settings
+from django.utils import timezone
 
 from agents.models import AgentProfile
 from agents.services import agent_prompt_values, agent_render_prompts
 from calls.campaigns.disclosure import opening_render
 from calls.campaigns.models import Attempt, Campaign
 from calls.models import CallSession
+from calls.status import CallStatus
 from realtime.protocol.caller_audio import MULAW_8K, PCM16_24K, CallerAudioFormat
 from realtime.protocol.openai_events import (
     FunctionTool,
@@ -64,8 +66,12 @@ class BridgeConfig:
     on_model_failure: str
     max_duration_s: int
     idle_timeout_s: int
-    # Back from a human: re-seed the saved conversation and speak `greeting` (a note).
+    # Back from a human, or a stream resumed after ours was lost (F-68): re-seed the
+    # saved conversation and speak `greeting` (a note, or the resume line).
     resume: bool = False
+    # Where this bridge's transcript offsets start: a resumed call goes on from its
+    # earlier lines, so one transcript keeps its order.
+    transcript_offset_ms: int = 0
     debug_realtime: bool = False
     debug_twilio: bool = False
 
@@ -148,6 +154,26 @@ def call_campaign(call: CallSession) -> tuple[Campaign, dict[str, Any]] | None:
     return attempt.contact.campaign, values
 
 
+def resume_instruction(line: str) -> str | None:
+    """What the model is told on a resumed stream: say the profile's short line,
+    or nothing (blank line: it just listens)."""
+    line = line.strip()
+    if not line:
+        return None
+    return (
+        "通話の音声が一時的に途切れ、いま再接続しました。会話の続きです。"
+        f"最初に次のひとことだけをそのまま言い、お客様のお話を待ってください:「{line}」"
+    )
+
+
+def transcript_offset_ms(call: CallSession) -> int:
+    """Milliseconds since the call was answered: where a new bridge's lines go on."""
+    start = call.answered_at or call.created_at
+    if start is None:
+        return 0
+    return max(int((timezone.now() - start).total_seconds() * 1000), 0)
+
+
 def bridge_config_build(*, call: CallSession) -> BridgeConfig:
     """Render the prompts and freeze everything the bridge needs for this call.
 
@@ -187,8 +213,12 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         if speaks_first and greeting
         else None
     )
+    resume = bool(call.ai_resume_note)
     if call.ai_resume_note:
         greeting_instruction = call.ai_resume_note
+    elif call.stream_lost_at is not None and call.status == CallStatus.AI_RESPONDING:
+        resume = True
+        greeting_instruction = resume_instruction(agent.resume_message)
     web = call.direction == CallSession.Direction.WEB
     return BridgeConfig(
         call_id=call.pk,
@@ -212,7 +242,8 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         on_model_failure=agent.on_model_failure,
         max_duration_s=agent.max_call_duration_s,
         idle_timeout_s=agent.idle_timeout_s,
-        resume=bool(call.ai_resume_note),
+        resume=resume,
+        transcript_offset_ms=transcript_offset_ms(call) if resume else 0,
         debug_realtime=settings.DEBUG_REALTIME,
         debug_twilio=settings.DEBUG_TWILIO,
     )

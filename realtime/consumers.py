@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from callcenter import draining
 from callcenter.logging import bind_call_id
 from calls.groups import call_control_group
 from calls.live import live_calls_decrement, live_calls_increment
@@ -29,6 +30,16 @@ from realtime.store import DjangoCallStore, stream_call_get
 log = logging.getLogger(__name__)
 
 POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+# The channel layer (Redis) is never waited on longer than this by a call (F-71).
+LAYER_TIMEOUT_S = 2.0
+# The control group is joined again this often (a restarted Redis forgets it).
+GROUP_REFRESH_S = 10.0
+LAYER_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0)
+
+
+def _layer_retry_delay(failures: int) -> float:
+    return LAYER_RETRY_DELAYS_S[min(failures, len(LAYER_RETRY_DELAYS_S)) - 1]
 
 
 class MediaStreamConsumer(AsyncWebsocketConsumer):
@@ -42,14 +53,18 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         new task and an `asyncio.wait` for each of the 50 frames a second of a call.
         Here the socket is read in a plain loop and the channel layer in a task of
         its own; a lock keeps the messages of both handled one at a time, as
-        Channels does.
+        Channels does. The call never waits on the channel layer (F-71): with Redis
+        down the audio goes on and control comes back with it.
         """
         self.scope = scope
         self.base_send = send
         self._dispatching = asyncio.Lock()
+        self._layer_trouble = asyncio.Event()
+        self._groups_task: asyncio.Task[None] | None = None
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         control: asyncio.Task[None] | None = None
         if self.channel_layer is not None:
+            # Local to this process (no Redis round trip with channels-redis).
             self.channel_name = await self.channel_layer.new_channel()
             control = asyncio.create_task(self._control_loop(), name="call-control")
         try:
@@ -60,14 +75,40 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         finally:
-            if control is not None:
-                control.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await control
+            for task in (control, self._groups_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
 
     async def _control_loop(self) -> None:
+        """Receive control messages for as long as the call lives, whatever Redis does.
+
+        A failed receive (Redis down) is retried with back-off and asks the group
+        keeper to rejoin at once: a restarted Redis has forgotten our membership.
+        """
+        failures = 0
         while True:
-            message = await self.channel_layer.receive(self.channel_name)
+            try:
+                message = await self.channel_layer.receive(self.channel_name)
+            except Exception as exc:
+                failures += 1
+                self._layer_trouble.set()
+                if failures == 1:
+                    log.warning(
+                        "control channel unreachable (%s); retrying",
+                        f"{type(exc).__name__}: {exc}"[:200],
+                        extra={"call_id": getattr(self, "call_id", None)},
+                    )
+                await asyncio.sleep(_layer_retry_delay(failures))
+                continue
+            if failures:
+                log.warning(
+                    "control channel back after %d failed receives",
+                    failures,
+                    extra={"call_id": getattr(self, "call_id", None)},
+                )
+                failures = 0
             try:
                 async with self._dispatching:
                     await self.dispatch(message)
@@ -75,10 +116,51 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 # A bad control message must not take the call down with it.
                 log.exception("control message failed: %s", message.get("type"))
 
+    async def _keep_groups(self) -> None:
+        """Be (and stay) in the call's control group, in the background (F-71).
+
+        Joined after the bridge has started, so a call never waits on Redis to talk;
+        joined again every GROUP_REFRESH_S and at once after the control loop saw
+        the layer fail, since a Redis that restarted has lost every group.
+        """
+        assert self.group is not None
+        failures = 0
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self.channel_layer.group_add(self.group, self.channel_name),
+                    LAYER_TIMEOUT_S,
+                )
+            except Exception as exc:
+                failures += 1
+                if failures == 1:
+                    log.warning(
+                        "control group not joined (%s); retrying",
+                        f"{type(exc).__name__}: {exc}"[:200] or type(exc).__name__,
+                        extra={"call_id": self.call_id},
+                    )
+                await asyncio.sleep(_layer_retry_delay(failures))
+                continue
+            if failures:
+                log.warning(
+                    "control group joined after %d failed tries",
+                    failures,
+                    extra={"call_id": self.call_id},
+                )
+                failures = 0
+            self._layer_trouble.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._layer_trouble.wait(), GROUP_REFRESH_S)
+
     async def connect(self) -> None:
         call_id = int(self.scope["url_route"]["kwargs"]["call_id"])
         self.call_id = call_id
         with bind_call_id(call_id):
+            if draining.refusing_streams():
+                # Twilio asks `<Connect action>` next; another process answers it.
+                log.warning("media stream refused: this server is draining (F-69)")
+                await self._refuse(TRY_AGAIN_LATER)
+                return
             if not websocket_signature_valid(
                 path=self.scope["path"], headers=self.scope["headers"]
             ):
@@ -99,8 +181,6 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await self._refuse()
                 return
             await self.accept()
-            self.group = call_control_group(call_id)
-            await self.channel_layer.group_add(self.group, self.channel_name)
             self.bridge = CallBridge(
                 config,
                 store=DjangoCallStore(call),
@@ -111,6 +191,13 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             )
             live_calls_increment()
             await self.bridge.start()
+            if self.channel_layer is not None:
+                self.group = call_control_group(call_id)
+                self._groups_task = asyncio.create_task(
+                    self._keep_groups(), name="call-control-group"
+                )
+            # Registered last: a stream accepted while a drain began is drained too.
+            draining.register(self.bridge)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Hand media frames straight to the bridge; anything else as Channels does.
@@ -119,7 +206,9 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         before every message: 50 thread hops a second per call, queued on the one
         thread-sensitive executor behind every database write. Nothing on the frame
         path reads the database without `database_sync_to_async`, which closes stale
-        connections itself.
+        connections itself. Control messages skip that hop too: queued behind the
+        database writes it made a command wait seconds when the executor was busy
+        (measured after a Redis outage, F-71).
         """
         if message["type"] == "websocket.receive":
             if self.bridge is not None:
@@ -127,12 +216,14 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await self.bridge.on_twilio_frame(
                     text if text is not None else message.get("bytes") or b""
                 )
+        elif message["type"] == "call.control":
+            await self.call_control(message)
         else:
             await super().dispatch(message)
 
-    async def _refuse(self) -> None:
+    async def _refuse(self, code: int = POLICY_VIOLATION) -> None:
         await self.accept()
-        await self.close(code=POLICY_VIOLATION)
+        await self.close(code=code)
 
     async def _send_text(self, text: str) -> None:
         await self.base_send({"type": "websocket.send", "text": text})
@@ -141,13 +232,21 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
         await self.close(code=code)
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self._groups_task is not None:
+            self._groups_task.cancel()
         if self.bridge is not None:
             bridge, self.bridge = self.bridge, None
+            draining.unregister(bridge)
             with bind_call_id(self.call_id):
-                await bridge.finish("twilio-disconnected")
+                await bridge.on_twilio_closed(code)
             live_calls_decrement()
+        if self.group is not None:
+            # Best effort: with Redis down the membership lapses by itself.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.channel_layer.group_discard(self.group, self.channel_name),
+                    LAYER_TIMEOUT_S,
+                )
 
     async def call_control(self, event: dict[str, Any]) -> None:
         """A control command for this call (F-23), from any process."""

@@ -12,11 +12,12 @@ import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from calls import services
 from calls.groups import call_monitor_group, org_monitor_group
+from calls.layer import agroup_send_best_effort
 from calls.models import CallSession, TranscriptEntry
 from calls.status import CallStatus
 from realtime.protocol.bridge_state import BridgeFigures
@@ -26,6 +27,10 @@ log = logging.getLogger(__name__)
 # Bridges tick once a second and beat on the same slots; waiting this long puts every
 # live call of the process into one UPDATE.
 HEARTBEAT_GATHER_S = 1.5
+# A heartbeat that could not be written is tried again after 0.5 s, then doubling up
+# to this; the reaper waits 90 s without one before it takes a call for dead.
+HEARTBEAT_RETRY_FIRST_S = 0.5
+HEARTBEAT_RETRY_MAX_S = 2.0
 
 # A call back from a human (F-33, F-34) is already ai-responding, with a fresh token.
 STREAM_EXPECTING = (CallStatus.INITIATED, CallStatus.RINGING, CallStatus.AI_RESPONDING)
@@ -49,23 +54,46 @@ class DjangoCallStore:
     def __init__(self, call: CallSession) -> None:
         self.call = call
 
+    async def claim_stream(self, *, token: str, stream_sid: str) -> bool:
+        """Spend the one-time stream token; True only for the first, valid use.
+
+        A resumed stream (F-68) also tells any bridge still holding an older stream
+        of the call (a half-open socket it has not seen break) to let go.
+        """
+        claimed, resumed = await self._claim_stream(token=token, stream_sid=stream_sid)
+        if resumed:
+            try:
+                await services.acall_control_send(
+                    call_id=self.call.pk,
+                    command="stream-claimed",
+                    stream_sid=stream_sid,
+                )
+            except Exception:
+                log.warning("stream-claimed not sent", exc_info=True)
+        return claimed
+
     @database_sync_to_async
-    def claim_stream(self, *, token: str, stream_sid: str) -> bool:
-        """Spend the one-time stream token; True only for the first, valid use."""
+    def _claim_stream(self, *, token: str, stream_sid: str) -> tuple[bool, bool]:
+        """(claimed, a resume) for the token."""
         if not token:
-            return False
+            return False, False
+        now = timezone.now()
         claimed = CallSession.objects.filter(
             pk=self.call.pk,
             stream_token=token,
             stream_token_used_at__isnull=True,
             status__in=STREAM_EXPECTING,
         ).update(
-            stream_token_used_at=timezone.now(),
+            stream_token_used_at=now,
             stream_sid=stream_sid,
             ai_resume_note="",
+            # A resumed stream (F-68) is back: the loss is over, its count reset.
+            stream_lost_at=None,
+            stream_resume_failures=0,
+            heartbeat_at=now,
         )
         if not claimed:
-            return False
+            return False, False
         self.call.stream_sid = stream_sid
         services.call_session_transition(
             call=self.call, to=CallStatus.AI_RESPONDING, reason="stream-start"
@@ -73,7 +101,16 @@ class DjangoCallStore:
         services.call_event_record(
             call=self.call, type="stream-start", payload={"stream_sid": stream_sid}
         )
-        return True
+        lost_at = self.call.stream_lost_at  # as stream-ended left it for this token
+        if lost_at is not None:
+            self.call.stream_lost_at = None
+            gap_ms = int((now - lost_at).total_seconds() * 1000)
+            services.call_event_record(
+                call=self.call,
+                type="stream-resumed",
+                payload={"gap_ms": gap_ms, "stream_sid": stream_sid},
+            )
+        return True, lost_at is not None
 
     async def record_event(
         self, type: str, payload: dict[str, Any] | None = None
@@ -101,10 +138,7 @@ class DjangoCallStore:
     async def broadcast_partial(
         self, *, speaker: str, item_id: str, delta: str
     ) -> None:
-        """Live text for monitors; not saved (F-20)."""
-        layer = get_channel_layer()
-        if layer is None:
-            return
+        """Live text for monitors; not saved (F-20). Best effort, bounded (F-71)."""
         message = {
             "type": "transcript.partial",
             "call_id": self.call.pk,
@@ -116,7 +150,14 @@ class DjangoCallStore:
             call_monitor_group(self.call.pk),
             org_monitor_group(self.call.organization_id),
         ):
-            await layer.group_send(group, message)
+            if not await agroup_send_best_effort(group, message):
+                return
+
+    @staticmethod
+    def retryable(exc: Exception) -> bool:
+        """Whether a failed write is worth another try: the database was down or
+        locked (F-71), not a refusal such as an illegal status change."""
+        return isinstance(exc, (OperationalError, InterfaceError))
 
     @database_sync_to_async
     def load_transcript(self) -> list[tuple[str, str]]:
@@ -150,8 +191,25 @@ class DjangoCallStore:
             barge_in_count=figures.barge_ins,
         )
 
-    async def finish(self, *, reason: str, failed: bool = False) -> None:
-        await services.acall_session_end(call=self.call, reason=reason, failed=failed)
+    @database_sync_to_async
+    def finish(self, *, reason: str, failed: bool = False) -> None:
+        """End the call, unless a newer stream of it was claimed since ours (F-68):
+        then it goes on elsewhere and is not this bridge's to end."""
+        with transaction.atomic():
+            current = (
+                CallSession.objects.select_for_update()
+                .filter(pk=self.call.pk)
+                .values_list("stream_sid", flat=True)
+                .first()
+            )
+            if self.call.stream_sid and current != self.call.stream_sid:
+                services.call_event_record(
+                    call=self.call,
+                    type="stale-bridge-end",
+                    payload={"reason": reason, "stream_sid": self.call.stream_sid},
+                )
+                return
+            services.call_session_end(call=self.call, reason=reason, failed=failed)
 
     @database_sync_to_async
     def current_status(self) -> str:
@@ -195,19 +253,41 @@ class HeartbeatBatch:
             or flush.done()
             or flush.get_loop() is not asyncio.get_running_loop()
         ):
-            self._flush = asyncio.create_task(self._flush_later(), name="heartbeats")
-            self._tasks.add(self._flush)
-            self._flush.add_done_callback(self._tasks.discard)
+            self._schedule()
+
+    def _schedule(self) -> None:
+        self._flush = asyncio.create_task(self._flush_later(), name="heartbeats")
+        self._tasks.add(self._flush)
+        self._flush.add_done_callback(self._tasks.discard)
 
     async def _flush_later(self) -> None:
         await asyncio.sleep(HEARTBEAT_GATHER_S)
-        due, self._due = sorted(self._due), set()
+        delay = HEARTBEAT_RETRY_FIRST_S
+        while True:
+            due, self._due = sorted(self._due), set()
+            try:
+                await heartbeats_save(due)
+            except Exception as exc:
+                # The database is down or locked (F-71): beat again soon (beats that
+                # come meanwhile join in), so a live call's heartbeat is fresh as
+                # soon as it is back, before a reaper could take the call for dead.
+                self._due.update(due)
+                if delay == HEARTBEAT_RETRY_FIRST_S:
+                    log.warning(
+                        "heartbeats not saved for %d calls (%s); retrying",
+                        len(due),
+                        f"{type(exc).__name__}: {exc}"[:200],
+                    )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, HEARTBEAT_RETRY_MAX_S)
+                continue
+            if delay != HEARTBEAT_RETRY_FIRST_S:
+                log.warning("heartbeats saved again for %d calls", len(due))
+            break
         if self._flush is asyncio.current_task():
-            self._flush = None  # beats from now on start the next batch
-        try:
-            await heartbeats_save(due)
-        except Exception:
-            log.exception("heartbeats not saved for calls %s", due)
+            self._flush = None
+            if self._due:  # beats that came during the write start the next batch
+                self._schedule()
 
 
 heartbeats = HeartbeatBatch()

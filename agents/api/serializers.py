@@ -210,6 +210,7 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
             "on_agent_unavailable",
             "return_to_ai_after_agent",
             "on_model_failure",
+            "resume_message",
             "voicemail_message",
             "max_call_duration_s",
             "idle_timeout_s",

@@ -197,11 +197,19 @@ class OutboundCallSerializer(serializers.Serializer):
 
 
 class HealthSerializer(serializers.Serializer):
-    status = serializers.ChoiceField(choices=["ok", "unavailable"])
+    status = serializers.ChoiceField(
+        choices=["ok", "degraded", "unavailable", "draining"],
+        help_text="`draining`: this process is shutting down and handing its calls "
+        "over (F-69); send it no new calls. `degraded` (200): the channel layer is "
+        "down; calls still talk, live control and monitors wait for it (F-71).",
+    )
     database = serializers.BooleanField(help_text="`SELECT 1` answered.")
     channel_layer = serializers.BooleanField(
         help_text="A message went round the channel layer in time."
     )
     live_calls_in_process = serializers.IntegerField(
         help_text="Calls this server process is bridging now."
+    )
+    draining = serializers.BooleanField(
+        help_text="SIGTERM received: new streams refused, live calls being handed over."
     )

@@ -198,6 +198,7 @@ class HealthApi(APIView):
                 "database": health.database,
                 "channel_layer": health.channel_layer,
                 "live_calls_in_process": health.live_calls_in_process,
+                "draining": health.draining,
             }
         ).data
         code = status.HTTP_200_OK if health.ok else status.HTTP_503_SERVICE_UNAVAILABLE

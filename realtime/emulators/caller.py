@@ -339,27 +339,36 @@ class SimulatedCaller:
             create_connection=ShortPathClientConnection,
         )
         self._tasks.append(asyncio.create_task(self._receive_loop()))
-        await self._send({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        if self.start_delay_ms:
-            await asyncio.sleep(self.start_delay_ms * self.time_scale / 1000)
-        self._started = True
-        await self._send_numbered(
-            "start",
-            {
-                "start": {
-                    "streamSid": self.stream_sid,
-                    "accountSid": self.account_sid,
-                    "callSid": self.call_sid,
-                    "tracks": ["inbound"],
-                    "customParameters": self.parameters,
-                    "mediaFormat": {
-                        "encoding": "audio/x-mulaw",
-                        "sampleRate": 8000,
-                        "channels": 1,
-                    },
-                }
-            },
-        )
+        try:
+            await self._send(
+                {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+            )
+            if self.start_delay_ms:
+                await asyncio.sleep(self.start_delay_ms * self.time_scale / 1000)
+            self._started = True
+            await self._send_numbered(
+                "start",
+                {
+                    "start": {
+                        "streamSid": self.stream_sid,
+                        "accountSid": self.account_sid,
+                        "callSid": self.call_sid,
+                        "tracks": ["inbound"],
+                        "customParameters": self.parameters,
+                        "mediaFormat": {
+                            "encoding": "audio/x-mulaw",
+                            "sampleRate": 8000,
+                            "channels": 1,
+                        },
+                    }
+                },
+            )
+        except ConnectionClosed:
+            # Upgraded, then closed by the server at once (a draining server
+            # refuses new streams so): the stream has ended, as for Twilio, which
+            # goes on with <Connect action>.
+            await asyncio.gather(self._tasks[0], return_exceptions=True)
+            return
         self._tasks.append(asyncio.create_task(self._frame_loop()))
 
     async def run(self, script: Iterable[Step], *, hang_up: bool = True) -> None:
@@ -408,6 +417,14 @@ class SimulatedCaller:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._closed = True
         self._notify()
+
+    async def break_connection(self) -> None:
+        """Drop the TCP connection with no close frame and no ``stop``, as a
+        network break does: both ends see an abnormal closure (1006)."""
+        if self._ws is None or self._closed:
+            return
+        self._ws.transport.abort()
+        await self.wait_closed()
 
     async def wait_closed(self, timeout_s: float = 5.0) -> None:
         """Wait until the stream has ended (either side)."""

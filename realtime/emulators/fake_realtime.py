@@ -21,6 +21,10 @@ The handshake (PROTOCOL A1, A7):
   then close 3000 ``invalid_request_error.invalid_api_key``;
   ``"reject-handshake"``: HTTP 403 with a JSON error body;
 - an ``OpenAI-Beta`` header: ``error`` ``beta_api_shape_disabled``, close 4000;
+- connect faults (F-71), set with ``handshake_fault=`` or ``fail_handshakes()``
+  (the next ``count`` attempts, or all): an HTTP status on the upgrade with the
+  API's JSON error body (401/403 ``invalid_api_key``, 429 ``rate_limit_exceeded``,
+  5xx ``server_error``), or ``"hang"``: the upgrade is never answered;
 - then ``session.created`` and the scenario (see ``realtime_session``).
 
 Violations and unmet expectations are collected per connection;
@@ -56,6 +60,7 @@ from realtime.ws_connections import ShortPathServerConnection
 __all__ = [
     "AuthFailureMode",
     "FakeRealtimeServer",
+    "HandshakeFault",
     "RealtimeConnection",
     "RejectedHandshake",
     "Violation",
@@ -63,6 +68,26 @@ __all__ = [
 ]
 
 AuthFailureMode = Literal["accept-then-close", "reject-handshake"]
+HandshakeFault = int | Literal["hang"]
+
+_FAULT_BODIES: dict[int, tuple[str, str | None, str]] = {
+    401: ("invalid_request_error", "invalid_api_key", "Incorrect API key provided."),
+    403: (
+        "invalid_request_error",
+        "invalid_api_key",
+        "You are not allowed to use the Realtime API.",
+    ),
+    429: (
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for requests. Please try again later.",
+    ),
+}
+_SERVER_ERROR = (
+    "server_error",
+    None,
+    "The server had an error while processing your request. Sorry about that!",
+)
 
 _log = logging.getLogger(__name__)
 
@@ -100,6 +125,7 @@ class FakeRealtimeServer:
         api_key: str | None = "sk-test",
         auth_failure_mode: AuthFailureMode = "accept-then-close",
         handshake_delay_s: float = 0.0,
+        handshake_fault: HandshakeFault | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         record_events: bool = True,
@@ -117,6 +143,11 @@ class FakeRealtimeServer:
         self.compression = compression
         self.connections: list[RealtimeConnection] = []
         self.rejected_handshakes: list[RejectedHandshake] = []
+        self._fault: HandshakeFault | None = None
+        self._closing = asyncio.Event()
+        self._fault_count: int | None = None
+        if handshake_fault is not None:
+            self.fail_handshakes(handshake_fault)
         self._ids = IdSource()
         self._server: Server | None = None
         self._changed = Signal()
@@ -125,6 +156,7 @@ class FakeRealtimeServer:
 
     async def start(self) -> None:
         """Start listening; ``port`` becomes the bound port."""
+        self._closing.clear()
         self._server = await serve(
             self._handle,
             self.host,
@@ -140,6 +172,7 @@ class FakeRealtimeServer:
 
     async def close(self) -> None:
         """Stop listening and close open connections (1001)."""
+        self._closing.set()
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -163,6 +196,30 @@ class FakeRealtimeServer:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
+
+    def fail_handshakes(
+        self, fault: HandshakeFault | None, count: int | None = None
+    ) -> None:
+        """Fail the next ``count`` connection attempts (all while None) with
+        ``fault``: an HTTP status (4xx/5xx) or ``"hang"``; None clears it."""
+        if (
+            fault is not None
+            and fault != "hang"
+            and (isinstance(fault, bool) or not 400 <= fault <= 599)
+        ):
+            raise ValueError(f"a handshake fault is 4xx, 5xx or 'hang': {fault!r}")
+        self._fault = fault
+        self._fault_count = count
+
+    def _take_fault(self) -> HandshakeFault | None:
+        fault = self._fault
+        if fault is None:
+            return None
+        if self._fault_count is not None:
+            self._fault_count -= 1
+            if self._fault_count <= 0:
+                self._fault = None
+        return fault
 
     # -- what tests read -------------------------------------------------------
 
@@ -243,6 +300,26 @@ class FakeRealtimeServer:
                 RejectedHandshake(request.path, 404, headers)
             )
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        fault = self._take_fault()
+        if fault == "hang":
+            self.rejected_handshakes.append(RejectedHandshake(request.path, 0, headers))
+            # Never answered: the client's open time-out (or our close) ends it.
+            await self._closing.wait()
+            return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "closing\n")
+        elif fault is not None:
+            self.rejected_handshakes.append(
+                RejectedHandshake(request.path, fault, headers)
+            )
+            kind, code, message = _FAULT_BODIES.get(fault, _SERVER_ERROR)
+            body = {
+                "error": {"message": message, "type": kind, "code": code, "param": None}
+            }
+            response = connection.respond(HTTPStatus(fault), json.dumps(body))
+            del response.headers["Content-Type"]
+            response.headers["Content-Type"] = "application/json"
+            if fault == 429:
+                response.headers["Retry-After"] = "1"
+            return response
         if self.auth_failure_mode == "reject-handshake" and not self._key_ok(
             request.headers.get("Authorization")
         ):
@@ -395,9 +472,21 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--handshake-delay", type=float, default=0.0, metavar="S")
     parser.add_argument(
+        "--handshake-fault",
+        default=None,
+        metavar="STATUS|hang",
+        help="refuse every upgrade with this HTTP status (401, 429, 500…) or hang",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="store_true", help="log connections as they come"
     )
     return parser
+
+
+def _fault_arg(value: str | None) -> HandshakeFault | None:
+    if value is None:
+        return None
+    return "hang" if value == "hang" else int(value)
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -406,6 +495,7 @@ async def _serve(args: argparse.Namespace) -> None:
         api_key=None if args.any_key else args.api_key,
         auth_failure_mode=args.auth_failure_mode,
         handshake_delay_s=args.handshake_delay,
+        handshake_fault=_fault_arg(args.handshake_fault),
         host=args.host,
         port=args.port,
         record_events=False,

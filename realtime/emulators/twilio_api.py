@@ -189,9 +189,18 @@ class CallHandle:
         """The simulated caller of the latest Media Stream, if one was opened."""
         return self.call.streams[-1] if self.call.streams else None
 
-    async def wait_stream(self, timeout: float = 5.0) -> SimulatedCaller:  # noqa: ASYNC109
-        """Wait until a Media Stream is connected and return its caller."""
-        await asyncio.wait_for(self.call.stream_started.wait(), timeout)
+    async def wait_stream(
+        self,
+        timeout: float = 5.0,  # noqa: ASYNC109
+        *,
+        count: int = 1,
+    ) -> SimulatedCaller:
+        """Wait until ``count`` Media Streams were connected (the first by default;
+        2 for the one that resumed it, …) and return the latest one's caller."""
+        async with asyncio.timeout(timeout), self.call.streams_changed:
+            await self.call.streams_changed.wait_for(
+                lambda: len(self.call.streams) >= count
+            )
         caller = self.caller
         assert caller is not None
         return caller

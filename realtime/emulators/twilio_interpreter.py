@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
@@ -31,6 +31,8 @@ from realtime.emulators.twilio_resources import (
 )
 from realtime.emulators.twilio_rest import absolute_url
 from realtime.emulators.twiml import TwimlError
+
+ABNORMAL_CLOSURE: Final = 1006  # no close frame: the connection broke
 
 __all__ = ["CallerFactory", "StreamStart", "TwimlInterpreter", "default_caller"]
 
@@ -202,6 +204,7 @@ class TwimlInterpreter(ConferenceRules):
         elif isinstance(verb, twiml.Connect):
             return await self._connect_stream(call, verb, document_url)
         elif isinstance(verb, twiml.Dial):
+            call._script_rest = None  # a detour: later streams are driven by hand
             return await self._dial(call, verb, document_url)
         else:
             call._note("unsupported", verb=verb.name)
@@ -257,11 +260,16 @@ class TwimlInterpreter(ConferenceRules):
             "stream-start", url=url, stream_sid=stream_sid, parameters=start.parameters
         )
         call.stream_started.set()
+        async with call.streams_changed:
+            call.streams_changed.notify_all()
         await self._stream_event(call, verb.stream, stream_sid, "stream-started")
         if call.caller_script is not None and len(call.streams) == 1:
-            # The script plays on the first stream only; later streams (back
-            # from a conference, say) are driven through ``handle.caller``.
-            self._spawn(call, self._run_script(call, caller, call.caller_script))
+            call._script_rest = list(call.caller_script)
+        if call._script_rest:
+            # The script plays on the first stream, and goes on where it was on a
+            # stream that resumes a broken one; other streams (back from a
+            # conference, say) are driven through ``handle.caller``.
+            self._spawn(call, self._run_script(call, caller, call._script_rest))
         try:
             while not caller.closed:
                 with contextlib.suppress(AssertionError):  # its wait times out
@@ -278,17 +286,32 @@ class TwimlInterpreter(ConferenceRules):
             call._note("stream-end", stream_sid=stream_sid, by="caller")
             call._note("hangup", by="caller")
             return _CALLER_GONE
-        # The bridge closed the socket: Twilio goes on with <Connect action> or
-        # the next verb.
-        call._note("stream-end", stream_sid=stream_sid, by="server")
+        # The bridge closed the socket, or it broke (our process killed: no close
+        # frame, a reset): Twilio goes on with <Connect action> or the next verb.
+        code, reason = caller.closed_by_server
+        by = "broken" if code is None or code == ABNORMAL_CLOSURE else "server"
+        call._note(
+            "stream-end",
+            stream_sid=stream_sid,
+            by=by,
+            code=None if code is None else int(code),
+            reason=reason,
+        )
         return await self._action(call, verb.action, verb.method, document_url, {})
 
     async def _run_script(
-        self, call: Call, caller: SimulatedCaller, script: Sequence[Step]
+        self, call: Call, caller: SimulatedCaller, rest: list[Step]
     ) -> None:
-        """Play the caller's script; it stays on the line afterwards."""
+        """Play the caller's script (consuming ``rest``); it stays on the line
+        afterwards. A step the stream ended under stays in ``rest``, to be played
+        again on a resumed stream."""
         try:
-            await caller.run(script, hang_up=False)
+            while rest and call._script_rest is rest:
+                await caller.run(rest[:1], hang_up=False)
+                if caller.closed and caller.closed_by_server is not None:
+                    return  # the stream ended under this step
+                if rest:
+                    rest.pop(0)
         except AssertionError as exc:  # a wait in the script timed out
             call._note("caller-script-error", error=str(exc))
 

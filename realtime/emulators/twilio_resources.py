@@ -214,6 +214,10 @@ class Call:
         self.streams: list[SimulatedCaller] = []
         self.finished = asyncio.Event()
         self.stream_started = asyncio.Event()
+        self.streams_changed = asyncio.Condition()  # notified per new stream
+        # What is left of ``caller_script`` when a stream ended under it: played
+        # on the stream the ``<Connect action>`` opens next (a resume).
+        self._script_rest: list[Step] | None = None
         self._created = time.monotonic()
         self._answered_at: float | None = None
         self._ended_at: float | None = None

@@ -58,9 +58,11 @@ from realtime.protocol.caller_audio import MULAW_8K
 from realtime.protocol.errors import RealtimeProtocolError
 from realtime.protocol.openai_events import (
     FunctionCallArgumentsDone,
+    InputAudioCommitted,
     InputAudioTimeoutTriggered,
     InputTranscriptionCompleted,
     InputTranscriptionDelta,
+    InputTranscriptionFailed,
     OutputAudioDelta,
     OutputAudioDone,
     OutputAudioTranscriptDelta,
@@ -505,6 +507,12 @@ class _RecentIds:
     def __contains__(self, key: object) -> bool:
         return key in self._ids
 
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def discard(self, key: str) -> None:
+        self._ids.pop(key, None)
+
     def clear(self) -> None:
         self._ids.clear()
 
@@ -577,6 +585,8 @@ class BridgeState:
         # tools
         self._calls: dict[str, _Call] = {}
         self._running: set[str] = set()
+        # caller turns committed whose transcription is still to come
+        self._transcribing = _RecentIds(MAX_TRACKED_ITEMS)
         # figures
         self._usage = Usage()
         self._responses = 0
@@ -617,6 +627,30 @@ class BridgeState:
     def active_response_id(self) -> str | None:
         """The response the model is producing, if any."""
         return self._active_id
+
+    @property
+    def quiet(self) -> bool:
+        """Whether the call is between turns, so its stream can be handed over (F-69).
+
+        The stream has started; no response is active, requested or queued (the
+        greeting included), none is expected from the server for a finished caller
+        turn; every AI item sent to Twilio has been heard up to its last mark (or
+        was cut); no tool call awaits its result; the caller is not speaking and
+        every committed caller turn has its transcript in.
+        """
+        deadline = self._auto_deadline
+        return (
+            not self._ended
+            and self._stream_sid is not None
+            and self._active_id is None
+            and self._inflight is None
+            and not self._queue
+            and not self._running
+            and not self._caller_speaking
+            and (deadline is None or self._now >= deadline)
+            and not self._transcribing
+            and all(item.settled for item in self._items.values())
+        )
 
     def item_audio(self, item_id: str) -> ItemAudio | None:
         """Return the audio progress of an AI item still tracked, else None."""
@@ -680,6 +714,7 @@ class BridgeState:
         self._muted.clear()
         self._calls.clear()
         self._running.clear()
+        self._transcribing.clear()
         self._reseed = reseed_messages(transcript)
         actions.append(UpdateSession(self._config))
         return actions
@@ -741,11 +776,19 @@ class BridgeState:
         return self._on_caller_side(event)
 
     def _on_caller_side(self, event: ServerEvent) -> list[Action]:
+        if isinstance(event, InputAudioCommitted):
+            if self._config.transcription is not None:
+                self._transcribing.add(event.item_id)
+            return []
+        if isinstance(event, InputTranscriptionFailed):
+            self._transcribing.discard(event.item_id)
+            return []
         if isinstance(event, InputTranscriptionDelta):
             if not event.delta:
                 return []
             return [BroadcastPartial("customer", event.item_id, event.delta)]
         if isinstance(event, InputTranscriptionCompleted):
+            self._transcribing.discard(event.item_id)
             text = event.transcript.strip()
             if not text:
                 return []

@@ -68,23 +68,46 @@ def test_health_ok_without_auth(anon: APIClient, db: None) -> None:
         "database": True,
         "channel_layer": True,
         "live_calls_in_process": 1,
+        "draining": False,
     }
 
 
-def test_health_503_when_channel_layer_is_down(
+def test_health_503_draining_at_once(anon: APIClient, db: None) -> None:
+    """From the moment the process starts draining (F-69), health says so with a 503
+    so that balancers send it no new calls; the probes still report."""
+    from callcenter import draining
+
+    assert draining.begin()
+    try:
+        response = anon.get("/api/health")
+    finally:
+        draining.reset()
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "draining",
+        "database": True,
+        "channel_layer": True,
+        "live_calls_in_process": 0,
+        "draining": True,
+    }
+    assert anon.get("/api/health").status_code == 200
+
+
+def test_health_degraded_when_channel_layer_is_down(
     anon: APIClient, db: None, settings: Any
 ) -> None:
+    """Redis down (F-71): calls still talk, so a proxy keeps sending them here."""
     settings.CHANNEL_LAYERS = {
         "default": {"BACKEND": "tests.api.fakes.BrokenChannelLayer"}
     }
     response = anon.get("/api/health")
-    assert response.status_code == 503
-    assert response.json()["status"] == "unavailable"
+    assert response.status_code == 200
+    assert response.json()["status"] == "degraded"
     assert response.json()["channel_layer"] is False
     assert response.json()["database"] is True
 
 
-def test_health_503_when_layer_never_answers(
+def test_health_degraded_when_layer_never_answers(
     anon: APIClient, db: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A layer that swallows the message is caught by the timeout."""
@@ -99,7 +122,8 @@ def test_health_503_when_layer_never_answers(
     monkeypatch.setattr(type(get_channel_layer()), "send", black_hole)
     monkeypatch.setattr(selectors, "CHANNEL_LAYER_TIMEOUT_S", 0.05)
     response = anon.get("/api/health")
-    assert response.status_code == 503 and response.json()["channel_layer"] is False
+    assert response.status_code == 200 and response.json()["channel_layer"] is False
+    assert response.json()["status"] == "degraded"
 
 
 def test_health_503_when_database_is_down(

@@ -52,3 +52,23 @@ def test_stream_that_never_came_is_reaped():
 def test_command_runs_once(capsys):
     call_command("reap_calls")
     assert "reaped 0 call(s)" in capsys.readouterr().out
+
+
+def test_a_lost_stream_waits_for_its_resume_then_is_reaped():
+    """F-68: a call whose stream was lost stays ai-responding while the resume may
+    still come, however old its last heartbeat; a heartbeat time-out after the loss
+    with no claimed stream, it is closed with its own reason."""
+    now = timezone.now()
+    call = CallSessionFactory(
+        status=CallStatus.AI_RESPONDING,
+        heartbeat_at=now - timedelta(minutes=5),
+        stream_lost_at=now - timedelta(seconds=5),
+    )
+    assert calls_reap(now=now) == 0
+    call.refresh_from_db()
+    assert call.status == CallStatus.AI_RESPONDING
+    assert calls_reap(now=now + timedelta(minutes=2)) == 1
+    call.refresh_from_db()
+    assert call.status == CallStatus.FAILED
+    assert call.end_reason == "reaped: the stream was lost and never resumed"
+    assert CallEvent.objects.filter(call=call, type="reaped").count() == 1

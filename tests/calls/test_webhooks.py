@@ -270,16 +270,6 @@ def test_stream_ended_for_transferring_call_joins_the_room(client):
     assert 'startConferenceOnEnter="false"' in body
 
 
-def test_stream_ended_while_ai_was_talking_fails_the_call_politely(client):
-    call = CallSessionFactory(status=CallStatus.AI_RESPONDING)
-    body = signed_post(
-        client, f"/api/twilio/stream-ended/{call.pk}", {"CallSid": call.twilio_call_sid}
-    ).content.decode()
-    assert "<Say" in body
-    call.refresh_from_db()
-    assert call.status == CallStatus.FAILED
-
-
 @pytest.mark.parametrize("answered_by", ["human", "unknown", ""])
 def test_outbound_answer_by_a_person_gets_the_stream(client, answered_by):
     call = CallSessionFactory(status=CallStatus.RINGING, direction="outbound")

@@ -216,3 +216,107 @@ async def test_refused_token_costs_no_session_and_finishes_nothing():
         assert bridge.model_closed_at is not None
     assert closed == [1008]
     assert store.finished == []
+
+
+async def _model_server_session(ws) -> None:
+    """A model that confirms the session and then listens."""
+    await ws.send(
+        json.dumps({"type": "session.created", "event_id": "e0", "session": SESSION})
+    )
+    async for raw in ws:
+        if json.loads(raw)["type"] == "session.update":
+            await ws.send(
+                json.dumps(
+                    {"type": "session.updated", "event_id": "e1", "session": SESSION}
+                )
+            )
+
+
+async def _claimed_bridge(port: int, store: MemoryStore, closed: list[int]):
+    async def to_twilio(frame: str) -> None:
+        pass
+
+    async def close_twilio(code: int) -> None:
+        closed.append(code)
+
+    bridge = CallBridge(
+        _config(f"ws://127.0.0.1:{port}/v1/realtime"),
+        store=store,
+        send_to_twilio=to_twilio,
+        close_twilio=close_twilio,
+    )
+    await bridge.start()
+    await _start_frames(bridge)
+    for _ in range(100):
+        if ("model-connected", {}) in store.events:
+            break
+        await asyncio.sleep(0.02)
+    return bridge
+
+
+async def test_hand_over_closes_the_stream_with_1000_and_does_not_end_the_call():
+    """Mode "handover" (F-68/F-69): model closed, event and figures written before
+    Twilio's socket closes with 1000, and no store.finish (the call goes on)."""
+    async with serve(_model_server_session, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        store, closed = MemoryStore(), []
+        bridge = await _claimed_bridge(port, store, closed)
+        await bridge.hand_over("drain")
+        await bridge.wait_finished()
+        await bridge.hand_over("again")  # once only
+    assert closed == [1000]
+    assert store.finished == []
+    assert ("stream-handover", {"reason": "drain"}) in store.events
+    assert ("bridge-end", {"reason": "handover: drain", "mode": "handover"}) in (
+        store.events
+    )
+    assert bridge.model_closed_at is not None
+
+
+async def test_a_socket_closed_without_stop_is_lost_not_ended():
+    """Twilio's socket goes away with no `stop` (a network break, our process's
+    socket killed): mode "lost", the call is not finished."""
+    async with serve(_model_server_session, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        store, closed = MemoryStore(), []
+        bridge = await _claimed_bridge(port, store, closed)
+        await bridge.on_twilio_closed(1006)
+    assert store.finished == []
+    assert ("stream-broken", {"code": 1006}) in store.events
+    assert ("bridge-end", {"reason": "stream-lost", "mode": "lost"}) in store.events
+
+
+async def test_a_socket_closed_after_stop_ends_the_call():
+    """`stop` then the close: the caller hung up, the call is finished once."""
+    async with serve(_model_server_session, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        store, closed = MemoryStore(), []
+        bridge = await _claimed_bridge(port, store, closed)
+        await bridge.on_twilio_frame(
+            json.dumps(
+                {
+                    "event": "stop",
+                    "sequenceNumber": "9",
+                    "streamSid": "MZ1",
+                    "stop": {"accountSid": "AC1", "callSid": "CA1"},
+                }
+            )
+        )
+        await bridge.on_twilio_closed(1000)
+    assert store.finished == [("caller-hangup", False)]
+
+
+async def test_a_newer_stream_claimed_elsewhere_makes_the_bridge_let_go():
+    """`stream-claimed` for another stream: this one is stale (mode lost, the
+    call not finished); for its own stream: nothing happens."""
+    async with serve(_model_server_session, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        store, closed = MemoryStore(), []
+        bridge = await _claimed_bridge(port, store, closed)
+        await bridge.on_control("stream-claimed", {"stream_sid": "MZ1"})
+        assert closed == [] and not bridge._finishing
+        await bridge.on_control("stream-claimed", {"stream_sid": "MZ2"})
+    assert closed == [1000]
+    assert store.finished == []
+    assert ("stream-superseded", {"by": "MZ2"}) in store.events
+    assert not any(type == "control" for type, _ in store.events)

@@ -264,3 +264,65 @@ async def test_binary_frame_closes_the_stream_in_process(stream_settings):
     await call.arefresh_from_db()
     assert call.status == CallStatus.FAILED
     assert call.end_reason == "twilio-protocol-error"
+
+
+async def test_a_call_talks_with_the_channel_layer_down_and_rejoins_after(
+    stream_settings, monkeypatch
+):
+    """F-71: with the layer (Redis) failing, the stream is accepted and the caller
+    hears the greeting; once it works again the consumer joins its control group
+    by itself and an instruction reaches the model."""
+    from channels.layers import get_channel_layer
+
+    from realtime import consumers
+
+    monkeypatch.setattr(consumers, "LAYER_RETRY_DELAYS_S", (0.05,))
+    layer = get_channel_layer()
+    down = True
+    tries = {"group_add": 0, "receive": 0}
+    group_add, receive = layer.group_add, layer.receive
+
+    async def failing_group_add(group, channel):
+        tries["group_add"] += 1
+        if down:
+            raise ConnectionError("Error 111 connecting to redis")
+        await group_add(group, channel)
+
+    async def failing_receive(channel):
+        tries["receive"] += 1
+        if down:
+            await asyncio.sleep(0.01)
+            raise ConnectionError("Connection closed by server.")
+        return await receive(channel)
+
+    monkeypatch.setattr(layer, "group_add", failing_group_add)
+    monkeypatch.setattr(layer, "receive", failing_receive)
+    call = await _waiting_call(stream_settings)
+    async with FakeRealtimeServer(scenarios.DEMO, api_key=API_KEY) as fake:
+        stream_settings.OPENAI_REALTIME_URL = fake.url
+        communicator, connection = await _greeted_call(call, fake)
+        greeting = await _received_until(
+            communicator, lambda fs: any(f["event"] == "media" for f in fs)
+        )
+        assert greeting
+        await asyncio.sleep(0.3)
+        assert tries["group_add"] >= 2 and tries["receive"] >= 2  # kept trying
+        down = False
+
+        async def instructed():
+            await acall_control_send(call_id=call.pk, command="instruct", text="再開")
+            await asyncio.sleep(0.1)
+            return any(
+                "再開" in json.dumps(e, ensure_ascii=False)
+                for e in connection.received_of("conversation.item.create")
+            )
+
+        for _ in range(30):
+            if await instructed():
+                break
+        assert await instructed()
+        await acall_control_send(call_id=call.pk, command="hangup", reason="operator")
+        await asyncio.wait_for(connection.wait_closed(), timeout=3)
+        await _closed_by_the_app(communicator)
+    await call.arefresh_from_db()
+    assert call.end_reason == "operator"

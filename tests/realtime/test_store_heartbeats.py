@@ -91,3 +91,36 @@ def test_the_update_touches_only_the_given_calls(db):
     beats = dict(CallSession.objects.values_list("pk", "heartbeat_at"))
     assert beats[calls[1].pk] is None
     assert beats[calls[0].pk] is not None and beats[calls[2].pk] is not None
+
+
+async def test_a_failed_save_is_retried_soon_with_the_beats_that_came_meanwhile(
+    quick_gather, monkeypatch
+):
+    """Database down or locked (F-71): heartbeats are written as soon as it is back,
+    not a beat period later, so the reaper never takes a live call for dead."""
+    from django.db import OperationalError
+
+    monkeypatch.setattr(store, "HEARTBEAT_RETRY_FIRST_S", 0.05)
+    monkeypatch.setattr(store, "HEARTBEAT_RETRY_MAX_S", 0.1)
+    batch = HeartbeatBatch()
+    monkeypatch.setattr(store, "heartbeats", batch)
+    first, second = await _calls(2)
+    tries: list[list[int]] = []
+    original = store.heartbeats_save
+
+    async def failing_twice(call_ids: list[int]) -> None:
+        tries.append(list(call_ids))
+        if len(tries) <= 2:
+            raise OperationalError("database is locked")
+        await original(call_ids)
+
+    monkeypatch.setattr(store, "heartbeats_save", failing_twice)
+    batch.beat(first.pk)
+    await asyncio.sleep(0.1)  # the first try failed; a retry is pending
+    batch.beat(second.pk)
+    await asyncio.sleep(0.5)
+
+    assert tries[0] == [first.pk]
+    assert tries[-1] == sorted([first.pk, second.pk])
+    assert len(tries) == 3
+    assert None not in await _heartbeats([first.pk, second.pk])

@@ -301,3 +301,22 @@ async def _close_consumer_connections():
     from asgiref.sync import sync_to_async
 
     await sync_to_async(_close_worker_connections)()
+
+
+async def test_monitor_socket_says_try_again_while_the_channel_layer_is_down(
+    monkeypatch,
+):
+    """F-71: a monitor that cannot join its group is closed with 1013 (the page
+    retries with back-off and catches up), not left hanging."""
+    operator, _, call = await _world()
+    layer = get_channel_layer()
+
+    async def down(group, channel):
+        raise ConnectionError("Error 111 connecting to redis")
+
+    monkeypatch.setattr(layer, "group_add", down)
+    communicator, connected, _ = await _connect(f"/ws/calls/{call.pk}/", operator)
+    assert connected
+    closed = await communicator.receive_output(timeout=3)
+    assert (closed["type"], closed["code"]) == ("websocket.close", 1013)
+    await communicator.disconnect()

@@ -16,6 +16,15 @@ This process stays as a small supervisor of its children:
 Ctrl-C or SIGTERM stops them all; if one child exits, the others are stopped too. On
 Linux the children also get SIGTERM if this process is killed outright. With
 `--no-celery` and a key, the server replaces this process, as any server would.
+
+uvicorn runs as `python -m realtime.server` (F-69): the SIGTERM this process forwards
+drains its calls first, each handed over at its next quiet moment within
+DRAIN_TIMEOUT after DRAIN_NOTICE, so the server gets that long (and a little more) to
+exit. It runs in a
+process group of its own, so a Ctrl-C in the terminal reaches it only through this
+process, once; a second Ctrl-C here is forwarded too and stops it at once. Daphne
+(SERVER=daphne) has no drain: SIGTERM closes its calls' streams at once, and they
+resume on another process only if one answers Twilio (F-68).
 """
 
 from __future__ import annotations
@@ -45,6 +54,8 @@ DEMO_BANNER = (
 )
 STARTUP_TIMEOUT_S = 20.0
 STOP_TIMEOUT_S = 10.0
+# After DRAIN_TIMEOUT, handing the last calls over and exiting (draining.py's grace).
+DRAIN_EXIT_GRACE_S = 15.0
 
 
 # The default is uvicorn: bench/relay.py measured it cheaper per call at every N and
@@ -56,11 +67,14 @@ def _server_argv(host: str, port: int, server: str | None = None) -> list[str]:
     server = server or os.environ.get("SERVER", "uvicorn")
     if server not in SERVERS:
         raise ValueError(f"SERVER must be one of {', '.join(SERVERS)}, not {server!r}")
-    binary = os.path.join(os.path.dirname(sys.executable), server)
     if server == "daphne":
+        binary = os.path.join(os.path.dirname(sys.executable), server)
         return [binary, "-b", host, "-p", str(port), "--proxy-headers", ASGI_APP]
     return [
-        binary,
+        # uvicorn's command line, with a drain on SIGTERM (realtime/server.py).
+        sys.executable,
+        "-m",
+        DRAINING_SERVER,
         ASGI_APP,
         "--host",
         host,
@@ -75,6 +89,11 @@ def _server_argv(host: str, port: int, server: str | None = None) -> list[str]:
 
 
 ASGI_APP = "callcenter.asgi:application"
+DRAINING_SERVER = "realtime.server"
+
+
+def _is_server(argv: list[str]) -> bool:
+    return DRAINING_SERVER in argv[:3] or os.path.basename(argv[0]) in SERVERS
 
 
 def celery_argvs() -> list[list[str]]:
@@ -226,6 +245,9 @@ class Command(BaseCommand):
                         cwd=settings.BASE_DIR,
                         env=environment,
                         preexec_fn=_die_with_parent(),
+                        # The server hears Ctrl-C from us only, as one SIGTERM: a
+                        # drain, not the terminal's SIGINT and then our SIGTERM.
+                        process_group=0 if _is_server(argv) else None,
                     )
                 )
             failed = _supervise(children, stop)
@@ -235,7 +257,7 @@ class Command(BaseCommand):
                     "stopped the rest."
                 )
         finally:
-            _stop_all(children)
+            _stop_all(children, stop)
             stop.restore()
 
     # -- demo mode -----------------------------------------------------------------
@@ -293,7 +315,7 @@ class Command(BaseCommand):
         try:
             self._wait_ready(emulators, [realtime_port, twilio_port], stop)
         except BaseException:
-            _stop_all(children)
+            _stop_all(children, stop)
             stop.restore()
             raise
         self._serve(
@@ -327,6 +349,7 @@ class _StopOnSignal:
 
     def __init__(self) -> None:
         self.signum = 0
+        self.count = 0
         self._previous = {
             signum: signal.signal(signum, self._handle)
             for signum in (signal.SIGINT, signal.SIGTERM)
@@ -334,6 +357,7 @@ class _StopOnSignal:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.signum = signum
+        self.count += 1
 
     def restore(self) -> None:
         for signum, handler in self._previous.items():
@@ -343,6 +367,8 @@ class _StopOnSignal:
 def _name(child: subprocess.Popen[bytes]) -> str:
     argv = child.args if isinstance(child.args, list) else [str(child.args)]
     binary = os.path.basename(str(argv[0]))
+    if DRAINING_SERVER in argv[:3]:
+        return "uvicorn"
     if binary in SERVERS:
         return "Daphne" if binary == "daphne" else "uvicorn"
     if binary == "celery":
@@ -368,15 +394,38 @@ def _supervise(
     return None
 
 
-def _stop_all(children: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM every live child, wait, then SIGKILL what is left."""
+def _stop_timeout_s(child: subprocess.Popen[bytes]) -> float:
+    """How long a child may take to exit after SIGTERM: the server drains first."""
+    argv = child.args if isinstance(child.args, list) else [str(child.args)]
+    if DRAINING_SERVER in argv[:3]:
+        return (
+            E.get_float("DRAIN_NOTICE")
+            + E.get_float("DRAIN_TIMEOUT")
+            + DRAIN_EXIT_GRACE_S
+        )
+    return STOP_TIMEOUT_S
+
+
+def _stop_all(
+    children: list[subprocess.Popen[bytes]], stop: _StopOnSignal | None = None
+) -> None:
+    """SIGTERM every live child, wait (the server: its drain), then SIGKILL what is
+    left. A signal to us meanwhile is forwarded again (the server then stops at once).
+    """
     for child in children:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT_S
+    seen = stop.count if stop is not None else 0
+    start = time.monotonic()
     for child in children:
-        try:
-            child.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
+        deadline = start + _stop_timeout_s(child)
+        while child.poll() is None and time.monotonic() < deadline:
+            if stop is not None and stop.count > seen:
+                seen = stop.count
+                for other in children:
+                    if other.poll() is None:
+                        other.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        if child.poll() is None:
             child.kill()
             child.wait()

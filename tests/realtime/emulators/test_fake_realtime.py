@@ -1346,3 +1346,59 @@ def test_emulators_import_nothing_from_django():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize(
+    ("status", "code"),
+    [
+        (401, "invalid_api_key"),
+        (429, "rate_limit_exceeded"),
+        (500, None),
+        (503, None),
+    ],
+)
+async def test_handshake_faults_answer_the_status_with_an_api_error(
+    serve, status, code
+):
+    """fail_handshakes(status, count): that many upgrades get the HTTP status and
+    the API's JSON error body; the next one is served as usual (F-71)."""
+    server = await serve()
+    server.fail_handshakes(status, count=1)
+    with pytest.raises(InvalidStatus) as refused:
+        async with client(server):
+            pass
+    response = refused.value.response
+    assert response.status_code == status
+    assert response.headers["Content-Type"] == "application/json"
+    error = json.loads(response.body)["error"]
+    assert error["code"] == code and error["message"]
+    assert error["type"] == ("server_error" if status >= 500 else error["type"])
+    assert server.rejected_handshakes[0].status == status
+    assert server.connection_count == 0
+    async with client(server, skip_created=False) as c:
+        assert (await c.recv())["type"] == "session.created"
+    assert server.connection_count == 1
+
+
+async def test_a_hanging_handshake_is_never_answered(serve):
+    server = await serve(handshake_fault="hang")
+    with pytest.raises(TimeoutError):
+        async with connect(
+            server.url + "?model=gpt-realtime",
+            additional_headers={"Authorization": "Bearer sk-test"},
+            open_timeout=0.3,
+        ):
+            pass
+    assert server.connection_count == 0
+    assert [r.status for r in server.rejected_handshakes] == [0]
+    server.fail_handshakes(None)
+    async with client(server):
+        pass
+    assert server.connection_count == 1
+
+
+def test_a_handshake_fault_must_be_an_error_status_or_hang():
+    server = FakeRealtimeServer()
+    for wrong in (200, 101, 600, True):
+        with pytest.raises(ValueError):
+            server.fail_handshakes(wrong)

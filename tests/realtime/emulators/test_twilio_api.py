@@ -675,6 +675,51 @@ async def test_server_close_continues_with_connect_action(
     assert done.entries("stream-end")[0].detail["by"] == "server"
 
 
+async def test_a_broken_stream_follows_connect_action_and_the_script_goes_on(
+    emu: TwilioEmulator, app: FakeApp, bridge: FakeBridge
+) -> None:
+    """Our process dies under a stream (the socket breaks: no close frame): Twilio
+    requests <Connect action> with the call's parameters and runs what it gets; a
+    new <Connect><Stream> opens a second stream on the same call, where the rest
+    of the caller's script plays (the step the break cut short again)."""
+    streams = 0
+
+    async def break_the_first(ws: ServerConnection) -> None:
+        nonlocal streams
+        streams += 1
+        if streams == 1:
+            await asyncio.sleep(0.05)
+            ws.transport.abort()
+
+    bridge.on_start = break_the_first
+    app.twiml["/voice"] = stream_twiml(bridge.url(), action=f"{APP}/after-stream")
+    app.twiml["/after-stream"] = stream_twiml(bridge.url(), action=f"{APP}/end")
+    app.twiml["/end"] = "<Response><Hangup/></Response>"
+    handle = await emu.inbound_call(
+        from_="+819012345678",
+        to="+81312345678",
+        voice_url=f"{APP}/voice",
+        caller_script=[sim.Pause(ms=400), sim.Dtmf("5"), sim.HangUp()],
+    )
+    done = await handle.wait_finished(5)
+    ends = [e.detail for e in done.entries("stream-end")]
+    assert ends[0]["by"] == "broken" and ends[0]["code"] == 1006
+    assert ends[1]["by"] == "caller"
+    (action,) = app.to("/after-stream")
+    assert action.signature_valid
+    assert action.params["CallSid"] == handle.sid
+    assert action.params["CallStatus"] == "in-progress"
+    assert len(done.streams) == 2
+    first, second = done.streams
+    assert first.closed_by_server is not None and second.closed_by_server is None
+    assert [m["dtmf"]["digit"] for m in bridge.messages if m["event"] == "dtmf"] == [
+        "5"
+    ]
+    assert bridge.events()[-1] == "stop"  # the script hung up on the second stream
+    assert not app.to("/end")
+    assert "caller-script-error" not in [e.kind for e in done.log]
+
+
 async def test_caller_hang_up_stops_the_stream_then_completes(
     emu: TwilioEmulator, app: FakeApp, bridge: FakeBridge
 ) -> None:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('calls', '0003_campaigns'),
+        ('calls', '0004_stream_resume'),
     ]
 
     operations = [
