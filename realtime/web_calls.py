@@ -12,7 +12,10 @@ session then lives on the server's event loop until the call ends:
 - when the bridge finishes, the media closes, the stereo recording is saved as
   the call's `bridge` recording (F-28) and the media figures as a call event.
 
-A peer that never connects is given up after `CONNECT_TIMEOUT_S`.
+A peer that never connects is given up after `CONNECT_TIMEOUT_S`. A web call
+cannot move to another process (its media lives here): when the process drains
+(F-69), new offers are refused and each live web call gets until the drain's
+deadline to end by itself; then the AI says goodbye and hangs up.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.files import File
 
+from callcenter import draining
 from callcenter.errors import ApplicationError, ErrorCode
 from callcenter.logging import bind_call_id
 from calls.groups import call_control_group, call_monitor_group
@@ -53,6 +57,10 @@ PAGE_EVENTS = {
     "call.status": "status",
 }
 ERROR_EVENTS = {"error", "model-failed", "response-failed"}
+DRAIN_GOODBYE = (
+    "申し訳ございません。システムの再起動のため、この通話を終了いたします。"
+    "お手数ですが、もう一度おかけ直しください。"
+)
 
 _sessions: set[WebCallSession] = set()  # keeps each live session (and its tasks) alive
 
@@ -102,6 +110,7 @@ class WebCallSession:
         """Run the call: the bridge (the model opens now), its groups, its end."""
         live_calls_increment()
         _sessions.add(self)
+        draining.register(self)
         await self.bridge.start()
         self._spawn(self._listen(), "web-call-groups")
         self._spawn(self._watch_connect(), "web-call-connect")
@@ -143,6 +152,24 @@ class WebCallSession:
             log.warning("web call: the browser never connected")
             await self.bridge.finish("web-connect-timeout", failed=True)
 
+    async def drain(self, within_s: float) -> bool:
+        """Let the call end by itself within ``within_s``, else say goodbye and end.
+
+        True when it ended by itself (see `callcenter.draining`).
+        """
+        finished = asyncio.ensure_future(self.bridge.wait_finished())
+        done, _ = await asyncio.wait({finished}, timeout=max(within_s, 0.0))
+        if done:
+            return True
+        await self.bridge.store.record_event("drain", {"web": True, "quiet": False})
+        with bind_call_id(self.call.pk):
+            await self.bridge.on_control("goodbye", {"text": DRAIN_GOODBYE})
+        await asyncio.wait({finished}, timeout=draining.HAND_OVER_GRACE_S - 2)
+        if not finished.done():
+            finished.cancel()
+            await self.bridge.finish("drain-timeout")
+        return False
+
     async def _wait_end(self) -> None:
         try:
             await self.bridge.wait_finished()
@@ -172,6 +199,7 @@ class WebCallSession:
                 call=self.call, reason="web-call-not-connected", failed=True
             )
             live_calls_decrement()
+            draining.unregister(self)
             _sessions.discard(self)
 
 

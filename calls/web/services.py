@@ -15,6 +15,7 @@ from django.db import transaction
 from rest_framework import status
 
 from agents.models import AgentProfile, Customer
+from callcenter import draining
 from callcenter.errors import ApplicationError, ErrorCode
 from calls.models import CallSession
 from calls.selectors import live_call_count
@@ -75,13 +76,21 @@ def web_call_create(
 ) -> CallSession:
     """Admit and create a web call to ``agent``.
 
-    Refused (409 ``conflict``) when the service is at MAX_LIVE_CALLS, or, for a
-    public call, when the agent already has ``public_web_max_calls`` live web calls.
+    Refused (503) while this process drains, when the service is at
+    MAX_LIVE_CALLS, or, for a public call, when the agent already has
+    ``public_web_max_calls`` live web calls.
     ``customer`` (operators only) plays the caller: their number reaches the tools.
     """
     if not agent.realtime_enabled or not settings.USE_OPENAI_REALTIME:
         raise ApplicationError(
             "The AI is switched off for this agent.", code=ErrorCode.NOT_CONFIGURED
+        )
+    if draining.is_draining():
+        # Its media would live in this process, which is about to stop (F-69).
+        raise ApplicationError(
+            "This server is restarting; please call again in a moment.",
+            code=ErrorCode.CONFLICT,
+            http_status=status.HTTP_503_SERVICE_UNAVAILABLE,
         )
     if live_call_count() >= settings.MAX_LIVE_CALLS:
         raise ApplicationError(

@@ -233,3 +233,40 @@ async def test_web_handoff_makes_the_ai_take_a_message(
         client.send({"type": "hangup"})
         await client.close()
         await http.aclose()
+
+
+async def test_drain_ends_a_web_call_with_a_goodbye_and_refuses_new_ones(
+    service, start_fake_realtime, inbound_agent, web_settings
+):
+    """A web call cannot move to another process: a drain refuses new offers (503)
+    and, at its deadline, has the AI say goodbye and end the live call."""
+    from callcenter import draining
+
+    async with start_fake_realtime(scenarios.DEMO) as fake:
+        http = await logged_in_http(service, inbound_agent)
+        client = WebRtcTestClient(amplitude=0)
+        signal = offer_to(http, f"/agents/{inbound_agent.pk}/try/offer/")
+        await client.connect(signal)
+        call_id = signal.reply["call_id"]
+        await client.wait_event("state")
+        try:
+            drain = asyncio.create_task(draining.drain_all(timeout_s=0.5))
+            await eventually(draining.is_draining, what="the drain")
+            reply = await http.post(
+                f"/agents/{inbound_agent.pk}/try/offer/",
+                json={"type": "offer", "sdp": "v=0\r\n"},
+                headers={"X-CSRFToken": http.cookies["csrftoken"]},
+            )
+            assert reply.status_code == 503
+            report = await asyncio.wait_for(drain, timeout=30)
+        finally:
+            draining.reset()
+        assert report.calls == 1
+        call = await CallSession.objects.aget(pk=call_id)
+        assert call.status == CallStatus.COMPLETED
+        creates = fake.connections[0].received_of("response.create")
+        assert any("システムの再起動" in str(c) for c in creates)
+        assert await CallEvent.objects.filter(call_id=call_id, type="drain").aexists()
+        assert await CallSession.objects.filter(direction="web").acount() == 1
+        await client.close()
+        await http.aclose()
