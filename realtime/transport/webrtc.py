@@ -39,6 +39,7 @@ from aiortc import (
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
+    RTCRtpSender,
     RTCSessionDescription,
 )
 from aiortc.mediastreams import MediaStreamError
@@ -160,9 +161,16 @@ class WebRtcCall:
         await self.pc.setRemoteDescription(
             RTCSessionDescription(sdp=offer_sdp, type="offer")
         )
+        opus = [
+            codec
+            for codec in RTCRtpSender.getCapabilities("audio").codecs
+            if codec.mimeType.lower() == "audio/opus"
+        ]
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "audio":
                 self._jitter.install(transceiver.receiver)
+                # Our track hands aiortc Opus packets: nothing else may be chosen.
+                transceiver.setCodecPreferences(opus)
         sender = self.pc.addTrack(self.track)
         self.track.sender = sender
         await self.pc.setLocalDescription(await self.pc.createAnswer())

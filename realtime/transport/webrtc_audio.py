@@ -11,9 +11,10 @@ format, 24 kHz mono PCM16) sit:
 - ``CallerAudioIn``: decoded frames → PCM16 24 kHz as they come (≈ 960 bytes a
   packet), resampled by PyAV's ``AudioResampler`` (libswresample);
 - ``AgentAudioTrack``: the track aiortc sends. The bridge queues PCM16 24 kHz
-  audio and marks; ``recv()`` hands out one 20 ms frame at 48 kHz every 20 ms of
-  real time (silence when nothing is queued), so the RTP clock is the playback
-  clock. A mark is stamped with the RTP position of the sample after the audio
+  audio and marks; ``recv()`` hands out one 20 ms Opus packet (48 kHz mono,
+  encoded here: aiortc would hop to a thread and compute an audio level for every
+  frame) every 20 ms of real time (silence when nothing is queued), so the RTP
+  clock is the playback clock. The call negotiates Opus only. A mark is stamped with the RTP position of the sample after the audio
   queued before it; the page reports which RTP timestamp it has played
   (``RTCRtpReceiver.getSynchronizationSources()``), and ``playback_reached``
   turns that into the marks heard and when;
@@ -226,6 +227,19 @@ class StereoRecorder:
             self._wav.close()
 
 
+def _opus_encoder() -> Any:
+    """libopus for speech: 48 kHz mono, 20 ms packets (one per frame given)."""
+    encoder = av.CodecContext.create("libopus", "w")
+    encoder.sample_rate = RTP_RATE
+    encoder.layout = "mono"
+    encoder.format = "s16"
+    encoder.bit_rate = 32_000
+    encoder.time_base = fractions.Fraction(1, RTP_RATE)
+    encoder.options = {"application": "voip", "frame_duration": "20"}
+    encoder.open()
+    return encoder
+
+
 class AgentAudioTrack(MediaStreamTrack):
     """The AI's audio to the browser, paced at real time, with marks on the RTP clock."""
 
@@ -243,6 +257,7 @@ class AgentAudioTrack(MediaStreamTrack):
         self._recorder = recorder
         self._on_frame_sent = on_frame_sent
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=RTP_RATE)
+        self._encoder = _opus_encoder()
         # (model PCM 24 kHz bytes, queued-at) or (mark name, None), in order
         self._queue: deque[tuple[bytes | str, float | None]] = deque()
         self._head = bytearray()  # 48 kHz audio resampled, not yet framed
@@ -353,7 +368,12 @@ class AgentAudioTrack(MediaStreamTrack):
                 queued_at if follows is None else max(queued_at, follows + FRAME_S)
             )
             self._previous_audio_due = due
-        return _frame_from_pcm(data, rate=RTP_RATE, pts=pts)
+        packets = self._encoder.encode(_frame_from_pcm(data, rate=RTP_RATE, pts=pts))
+        if len(packets) != 1:
+            raise MediaStreamError(f"the Opus encoder gave {len(packets)} packets")
+        packet = packets[0]
+        packet.pts = pts  # not pts less the codec's delay: marks count on this clock
+        return packet
 
     def _learn_origin_early(self) -> None:
         if self._rtp_origin is None and self._pts:
