@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fractions
 import json
 import math
 import re
@@ -50,7 +51,9 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import av
 import httpx
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bench.service import (
     Service,
@@ -63,7 +66,7 @@ from realtime.emulators import scenarios
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.transport.aiortc_tuning import host_addresses_choose
 from realtime.transport.webrtc_audio import ArrivalOrderJitterBuffer, LatencyHistogram
-from tests.realtime.transport.webrtc_client import WebRtcTestClient
+from tests.realtime.transport.webrtc_client import WebRtcTestClient, tone_frame
 
 API_KEY = "sk-bench-web"
 SETTLE_S = 1.0
@@ -99,12 +102,55 @@ class WebRunResult:
     notes: list[str] = field(default_factory=list)
 
 
+class PreEncodedMicrophone(MediaStreamTrack):
+    """A tone as Opus packets encoded once (a second of them, replayed in turn), so
+    the load generator's CPU goes to the calls, not to encoding the same tone."""
+
+    kind = "audio"
+    _cycle: list[bytes] = []
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not PreEncodedMicrophone._cycle:
+            encoder = av.CodecContext.create("libopus", "w")
+            encoder.sample_rate, encoder.layout, encoder.format = 48000, "mono", "s16"
+            encoder.time_base = fractions.Fraction(1, 48000)
+            encoder.open()
+            PreEncodedMicrophone._cycle = [
+                bytes(packet)
+                for index in range(50)
+                for packet in encoder.encode(tone_frame(index * 960, amplitude=8000))
+            ]
+        self._pts = 0
+        self._start: float | None = None
+        self.frames_sent = 0
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        now = time.monotonic()
+        if self._start is None:
+            self._start = now
+        due = self._start + self._pts / 48000
+        if due > now:
+            await asyncio.sleep(due - now)
+        packet = av.Packet(self._cycle[self.frames_sent % len(self._cycle)])
+        packet.pts = self._pts
+        packet.time_base = fractions.Fraction(1, 48000)
+        self._pts += 960
+        self.frames_sent += 1
+        return packet
+
+
 class BenchClient(WebRtcTestClient):
-    """The test client, counting RTP gaps on its receiver too."""
+    """The test client with a pre-encoded microphone, counting RTP gaps too."""
 
     def __init__(self) -> None:
         super().__init__(amplitude=8000)
         self.jitter = ArrivalOrderJitterBuffer()
+        sender = self.pc.getSenders()[0]
+        self.mic = PreEncodedMicrophone()  # type: ignore[assignment]
+        sender.replaceTrack(self.mic)
 
     def install_gap_counter(self) -> None:
         for transceiver in self.pc.getTransceivers():
