@@ -64,7 +64,7 @@ def _offer_sdp(request: HttpRequest) -> tuple[str, dict[str, Any]]:
 
 
 def _page_context(
-    request: HttpRequest, agent: AgentProfile, *, offer_url: str, public: bool
+    agent: AgentProfile, *, offer_url: str, public: bool
 ) -> dict[str, Any]:
     return {
         "agent": agent,
@@ -90,7 +90,6 @@ def try_page(request: HttpRequest, pk: int) -> HttpResponse:
     """Talk to an agent from the browser microphone (F-41, F-74)."""
     agent = _operator_agent(request, pk)
     context = _page_context(
-        request,
         agent,
         offer_url=reverse("web:try-offer", kwargs={"pk": agent.pk}),
         public=False,
@@ -136,7 +135,6 @@ def talk_page(request: HttpRequest, public_id: str) -> HttpResponse:
     if agent is None:
         raise Http404("No such page")
     context = _page_context(
-        request,
         agent,
         offer_url=reverse("web:talk-offer", kwargs={"public_id": public_id}),
         public=True,

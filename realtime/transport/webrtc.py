@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -90,22 +90,18 @@ def ice_servers_from(entries: Sequence[Mapping[str, Any]]) -> list[RTCIceServer]
     return servers
 
 
-class CallerSide:
+class CallerSide(Protocol):
     """What the WebRTC call needs of the bridge (``realtime.bridge.CallBridge``)."""
 
     async def on_caller_started(
         self, *, stream_id: str, call_ref: str, token: str
-    ) -> bool:
-        raise NotImplementedError
+    ) -> bool: ...
 
-    async def on_caller_audio(self, payload_b64: str) -> None:
-        raise NotImplementedError
+    async def on_caller_audio(self, payload_b64: str) -> None: ...
 
-    async def on_playback_mark(self, name: str, *, played_at: float) -> None:
-        raise NotImplementedError
+    async def on_playback_mark(self, name: str, *, played_at: float) -> None: ...
 
-    async def on_caller_stopped(self) -> None:
-        raise NotImplementedError
+    async def on_caller_stopped(self) -> None: ...
 
 
 class WebRtcCall:
