@@ -261,6 +261,25 @@ def test_mic_denied_says_so_and_starts_nothing(service, fake_model, demo_agent):
     assert fake_model.connection_count == models_before
 
 
+def test_no_microphone_says_so_and_starts_nothing(service, fake_model, demo_agent):
+    """With the permission granted but no capture device, the page says to connect a
+    microphone; no call, no model session."""
+    pk, _ = demo_agent
+    calls_before = len(web_calls(service))
+    models_before = fake_model.connection_count
+    with chromium_context(extra_args=("--use-fake-ui-for-media-stream",)) as context:
+        page = context.new_page()
+        login(page, service.base_url)
+        page.goto(f"{service.base_url}/agents/{pk}/try/")
+        page.get_by_role("button", name=START).click()
+        alert = page.get_by_role("alert")
+        alert.wait_for(state="visible")
+        assert "マイクが見つかりません" in alert.inner_text()
+        assert page.get_by_role("button", name=START).is_visible()
+    assert len(web_calls(service)) == calls_before
+    assert fake_model.connection_count == models_before
+
+
 def test_public_page_calls_and_is_rate_limited(
     service, fake_model, demo_agent, tmp_path
 ):
