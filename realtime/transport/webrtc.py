@@ -42,7 +42,6 @@ from aiortc import (
     RTCRtpSender,
     RTCSessionDescription,
 )
-from aiortc.mediastreams import MediaStreamError
 
 from realtime.protocol.bridge_state import (
     CallerCommand,
@@ -69,6 +68,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EVENTS_CHANNEL: Final = "events"
+MAX_QUEUED_PACKETS: Final = 250  # 5 s of caller audio waiting for the bridge
 MAX_EVENT_CHARS: Final = 4096  # a message from the page larger than this is ignored
 SPEAKING_QUIET_FRAMES: Final = 10  # 200 ms without AI audio: no longer speaking
 
@@ -137,7 +137,11 @@ class WebRtcCall:
         self._ai_speaking = False
         self._quiet_frames = 0
         self.on_closed: Callable[[], Awaitable[None]] | None = None
-        self._jitter = ArrivalOrderJitterBuffer(clock)
+        self._packets: asyncio.Queue[tuple[bytes, float]] = asyncio.Queue(
+            MAX_QUEUED_PACKETS
+        )
+        self._jitter = ArrivalOrderJitterBuffer(self._packet_arrived, clock)
+        self.caller_packets_overflow = 0
         # Added latency: an RTP packet's arrival → its append written to the model;
         # AI audio handed to us (or the end of the audio before it) → its RTP packet
         # sent.
@@ -226,19 +230,20 @@ class WebRtcCall:
 
     def _on_track(self, track: Any) -> None:
         if track.kind == "audio":
-            self._spawn(self._read_caller(track), "webrtc-caller-audio")
+            self._spawn(self._read_caller(), "webrtc-caller-audio")
 
-    async def _read_caller(self, track: Any) -> None:
+    def _packet_arrived(self, payload: bytes, arrived: float) -> None:
+        try:
+            self._packets.put_nowait((payload, arrived))
+        except asyncio.QueueFull:
+            self.caller_packets_overflow += 1
+
+    async def _read_caller(self) -> None:
         audio_in = self._audio_in
         while True:
-            try:
-                frame = await track.recv()
-            except MediaStreamError:
-                break
-            arrivals = self._jitter.arrivals
-            arrived = arrivals.popleft() if arrivals else self._clock()
+            payload, arrived = await self._packets.get()
             self.caller_frames_in += 1
-            pcm = audio_in.push(frame)
+            pcm = audio_in.decode(payload)
             if not pcm:
                 continue
             if self.recorder is not None:
@@ -250,7 +255,6 @@ class WebRtcCall:
             self.caller_frames_forwarded += 1
             self.caller_bytes_forwarded += len(pcm)
             self.inbound_latency.add(self._clock() - arrived)
-        await self._caller_gone()
 
     def _on_datachannel(self, channel: Any) -> None:
         if channel.label != EVENTS_CHANNEL:
@@ -331,6 +335,8 @@ class WebRtcCall:
         return {
             "caller_packets_missing": self._jitter.missing,
             "caller_packets_dropped": self._jitter.dropped,
+            "caller_packets_overflow": self.caller_packets_overflow,
+            "caller_packets_undecodable": self._audio_in.errors,
             "caller_bytes_forwarded": self.caller_bytes_forwarded,
             "ai_bytes_queued": self.track.bytes_queued,
             "ai_queued_ms_at_end": round(self.track.queued_ms, 1),

@@ -5,11 +5,13 @@ gives it. Between those and the bridge (which speaks the Realtime ``audio/pcm``
 format, 24 kHz mono PCM16) sit:
 
 - ``ArrivalOrderJitterBuffer``: replaces aiortc's audio jitter buffer, which holds
-  four packets back (80 ms) before decoding. The model needs no smooth playout,
-  so each Opus packet (one 20 ms frame) goes to the decoder as it arrives; late
-  and repeated packets are dropped. It notes each packet's arrival time;
-- ``CallerAudioIn``: decoded frames → PCM16 24 kHz as they come (≈ 960 bytes a
-  packet), resampled by PyAV's ``AudioResampler`` (libswresample);
+  four packets back (80 ms) and then decodes in a thread of its own (a hand-over
+  and a loop wake-up per packet). The model needs no smooth playout: each Opus
+  packet (one 20 ms frame) is delivered as it arrives, with its arrival time;
+  late and repeated packets are dropped, missing ones counted;
+- ``CallerAudioIn``: decodes each packet on the loop (libopus through PyAV,
+  ≈ 0.1 ms) and resamples it to PCM16 24 kHz (libswresample), ≈ 960 bytes a
+  packet;
 - ``AgentAudioTrack``: the track aiortc sends. The bridge queues PCM16 24 kHz
   audio and marks; ``recv()`` hands out one 20 ms Opus packet (48 kHz mono,
   encoded here: aiortc would hop to a thread and compute an audio level for every
@@ -87,18 +89,21 @@ def _pcm_of(frames: list[Any]) -> bytes:
 
 
 _SEQUENCE_HALF: Final = 1 << 15
-_ARRIVALS_KEPT: Final = 64
 _RECEIVER_JITTER_BUFFER: Final = "_RTCRtpReceiver__jitter_buffer"
 
 
 class ArrivalOrderJitterBuffer(JitterBuffer):
-    """Each audio packet to the decoder at once; late or repeated ones dropped."""
+    """Each audio packet to ``deliver`` at once; late or repeated ones dropped."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        deliver: Callable[[bytes, float], None],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         super().__init__(capacity=16)
+        self._deliver = deliver
         self._clock = clock
         self._last: int | None = None
-        self.arrivals: deque[float] = deque(maxlen=_ARRIVALS_KEPT)
         self.dropped = 0  # repeats and late packets
         self.missing = 0  # sequence numbers never seen (lost on the way)
 
@@ -111,8 +116,8 @@ class ArrivalOrderJitterBuffer(JitterBuffer):
                 return False, None
             self.missing += ahead - 1
         self._last = sequence
-        self.arrivals.append(self._clock())
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+        self._deliver(packet._data, self._clock())
+        return False, None  # aiortc's own decoder gets nothing
 
     def install(self, receiver: Any) -> None:
         """Put this buffer in place of ``receiver``'s (aiortc 1.16's attribute)."""
@@ -154,16 +159,24 @@ class LatencyHistogram:
 
 
 class CallerAudioIn:
-    """The caller's decoded frames → PCM16 24 kHz, as soon as each is resampled."""
+    """The caller's Opus packets → PCM16 24 kHz, one packet at a time."""
 
     def __init__(self) -> None:
+        self._decoder = av.CodecContext.create("libopus", "r")
+        self._decoder.layout = "mono"
         self._resampler = av.AudioResampler(
             format="s16", layout="mono", rate=MODEL_RATE
         )
+        self.errors = 0
 
-    def push(self, frame: Any) -> bytes:
-        """Resample one decoded frame; return what came out (≈ 20 ms, may be empty)."""
-        return _pcm_of(self._resampler.resample(frame))
+    def decode(self, payload: bytes) -> bytes:
+        """PCM16 24 kHz of one packet (≈ 20 ms; empty if it cannot be decoded)."""
+        try:
+            frames = self._decoder.decode(av.Packet(payload))
+        except av.FFmpegError:
+            self.errors += 1  # the decoder keeps its state for the next packet
+            return b""
+        return b"".join(_pcm_of(self._resampler.resample(f)) for f in frames)
 
     @staticmethod
     def b64(frame: bytes) -> str:

@@ -246,7 +246,8 @@ def test_latency_histogram_percentiles():
 
 
 def test_jitter_buffer_passes_packets_through_and_drops_late_ones():
-    """Each new packet is a frame at once; a repeat or an older one is dropped."""
+    """Each new packet is delivered at once with its arrival; a repeat or an older
+    one is dropped, a skipped sequence number counted; aiortc's decoder gets none."""
 
     class Packet:
         def __init__(self, sequence: int) -> None:
@@ -254,17 +255,19 @@ def test_jitter_buffer_passes_packets_through_and_drops_late_ones():
             self.timestamp = sequence * 960
             self._data = bytes([sequence % 256])
 
-    buffer = ArrivalOrderJitterBuffer(clock=lambda: 5.0)
-    frames = [buffer.add(Packet(n))[1] for n in (65534, 65535, 0, 0, 65535, 2)]
-    assert [f.timestamp if f else None for f in frames] == [
-        65534 * 960,
-        65535 * 960,
-        0,
-        None,
-        None,
-        2 * 960,
+    delivered: list[tuple[bytes, float]] = []
+    buffer = ArrivalOrderJitterBuffer(
+        lambda payload, at: delivered.append((payload, at)), clock=lambda: 5.0
+    )
+    results = [buffer.add(Packet(n)) for n in (65534, 65535, 0, 0, 65535, 2)]
+    assert results == [(False, None)] * 6
+    assert delivered == [
+        (bytes([254]), 5.0),
+        (bytes([255]), 5.0),
+        (b"\0", 5.0),
+        (bytes([2]), 5.0),
     ]
-    assert buffer.dropped == 2 and list(buffer.arrivals) == [5.0] * 4
+    assert buffer.dropped == 2
     assert buffer.missing == 1  # sequence 1 never came
 
 
