@@ -2,12 +2,41 @@
 
 import gc
 import os
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
-from django.core.asgi import get_asgi_application
+import django
+from asgiref.sync import ThreadSensitiveContext
+from django.core.handlers.asgi import ASGIHandler
 
-django_asgi_app = get_asgi_application()
+django.setup(set_prefix=False)
+
+from django.conf import settings  # noqa: E402
+
+from callcenter.db import RequestThreads  # noqa: E402
+
+
+class PinnedThreadASGIHandler(ASGIHandler):
+    """Django's ASGI handler with each request's sync steps on one of a few
+    long-lived threads (callcenter.db.RequestThreads), not on a new thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.threads = RequestThreads(settings.DB_THREADS)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            raise ValueError(f"Django serves only HTTP, not {scope['type']}")
+        index = self.threads.pick()
+        try:
+            async with ThreadSensitiveContext(executor=self.threads.executor(index)):
+                await self.handle(scope, receive, send)
+        finally:
+            self.threads.release(index)
+
+
+django_asgi_app = PinnedThreadASGIHandler()
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

@@ -56,6 +56,22 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "ASGI server of `make run`: uvicorn (measured faster, bench/README.md; drains on SIGTERM) or daphne (no drain).",
     ),
     EnvVar(
+        "CLUSTER_SERVERS",
+        "2",
+        "`make cluster`: how many server processes run behind HAProxy.",
+    ),
+    EnvVar(
+        "CLUSTER_SERVER_PORT",
+        "",
+        "`make cluster`: port of the first server process (the next ones follow it). "
+        "Empty: PORT + 1.",
+    ),
+    EnvVar(
+        "HAPROXY",
+        "haproxy",
+        "`make cluster`: the HAProxy executable (a name on PATH or /usr/sbin, or a path).",
+    ),
+    EnvVar(
         "DEMO_REALTIME_PORT",
         "8765",
         "Demo mode: port of the built-in fake OpenAI Realtime server.",
@@ -106,6 +122,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Log every Twilio Media Streams event (payloads elided).",
     ),
     EnvVar("MAX_LIVE_CALLS", "50", "Cap on live AI calls across all processes."),
+    EnvVar(
+        "DB_THREADS",
+        "4",
+        "Database threads per server process (webhooks, stream setup, the bridges' "
+        "writes); each keeps one connection.",
+    ),
     EnvVar(
         "DRAIN_TIMEOUT",
         "30",

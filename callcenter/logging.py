@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.http import HttpRequest, HttpResponse
 
 current_call_id: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -63,18 +64,45 @@ class JsonFormatter(logging.Formatter):
 
 
 class RequestCallIdMiddleware:
-    """Bind the call id of URLs that name one (webhooks, call pages) for the request."""
+    """Bind the call id of URLs that name one (webhooks, call pages) for the request.
 
-    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+    Sync and async: under ASGI a sync-only middleware (or a sync process_view)
+    would send every request through Django's one thread-sensitive executor.
+    """
+
+    sync_capable = True
+    async_capable = True
+
+    def __init__(self, get_response: Callable[[HttpRequest], Any]) -> None:
         self.get_response = get_response
+        self.async_mode = iscoroutinefunction(get_response)
+        if self.async_mode:
+            markcoroutinefunction(self)
+            # Django adapts a sync process_view to async on that executor.
+            self.process_view = self._process_view_async  # type: ignore[method-assign]
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def __call__(self, request: HttpRequest) -> Any:
+        if self.async_mode:
+            return self._call_async(request)
         # process_view binds the id once the URL is resolved; the block resets it.
         with bind_call_id(None):
             return self.get_response(request)
 
+    async def _call_async(self, request: HttpRequest) -> HttpResponse:
+        with bind_call_id(None):
+            return await self.get_response(request)  # type: ignore[no-any-return]
+
     def process_view(
         self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
     ) -> None:
-        if "call_id" in kwargs:
-            current_call_id.set(str(kwargs["call_id"]))
+        _bind_view_call_id(kwargs)
+
+    async def _process_view_async(
+        self, request: HttpRequest, view: Callable[..., Any], args: Any, kwargs: Any
+    ) -> None:
+        _bind_view_call_id(kwargs)
+
+
+def _bind_view_call_id(kwargs: Any) -> None:
+    if "call_id" in kwargs:
+        current_call_id.set(str(kwargs["call_id"]))

@@ -77,6 +77,9 @@ else:
         }
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's backend, with this process's writers queued in Python rather than
+    # asleep in SQLite's busy handler (callcenter/db_sqlite3/base.py).
+    DATABASES["default"]["ENGINE"] = "callcenter.db_sqlite3"
     # Calls write from many coroutines' threads: wait for the lock instead of failing,
     # take the write lock up front, and let readers run beside a writer.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
@@ -203,6 +206,8 @@ USE_OPENAI_REALTIME = E.get_bool("USE_OPENAI_REALTIME")
 DEBUG_REALTIME = E.get_bool("DEBUG_REALTIME")
 DEBUG_TWILIO = E.get_bool("DEBUG_TWILIO")
 MAX_LIVE_CALLS = E.get_int("MAX_LIVE_CALLS")
+# The async server's database work runs on this many threads (callcenter/db.py).
+DB_THREADS = E.get_int("DB_THREADS")
 # Campaign calls never take the last CAMPAIGN_INBOUND_RESERVE % of MAX_LIVE_CALLS.
 CAMPAIGN_INBOUND_RESERVE = E.get_int("CAMPAIGN_INBOUND_RESERVE")
 # A dial task owns its attempt this long (its REST requests time out well inside it);

@@ -20,9 +20,9 @@ import logging
 from typing import Any
 from urllib.parse import parse_qs
 
-from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
+from callcenter.db import db_sync_to_async
 from calls.groups import call_monitor_group, org_monitor_group
 
 CLOSE_FORBIDDEN = 4403
@@ -128,14 +128,14 @@ class DashboardConsumer(MonitorConsumer):
         return [org_monitor_group(org_id) for org_id in org_ids]
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _user_may_see_call(user: Any, call_id: int) -> bool:
     from calls.selectors import call_list
 
     return call_list(user=user).filter(pk=call_id).exists()
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _user_organization_ids(user: Any) -> list[int]:
     from agents.models import Organization
     from agents.selectors import user_organization_id
@@ -154,7 +154,7 @@ def _catch_up_from(query_string: bytes) -> int | None:
     return int(values[-1])
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _snapshot(call_id: int, after_id: int) -> dict[str, Any]:
     from calls.selectors import call_status, call_transcript_after
     from calls.services import transcript_update_message

@@ -10,6 +10,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from agents.phones import normalize_phone
@@ -44,15 +45,16 @@ def in_rollout(*, call_sid: str, percentage: int) -> bool:
 def live_ai_call_count() -> int:
     """Calls holding (or about to hold) a bridge, across every process."""
     recent = timezone.now() - PENDING_STREAM_GRACE
-    return (
-        CallSession.objects.filter(status=CallStatus.AI_RESPONDING).count()
-        + CallSession.objects.filter(
+    # One query (the webhook is on every call's setup path).
+    return CallSession.objects.filter(
+        Q(status=CallStatus.AI_RESPONDING)
+        | Q(
             status__in=[CallStatus.INITIATED, CallStatus.RINGING],
             created_at__gte=recent,
             stream_token_used_at__isnull=True,
             handoff_trigger="",
-        ).count()
-    )
+        )
+    ).count()
 
 
 def stream_twiml(*, call: CallSession) -> str:
@@ -133,15 +135,15 @@ def call_inbound_route(
         from_number=from_e164,
         to_number=to_e164,
         twilio_call_sid=call_sid,
+        contact_variables=(
+            {"customer_name": customer.name} if customer and customer.name else {}
+        ),
     )
     call_event_record(
         call=call,
         type="webhook",
         payload={"kind": "voice-incoming", "call_sid": call_sid},
     )
-    if call.customer_id and call.customer.name:
-        call.contact_variables = {"customer_name": call.customer.name}
-        call.save(update_fields=["contact_variables"])
 
     if not settings.USE_OPENAI_REALTIME or not agent.realtime_enabled:
         return InboundReply(_fallback_to_human(call=call, reason="realtime-off"), call)

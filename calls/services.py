@@ -1,8 +1,8 @@
 """Writes to calls: status changes, timeline, transcript, usage (HackSoft services).
 
 Every function takes keyword-only arguments. Async twins (`a…`) run the sync one in
-a thread through `database_sync_to_async`, which also closes stale connections: a call
-is a consumer that lives for minutes.
+a DB thread through `callcenter.db.db_sync_to_async`, which also closes stale
+connections: a call is a consumer that lives for minutes.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ from decimal import Decimal
 from typing import Any
 
 from asgiref.sync import async_to_sync
-from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from callcenter.db import caller_loop, db_sync_to_async, send_in_order
 from calls.groups import call_control_group, call_monitor_group, org_monitor_group
 from calls.layer import agroup_send_best_effort, broadcasts_paused
 from calls.models import CallEvent, CallSession, TranscriptEntry
@@ -34,7 +34,11 @@ def broadcast(*, call: CallSession, message: dict[str, Any]) -> None:
     """Send a monitor message to the call's and the organisation's groups.
 
     Best effort and bounded (calls/layer.py): this runs in the thread that wrote the
-    row, so a down or hanging Redis must not hold it (F-71).
+    row, so a down or hanging Redis must not hold it (F-71). On a DB thread
+    (callcenter/db.py) the sends are handed to the calling event loop, in order, and
+    not waited for at all: a DB thread that waited for a busy loop would hold up
+    every query queued behind it. Elsewhere (a command, a test) they are sent before
+    this returns.
     """
     if get_channel_layer() is None or broadcasts_paused():
         return
@@ -48,6 +52,10 @@ def broadcast(*, call: CallSession, message: dict[str, Any]) -> None:
             if not await agroup_send_best_effort(group, payload):
                 return  # the layer is down: don't wait for it twice
 
+    loop = caller_loop()
+    if loop is not None and not loop.is_closed():
+        send_in_order(loop, send_both)
+        return
     try:
         async_to_sync(send_both)()
     except Exception:  # a monitor hiccup must never break a call
@@ -79,7 +87,7 @@ async def acall_event_record(
     *, call: CallSession, type: str, payload: dict[str, Any] | None = None
 ) -> CallEvent:
     """See call_event_record()."""
-    return await database_sync_to_async(call_event_record)(
+    return await db_sync_to_async(call_event_record)(
         call=call, type=type, payload=payload
     )
 
@@ -141,7 +149,7 @@ async def acall_session_transition(
     *, call: CallSession, to: str, reason: str = "", at: datetime | None = None
 ) -> CallSession:
     """See call_session_transition()."""
-    return await database_sync_to_async(call_session_transition)(
+    return await db_sync_to_async(call_session_transition)(
         call=call, to=to, reason=reason, at=at
     )
 
@@ -164,7 +172,7 @@ async def acall_session_end(
     *, call: CallSession, reason: str, failed: bool = False
 ) -> CallSession:
     """See call_session_end()."""
-    return await database_sync_to_async(call_session_end)(
+    return await db_sync_to_async(call_session_end)(
         call=call, reason=reason, failed=failed
     )
 
@@ -215,7 +223,7 @@ async def atranscript_entry_add(
     interrupted: bool = False,
 ) -> TranscriptEntry:
     """See transcript_entry_add()."""
-    return await database_sync_to_async(transcript_entry_add)(
+    return await db_sync_to_async(transcript_entry_add)(
         call=call,
         speaker=speaker,
         text=text,
@@ -304,7 +312,7 @@ async def acall_session_save_figures(
     barge_in_count: int,
 ) -> CallSession:
     """See call_session_save_figures()."""
-    return await database_sync_to_async(call_session_save_figures)(
+    return await db_sync_to_async(call_session_save_figures)(
         call=call,
         usage=usage,
         first_audio_ms=first_audio_ms,

@@ -24,12 +24,12 @@ import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from agents.phones import mask_phone
+from callcenter.db import db_sync_to_async
 from callcenter.errors import ApplicationError, ErrorCode
 from calls import twiml as calls_twiml
 from calls.inbound import stream_twiml
@@ -245,7 +245,7 @@ async def ahandoff_request(
     *, call_id: int, trigger: str, reason: str = "", requested_by: object | None = None
 ) -> HandoffResult:
     """See handoff_request()."""
-    return await database_sync_to_async(handoff_request)(
+    return await db_sync_to_async(handoff_request)(
         call_id=call_id, trigger=trigger, reason=reason, requested_by=requested_by
     )
 
@@ -317,7 +317,7 @@ def handoff_move_caller(*, call_id: int) -> None:
     )
 
 
-ahandoff_move_caller = database_sync_to_async(handoff_move_caller)
+ahandoff_move_caller = db_sync_to_async(handoff_move_caller)
 
 
 def _unavailable_note(call: CallSession) -> str:

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from channels.db import database_sync_to_async
 from django.conf import settings
 from django.utils import timezone
 
 from agents.models import AgentProfile
 from agents.services import agent_prompt_values, agent_render_prompts
+from callcenter.db import db_sync_to_async
 from calls.campaigns.disclosure import opening_render
 from calls.campaigns.models import Attempt, Campaign
 from calls.models import CallSession
@@ -29,6 +29,7 @@ from realtime.protocol.openai_events import (
     SessionConfig,
     Transcription,
 )
+from realtime.store import stream_call_find
 from realtime.tools import tools_for
 
 DEMO_API_KEY = "sk-demo-local"
@@ -249,4 +250,19 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
     )
 
 
-abridge_config_build = database_sync_to_async(bridge_config_build)
+abridge_config_build = db_sync_to_async(bridge_config_build)
+
+
+def stream_call_setup(call_id: int) -> tuple[CallSession, BridgeConfig] | None:
+    """The call and its bridge's config if it may start a media stream now, else
+    None; ValueError (or any error) if it may but cannot be configured.
+
+    The stream connect's database work, in one trip to a DB thread.
+    """
+    call = stream_call_find(call_id)
+    if call is None:
+        return None
+    return call, bridge_config_build(call=call)
+
+
+astream_call_setup = db_sync_to_async(stream_call_setup, lane="setup")

@@ -13,6 +13,7 @@ import contextlib
 import logging
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
@@ -24,8 +25,8 @@ from calls.groups import call_control_group
 from calls.live import live_calls_decrement, live_calls_increment
 from calls.twilio_security import websocket_signature_valid
 from realtime.bridge import CallBridge
-from realtime.call_setup import abridge_config_build
-from realtime.store import DjangoCallStore, stream_call_get
+from realtime.call_setup import astream_call_setup
+from realtime.store import DjangoCallStore
 
 log = logging.getLogger(__name__)
 
@@ -167,19 +168,19 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 log.warning("media stream refused: bad or missing signature")
                 await self._refuse()
                 return
-            call = await stream_call_get(call_id)
-            if call is None:
+            try:
+                setup = await astream_call_setup(call_id)
+            except Exception:
+                log.exception("media stream refused: call cannot be configured")
+                await self._refuse()
+                return
+            if setup is None:
                 log.warning(
                     "media stream refused: unknown call or not waiting for a stream"
                 )
                 await self._refuse()
                 return
-            try:
-                config = await abridge_config_build(call=call)
-            except Exception:
-                log.exception("media stream refused: call cannot be configured")
-                await self._refuse()
-                return
+            call, config = setup
             await self.accept()
             self.bridge = CallBridge(
                 config,
@@ -200,15 +201,15 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
             draining.register(self.bridge)
 
     async def dispatch(self, message: dict[str, Any]) -> None:
-        """Hand media frames straight to the bridge; anything else as Channels does.
+        """Hand media frames straight to the bridge; anything else to its handler.
 
         Channels (≥ 4.2) first closes stale database connections, in a worker thread,
-        before every message: 50 thread hops a second per call, queued on the one
-        thread-sensitive executor behind every database write. Nothing on the frame
-        path reads the database without `database_sync_to_async`, which closes stale
-        connections itself. Control messages skip that hop too: queued behind the
-        database writes it made a command wait seconds when the executor was busy
-        (measured after a Redis outage, F-71).
+        before every message: a hop onto the one thread-sensitive executor for each
+        frame, connect and control message, queued behind everything else there
+        (measured: a control command waited seconds after a Redis outage, F-71; stream
+        connects waited behind each other under a burst). This consumer never touches
+        the database on that thread: its database work goes through
+        `callcenter.db.db_sync_to_async`, whose DB threads check their own connections.
         """
         if message["type"] == "websocket.receive":
             if self.bridge is not None:
@@ -216,10 +217,11 @@ class MediaStreamConsumer(AsyncWebsocketConsumer):
                 await self.bridge.on_twilio_frame(
                     text if text is not None else message.get("bytes") or b""
                 )
-        elif message["type"] == "call.control":
-            await self.call_control(message)
-        else:
-            await super().dispatch(message)
+            return
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def _refuse(self, code: int = POLICY_VIOLATION) -> None:
         await self.accept()

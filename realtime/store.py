@@ -8,13 +8,14 @@ in one UPDATE every 15 s, figures once at the end.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
+from callcenter.db import db_sync_to_async
 from calls import services
 from calls.groups import call_monitor_group, org_monitor_group
 from calls.layer import agroup_send_best_effort
@@ -36,8 +37,7 @@ HEARTBEAT_RETRY_MAX_S = 2.0
 STREAM_EXPECTING = (CallStatus.INITIATED, CallStatus.RINGING, CallStatus.AI_RESPONDING)
 
 
-@database_sync_to_async
-def stream_call_get(call_id: int) -> CallSession | None:
+def stream_call_find(call_id: int) -> CallSession | None:
     """The call if it may start a media stream now (F-15): known, waiting, token unused."""
     return (
         CallSession.objects.select_related("agent", "organization")
@@ -46,6 +46,9 @@ def stream_call_get(call_id: int) -> CallSession | None:
         )
         .first()
     )
+
+
+stream_call_get = db_sync_to_async(stream_call_find)
 
 
 class DjangoCallStore:
@@ -72,11 +75,19 @@ class DjangoCallStore:
                 log.warning("stream-claimed not sent", exc_info=True)
         return claimed
 
-    @database_sync_to_async
+    @functools.partial(db_sync_to_async, lane="setup")
     def _claim_stream(self, *, token: str, stream_sid: str) -> tuple[bool, bool]:
         """(claimed, a resume) for the token."""
         if not token:
             return False, False
+        # One transaction: one commit (one write turn on SQLite) for the claim, the
+        # status change and the events.
+        with transaction.atomic():
+            return self._claim_in_transaction(token=token, stream_sid=stream_sid)
+
+    def _claim_in_transaction(
+        self, *, token: str, stream_sid: str
+    ) -> tuple[bool, bool]:
         now = timezone.now()
         claimed = CallSession.objects.filter(
             pk=self.call.pk,
@@ -159,7 +170,7 @@ class DjangoCallStore:
         locked (F-71), not a refusal such as an illegal status change."""
         return isinstance(exc, (OperationalError, InterfaceError))
 
-    @database_sync_to_async
+    @db_sync_to_async
     def load_transcript(self) -> list[tuple[str, str]]:
         """Saved lines, oldest first, to re-seed a new model session (F-25)."""
         return list(
@@ -171,7 +182,7 @@ class DjangoCallStore:
     async def heartbeat(self) -> None:
         heartbeats.beat(self.call.pk)
 
-    @database_sync_to_async
+    @db_sync_to_async
     def set_openai_session(self, session_id: str) -> None:
         CallSession.objects.filter(pk=self.call.pk).update(openai_session_id=session_id)
 
@@ -191,7 +202,7 @@ class DjangoCallStore:
             barge_in_count=figures.barge_ins,
         )
 
-    @database_sync_to_async
+    @db_sync_to_async
     def finish(self, *, reason: str, failed: bool = False) -> None:
         """End the call, unless a newer stream of it was claimed since ours (F-68):
         then it goes on elsewhere and is not this bridge's to end."""
@@ -211,7 +222,7 @@ class DjangoCallStore:
                 return
             services.call_session_end(call=self.call, reason=reason, failed=failed)
 
-    @database_sync_to_async
+    @db_sync_to_async
     def current_status(self) -> str:
         return CallSession.objects.values_list("status", flat=True).get(pk=self.call.pk)
 
@@ -228,7 +239,7 @@ class DjangoCallStore:
         await ahandoff_request(call_id=self.call.pk, trigger=trigger, reason=reason)
 
 
-@database_sync_to_async
+@db_sync_to_async
 def heartbeats_save(call_ids: list[int]) -> None:
     CallSession.objects.filter(pk__in=call_ids).update(heartbeat_at=timezone.now())
 

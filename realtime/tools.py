@@ -15,13 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from channels.db import database_sync_to_async
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from agents.models import TOOL_NAMES, Appointment
 from agents.phones import normalize_phone
 from agents.selectors import customer_find
+from callcenter.db import db_sync_to_async
 from calls.campaigns.models import DoNotCall
 from calls.campaigns.refusal import Kind, refusal_kind
 from calls.campaigns.services import call_party_number, dnc_add_from_call
@@ -146,7 +146,7 @@ def _customer_info(ctx: ToolContext, phone_number: str) -> ToolResult:
 )
 async def get_customer_info(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     phone = str(args.get("phone_number") or ctx.caller_number)
-    return await database_sync_to_async(_customer_info)(ctx, phone)
+    return await db_sync_to_async(_customer_info)(ctx, phone)
 
 
 def _schedule(ctx: ToolContext, date: str, time: str, name: str) -> ToolResult:
@@ -199,7 +199,7 @@ def _schedule(ctx: ToolContext, date: str, time: str, name: str) -> ToolResult:
     ["date", "time", "name"],
 )
 async def schedule_appointment(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-    return await database_sync_to_async(_schedule)(
+    return await db_sync_to_async(_schedule)(
         ctx,
         str(args.get("date", "")),
         str(args.get("time", "")),
@@ -241,7 +241,7 @@ def _save_outcome(ctx: ToolContext, outcome: str, notes: str) -> ToolResult:
     ["outcome"],
 )
 async def save_call_outcome(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
-    return await database_sync_to_async(_save_outcome)(
+    return await db_sync_to_async(_save_outcome)(
         ctx, str(args.get("outcome", "")), str(args.get("notes", ""))
     )
 
@@ -302,7 +302,7 @@ async def record_opt_out(ctx: ToolContext, args: dict[str, Any]) -> ToolResult:
     words = str(args.get("customer_words", "")).strip()
     if not words:
         return fail("customer_words is required: the customer's own words.")
-    return await database_sync_to_async(_opt_out)(
+    return await db_sync_to_async(_opt_out)(
         ctx, words, str(args.get("reason", "")).strip()
     )
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from channels.db import database_sync_to_async
-
+from callcenter.db import db_sync_to_async
 from calls.consumers import MonitorConsumer
 from calls.groups import campaign_monitor_group
 
@@ -36,14 +35,14 @@ class CampaignMonitorConsumer(MonitorConsumer):
         return [campaign_monitor_group(campaign_id)]
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _user_may_see_campaign(user: Any, campaign_id: int) -> bool:
     from calls.campaigns.selectors import campaigns_visible
 
     return campaigns_visible(user=user).filter(pk=campaign_id).exists()
 
 
-@database_sync_to_async
+@db_sync_to_async
 def _snapshot(campaign_id: int) -> dict[str, Any] | None:
     from calls.campaigns.models import Campaign
     from calls.campaigns.selectors import campaign_progress

@@ -239,23 +239,8 @@ class Command(BaseCommand):
             for argv in argvs:
                 if stop.signum:
                     break
-                children.append(
-                    subprocess.Popen(
-                        argv,
-                        cwd=settings.BASE_DIR,
-                        env=environment,
-                        preexec_fn=_die_with_parent(),
-                        # The server hears Ctrl-C from us only, as one SIGTERM: a
-                        # drain, not the terminal's SIGINT and then our SIGTERM.
-                        process_group=0 if _is_server(argv) else None,
-                    )
-                )
-            failed = _supervise(children, stop)
-            if failed is not None:
-                raise CommandError(
-                    f"{failed} exited with status {children_status(children)}; "
-                    "stopped the rest."
-                )
+                children.append(spawn(argv, environment))
+            supervise_or_fail(children, stop)
         finally:
             _stop_all(children, stop)
             stop.restore()
@@ -373,6 +358,8 @@ def _name(child: subprocess.Popen[bytes]) -> str:
         return "Daphne" if binary == "daphne" else "uvicorn"
     if binary == "celery":
         return f"Celery {argv[3]}"
+    if binary == "haproxy":
+        return "HAProxy"
     return "The emulators"
 
 
@@ -383,15 +370,53 @@ def children_status(children: list[subprocess.Popen[bytes]]) -> str:
 
 
 def _supervise(
-    children: list[subprocess.Popen[bytes]], stop: _StopOnSignal
+    children: list[subprocess.Popen[bytes]],
+    stop: _StopOnSignal,
+    restart: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes] | None]
+    | None = None,
 ) -> str | None:
-    """Wait for a signal (None) or for a child to exit (its name)."""
+    """Wait for a signal (None) or for a child to exit (its name).
+
+    A child that exits is replaced in `children` by what `restart` returns for it
+    (`manage.py cluster` restarts its server processes); None means it stays dead.
+    """
     while not stop.signum:
-        for child in children:
+        for index, child in enumerate(children):
             if child.poll() is not None:
-                return _name(child)
+                replacement = restart(child) if restart is not None else None
+                if replacement is None:
+                    return _name(child)
+                children[index] = replacement
         time.sleep(0.1)
     return None
+
+
+def spawn(argv: list[str], environment: Mapping[str, str]) -> subprocess.Popen[bytes]:
+    """Start one child in the project folder; Linux SIGTERMs it if we die."""
+    return subprocess.Popen(
+        argv,
+        cwd=settings.BASE_DIR,
+        env=environment,
+        preexec_fn=_die_with_parent(),
+        # The server hears Ctrl-C from us only, as one SIGTERM: a drain, not the
+        # terminal's SIGINT and then our SIGTERM.
+        process_group=0 if _is_server(argv) else None,
+    )
+
+
+def supervise_or_fail(
+    children: list[subprocess.Popen[bytes]],
+    stop: _StopOnSignal,
+    restart: Callable[[subprocess.Popen[bytes]], subprocess.Popen[bytes] | None]
+    | None = None,
+) -> None:
+    """Supervise until a signal; a child that exits (and is not restarted) fails."""
+    failed = _supervise(children, stop, restart)
+    if failed is not None:
+        raise CommandError(
+            f"{failed} exited with status {children_status(children)}; "
+            "stopped the rest."
+        )
 
 
 def _stop_timeout_s(child: subprocess.Popen[bytes]) -> float:

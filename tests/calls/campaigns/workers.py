@@ -25,7 +25,7 @@ CELERY = str(Path(sys.executable).with_name("celery"))
 def database_url() -> str:
     """The test database as the worker must see it."""
     db = settings.DATABASES["default"]
-    if db["ENGINE"] == "django.db.backends.sqlite3":
+    if db["ENGINE"].endswith("sqlite3"):  # Django's or ours (callcenter.db_sqlite3)
         return f"sqlite:///{db['NAME']}"
     return (
         f"postgres://{db['USER']}:{db['PASSWORD']}@{db['HOST'] or 'localhost'}:"
