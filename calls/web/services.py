@@ -42,27 +42,28 @@ def rate_parse(rate: str) -> tuple[int, int]:
         raise ValueError(f"rate {rate!r} is not N/s, N/min, N/hour or N/day") from None
 
 
-def public_rate_check(*, client_ip: str) -> None:
+def public_rate_check(*, client_ip: str, now: float | None = None) -> None:
     """Count one public offer from ``client_ip``; 429 past PUBLIC_WEB_CALL_RATE.
 
-    A fixed window in Django's cache (per process with the default local-memory
-    cache; configure a shared cache when several processes serve /talk/).
+    A sliding window: the times of the address's recent offers are kept in Django's
+    cache (per process with the default local-memory cache; configure a shared
+    cache when several processes serve /talk/).
     """
     allowed, window = rate_parse(settings.PUBLIC_WEB_CALL_RATE)
-    key = f"web-call-rate:{client_ip}:{int(time.time() // window)}"
-    cache.add(key, 0, timeout=window + 1)
-    try:
-        used = cache.incr(key)
-    except ValueError:  # evicted between add and incr
-        cache.set(key, 1, timeout=window + 1)
-        used = 1
-    if used > allowed:
+    now = time.time() if now is None else now
+    key = f"web-call-offers:{client_ip}"
+    recent = [t for t in cache.get(key, []) if t > now - window]
+    if len(recent) >= allowed:
         raise ApplicationError(
             "Too many calls from this address; try again later.",
             code=ErrorCode.THROTTLED,
             http_status=status.HTTP_429_TOO_MANY_REQUESTS,
-            details={"rate": settings.PUBLIC_WEB_CALL_RATE},
+            details={
+                "rate": settings.PUBLIC_WEB_CALL_RATE,
+                "retry_after_s": round(recent[0] + window - now),
+            },
         )
+    cache.set(key, [*recent, now], timeout=window + 1)
 
 
 @transaction.atomic

@@ -17,6 +17,7 @@ from django.core.cache import cache
 from django.test import Client
 
 from agents.services import agent_profile_save
+from callcenter.errors import ApplicationError
 from calls.models import CallSession
 from calls.status import CallStatus
 from calls.web.tokens import (
@@ -176,3 +177,19 @@ def test_public_id_is_given_when_public_calls_are_switched_on():
     assert first and len(first) >= 16
     agent_profile_save(agent=agent)
     assert agent.public_id == first
+
+
+def test_public_rate_is_a_sliding_window(settings):
+    """Two offers a minute: the third within 60 s of the first is refused, even
+    across a clock minute; once the first is 60 s old, one more is allowed."""
+    from calls.web.services import public_rate_check
+
+    cache.clear()
+    settings.PUBLIC_WEB_CALL_RATE = "2/min"
+    public_rate_check(client_ip="10.1.1.1", now=1000.0)  # 16:40 into a minute
+    public_rate_check(client_ip="10.1.1.1", now=1030.0)
+    with pytest.raises(ApplicationError) as refused:
+        public_rate_check(client_ip="10.1.1.1", now=1059.0)  # a new clock minute
+    assert refused.value.http_status == 429
+    assert refused.value.details["retry_after_s"] == 1
+    public_rate_check(client_ip="10.1.1.1", now=1060.5)
