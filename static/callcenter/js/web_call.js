@@ -107,7 +107,6 @@
   }
 
   function startMeters(localStream) {
-    audioContext = new (window.AudioContext || window.webkitAudioContext)();
     const micAnalyser = audioContext.createAnalyser();
     audioContext.createMediaStreamSource(localStream).connect(micAnalyser);
     const micBuffer = new Float32Array(micAnalyser.fftSize);
@@ -149,6 +148,11 @@
   async function start() {
     clearError();
     startButton.disabled = true;
+    // Mobile Safari lets audio start only inside the tap itself, before any await:
+    // create the audio context and unlock the <audio> element now.
+    audioContext = new (window.AudioContext || window.webkitAudioContext)();
+    audioContext.resume().catch(() => {});
+    remoteAudio.play().catch(() => {});
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.RTCPeerConnection) {
       showError("unsupported"); startButton.disabled = false; return;
     }
@@ -159,8 +163,9 @@
       });
     } catch (error) {
       const name = error && error.name;
-      showError(name === "NotFoundError" || name === "OverconstrainedError" || name === "NotReadableError" ? "no-device" : (name === "NotAllowedError" || name === "SecurityError" ? "denied" : "no-device"));
+      showError(name === "NotAllowedError" || name === "SecurityError" ? "denied" : "no-device");
       setState("idle"); startButton.disabled = false;
+      if (audioContext) { audioContext.close().catch(() => {}); audioContext = null; }
       return;
     }
     const track = mic.getAudioTracks()[0];
