@@ -6,8 +6,10 @@
 The service runs as a user runs it (a uvicorn or Daphne subprocess configured by
 environment variables, a throw-away SQLite migrated and seeded by `manage.py`) with
 WEBRTC_HOST_ADDRESSES=127.0.0.1. The fake OpenAI Realtime server (scenario
-ECHO_FRAMES: every appended chunk comes straight back as output audio) and the N
-clients run in this process. Each client is an aiortc peer like the page: it logs in
+ECHO_FRAMES: every appended chunk comes straight back as output audio) runs in a
+process of its own, the N clients in `--client-processes` more (one Python process
+cannot drive 20 WebRTC peers and their model sessions without becoming the
+bottleneck). Each client is an aiortc peer like the page: it logs in
 once (demo/demo), POSTs its SDP offer to /agents/<id>/try/offer/, sends a tone from
 its "microphone" at real time, plays what comes back and reports its playback
 position on the data channel.
@@ -38,7 +40,10 @@ import argparse
 import asyncio
 import fractions
 import json
+import logging
 import math
+import multiprocessing
+import os
 import re
 import sqlite3
 import sys
@@ -53,6 +58,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
 import av
 import httpx
+from aiortc.jitterbuffer import JitterFrame
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from bench.service import (
@@ -98,6 +104,7 @@ class WebRunResult:
     rss_mib_before: float = 0.0
     rss_mib_steady: float = 0.0
     machine_busy_cores_before: float = 0.0
+    load_generator_cores: float = 0.0
     calls_completed: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -142,12 +149,26 @@ class PreEncodedMicrophone(MediaStreamTrack):
         return packet
 
 
+class GapCountingBuffer(ArrivalOrderJitterBuffer):
+    """The client's receiver: every new packet to aiortc's decoder, gaps counted."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda payload, arrived: None)
+
+    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
+        dropped = self.dropped
+        super().add(packet)
+        if self.dropped != dropped:
+            return False, None
+        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
+
+
 class BenchClient(WebRtcTestClient):
     """The test client with a pre-encoded microphone, counting RTP gaps too."""
 
     def __init__(self) -> None:
         super().__init__(amplitude=8000)
-        self.jitter = ArrivalOrderJitterBuffer()
+        self.jitter = GapCountingBuffer()
         sender = self.pc.getSenders()[0]
         self.mic = PreEncodedMicrophone()  # type: ignore[assignment]
         sender.replaceTrack(self.mic)
@@ -156,6 +177,115 @@ class BenchClient(WebRtcTestClient):
         for transceiver in self.pc.getTransceivers():
             if transceiver.kind == "audio":
                 self.jitter.install(transceiver.receiver)
+
+
+def process_tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and its children (the client processes), from /proc."""
+    total = 0.0
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = path.read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        child_pid = int(path.parent.name)
+        if child_pid == pid or int(fields[1]) == pid:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def start_workers(
+    *, base_url: str, cookies: dict[str, str], agent_id: int, n: int, processes: int
+) -> list[tuple[Any, Any]]:
+    """Client processes (spawned), the N calls shared between them."""
+    context = multiprocessing.get_context("spawn")
+    workers = []
+    counts = [
+        n // processes + (1 if i < n % processes else 0) for i in range(processes)
+    ]
+    for count in counts:
+        if not count:
+            continue
+        parent, child = context.Pipe()
+        process = context.Process(
+            target=client_worker,
+            args=(base_url, cookies, agent_id, count, child),
+            daemon=True,
+        )
+        process.start()
+        workers.append((process, parent))
+    return workers
+
+
+def client_worker(
+    base_url: str, cookies: dict[str, str], agent_id: int, count: int, conn: Any
+) -> None:
+    """One client process: place ``count`` calls, talk until told, hang up, report."""
+    logging.disable(logging.INFO)
+    host_addresses_choose(["127.0.0.1"])
+    asyncio.run(_client_worker(base_url, cookies, agent_id, count, conn))
+
+
+async def _client_worker(
+    base_url: str, cookies: dict[str, str], agent_id: int, count: int, conn: Any
+) -> None:
+    http = httpx.AsyncClient(base_url=base_url, timeout=30, cookies=cookies)
+    clients: list[BenchClient] = []
+    call_ids: list[int] = []
+    for _ in range(count):
+        client = BenchClient()
+
+        async def signal(sdp: str) -> str:
+            reply = await http.post(
+                f"/agents/{agent_id}/try/offer/",
+                json={"type": "offer", "sdp": sdp},
+                headers={"X-CSRFToken": cookies["csrftoken"]},
+            )
+            reply.raise_for_status()
+            call_ids.append(int(reply.json()["call_id"]))
+            return str(reply.json()["sdp"])
+
+        await client.connect(signal)
+        client.install_gap_counter()
+        await client.wait_event("state", timeout_s=30)
+        clients.append(client)
+    conn.send(("ready", call_ids))
+    await asyncio.to_thread(conn.recv)  # "hangup"
+    for client in clients:
+        client.send({"type": "hangup"})
+    await asyncio.sleep(1.0)
+    stats = {
+        "missing": sum(c.jitter.missing for c in clients),
+        "played": sum(c.frames_received for c in clients),
+    }
+    for client in clients:
+        await client.close()
+    await http.aclose()
+    conn.send(("done", stats))
+
+
+def start_fake_model() -> tuple[Any, Any]:
+    """The fake Realtime server (ECHO_FRAMES) in a process of its own; it sends its
+    URL, then, told to stop, the audio (ms) it received over every connection."""
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    process = context.Process(target=fake_model_worker, args=(child,), daemon=True)
+    process.start()
+    return process, parent
+
+
+def fake_model_worker(conn: Any) -> None:
+    logging.disable(logging.INFO)
+    asyncio.run(_fake_model_worker(conn))
+
+
+async def _fake_model_worker(conn: Any) -> None:
+    async with FakeRealtimeServer(
+        scenarios.ECHO_FRAMES, api_key=API_KEY, record_events=False
+    ) as fake:
+        conn.send(fake.url)
+        await asyncio.to_thread(conn.recv)
+        conn.send(sum(c.input_audio_ms for c in fake.connections))
 
 
 def log_in(base_url: str) -> httpx.AsyncClient:
@@ -193,74 +323,70 @@ async def run(args: argparse.Namespace) -> WebRunResult:
     host_addresses_choose(["127.0.0.1"])
     workdir = Path(tempfile.mkdtemp(prefix="bench-web-"))
     db_path = workdir / "db.sqlite3"
-    async with FakeRealtimeServer(
-        scenarios.ECHO_FRAMES, api_key=API_KEY, record_events=False
-    ) as fake:
-        env = base_env(
-            database=database_url(db_path), fake_url=fake.url, api_key=API_KEY
+    fake_process, fake_conn = start_fake_model()
+    fake_url = await asyncio.to_thread(fake_conn.recv)
+    env = base_env(database=database_url(db_path), fake_url=fake_url, api_key=API_KEY)
+    env.update(
+        WEBRTC_HOST_ADDRESSES="127.0.0.1",
+        WEBRTC_ICE_SERVERS="[]",
+        CALLCENTER_MEDIA_ROOT=str(workdir / "media"),
+    )
+    database_prepare(env)
+    with sqlite3.connect(db_path) as db:
+        ((agent_id,),) = db.execute(
+            "select id from agents_agentprofile where name = ?", (AGENT_NAME,)
+        ).fetchall()
+    service = Service(args.server, env, workdir / "service.log")
+    try:
+        service.wait_ready()
+        result.machine_busy_cores_before = wait_for_quiet(
+            max_busy_cores=QUIET_CORES, timeout_s=args.quiet_wait
         )
-        env.update(
-            WEBRTC_HOST_ADDRESSES="127.0.0.1",
-            WEBRTC_ICE_SERVERS="[]",
-            CALLCENTER_MEDIA_ROOT=str(workdir / "media"),
+        http = log_in(service.base_url)
+        await session_for(http, agent_id)
+        cookies = dict(http.cookies.items())
+        await http.aclose()
+        rss_before = service.rss_kib()
+        load_0 = process_tree_cpu_seconds(os.getpid())
+        workers = start_workers(
+            base_url=service.base_url,
+            cookies=cookies,
+            agent_id=agent_id,
+            n=args.n,
+            processes=args.client_processes,
         )
-        database_prepare(env)
-        with sqlite3.connect(db_path) as db:
-            ((agent_id,),) = db.execute(
-                "select id from agents_agentprofile where name = ?", (AGENT_NAME,)
-            ).fetchall()
-        service = Service(args.server, env, workdir / "service.log")
-        try:
-            service.wait_ready()
-            result.machine_busy_cores_before = wait_for_quiet(
-                max_busy_cores=QUIET_CORES, timeout_s=args.quiet_wait
-            )
-            http = log_in(service.base_url)
-            await session_for(http, agent_id)
-            csrf = http.cookies["csrftoken"]
-            rss_before = service.rss_kib()
-            clients: list[BenchClient] = []
-            call_ids: list[int] = []
-            for index in range(args.n):
-                client = BenchClient()
-
-                async def signal(sdp: str) -> str:
-                    reply = await http.post(
-                        f"/agents/{agent_id}/try/offer/",
-                        json={"type": "offer", "sdp": sdp},
-                        headers={"X-CSRFToken": csrf},
-                    )
-                    reply.raise_for_status()
-                    call_ids.append(int(reply.json()["call_id"]))
-                    return str(reply.json()["sdp"])
-
-                await client.connect(signal)
-                client.install_gap_counter()
-                await fake.wait_for_connection(index, timeout_s=20)
-                await client.wait_event("state", timeout_s=20)
-                clients.append(client)
-            await asyncio.sleep(SETTLE_S)
-            cpu_0, t_0 = service.cpu_seconds(), time.monotonic()
-            await asyncio.sleep(args.seconds)
-            cpu_1, t_1 = service.cpu_seconds(), time.monotonic()
-            rss_steady = service.rss_kib()
-            for client in clients:
-                client.send({"type": "hangup"})
-            service.wait_idle(timeout_s=30)
-            await asyncio.sleep(0.5)
-            for client in clients:
-                result.client_packets_missing += client.jitter.missing
-                result.client_frames_played += client.frames_received
-                await client.close()
-            await http.aclose()
-        finally:
-            service.stop()
-        minutes = (t_1 - t_0) / 60
-        result.cpu_s_per_call_minute = round((cpu_1 - cpu_0) / (args.n * minutes), 3)
-        result.rss_mib_before = round(rss_before / 1024, 1)
-        result.rss_mib_steady = round(rss_steady / 1024, 1)
-        result.rss_mib_per_call = round((rss_steady - rss_before) / 1024 / args.n, 2)
-        model_input_ms = sum(c.input_audio_ms for c in fake.connections)
+        call_ids: list[int] = []
+        for _process, conn in workers:
+            kind, ids = await asyncio.to_thread(conn.recv)
+            assert kind == "ready", kind
+            call_ids += ids
+        await asyncio.sleep(SETTLE_S)
+        cpu_0, t_0 = service.cpu_seconds(), time.monotonic()
+        load_0 = process_tree_cpu_seconds(os.getpid())
+        await asyncio.sleep(args.seconds)
+        cpu_1, t_1 = service.cpu_seconds(), time.monotonic()
+        load_1 = process_tree_cpu_seconds(os.getpid())
+        rss_steady = service.rss_kib()
+        for _process, conn in workers:
+            conn.send("hangup")
+        for process, conn in workers:
+            kind, stats = await asyncio.to_thread(conn.recv)
+            assert kind == "done", kind
+            result.client_packets_missing += stats["missing"]
+            result.client_frames_played += stats["played"]
+            await asyncio.to_thread(process.join, 10)
+        await asyncio.to_thread(service.wait_idle, 30)
+        result.load_generator_cores = round((load_1 - load_0) / (t_1 - t_0), 2)
+    finally:
+        service.stop()
+    minutes = (t_1 - t_0) / 60
+    result.cpu_s_per_call_minute = round((cpu_1 - cpu_0) / (args.n * minutes), 3)
+    result.rss_mib_before = round(rss_before / 1024, 1)
+    result.rss_mib_steady = round(rss_steady / 1024, 1)
+    result.rss_mib_per_call = round((rss_steady - rss_before) / 1024 / args.n, 2)
+    fake_conn.send("stop")
+    model_input_ms = await asyncio.to_thread(fake_conn.recv)
+    await asyncio.to_thread(fake_process.join, 10)
     with sqlite3.connect(db_path) as db:
         placeholders = ",".join("?" * len(call_ids))
         rows = db.execute(
@@ -297,12 +423,16 @@ def report(result: WebRunResult) -> str:
         result.server_packets_missing
         + result.server_packets_dropped
         + result.client_packets_missing
-        + max(result.bytes_forwarded_not_at_model, 0) // 960
+        # At hang-up a packet in flight may be forwarded as the model socket
+        # closes: up to two 20 ms frames a call are its end, not a loss.
+        + max(result.bytes_forwarded_not_at_model - 2 * 960 * result.n, 0) // 960
     )
     worst = max(result.inbound_p99_ms or math.inf, result.outbound_p99_ms or math.inf)
     lines = [
         f"web calls: N={result.n}, {result.seconds:g} s steady, {result.server}",
-        f"  machine busy before the run: {result.machine_busy_cores_before:.2f} cores",
+        f"  machine busy before the run: {result.machine_busy_cores_before:.2f} cores;"
+        f" load generator (clients + fake model) used"
+        f" {result.load_generator_cores:.2f} cores in the window",
         f"  added latency in  (RTP in → append sent):  p50 {result.inbound_p50_ms} ms,"
         f" p99 {result.inbound_p99_ms} ms ({result.inbound_samples} packets)",
         f"  added latency out (delta in → RTP out):    p50 {result.outbound_p50_ms} ms,"
@@ -334,6 +464,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--server", choices=("uvicorn", "daphne"), default="uvicorn")
     parser.add_argument("--json", type=Path)
     parser.add_argument("--quiet-wait", type=float, default=30.0)
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=4,
+        help="processes the aiortc clients are spread over (the fake stays here)",
+    )
     args = parser.parse_args(argv)
     result = asyncio.run(run(args))
     print(report(result))

@@ -134,6 +134,7 @@ class WebRtcCall:
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
         self._closed = False
+        self._caller_left = False
         self._ai_speaking = False
         self._quiet_frames = 0
         self.on_closed: Callable[[], Awaitable[None]] | None = None
@@ -249,8 +250,8 @@ class WebRtcCall:
             if self.recorder is not None:
                 self.recorder.caller(pcm)
             bridge = self._bridge
-            if bridge is None:
-                continue
+            if bridge is None or self._caller_left:
+                continue  # after the hang-up, audio still in flight goes nowhere
             await bridge.on_caller_audio(CallerAudioIn.b64(pcm))
             self.caller_frames_forwarded += 1
             self.caller_bytes_forwarded += len(pcm)
@@ -309,6 +310,7 @@ class WebRtcCall:
             self._spawn(self._caller_gone(), "webrtc-gone")
 
     async def _caller_gone(self) -> None:
+        self._caller_left = True
         if self._bridge is not None and not self._closed:
             await self._bridge.on_caller_stopped()
 
