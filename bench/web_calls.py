@@ -66,6 +66,7 @@ from bench.service import (
     base_env,
     database_prepare,
     database_url,
+    machine_busy_seconds,
     wait_for_quiet,
 )
 from realtime.emulators import scenarios
@@ -105,6 +106,8 @@ class WebRunResult:
     rss_mib_steady: float = 0.0
     machine_busy_cores_before: float = 0.0
     load_generator_cores: float = 0.0
+    server_cores: float = 0.0
+    other_cores: float = 0.0
     calls_completed: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -251,12 +254,17 @@ async def _client_worker(
         clients.append(client)
     conn.send(("ready", call_ids))
     await asyncio.to_thread(conn.recv)  # "hangup"
+    ended_early = 0
     for client in clients:
-        client.send({"type": "hangup"})
+        if client.channel.readyState == "open":
+            client.send({"type": "hangup"})
+        else:
+            ended_early += 1
     await asyncio.sleep(1.0)
     stats = {
         "missing": sum(c.jitter.missing for c in clients),
         "played": sum(c.frames_received for c in clients),
+        "ended_early": ended_early,
     }
     for client in clients:
         await client.close()
@@ -336,6 +344,12 @@ async def run(args: argparse.Namespace) -> WebRunResult:
         ((agent_id,),) = db.execute(
             "select id from agents_agentprofile where name = ?", (AGENT_NAME,)
         ).fetchall()
+        # The echo has no VAD, so no turns: the idle prompt and goodbye (30 s by
+        # default) would end the first calls before the window closes.
+        db.execute(
+            "update agents_agentprofile set idle_timeout_s = 3600 where id = ?",
+            (agent_id,),
+        )
     service = Service(args.server, env, workdir / "service.log")
     try:
         service.wait_ready()
@@ -363,9 +377,11 @@ async def run(args: argparse.Namespace) -> WebRunResult:
         await asyncio.sleep(SETTLE_S)
         cpu_0, t_0 = service.cpu_seconds(), time.monotonic()
         load_0 = process_tree_cpu_seconds(os.getpid())
+        machine_0 = machine_busy_seconds()
         await asyncio.sleep(args.seconds)
         cpu_1, t_1 = service.cpu_seconds(), time.monotonic()
         load_1 = process_tree_cpu_seconds(os.getpid())
+        machine_1 = machine_busy_seconds()
         rss_steady = service.rss_kib()
         for _process, conn in workers:
             conn.send("hangup")
@@ -374,9 +390,18 @@ async def run(args: argparse.Namespace) -> WebRunResult:
             assert kind == "done", kind
             result.client_packets_missing += stats["missing"]
             result.client_frames_played += stats["played"]
+            if stats["ended_early"]:
+                result.notes.append(
+                    f"{stats['ended_early']} call(s) had ended before the hang-up"
+                )
             await asyncio.to_thread(process.join, 10)
         await asyncio.to_thread(service.wait_idle, 30)
-        result.load_generator_cores = round((load_1 - load_0) / (t_1 - t_0), 2)
+        window = t_1 - t_0
+        result.load_generator_cores = round((load_1 - load_0) / window, 2)
+        result.server_cores = round((cpu_1 - cpu_0) / window, 2)
+        result.other_cores = round(
+            (machine_1 - machine_0 - (load_1 - load_0) - (cpu_1 - cpu_0)) / window, 2
+        )
     finally:
         service.stop()
     minutes = (t_1 - t_0) / 60
@@ -432,7 +457,8 @@ def report(result: WebRunResult) -> str:
         f"web calls: N={result.n}, {result.seconds:g} s steady, {result.server}",
         f"  machine busy before the run: {result.machine_busy_cores_before:.2f} cores;"
         f" load generator (clients + fake model) used"
-        f" {result.load_generator_cores:.2f} cores in the window",
+        f" {result.load_generator_cores:.2f} cores in the window, the service"
+        f" {result.server_cores:.2f}, other processes {result.other_cores:.2f}",
         f"  added latency in  (RTP in → append sent):  p50 {result.inbound_p50_ms} ms,"
         f" p99 {result.inbound_p99_ms} ms ({result.inbound_samples} packets)",
         f"  added latency out (delta in → RTP out):    p50 {result.outbound_p50_ms} ms,"
