@@ -301,6 +301,8 @@ def test_public_page_calls_and_is_rate_limited(
         page.get_by_role("button", name=START).click()
         alert = page.get_by_role("alert")
         alert.wait_for(state="visible")
-        assert "busy" in alert.inner_text()
+        assert "busy" in alert.inner_text(), page.evaluate(
+            "JSON.stringify(window.__webCall)"
+        )
         screenshot(page, "web-call-public-rate-limited")
         assert len(web_calls(service)) == calls

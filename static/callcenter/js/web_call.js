@@ -173,10 +173,11 @@
     track.addEventListener("ended", () => { if (live || pc) { showError("device-lost"); hangUp(); } });
     setState("connecting");
     startMeters(mic);
-    pc = new RTCPeerConnection({ iceServers });
+    const connection = (pc = new RTCPeerConnection({ iceServers }));
     pc.addTrack(track, mic);
     channel = pc.createDataChannel("events");
-    channel.onmessage = onEvent;
+    // Events of an earlier call's connection must not touch this one.
+    channel.onmessage = (message) => { if (connection === pc) onEvent(message); };
     pc.ontrack = (event) => {
       const stream = event.streams[0] || new MediaStream([event.track]);
       remoteAudio.srcObject = stream;
@@ -184,7 +185,8 @@
       if (figures.attachRemote) figures.attachRemote(stream);
     };
     pc.onconnectionstatechange = () => {
-      if (pc && (pc.connectionState === "failed" || pc.connectionState === "closed")) {
+      if (connection !== pc) return;
+      if (pc.connectionState === "failed" || pc.connectionState === "closed") {
         if (live) showError("failed");
         end(false);
       }
