@@ -83,6 +83,7 @@ FIELDSETS: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
         ),
     ),
     ("limits", _("制限"), ("max_call_duration_s", "idle_timeout_s")),
+    ("web", _("Web通話"), ("public_web_calls", "public_web_max_calls")),
 )
 
 # Which turn-detection types each VAD field applies to (the page hides the others).

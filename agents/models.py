@@ -199,6 +199,23 @@ class AgentProfile(models.Model):
     rollout_percentage = models.PositiveSmallIntegerField(
         _("rollout %"), default=100, validators=[MaxValueValidator(100)]
     )
+    # The web voice channel (F-74): a public page /talk/<public_id>/ when enabled.
+    public_web_calls = models.BooleanField(
+        _("public web calls (/talk/ page, no login)"), default=False
+    )
+    public_web_max_calls = models.PositiveSmallIntegerField(
+        _("max simultaneous public web calls"),
+        default=2,
+        validators=[MinValueValidator(1), MaxValueValidator(50)],
+    )
+    public_id = models.CharField(
+        _("public id"),
+        max_length=32,
+        unique=True,
+        null=True,
+        blank=True,
+        editable=False,
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

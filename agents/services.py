@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from django.core.exceptions import ValidationError
@@ -15,8 +16,13 @@ from agents.prompts import render_template
 
 @transaction.atomic
 def agent_profile_save(*, agent: AgentProfile) -> AgentProfile:
-    """Validate every field (templates, voice, speed, phone) and save."""
+    """Validate every field (templates, voice, speed, phone) and save.
+
+    Public web calls (F-74) get the profile a public id the first time they are on.
+    """
     agent.full_clean()
+    if agent.public_web_calls and not agent.public_id:
+        agent.public_id = secrets.token_urlsafe(12)
     agent.save()
     return agent
 

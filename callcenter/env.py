@@ -7,8 +7,10 @@ table is checked against it by a test.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import environ
 
@@ -181,6 +183,29 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "30/min",
         "Per-user rate of outbound calls placed through the API.",
     ),
+    EnvVar(
+        "WEBRTC_ICE_SERVERS",
+        "[]",
+        "Web calls: ICE servers as JSON, shaped like the browser's "
+        '([{"urls": "turn:host:3478", "username": "…", "credential": "…"}]); '
+        "[] = host candidates only (one machine, a LAN).",
+    ),
+    EnvVar(
+        "WEBRTC_HOST_ADDRESSES",
+        "",
+        "Web calls: comma-separated addresses offered as host candidates. Empty: "
+        "every interface but loopback (aioice's choice); 127.0.0.1 for local tests.",
+    ),
+    EnvVar(
+        "PUBLIC_WEB_CALL_RATE",
+        "5/min",
+        "Public web calls (/talk/): offers per client IP: N/s, N/min, N/hour or N/day.",
+    ),
+    EnvVar(
+        "PUBLIC_WEB_TOKEN_MAX_AGE",
+        "300",
+        "Public web calls: seconds the signed token of a /talk/ page stays valid.",
+    ),
     EnvVar("LOG_LEVEL", "INFO", "Root log level."),
     EnvVar("LOG_FORMAT", "json", "json (one object a line) or text."),
     EnvVar(
@@ -232,6 +257,14 @@ def get_float(name: str) -> float:
 def get_list(name: str) -> list[str]:
     """Return a comma-separated variable as a list with blanks dropped."""
     return [item.strip() for item in get_str(name).split(",") if item.strip()]
+
+
+def get_json_list(name: str) -> list[dict[str, Any]]:
+    """Return a variable holding a JSON array of objects (ValueError otherwise)."""
+    value = json.loads(get_str(name) or "[]")
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"{name} must be a JSON array of objects")
+    return value
 
 
 def get_secret_key() -> str:

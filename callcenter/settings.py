@@ -216,6 +216,11 @@ DIALER_LEASE_SECONDS = E.get_int("DIALER_LEASE_SECONDS")
 # Tests only: DIALER_CRASH_AT=<point>:<marker file> SIGKILLs the dial task once.
 DIALER_TEST_HOOKS = E.get_bool("DIALER_TEST_HOOKS")
 DISCLOSURE_PURPOSE_PHRASES = E.get_list("DISCLOSURE_PURPOSE_PHRASES")
+# The web voice channel (F-74).
+WEBRTC_ICE_SERVERS = E.get_json_list("WEBRTC_ICE_SERVERS")
+WEBRTC_HOST_ADDRESSES = E.get_list("WEBRTC_HOST_ADDRESSES")
+PUBLIC_WEB_CALL_RATE = E.get_str("PUBLIC_WEB_CALL_RATE")
+PUBLIC_WEB_TOKEN_MAX_AGE = E.get_int("PUBLIC_WEB_TOKEN_MAX_AGE")
 # Demo mode (F-45): no OpenAI key means the built-in fake Realtime server answers.
 DEMO_MODE = not OPENAI_API_KEY
 REALTIME_PRICES = {

@@ -13,6 +13,8 @@ urlpatterns = [
     path("api/twilio/", include("calls.webhook_urls")),
     # Public REST API (token or session auth): F-42.
     path("api/", include("callcenter.api_urls")),
+    # The web voice channel: /agents/<id>/try/ and the public /talk/<id>/ (F-74).
+    path("", include("calls.web.urls")),
     # Operators' pages: F-35 … F-39.
     path("agents/", include("agents.urls")),
     path("", include("calls.campaigns.urls")),

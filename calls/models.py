@@ -17,11 +17,12 @@ def new_stream_token() -> str:
 
 
 class CallSession(models.Model):
-    """One phone call, from the first webhook to the final status."""
+    """One call, from the first webhook (or the browser's offer) to the final status."""
 
     class Direction(models.TextChoices):
         INBOUND = "inbound", _("inbound")
         OUTBOUND = "outbound", _("outbound")
+        WEB = "web", _("web")  # the browser's voice channel over WebRTC (F-74)
 
     organization = models.ForeignKey(
         Organization, on_delete=models.CASCADE, related_name="calls"

@@ -61,6 +61,13 @@ TAKE_MESSAGE_NOTE = (
     "担当者に電話をおつなぎできませんでした。お客様にお詫びし、ご伝言とご連絡先を"
     "伺って、担当者から折り返すとお伝えください。"
 )
+# A web call (F-74) has no phone leg to move into a conference, and no supervisor
+# console exists yet (F-75): the AI takes a message instead.
+WEB_TAKE_MESSAGE_NOTE = (
+    "Web通話のため、担当者に今すぐおつなぎすることはできません。お客様にお詫びし、"
+    "お名前、ご連絡先、ご用件を伺って、担当者から折り返しご連絡するとお伝えください。"
+)
+WEB_MESSAGE_LINE = "担当者に代わりAIがご伝言を承ります。"
 BACK_FROM_AGENT_NOTE = (
     "担当者との通話が終わり、お客様があなたとの会話に戻りました。"
     "ほかにご用件がないか伺ってください。"
@@ -131,6 +138,8 @@ def handoff_request(
                 f"Call {call_id} is not talking to the AI (status '{call.status}').",
                 code=ErrorCode.CALL_NOT_LIVE,
             )
+        if call.direction == CallSession.Direction.WEB:
+            return _web_take_message(call=call, trigger=trigger, reason=reason)
         number = handoff_agent_number(call=call, requested_by=requested_by)
         if not number:
             raise ApplicationError(
@@ -205,6 +214,30 @@ def handoff_request(
         # No bridge is looking after the stream: move the caller ourselves.
         handoff_move_caller(call_id=call.pk)
     call.handoff_agent_call_sid = agent_sid
+    return _result(call, created=True)
+
+
+def _web_take_message(*, call: CallSession, trigger: str, reason: str) -> HandoffResult:
+    """A web call's handoff: the AI stays and takes a message (no console yet)."""
+    call.handoff_trigger = trigger
+    call.handoff_reason = reason
+    call.handoff_requested_at = timezone.now()
+    call.save(
+        update_fields=["handoff_trigger", "handoff_reason", "handoff_requested_at"]
+    )
+    call_event_record(
+        call=call,
+        type="handoff-message",
+        payload={"trigger": trigger, "reason": reason},
+    )
+    transcript_entry_add(
+        call=call, speaker="system", text=WEB_MESSAGE_LINE, offset_ms=_offset_ms(call)
+    )
+    transaction.on_commit(
+        lambda: call_control_send(
+            call_id=call.pk, command="instruct", text=WEB_TAKE_MESSAGE_NOTE
+        )
+    )
     return _result(call, created=True)
 
 

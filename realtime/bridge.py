@@ -1,10 +1,15 @@
-"""The call bridge: asyncio glue between Twilio's media stream and the Realtime socket.
+"""The call bridge: asyncio glue between the caller's transport and the Realtime socket.
 
 One `CallBridge` per call. It owns the model socket, feeds every parsed frame from
 either side to the pure `BridgeState`, and carries out the actions it returns: frames
-to the model or to Twilio, tools, transcript writes, hang-ups. It reads no settings and
-no models (a `BridgeConfig` and a store arrive from outside), so tests drive it with a
-fake Twilio side and the fake Realtime server.
+to the model or to the caller, tools, transcript writes, hang-ups. It reads no settings
+and no models (a `BridgeConfig` and a store arrive from outside), so tests drive it with
+a fake Twilio side and the fake Realtime server.
+
+Two caller transports use it: Twilio's media stream (`on_twilio_frame`, commands sent
+as Media Streams JSON through `send_to_twilio`) and the browser's WebRTC connection
+(`realtime/transport/webrtc.py`: `on_caller_started`, `on_caller_audio`,
+`on_playback_mark`, `on_caller_stopped`, commands handed to `send_to_caller`).
 
 Why the pieces are where they are:
 - Writes go through one queue drained by one task, so the audio loops never wait on
@@ -38,13 +43,13 @@ from realtime.protocol.bridge_state import (
     BridgeFigures,
     BridgeState,
     BroadcastPartial,
+    CallerCommand,
     DigitPressed,
     HangUp,
     ModelCommand,
     RunTool,
     SaveTranscript,
     SessionMisconfigured,
-    TwilioCommand,
 )
 from realtime.protocol.errors import ProtocolError, TwilioProtocolError
 from realtime.protocol.openai_events import (
@@ -136,7 +141,7 @@ class ModelDropped(Exception):
 
 
 class CallBridge:
-    """Bridge one Twilio media stream to one OpenAI Realtime conversation."""
+    """Bridge one caller (a Twilio media stream or a browser) to one Realtime session."""
 
     def __init__(
         self,
@@ -147,10 +152,14 @@ class CallBridge:
         close_twilio: Callable[[int], Awaitable[None]],
         signature_verified: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        send_to_caller: Callable[[CallerCommand], Awaitable[None]] | None = None,
     ) -> None:
+        """``send_to_caller``, when given, takes caller commands as objects (the
+        WebRTC transport); else they go to ``send_to_twilio`` as JSON."""
         self.config = config
         self.store = store
         self._send_twilio_fn = send_to_twilio
+        self._send_caller_fn = send_to_caller
         self._close_twilio = close_twilio
         self._clock = clock
         self._t0 = clock()
@@ -402,7 +411,10 @@ class CallBridge:
         if isinstance(message, Stop):
             self._saw_stop = True
         if isinstance(message, Start):
-            if not await self._claim(message):
+            if self._started_stream:
+                return  # Twilio sends one start; a second is ignored
+            token = message.custom_parameters.get("stream_token", "")
+            if not await self._claim(token, message.stream_sid):
                 return
         elif not self._stream_claimed and not isinstance(message, Media):
             if isinstance(message, Stop):
@@ -412,12 +424,9 @@ class CallBridge:
         if self._drain_poke is not None:
             self._drain_poke.set()
 
-    async def _claim(self, start: Start) -> bool:
-        if self._started_stream:
-            return False  # Twilio sends one start; a second is ignored
+    async def _claim(self, token: str, stream_sid: str) -> bool:
         self._started_stream = True
-        token = start.custom_parameters.get("stream_token", "")
-        if not await self.store.claim_stream(token=token, stream_sid=start.stream_sid):
+        if not await self.store.claim_stream(token=token, stream_sid=stream_sid):
             log.warning(
                 "stream refused: bad or reused token",
                 extra={"call_id": self.config.call_id},
@@ -432,6 +441,54 @@ class CallBridge:
         self._claimed.set()
         self._start_model()
         return True
+
+    # ------------------------------------------------- another caller transport in
+
+    async def on_caller_started(
+        self, *, stream_id: str, call_ref: str, token: str
+    ) -> bool:
+        """The caller's stream is up: spend its one-time token, as Twilio's start does.
+
+        Returns whether the stream was accepted; a refused one ends the bridge.
+        """
+        if self._finishing or self._started_stream:
+            return False
+        if not await self._claim(token, stream_id):
+            return False
+        await self._perform(
+            self.state.on_caller_start(
+                stream_id, call_ref=call_ref, now_ms=self.now_ms()
+            )
+        )
+        return True
+
+    async def on_caller_audio(self, payload_b64: str) -> None:
+        """Caller audio, base64 in the session's format (kept until the claim)."""
+        if self._finishing:
+            return
+        await self._perform(
+            self.state.on_caller_audio(payload_b64, now_ms=self.now_ms())
+        )
+
+    async def on_playback_mark(self, name: str, *, played_at: float) -> None:
+        """A mark reached the caller's ears at ``played_at`` (this bridge's clock)."""
+        if self._finishing or not self._stream_claimed:
+            return
+        played_ms = int((played_at - self._t0) * 1000)
+        await self._perform(
+            self.state.on_playback_mark(
+                name, now_ms=self.now_ms(), played_at_ms=played_ms
+            )
+        )
+
+    async def on_caller_stopped(self) -> None:
+        """The caller hung up."""
+        if self._finishing:
+            return
+        if not self._stream_claimed:
+            await self.finish("stopped-before-start")
+            return
+        await self._perform(self.state.on_caller_stop(now_ms=self.now_ms()))
 
     # ----------------------------------------------------------- control in (F-23)
 
@@ -755,8 +812,11 @@ class CallBridge:
 
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, TwilioCommand):
-                await self._send_twilio(action.to_json())
+            if isinstance(action, CallerCommand):
+                if self._send_caller_fn is not None:
+                    await self._send_caller(action)
+                else:
+                    await self._send_twilio(action.to_json())
             elif isinstance(action, ModelCommand):
                 await self._send_model(action.to_json())
             elif isinstance(action, SaveTranscript):
@@ -799,6 +859,13 @@ class CallBridge:
             await self._send_twilio_fn(frame)
         except Exception:
             log.debug("twilio send failed", exc_info=True)
+
+    async def _send_caller(self, command: CallerCommand) -> None:
+        assert self._send_caller_fn is not None
+        try:
+            await self._send_caller_fn(command)
+        except Exception:
+            log.debug("caller send failed", exc_info=True)
 
     def _save_transcript(self, action: SaveTranscript) -> None:
         offset = self.config.transcript_offset_ms + self.now_ms()

@@ -21,6 +21,7 @@ from calls.campaigns.disclosure import opening_render
 from calls.campaigns.models import Attempt, Campaign
 from calls.models import CallSession
 from calls.status import CallStatus
+from realtime.protocol.caller_audio import MULAW_8K, PCM16_24K, CallerAudioFormat
 from realtime.protocol.openai_events import (
     FunctionTool,
     SemanticVad,
@@ -81,10 +82,12 @@ def session_config_for(
     agent: AgentProfile,
     instructions: str,
     enabled_tools: Sequence[str] | None = None,
+    audio: CallerAudioFormat = MULAW_8K,
 ) -> SessionConfig:
     """The GA session an agent profile asks for (F-03, F-16).
 
-    `enabled_tools` overrides the profile's list (a campaign call adds opt-out).
+    `enabled_tools` overrides the profile's list (a campaign call adds opt-out);
+    `audio` is the caller transport's format (μ-law for the phone, PCM for the web).
     """
     turn_detection: ServerVad | SemanticVad | None
     if agent.turn_detection == AgentProfile.TurnDetection.SERVER_VAD:
@@ -119,6 +122,7 @@ def session_config_for(
         turn_detection=turn_detection,
         transcription=transcription,
         noise_reduction=agent.noise_reduction or None,
+        audio=audio,
         tools=tuple(
             FunctionTool(
                 name=t.name, description=t.description, parameters=t.parameters
@@ -189,8 +193,10 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         agent=agent, contact_variables=variables
     )
     enabled_tools = list(agent.enabled_tools)
+    # A web caller has just pressed "start call" and waits to be greeted.
     speaks_first = (
-        call.direction == CallSession.Direction.OUTBOUND or agent.ai_speaks_first
+        call.direction in (CallSession.Direction.OUTBOUND, CallSession.Direction.WEB)
+        or agent.ai_speaks_first
     )
     if campaign_and_values is not None:
         campaign = campaign_and_values[0]
@@ -214,14 +220,19 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
     elif call.stream_lost_at is not None and call.status == CallStatus.AI_RESPONDING:
         resume = True
         greeting_instruction = resume_instruction(agent.resume_message)
+    web = call.direction == CallSession.Direction.WEB
     return BridgeConfig(
         call_id=call.pk,
         organization_id=call.organization_id,
+        # A web call's "number" is the customer the operator chose, if any.
         caller_number=call.from_number
-        if call.direction == CallSession.Direction.INBOUND
+        if call.direction in (CallSession.Direction.INBOUND, CallSession.Direction.WEB)
         else call.to_number,
         session=session_config_for(
-            agent=agent, instructions=instructions, enabled_tools=enabled_tools
+            agent=agent,
+            instructions=instructions,
+            enabled_tools=enabled_tools,
+            audio=PCM16_24K if web else MULAW_8K,
         ),
         greeting=greeting_instruction,
         model_url=model_url(agent.model),

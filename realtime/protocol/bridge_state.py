@@ -1,7 +1,8 @@
 """The bridge of one call as a pure state machine: events in, actions out.
 
-The asyncio glue owns two sockets (Twilio Media Streams and OpenAI Realtime).
-It parses each frame, hands it to ``BridgeState`` with the current time, and
+The asyncio glue owns two connections: the caller's transport (Twilio Media
+Streams for the phone, WebRTC for the browser) and the OpenAI Realtime socket.
+It parses each event, hands it to ``BridgeState`` with the current time, and
 performs the actions it gets back, in order::
 
     state = BridgeState(session=config, greeting="Greet the caller …")
@@ -10,19 +11,29 @@ performs the actions it gets back, in order::
     perform(state.on_server_event(parse_server_event(frame), now_ms=now))
     perform(state.on_tool_result(call_id, output_json))  # when a tool is done
 
-``ModelCommand`` actions go to the model socket as ``action.to_json()``,
-``TwilioCommand`` actions to the Twilio socket likewise; the others (run a tool,
-save a transcript, hang up, …) are the glue's to carry out. The clock is always
+A transport other than Twilio's feeds the same machine through
+``on_caller_start``, ``on_caller_audio``, ``on_playback_mark`` and
+``on_caller_stop``. ``ModelCommand`` actions go to the model socket as
+``action.to_json()``; ``CallerCommand`` actions (audio, mark, clear) go to the
+caller's transport (Twilio's sends ``to_json()``); the others (run a tool, save
+a transcript, hang up, …) are the glue's to carry out. The clock is always
 passed in, never read, and nothing here does I/O.
 
+The caller's audio format comes from the session config
+(``SessionConfig.audio``: μ-law 8 kHz for Twilio, PCM16 24 kHz for the
+browser); the model uses the same format both ways, so audio is never converted
+here. Audio is counted in bytes of that format.
+
 Outbound audio is re-chunked into whole 20 ms multiples, sent at once in frames
-of at most ``OUTBOUND_FRAME_BYTES`` (320 bytes, 40 ms of μ-law); only a part of
-a 20 ms frame waits for the next delta, and the tail is flushed when the item's
-audio is done. A Twilio mark follows an item's first batch of frames, then a
-batch at most every ``MARK_SPACING_BYTES`` of audio, named by a counter; its echo
-tells how much of an item the caller has heard (ms = bytes / 8). At a barge-in the
-heard position runs on from the last echo at the playback rate, short of the next
-pending mark.
+of at most two 20 ms frames (``OUTBOUND_FRAME_BYTES``, 320 bytes of μ-law); only
+a part of a 20 ms frame waits for the next delta, and the tail is flushed when
+the item's audio is done. A mark follows an item's first batch of frames, then a
+batch at most every 200 ms of audio, named by a counter; the transport echoes it
+once the caller has heard the audio before it (Twilio does this itself; the
+WebRTC transport from the page's playback reports and the RTP clock, with the
+time it was played), which tells how much of an item the caller has heard. At a
+barge-in the heard position runs on from the last echo at the playback rate,
+short of the next pending mark.
 
 Barge-in (``speech_started``) clears Twilio and truncates every item still
 playing at its heard position; ``clear`` returns all pending marks, which are
@@ -43,6 +54,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
+from realtime.protocol.caller_audio import MULAW_8K
 from realtime.protocol.errors import RealtimeProtocolError
 from realtime.protocol.openai_events import (
     FunctionCallArgumentsDone,
@@ -100,6 +112,7 @@ __all__ = [
     "BridgeFigures",
     "BridgeState",
     "BroadcastPartial",
+    "CallerCommand",
     "CancelResponse",
     "ClearCaller",
     "CreateResponse",
@@ -118,13 +131,15 @@ __all__ = [
     "reseed_messages",
 ]
 
-BYTES_PER_MS: Final = 8  # μ-law, 8 kHz, one byte a sample
-TWILIO_FRAME_BYTES: Final = 160  # 20 ms, the unit Twilio itself uses
+BYTES_PER_MS: Final = MULAW_8K.bytes_per_ms  # the phone's μ-law: one byte a sample
+TWILIO_FRAME_BYTES: Final = MULAW_8K.frame_bytes  # 20 ms, the unit Twilio uses
 OUTBOUND_FRAME_BYTES: Final = 2 * TWILIO_FRAME_BYTES
+OUTBOUND_FRAMES: Final = 2  # frames of 20 ms in one outbound message, at most
 # A mark every 200 ms (and one after an item's first frames); between echoes the
 # heard position is interpolated at the playback rate, so sparser marks cost no
 # precision, and each saves two WebSocket messages.
-MARK_SPACING_BYTES: Final = 200 * BYTES_PER_MS
+MARK_SPACING_MS: Final = 200
+MARK_SPACING_BYTES: Final = MARK_SPACING_MS * BYTES_PER_MS
 MARK_PREFIX: Final = "a"
 MAX_PENDING_MARKS: Final = 1024  # ≥ 200 s of queued audio at the spacing above
 MAX_BUFFERED_INPUT_FRAMES: Final = 250  # 5 s of 20 ms caller frames
@@ -165,8 +180,12 @@ class ModelCommand:
         raise NotImplementedError
 
 
-class TwilioCommand:
-    """An action to send on the Twilio socket as ``to_json()``."""
+class CallerCommand:
+    """An action for the caller's transport: audio, a mark, or a clear.
+
+    The Twilio transport sends ``to_json()`` (a Media Streams message); another
+    transport reads the fields.
+    """
 
     __slots__ = ()
 
@@ -175,9 +194,12 @@ class TwilioCommand:
         raise NotImplementedError
 
 
+TwilioCommand = CallerCommand  # the phone's transport, the first caller transport
+
+
 @dataclass(frozen=True, slots=True)
 class UpdateSession(ModelCommand):
-    """Configure the model session (audio/pcmu both ways)."""
+    """Configure the model session (the caller's audio format both ways)."""
 
     config: SessionConfig
 
@@ -187,7 +209,7 @@ class UpdateSession(ModelCommand):
 
 @dataclass(frozen=True, slots=True)
 class AppendAudio(ModelCommand):
-    """Forward caller audio, base64 μ-law exactly as Twilio sent it."""
+    """Forward caller audio, base64 exactly as the transport gave it."""
 
     payload_b64: str
 
@@ -259,8 +281,8 @@ class CancelResponse(ModelCommand):
 
 
 @dataclass(frozen=True, slots=True)
-class SendAudio(TwilioCommand):
-    """Queue a frame of μ-law audio for the caller."""
+class SendAudio(CallerCommand):
+    """Queue whole 20 ms frames of audio (the session's format) for the caller."""
 
     stream_sid: str
     payload_b64: str
@@ -270,7 +292,7 @@ class SendAudio(TwilioCommand):
 
 
 @dataclass(frozen=True, slots=True)
-class SendMark(TwilioCommand):
+class SendMark(CallerCommand):
     """Queue a mark after the audio sent so far."""
 
     stream_sid: str
@@ -281,7 +303,7 @@ class SendMark(TwilioCommand):
 
 
 @dataclass(frozen=True, slots=True)
-class ClearCaller(TwilioCommand):
+class ClearCaller(CallerCommand):
     """Drop the audio queued for the caller (barge-in)."""
 
     stream_sid: str
@@ -327,7 +349,7 @@ class DigitPressed:
 
 @dataclass(frozen=True, slots=True)
 class SessionMisconfigured:
-    """session.updated does not show audio/pcmu both ways; the call cannot work."""
+    """session.updated does not show the caller's format both ways; unusable call."""
 
     detail: str
 
@@ -361,17 +383,18 @@ Action = (
 
 @dataclass(frozen=True, slots=True)
 class ItemAudio:
-    """Where one AI item's audio stands, in bytes of μ-law (8 bytes = 1 ms)."""
+    """Where one AI item's audio stands, in bytes of the session's audio format."""
 
     item_id: str
     received_bytes: int  # from the model
-    sent_bytes: int  # to Twilio
+    sent_bytes: int  # to the caller's transport
     heard_bytes: int  # played, as proven by echoed marks
+    bytes_per_ms: int = BYTES_PER_MS
 
     @property
     def heard_ms(self) -> int:
         """Milliseconds of the item the caller has heard."""
-        return self.heard_bytes // BYTES_PER_MS
+        return self.heard_bytes // self.bytes_per_ms
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,7 +403,7 @@ class BridgeFigures:
 
     usage: Usage
     responses: int
-    start_to_first_audio_ms: int | None  # Twilio start → first frame to caller
+    start_to_first_audio_ms: int | None  # caller start → first frame to caller
     turn_latencies_ms: tuple[int, ...]  # speech stopped → first answer audio
     barge_ins: int
     input_frames_dropped: int  # caller audio lost before the session was ready
@@ -434,14 +457,14 @@ def _event_id(request: _Request) -> str:
 
 @dataclass(slots=True)
 class _AiItem:
-    """Audio and transcript of one assistant item, in bytes of μ-law."""
+    """Audio and transcript of one assistant item, in bytes of the audio format."""
 
     item_id: str
     response_id: str
     generation: int
     buffer: bytearray = field(default_factory=bytearray)
     received: int = 0  # from the model
-    sent: int = 0  # to Twilio
+    sent: int = 0  # to the caller's transport
     heard: int = 0  # confirmed played by an echoed mark
     heard_at_ms: int | None = None  # when the mark that proved ``heard`` came back
     marked: int = 0  # ``sent`` at the last mark
@@ -505,20 +528,29 @@ class BridgeState:
         *,
         session: SessionConfig,
         greeting: str | None = None,
-        frame_bytes: int = OUTBOUND_FRAME_BYTES,
+        frame_bytes: int | None = None,
     ) -> None:
         """Start a call; with ``greeting``, the AI speaks first.
 
         ``greeting`` is the rendered instruction, added as a system message
-        before the greeting response once the session is confirmed and Twilio's
-        stream id is known.
+        before the greeting response once the session is confirmed and the
+        caller's stream id is known. ``frame_bytes`` caps one outbound message
+        (default: two 20 ms frames of ``session.audio``).
         """
-        if frame_bytes <= 0 or frame_bytes % TWILIO_FRAME_BYTES:
-            raise ValueError(f"frame_bytes {frame_bytes} is not a multiple of 160")
+        audio = session.audio
+        unit = audio.frame_bytes
+        if frame_bytes is None:
+            frame_bytes = OUTBOUND_FRAMES * unit
+        if frame_bytes <= 0 or frame_bytes % unit:
+            raise ValueError(f"frame_bytes {frame_bytes} is not a multiple of {unit}")
         self._config = session
+        self._audio = audio
+        self._bytes_per_ms = audio.bytes_per_ms
+        self._unit = unit  # one 20 ms frame
+        self._mark_spacing = MARK_SPACING_MS * audio.bytes_per_ms
         self._frame = frame_bytes
         self._now = 0
-        # Twilio side
+        # caller side
         self._stream_sid: str | None = None
         self._call_sid: str | None = None
         self._start_ms: int | None = None
@@ -573,12 +605,12 @@ class BridgeState:
 
     @property
     def stream_sid(self) -> str | None:
-        """Twilio's stream id, known from ``start`` on."""
+        """The caller stream's id (Twilio's streamSid), known from the start on."""
         return self._stream_sid
 
     @property
     def call_sid(self) -> str | None:
-        """Twilio's call id, known from ``start`` on."""
+        """The caller's call id (Twilio's CallSid), known from the start on."""
         return self._call_sid
 
     @property
@@ -588,7 +620,7 @@ class BridgeState:
 
     @property
     def session_confirmed(self) -> bool:
-        """Whether session.updated confirmed audio/pcmu both ways."""
+        """Whether session.updated confirmed the caller's audio format both ways."""
         return self._confirmed
 
     @property
@@ -625,7 +657,9 @@ class BridgeState:
         item = self._items.get(item_id)
         if item is None:
             return None
-        return ItemAudio(item_id, item.received, item.sent, item.heard)
+        return ItemAudio(
+            item_id, item.received, item.sent, item.heard, self._bytes_per_ms
+        )
 
     def figures(self) -> BridgeFigures:
         """Return a snapshot of the call's counters."""
@@ -650,7 +684,7 @@ class BridgeState:
     def on_model_reconnected(
         self, transcript: Sequence[tuple[str, str]]
     ) -> list[Action]:
-        """Forget the lost model session, keeping the Twilio side.
+        """Forget the lost model session, keeping the caller side.
 
         Returns the session.update for the new socket (after any tail audio of
         the old session). Once session.updated confirms, ``transcript`` (saved
@@ -763,7 +797,7 @@ class BridgeState:
             self._auto_deadline = self._now + AUTO_RESPONSE_GRACE_MS
         return []
 
-    # ------------------------------------------------------------ Twilio socket
+    # ------------------------------------------------------------ caller side
 
     def on_twilio_message(self, message: TwilioMessage, *, now_ms: int) -> list[Action]:
         """Handle one parsed Twilio message."""
@@ -773,19 +807,61 @@ class BridgeState:
         if isinstance(message, Media):
             return self._on_caller_audio(message.payload_b64, now_ms)
         if isinstance(message, Mark):
-            return self._on_mark(message.name)
+            return self._on_mark(message.name, None)
         if isinstance(message, Start):
-            if self._stream_sid is not None:
-                return []
-            self._stream_sid = message.stream_sid
-            self._call_sid = message.call_sid
-            self._start_ms = now_ms
-            return self._pump()
+            return self._on_start(message.stream_sid, message.call_sid, now_ms)
         if isinstance(message, Dtmf):
             return [DigitPressed(message.digit)]
         if isinstance(message, Stop):
             return self._end("stop")
         return []  # Connected
+
+    def on_caller_start(
+        self, stream_id: str, *, call_ref: str, now_ms: int
+    ) -> list[Action]:
+        """The caller's stream is up (another transport's ``start``)."""
+        if self._ended:
+            return []
+        self._now = now_ms
+        return self._on_start(stream_id, call_ref, now_ms)
+
+    def on_caller_audio(self, payload_b64: str, *, now_ms: int) -> list[Action]:
+        """Caller audio in the session's format (another transport's ``media``)."""
+        if self._ended:
+            return []
+        self._now = now_ms
+        return self._on_caller_audio(payload_b64, now_ms)
+
+    def on_playback_mark(
+        self, name: str, *, now_ms: int, played_at_ms: int | None = None
+    ) -> list[Action]:
+        """A mark was played to the caller (another transport's mark echo).
+
+        ``played_at_ms`` is when the caller heard it, when the transport knows
+        (it may tell a little after the fact); the heard position runs on from
+        then at the playback rate.
+        """
+        if self._ended:
+            return []
+        self._now = now_ms
+        if played_at_ms is not None:
+            played_at_ms = min(played_at_ms, now_ms)
+        return self._on_mark(name, played_at_ms)
+
+    def on_caller_stop(self, *, now_ms: int) -> list[Action]:
+        """The caller hung up (another transport's ``stop``)."""
+        if self._ended:
+            return []
+        self._now = now_ms
+        return self._end("stop")
+
+    def _on_start(self, stream_id: str, call_ref: str, now_ms: int) -> list[Action]:
+        if self._stream_sid is not None:
+            return []
+        self._stream_sid = stream_id
+        self._call_sid = call_ref
+        self._start_ms = now_ms
+        return self._pump()
 
     def _on_caller_audio(self, payload_b64: str, now_ms: int) -> list[Action]:
         if not self._confirmed:
@@ -855,11 +931,12 @@ class BridgeState:
     # ------------------------------------------------------------ session
 
     def _on_session_updated(self, session: Mapping[str, object]) -> list[Action]:
-        if not session_format_ok(session):
+        if not session_format_ok(session, self._audio):
             self._confirmed = False
             return [
                 SessionMisconfigured(
-                    "session.updated does not show audio/pcmu for input and output"
+                    f"session.updated does not show {self._audio.realtime_type} "
+                    "for input and output"
                 )
             ]
         flags = session_turn_flags(session)
@@ -1068,7 +1145,8 @@ class BridgeState:
         self._bytes_in += size
         buffer = item.buffer
         actions: list[Action]
-        if not buffer and size % TWILIO_FRAME_BYTES == 0 and 0 < size <= self._frame:
+        unit = self._unit
+        if not buffer and size % unit == 0 and 0 < size <= self._frame:
             # Whole 20 ms with nothing held back: one frame, the model's own base64.
             actions = [SendAudio(sid, event.delta_b64)]
             whole = size
@@ -1076,7 +1154,7 @@ class BridgeState:
             buffer += data
             # Every whole 20 ms goes out now (holding audio for a fuller frame would
             # add up to a frame of latency); frames are at most `frame_bytes`.
-            whole = len(buffer) - len(buffer) % TWILIO_FRAME_BYTES
+            whole = len(buffer) - len(buffer) % unit
             if not whole:
                 return []
             frame = self._frame
@@ -1093,7 +1171,7 @@ class BridgeState:
             del buffer[:whole]
         self._sent(item, whole, now_ms)
         # The first mark of an item tells when its playback began.
-        if not item.marked or item.sent - item.marked >= MARK_SPACING_BYTES:
+        if not item.marked or item.sent - item.marked >= self._mark_spacing:
             actions.append(self._mark(item, sid))
         return actions
 
@@ -1124,7 +1202,7 @@ class BridgeState:
         item.marked = item.sent
         return SendMark(sid, f"{MARK_PREFIX}{self._mark_counter}")
 
-    def _on_mark(self, name: str) -> list[Action]:
+    def _on_mark(self, name: str, played_at_ms: int | None) -> list[Action]:
         digits = name[len(MARK_PREFIX) :]
         marks = self._marks
         if (
@@ -1143,7 +1221,7 @@ class BridgeState:
             item = self._items.get(item_id)
             if item is not None and position > item.heard:
                 item.heard = position
-                item.heard_at_ms = self._now
+                item.heard_at_ms = self._now if played_at_ms is None else played_at_ms
         # Playback is in order: every earlier item has been heard to its end.
         for key, item in self._items.items():
             if key == item_id:
@@ -1161,7 +1239,7 @@ class BridgeState:
         """
         if item.heard_at_ms is None:
             return item.heard
-        estimate = item.heard + (self._now - item.heard_at_ms) * BYTES_PER_MS
+        estimate = item.heard + (self._now - item.heard_at_ms) * self._bytes_per_ms
         pending = next(
             (
                 position
@@ -1180,11 +1258,11 @@ class BridgeState:
         heard = {item.item_id: self._heard_now(item) for item in playing}
         if self._stream_sid is not None and any(i.sent > i.heard for i in playing):
             actions.append(ClearCaller(self._stream_sid))
-            self._marks.clear()  # Twilio returns them all at once
+            self._marks.clear()  # the transport returns them all at once
         for item in playing:
             if item.received and item.generation == self._generation:
                 cut = min(heard[item.item_id], item.received)  # never past what we got
-                actions.append(Truncate(item.item_id, cut // BYTES_PER_MS))
+                actions.append(Truncate(item.item_id, cut // self._bytes_per_ms))
             self._stale_bytes += len(item.buffer)
             item.buffer.clear()
             item.cut = True

@@ -1,8 +1,9 @@
 """OpenAI Realtime (GA) events: build what the bridge sends, parse what it reads.
 
 Client events are built as JSON strings by small functions, one per event the
-bridge sends (PROTOCOL A2, A3); the session shape is the GA one, with
-``audio/pcmu`` in both directions so Twilio's μ-law passes through untouched.
+bridge sends (PROTOCOL A2, A3); the session shape is the GA one, with the caller
+transport's format in both directions: ``audio/pcmu`` so Twilio's μ-law passes
+through untouched, ``audio/pcm`` at 24 kHz for the browser.
 
 Server events the bridge acts on are parsed into frozen dataclasses
 (PROTOCOL A4); any other event becomes ``OtherServerEvent``. The audio delta is
@@ -18,6 +19,7 @@ from typing import Final, Literal
 
 import orjson
 
+from realtime.protocol.caller_audio import MULAW_8K, CallerAudioFormat
 from realtime.protocol.errors import RealtimeProtocolError
 
 __all__ = [
@@ -128,7 +130,8 @@ class SessionConfig:
     """Everything the bridge sets in ``session.update``.
 
     ``tool_choice`` is ``"auto"``, ``"none"``, ``"required"``, or the name of a
-    function to force. Audio is always ``audio/pcmu`` both ways.
+    function to force. ``audio`` is the caller transport's format, used both
+    ways: ``audio/pcmu`` for the phone, ``audio/pcm`` (24 kHz) for the browser.
     """
 
     model: str = "gpt-realtime"
@@ -141,6 +144,7 @@ class SessionConfig:
     tools: tuple[FunctionTool, ...] = ()
     tool_choice: str = "auto"
     max_output_tokens: int | None = None  # None: the server default ("inf")
+    audio: CallerAudioFormat = MULAW_8K
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.speed <= 1.5:
@@ -214,7 +218,7 @@ def session_payload(config: SessionConfig) -> dict[str, object]:
         "instructions": config.instructions,
         "audio": {
             "input": {
-                "format": {"type": PCMU},
+                "format": config.audio.session_format(),
                 "turn_detection": _turn_detection(config.turn_detection),
                 "transcription": _transcription(config.transcription),
                 "noise_reduction": (
@@ -224,7 +228,7 @@ def session_payload(config: SessionConfig) -> dict[str, object]:
                 ),
             },
             "output": {
-                "format": {"type": PCMU},
+                "format": config.audio.session_format(),
                 "voice": config.voice,
                 "speed": config.speed,
             },
@@ -896,12 +900,29 @@ def _format_type(session: Mapping[str, object], direction: str) -> object:
     return fmt.get("type") if isinstance(fmt, dict) else None
 
 
-def session_format_ok(session: Mapping[str, object]) -> bool:
-    """Whether the session uses ``audio/pcmu`` for both input and output."""
-    return (
-        _format_type(session, "input") == PCMU
-        and _format_type(session, "output") == PCMU
-    )
+def _format_rate(session: Mapping[str, object], direction: str) -> object:
+    audio = session.get("audio")
+    side = audio.get(direction) if isinstance(audio, dict) else None
+    fmt = side.get("format") if isinstance(side, dict) else None
+    return fmt.get("rate") if isinstance(fmt, dict) else None
+
+
+def session_format_ok(
+    session: Mapping[str, object], expected: CallerAudioFormat = MULAW_8K
+) -> bool:
+    """Whether the session uses ``expected`` (by default ``audio/pcmu``) both ways.
+
+    For ``audio/pcm`` the rate must be ``expected``'s too (a server that leaves
+    it out means its default, 24 kHz).
+    """
+    for direction in ("input", "output"):
+        if _format_type(session, direction) != expected.realtime_type:
+            return False
+        if expected.realtime_type == "audio/pcm":
+            rate = _format_rate(session, direction)
+            if (rate if rate is not None else 24000) != expected.sample_rate:
+                return False
+    return True
 
 
 def session_turn_flags(session: Mapping[str, object]) -> TurnFlags | None:

@@ -336,8 +336,13 @@ TRANSCRIPT_TIMING_JS = """
 
 
 @contextmanager
-def chromium_context(*, locale: str = "ja-JP", **options: Any) -> Iterator[Any]:
-    """A Playwright browser context on Debian's Chromium with a fresh profile."""
+def chromium_context(
+    *, locale: str = "ja-JP", extra_args: tuple[str, ...] = (), **options: Any
+) -> Iterator[Any]:
+    """A Playwright browser context on Debian's Chromium with a fresh profile.
+
+    ``extra_args`` go after the usual flags (e.g. the fake microphone's).
+    """
     from playwright.sync_api import sync_playwright
 
     executable = find_chromium()
@@ -349,7 +354,7 @@ def chromium_context(*, locale: str = "ja-JP", **options: Any) -> Iterator[Any]:
                 profile,
                 executable_path=executable,
                 headless=True,
-                args=CHROMIUM_ARGS,
+                args=[*CHROMIUM_ARGS, *extra_args],
                 locale=locale,
                 viewport={"width": 1280, "height": 900},
                 **options,
