@@ -229,7 +229,10 @@
     if (channel && channel.readyState === "open") {
       try { channel.send(JSON.stringify({ type: "hangup" })); } catch (e) { /* closing */ }
     }
-    setTimeout(() => end(true), 150);
+    // Give the hang-up 150 ms to leave, then end this call only: a call started
+    // in the meantime (the server's "ended" came first) is not touched.
+    const connection = pc;
+    setTimeout(() => { if (pc === connection) end(true); }, 150);
   }
 
   function end(byUs) {
