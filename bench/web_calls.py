@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import fractions
 import json
 import logging
 import math
@@ -56,10 +55,8 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import av
 import httpx
-from aiortc.jitterbuffer import JitterFrame
-from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+import uvloop
 
 from bench.service import (
     Service,
@@ -69,11 +66,11 @@ from bench.service import (
     machine_busy_seconds,
     wait_for_quiet,
 )
+from bench.web_client import BenchWebClient
 from realtime.emulators import scenarios
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.transport.aiortc_tuning import host_addresses_choose
-from realtime.transport.webrtc_audio import ArrivalOrderJitterBuffer, LatencyHistogram
-from tests.realtime.transport.webrtc_client import WebRtcTestClient, tone_frame
+from realtime.transport.webrtc_audio import LatencyHistogram
 
 API_KEY = "sk-bench-web"
 SETTLE_S = 1.0
@@ -100,6 +97,8 @@ class WebRunResult:
     caller_frames_forwarded: int = 0
     ai_frames_out: int = 0
     client_frames_played: int = 0
+    client_frames_checked: int = 0  # decoded for the level check (one a second)
+    client_frames_loud: int = 0  # of those, with the tone's energy
     cpu_s_per_call_minute: float = 0.0
     rss_mib_per_call: float = 0.0
     rss_mib_before: float = 0.0
@@ -112,78 +111,9 @@ class WebRunResult:
     notes: list[str] = field(default_factory=list)
 
 
-class PreEncodedMicrophone(MediaStreamTrack):
-    """A tone as Opus packets encoded once (a second of them, replayed in turn), so
-    the load generator's CPU goes to the calls, not to encoding the same tone."""
-
-    kind = "audio"
-    _cycle: list[bytes] = []
-
-    def __init__(self) -> None:
-        super().__init__()
-        if not PreEncodedMicrophone._cycle:
-            encoder = av.CodecContext.create("libopus", "w")
-            encoder.sample_rate, encoder.layout, encoder.format = 48000, "mono", "s16"
-            encoder.time_base = fractions.Fraction(1, 48000)
-            encoder.open()
-            PreEncodedMicrophone._cycle = [
-                bytes(packet)
-                for index in range(50)
-                for packet in encoder.encode(tone_frame(index * 960, amplitude=8000))
-            ]
-        self._pts = 0
-        self._start: float | None = None
-        self.frames_sent = 0
-
-    async def recv(self) -> Any:
-        if self.readyState != "live":
-            raise MediaStreamError
-        now = time.monotonic()
-        if self._start is None:
-            self._start = now
-        due = self._start + self._pts / 48000
-        if due > now:
-            await asyncio.sleep(due - now)
-        packet = av.Packet(self._cycle[self.frames_sent % len(self._cycle)])
-        packet.pts = self._pts
-        packet.time_base = fractions.Fraction(1, 48000)
-        self._pts += 960
-        self.frames_sent += 1
-        return packet
-
-
-class GapCountingBuffer(ArrivalOrderJitterBuffer):
-    """The client's receiver: every new packet to aiortc's decoder, gaps counted."""
-
-    def __init__(self) -> None:
-        super().__init__(lambda payload, arrived: None)
-
-    def add(self, packet: Any) -> tuple[bool, JitterFrame | None]:
-        dropped = self.dropped
-        super().add(packet)
-        if self.dropped != dropped:
-            return False, None
-        return False, JitterFrame(data=packet._data, timestamp=packet.timestamp)
-
-
-class BenchClient(WebRtcTestClient):
-    """The test client with a pre-encoded microphone, counting RTP gaps too."""
-
-    def __init__(self) -> None:
-        super().__init__(amplitude=8000)
-        self.jitter = GapCountingBuffer()
-        sender = self.pc.getSenders()[0]
-        self.mic = PreEncodedMicrophone()  # type: ignore[assignment]
-        sender.replaceTrack(self.mic)
-
-    def install_gap_counter(self) -> None:
-        for transceiver in self.pc.getTransceivers():
-            if transceiver.kind == "audio":
-                self.jitter.install(transceiver.receiver)
-
-
-def process_tree_cpu_seconds(pid: int) -> float:
-    """CPU time of ``pid`` and its children (the client processes), from /proc."""
+def process_tree_cpu_seconds(pid: int, *, leave_out: int) -> float:
+    """CPU time of ``pid`` and its children (the client processes and the fake
+    model), from /proc; ``leave_out`` is the service (a child too)."""
     total = 0.0
     for path in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -192,6 +122,8 @@ def process_tree_cpu_seconds(pid: int) -> float:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         child_pid = int(path.parent.name)
+        if child_pid == leave_out:
+            continue
         if child_pid == pid or int(fields[1]) == pid:  # ppid
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
@@ -226,17 +158,17 @@ def client_worker(
     """One client process: place ``count`` calls, talk until told, hang up, report."""
     logging.disable(logging.INFO)
     host_addresses_choose(["127.0.0.1"])
-    asyncio.run(_client_worker(base_url, cookies, agent_id, count, conn))
+    uvloop.run(_client_worker(base_url, cookies, agent_id, count, conn))
 
 
 async def _client_worker(
     base_url: str, cookies: dict[str, str], agent_id: int, count: int, conn: Any
 ) -> None:
     http = httpx.AsyncClient(base_url=base_url, timeout=30, cookies=cookies)
-    clients: list[BenchClient] = []
+    clients: list[BenchWebClient] = []
     call_ids: list[int] = []
     for _ in range(count):
-        client = BenchClient()
+        client = BenchWebClient()
 
         async def signal(sdp: str) -> str:
             reply = await http.post(
@@ -249,7 +181,6 @@ async def _client_worker(
             return str(reply.json()["sdp"])
 
         await client.connect(signal)
-        client.install_gap_counter()
         await client.wait_event("state", timeout_s=30)
         clients.append(client)
     conn.send(("ready", call_ids))
@@ -262,8 +193,10 @@ async def _client_worker(
             ended_early += 1
     await asyncio.sleep(1.0)
     stats = {
-        "missing": sum(c.jitter.missing for c in clients),
-        "played": sum(c.frames_received for c in clients),
+        "missing": sum(c.playhead.missing for c in clients),
+        "played": sum(c.playhead.packets for c in clients),
+        "checked": sum(c.playhead.checked for c in clients),
+        "loud": sum(c.playhead.loud for c in clients),
         "ended_early": ended_early,
     }
     for client in clients:
@@ -284,7 +217,7 @@ def start_fake_model() -> tuple[Any, Any]:
 
 def fake_model_worker(conn: Any) -> None:
     logging.disable(logging.INFO)
-    asyncio.run(_fake_model_worker(conn))
+    uvloop.run(_fake_model_worker(conn))
 
 
 async def _fake_model_worker(conn: Any) -> None:
@@ -361,7 +294,7 @@ async def run(args: argparse.Namespace) -> WebRunResult:
         cookies = dict(http.cookies.items())
         await http.aclose()
         rss_before = service.rss_kib()
-        load_0 = process_tree_cpu_seconds(os.getpid())
+        load_0 = process_tree_cpu_seconds(os.getpid(), leave_out=service.pid)
         workers = start_workers(
             base_url=service.base_url,
             cookies=cookies,
@@ -376,11 +309,11 @@ async def run(args: argparse.Namespace) -> WebRunResult:
             call_ids += ids
         await asyncio.sleep(SETTLE_S)
         cpu_0, t_0 = service.cpu_seconds(), time.monotonic()
-        load_0 = process_tree_cpu_seconds(os.getpid())
+        load_0 = process_tree_cpu_seconds(os.getpid(), leave_out=service.pid)
         machine_0 = machine_busy_seconds()
         await asyncio.sleep(args.seconds)
         cpu_1, t_1 = service.cpu_seconds(), time.monotonic()
-        load_1 = process_tree_cpu_seconds(os.getpid())
+        load_1 = process_tree_cpu_seconds(os.getpid(), leave_out=service.pid)
         machine_1 = machine_busy_seconds()
         rss_steady = service.rss_kib()
         for _process, conn in workers:
@@ -390,6 +323,8 @@ async def run(args: argparse.Namespace) -> WebRunResult:
             assert kind == "done", kind
             result.client_packets_missing += stats["missing"]
             result.client_frames_played += stats["played"]
+            result.client_frames_checked += stats["checked"]
+            result.client_frames_loud += stats["loud"]
             if stats["ended_early"]:
                 result.notes.append(
                     f"{stats['ended_early']} call(s) had ended before the hang-up"
@@ -469,7 +404,9 @@ def report(result: WebRunResult) -> str:
         f" {result.bytes_forwarded_not_at_model}",
         f"  caller frames forwarded {result.caller_frames_forwarded},"
         f" AI frames sent {result.ai_frames_out},"
-        f" frames the clients played {result.client_frames_played}",
+        f" frames the clients played {result.client_frames_played}"
+        f" (loud: {result.client_frames_loud} of {result.client_frames_checked}"
+        f" checked)",
         f"  CPU: {result.cpu_s_per_call_minute} s per web call-minute",
         f"  RSS: {result.rss_mib_per_call} MiB per call"
         f" ({result.rss_mib_before} MiB before the ramp,"

@@ -5,7 +5,7 @@
  * POST the offer as JSON (CSRF header; the public page adds its signed token),
  * apply the answer. The AI's audio plays in an <audio> element (Chrome's echo
  * canceller only references audio that arrives over a peer connection). Every
- * 50 ms the page reports the RTP timestamp it has played
+ * 100 ms the page reports the RTP timestamp it has played
  * (getSynchronizationSources()) so a barge-in truncates at what was heard.
  * The data channel brings the call state, transcript lines, the AI's speaking
  * state and errors. window.__webCall exposes figures for the browser tests.
@@ -218,7 +218,7 @@
         monitorLink.hidden = false;
       }
       await pc.setRemoteDescription({ type: "answer", sdp: data.sdp });
-      reportTimer = setInterval(reportPlayback, 50);
+      reportTimer = setInterval(reportPlayback, 100);
     } catch (error) {
       showError("failed", String(error));
       end(false);

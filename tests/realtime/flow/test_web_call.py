@@ -110,11 +110,17 @@ async def test_try_call_talks_records_and_hangs_up(
             lambda: model.received_of("conversation.item.truncate"),
             what="the barge-in's truncate",
         )
+        # The truncate may reach the model before the clear reaches the page.
+        await eventually(
+            lambda: any(kind == "clear" for _, kind in client.event_times),
+            what="the clear on the page",
+        )
         cleared_at = next(at for at, kind in client.event_times if kind == "clear")
         audio_end_ms = model.received_of("conversation.item.truncate")[0][
             "audio_end_ms"
         ]
-        assert abs(audio_end_ms - client.played_ms_before(cleared_at)) <= 60
+        played_ms = client.played_ms_before(cleared_at)
+        assert abs(audio_end_ms - played_ms) <= 60
         await eventually(lambda: rms(appended_pcm(model)[-48_000:]) > 1000)
         await eventually(
             lambda: any(e["type"] == "transcript" for e in client.events),

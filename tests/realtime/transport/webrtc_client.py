@@ -1,8 +1,9 @@
 """A browser stand-in for tests and the benchmark: an aiortc peer on loopback.
 
 It sends a tone (or silence) from its "microphone" at real time, opens the
-``events`` data channel, and reports its playback position like the page does:
-each received frame counts as played when it arrives, and its RTP timestamp is the
+``events`` data channel, and reports its playback position like the page does
+(every ``PAGE_REPORT_INTERVAL_S``, static/callcenter/js/web_call.js): each
+received frame counts as played when it arrives, and its RTP timestamp is the
 timestamp aiortc's decoder gives it.
 """
 
@@ -25,6 +26,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 RATE = 48_000
 SAMPLES = 960  # 20 ms
+PAGE_REPORT_INTERVAL_S = 0.1
 
 
 @functools.lru_cache(maxsize=8)
@@ -118,6 +120,8 @@ class WebRtcTestClient:
         self.frame_log: list[tuple[float, bool]] = []  # (received at, loud)
         self.event_times: list[tuple[float, str]] = []
         self.report_playback = report_playback
+        self._reported_at = 0.0
+        self.reports = 0
         self._tasks: set[asyncio.Task[None]] = set()
         self.channel_open = asyncio.Event()
         self.channel.on("open", self.channel_open.set)
@@ -154,7 +158,14 @@ class WebRtcTestClient:
                 self.loud_frames += 1
                 if self.first_loud_at is None:
                     self.first_loud_at = time.monotonic()
-            if self.report_playback and self.channel.readyState == "open":
+            now = time.monotonic()
+            if (
+                self.report_playback
+                and self.channel.readyState == "open"
+                and now - self._reported_at >= PAGE_REPORT_INTERVAL_S
+            ):
+                self._reported_at = now
+                self.reports += 1
                 self.channel.send(
                     json.dumps({"type": "played", "rtp": rtp, "age_ms": 0})
                 )
