@@ -11,8 +11,9 @@ so the test checks that the model got audio with energy): 2.5 s of silence, then
 loopback out of its host candidates).
 
 Not covered here (no headless equivalent): Mobile Safari, Chrome on Android, real
-echo cancellation, a real device unplugged mid-call (the page handles the track's
-`ended` event; Chromium's fake device never ends).
+echo cancellation, a real device unplugged mid-call (Chromium's fake device never
+ends: the device-lost test fires the microphone track's `ended` event itself, the
+event a browser fires when the device goes away).
 """
 
 from __future__ import annotations
@@ -278,6 +279,55 @@ def test_no_microphone_says_so_and_starts_nothing(service, fake_model, demo_agen
         assert page.get_by_role("button", name=START).is_visible()
     assert len(web_calls(service)) == calls_before
     assert fake_model.connection_count == models_before
+
+
+KEEP_MIC_STREAM = """
+(() => {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    const stream = await original(constraints);
+    window.__testMicStream = stream;
+    return stream;
+  };
+})();
+"""
+
+
+def test_device_lost_mid_call_says_so_and_ends_the_call(
+    service, fake_model, demo_agent, tmp_path
+):
+    """The microphone going away mid-call (its track's `ended` event) gives the
+    device-lost message, ends the call and closes the model socket."""
+    pk, _ = demo_agent
+    index = fake_model.connection_count
+    with chromium_context(extra_args=media_args(tmp_path)) as context:
+        context.add_init_script(KEEP_MIC_STREAM)
+        page = context.new_page()
+        login(page, service.base_url)
+        page.goto(f"{service.base_url}/agents/{pk}/try/")
+        page.get_by_role("button", name=START).click()
+        page.wait_for_function("window.__webCall.callId !== null", timeout=15_000)
+        call_id = page.evaluate("window.__webCall.callId")
+        page.wait_for_function("window.__webCall.state === 'live'", timeout=15_000)
+        wait_for("the model session", lambda: fake_model.connection_count > index)
+        page.evaluate(
+            "window.__testMicStream.getAudioTracks()[0]"
+            ".dispatchEvent(new Event('ended'))"
+        )
+        alert = page.get_by_role("alert")
+        alert.wait_for(state="visible")
+        assert "マイクが使えなくなったため" in alert.inner_text()
+        page.get_by_role("button", name=START).wait_for(state="visible")
+        assert page.get_by_role("button", name=HANG_UP).is_hidden()
+        screenshot(page, "web-call-device-lost")
+    wait_for(
+        "the call completed",
+        lambda: (
+            service.query("select status from calls_callsession where id = ?", call_id)
+            == [("completed",)]
+        ),
+    )
+    wait_for("the model socket closed", lambda: fake_model.connections[index].closed)
 
 
 def test_public_page_calls_and_is_rate_limited(
