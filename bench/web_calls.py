@@ -9,10 +9,11 @@ WEBRTC_HOST_ADDRESSES=127.0.0.1. The fake OpenAI Realtime server (scenario
 ECHO_FRAMES: every appended chunk comes straight back as output audio) runs in a
 process of its own, the N clients in `--client-processes` more (one Python process
 cannot drive 20 WebRTC peers and their model sessions without becoming the
-bottleneck). Each client is an aiortc peer like the page: it logs in
-once (demo/demo), POSTs its SDP offer to /agents/<id>/try/offer/, sends a tone from
-its "microphone" at real time, plays what comes back and reports its playback
-position on the data channel.
+bottleneck). Each client (`bench/web_client.py`) is an aiortc peer like the page on
+the wire: it logs in once (demo/demo), POSTs its SDP offer to
+/agents/<id>/try/offer/, sends a tone from its "microphone" at real time, counts
+what comes back (one packet a second decoded for a level check) and reports its
+playback position on the data channel every 100 ms.
 
 1. ramp: calls are placed one after another; each waits for its model session;
 2. steady window: all N talk for `--seconds`; the server's CPU time and RSS are
