@@ -50,7 +50,9 @@ GREETING_ITEM_ID: Final = "item_cached_greeting"
 CUT_ITEM_ID: Final = "item_cached_greeting_heard"
 FIRST_CHUNK_MS: Final = 40  # a mark after it tells when playback began
 CHUNK_MS: Final = 200  # = bridge_state.MARK_SPACING_MS
-MAX_GREETING_BYTES: Final = 60 * 1000 * MULAW_8K.bytes_per_ms  # 60 s of μ-law
+# Longer is not a greeting (and the recorder holds no more of a response that runs
+# on, such as a fake's never-ending echo response).
+MAX_GREETING_BYTES: Final = 20 * 1000 * MULAW_8K.bytes_per_ms  # 20 s of μ-law
 MAX_GREETING_CHARS: Final = 4_000
 
 
