@@ -637,13 +637,13 @@ class BridgeState:
         self._bytes_out = 0
         # the instant greeting (F-73)
         self._cached = cached_greeting
-        self._cached_due = cached_greeting is not None  # its item, to the model
+        # What the model is told was said (all of it, or the part heard), when due.
+        self._cached_text = cached_greeting.text if cached_greeting else ""
+        self._cached_due = cached_greeting is not None
         self._cached_told = -1  # the generation whose model has its item
         self._record_greeting = record_greeting and cached_greeting is None
         self._recorder: GreetingRecorder | None = None
-        if cached_greeting is not None:
-            pass  # said from the cache; the model is told, not asked
-        elif greeting is not None:
+        if greeting is not None and cached_greeting is None:
             self._enqueue("greeting", system_text=greeting)
 
     # ------------------------------------------------------------ read-only view
@@ -1011,14 +1011,14 @@ class BridgeState:
         actions: list[Action] = [*self._reseed, *self._early_context]
         self._reseed = []
         self._early_context.clear()
-        if self._cached_due and self._cached is not None:
+        if self._cached_due:
             # Said already: the model is told, before any caller audio.
             self._cached_due = False
             self._cached_told = self._generation
-            item = self._items.get(GREETING_ITEM_ID)
-            text = self._cached.text if item is None else item.transcript
-            if text:
-                actions.append(AddMessage("assistant", text, item_id=GREETING_ITEM_ID))
+            if self._cached_text:
+                actions.append(
+                    AddMessage("assistant", self._cached_text, item_id=GREETING_ITEM_ID)
+                )
         actions += [AppendAudio(payload) for payload in self._backlog]
         self._backlog.clear()
         return actions + self._pump()
@@ -1378,8 +1378,8 @@ class BridgeState:
         Its item has text and no audio, which truncate cannot cut (PROTOCOL
         A6): the heard part goes in right after it, then it is deleted.
         """
-        text = heard_text(item.transcript or "", heard, item.received)
-        item.transcript = text
+        text = heard_text(self._cached_text, heard, item.received)
+        item.transcript = self._cached_text = text
         if self._cached_told != self._generation:
             return []  # not in this session yet: the cut text goes in when due
         actions: list[Action] = []
