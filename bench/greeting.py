@@ -103,6 +103,8 @@ class RunResult:
     start_to_first_frame_ms: Spread
     missing: int
     """Calls with no stream or no first frame within 10 s."""
+    starts_within_ms: float
+    """First `start` sent → last `start` sent: how concurrent the starts were."""
     warmup_cached: bool | None
     server_cpu_s: float
     bench_cpu_s_per_s: float
@@ -241,6 +243,7 @@ async def run_mode(
     finally:
         await asyncio.to_thread(service.stop)
     values: list[float] = []
+    starts = [c.start_sent for _, c in legs if c is not None and c.start_sent]
     missing = 0
     for index, (sid, caller) in enumerate(legs):
         if caller is None or caller.start_sent is None or caller.first_media is None:
@@ -255,6 +258,7 @@ async def run_mode(
         handshake_s=handshake_s,
         start_to_first_frame_ms=Spread.of(values),
         missing=missing,
+        starts_within_ms=round((max(starts) - min(starts)) * 1000, 1) if starts else 0,
         warmup_cached=warmup_cached,
         server_cpu_s=round(server_cpu, 2),
         bench_cpu_s_per_s=round(bench_cpu / elapsed, 2),
@@ -266,14 +270,15 @@ async def run_mode(
 
 def report(results: list[RunResult]) -> str:
     lines = [
-        "| run | greeting cache | N (over s) | start → first greeting frame ms "
-        "p50 / p99 / max | missing | server CPU s over s | bench / others CPU s/s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| run | greeting cache | N (over s) | starts within ms "
+        "| start → first greeting frame ms p50 / p99 / max | missing "
+        "| server CPU s over s | bench / others CPU s/s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in results:
         cache = "off" if r.mode == "before" else f"on ({CACHE_SIZE})"
         lines.append(
-            f"| {r.mode} | {cache} | {r.n} ({r.over_s:g}) "
+            f"| {r.mode} | {cache} | {r.n} ({r.over_s:g}) | {r.starts_within_ms:.0f} "
             f"| {spread(r.start_to_first_frame_ms)} | {r.missing} "
             f"| {r.server_cpu_s:.2f} over {r.elapsed_s:.1f} "
             f"| {r.bench_cpu_s_per_s:.2f} / {r.others_cpu_s_per_s:.2f} |"
