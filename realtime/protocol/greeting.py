@@ -5,9 +5,11 @@ stream starts, before the model socket is up. ``BridgeState`` does the
 bookkeeping through three seams that use this module:
 
 - **Play**: ``CachedGreeting.chunks_b64`` is the audio, cut once (when the
-  cache entry is loaded) into base64 media payloads: the first 40 ms, then
-  200 ms each, so a mark follows every chunk as the live path marks audio
-  (``MARK_SPACING_MS``). The item is tracked like any AI item under
+  cache entry is loaded) into base64 media payloads: the first 40 ms (its mark
+  tells when playback began), then 1 s each, a mark after every chunk. Twilio
+  takes media of any length; few messages keep the start cheap when many calls
+  start at once, and between echoed marks the heard position runs on at the
+  playback rate as for live audio. The item is tracked like any AI item under
   ``GREETING_ITEM_ID``, so echoed marks say how much of it was heard.
 - **Tell the model**: once the session is confirmed, the text goes in as an
   assistant message with that id (``conversation.item.create``; assistant
@@ -34,6 +36,7 @@ from typing import Final
 from realtime.protocol.caller_audio import MULAW_8K
 
 __all__ = [
+    "CHUNK_MS",
     "CUT_ITEM_ID",
     "FIRST_CHUNK_MS",
     "GREETING_ITEM_ID",
@@ -49,7 +52,7 @@ __all__ = [
 GREETING_ITEM_ID: Final = "item_cached_greeting"
 CUT_ITEM_ID: Final = "item_cached_greeting_heard"
 FIRST_CHUNK_MS: Final = 40  # a mark after it tells when playback began
-CHUNK_MS: Final = 200  # = bridge_state.MARK_SPACING_MS
+CHUNK_MS: Final = 1000  # then a mark after each second
 # Longer is not a greeting (and the recorder holds no more of a response that runs
 # on, such as a fake's never-ending echo response).
 MAX_GREETING_BYTES: Final = 20 * 1000 * MULAW_8K.bytes_per_ms  # 20 s of μ-law

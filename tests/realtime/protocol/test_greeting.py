@@ -22,6 +22,7 @@ from realtime.protocol.bridge_state import (
     UpdateSession,
 )
 from realtime.protocol.greeting import (
+    CHUNK_MS,
     CUT_ITEM_ID,
     GREETING_ITEM_ID,
     MAX_GREETING_BYTES,
@@ -67,12 +68,14 @@ def sent_audio(actions: list[object]) -> bytes:
 # ------------------------------------------------------------------ pure parts
 
 
-def test_cached_greeting_is_cut_into_a_short_first_chunk_then_200_ms():
-    greeting = CachedGreeting.from_audio(TEXT, ulaw(320 + 1600 * 2 + 100))
-    assert greeting.chunk_sizes == (320, 1600, 1600, 100)
+def test_cached_greeting_is_cut_into_a_short_first_chunk_then_seconds():
+    second = CHUNK_MS * 8
+    greeting = CachedGreeting.from_audio(TEXT, ulaw(320 + second * 2 + 100))
+    assert greeting.chunk_sizes == (320, second, second, 100)
     joined = b"".join(base64.b64decode(c) for c in greeting.chunks_b64)
     assert joined == greeting.audio
-    assert greeting.duration_ms == (320 + 3200 + 100) // 8
+    assert greeting.duration_ms == (320 + 2 * second + 100) // 8
+    assert CachedGreeting.from_audio(TEXT, ulaw(100)).chunk_sizes == (100,)
 
 
 @pytest.mark.parametrize(
@@ -174,17 +177,17 @@ def test_cached_greeting_is_saved_once_heard_to_its_last_mark():
 
 
 def test_barge_in_replaces_the_cached_item_by_its_heard_part():
-    """Speech 300 ms into the greeting: clear; the heard part of the text (as the
+    """Speech 1.34 s into the greeting: clear; the heard part of the text (as the
     marks tell) goes in right after the item, which is deleted (a text item has no
     audio to truncate); no truncate."""
     state = BridgeState(session=config(), greeting="挨拶して", cached_greeting=cached())
     actions = twilio(state, START, now=0)
     model(state, updated(), now=50)
-    first, second = [a.name for a in of(actions, SendMark)][:2]  # at 40 and 240 ms
+    first, second = [a.name for a in of(actions, SendMark)][:2]  # at 40, 1040 ms
     twilio(state, Mark(SID, first, 2), now=140)
-    twilio(state, Mark(SID, second, 3), now=340)
-    actions = model(state, SpeechStarted("item_u", 0), now=400)
-    heard = (240 + 60) * 8  # runs on at the playback rate from the last echo
+    twilio(state, Mark(SID, second, 3), now=1140)
+    actions = model(state, SpeechStarted("item_u", 0), now=1440)
+    heard = (1040 + 300) * 8  # runs on at the playback rate from the last echo
     kept = heard_text(TEXT, heard, len(GREETING_AUDIO))
     assert kept and kept != TEXT
     assert actions[0] == ClearCaller(SID)
