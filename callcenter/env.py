@@ -157,6 +157,18 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Folder of the filesystem broker (and beat's schedule), relative to the project.",
     ),
     EnvVar(
+        "GREETING_CACHE_SIZE",
+        "256",
+        "Greetings whose audio is kept to play the instant a call's stream starts "
+        "(F-73), least recently used out; 0 turns the cache off.",
+    ),
+    EnvVar(
+        "GREETING_CACHE_DIR",
+        "var/greeting-cache",
+        "Folder of the greeting audio cache, relative to the project; processes "
+        "sharing it share the cache.",
+    ),
+    EnvVar(
         "DIALER_LEASE_SECONDS",
         "30",
         "A campaign attempt left dialing without a CallSid this long is reconciled "

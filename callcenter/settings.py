@@ -257,6 +257,10 @@ LOGGING = {
     },
 }
 
+# The instant greeting (F-73): cached greeting audio, shared by this machine's processes.
+GREETING_CACHE_SIZE = E.get_int("GREETING_CACHE_SIZE")
+GREETING_CACHE_DIR = BASE_DIR / E.get_str("GREETING_CACHE_DIR")
+
 # Celery (F-62): the dialer's tick and dials. Redis in production; with nothing set, a
 # filesystem broker in var/celery so `make run` dials on a machine with no servers.
 CELERY_BROKER_URL = E.get_str("CELERY_BROKER_URL") or E.get_str("REDIS_URL")

@@ -45,6 +45,7 @@ from realtime.protocol.bridge_state import (
     BroadcastPartial,
     CallerCommand,
     DigitPressed,
+    GreetingSpoken,
     HangUp,
     ModelCommand,
     RunTool,
@@ -61,7 +62,13 @@ from realtime.protocol.openai_events import (
     SpeechStopped,
     parse_server_event,
 )
-from realtime.protocol.twilio_media import Media, Start, Stop, parse_twilio_message
+from realtime.protocol.twilio_media import (
+    Mark,
+    Media,
+    Start,
+    Stop,
+    parse_twilio_message,
+)
 from realtime.tools import REGISTRY, ToolContext, ToolResult
 from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
@@ -163,7 +170,12 @@ class CallBridge:
         self._close_twilio = close_twilio
         self._clock = clock
         self._t0 = clock()
-        self.state = BridgeState(session=config.session, greeting=config.greeting)
+        self.state = BridgeState(
+            session=config.session,
+            greeting=config.greeting,
+            cached_greeting=config.cached_greeting,
+            record_greeting=config.greeting_key is not None,
+        )
         # Without a proven Twilio signature, the model is opened only after the
         # one-time token checks out, so a forged stream costs no OpenAI session.
         self._open_model_early = signature_verified
@@ -414,9 +426,21 @@ class CallBridge:
             if self._started_stream:
                 return  # Twilio sends one start; a second is ignored
             token = message.custom_parameters.get("stream_token", "")
-            if not await self._claim(token, message.stream_sid):
+            # A cached greeting plays at once, beside the claim (F-73), on an upgrade
+            # whose signature earned the model socket too; a refused claim then
+            # closes the stream as before.
+            early = self._open_model_early and self.config.cached_greeting is not None
+            if early:
+                self._started_stream = True
+                await self._perform(
+                    self.state.on_twilio_message(message, now_ms=self.now_ms())
+                )
+            if not await self._claim(token, message.stream_sid) or early:
                 return
-        elif not self._stream_claimed and not isinstance(message, Media):
+        elif not self._stream_claimed and not (
+            isinstance(message, Media)
+            or (isinstance(message, Mark) and self._started_stream)
+        ):
             if isinstance(message, Stop):
                 await self.finish("stopped-before-start")
             return
@@ -440,6 +464,9 @@ class CallBridge:
         self._stream_claimed = True
         self._claimed.set()
         self._start_model()
+        if self.config.greeting_key is not None:
+            hit = {"hit": self.config.cached_greeting is not None}
+            self._enqueue(lambda: self.store.record_event("greeting-cache", hit))
         return True
 
     # ------------------------------------------------- another caller transport in
@@ -840,6 +867,31 @@ class CallBridge:
                 raise ModelGaveUp(f"session misconfigured: {action.detail}")
             elif isinstance(action, HangUp):
                 await self._on_hang_up(action.reason)
+            elif isinstance(action, GreetingSpoken):
+                self._greeting_spoken(action)
+
+    def _greeting_spoken(self, spoken: GreetingSpoken) -> None:
+        """Fill the greeting cache from the live greeting, off the loop (F-73)."""
+        cache, key = self.config.greeting_cache, self.config.greeting_key
+        if cache is None or key is None:
+            return
+
+        async def store() -> None:
+            try:
+                await asyncio.to_thread(cache.put, key, spoken.text, spoken.audio)
+            except Exception:
+                log.exception(
+                    "greeting not cached", extra={"call_id": self.config.call_id}
+                )
+                return
+            ms = len(spoken.audio) // self.config.session.audio.bytes_per_ms
+            self._enqueue(
+                lambda: self.store.record_event("greeting-cached", {"audio_ms": ms})
+            )
+
+        task = asyncio.create_task(store(), name="bridge-greeting-cache")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _send_model(self, frame: str) -> None:
         model = self._model

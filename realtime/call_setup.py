@@ -21,7 +21,9 @@ from calls.campaigns.disclosure import opening_render
 from calls.campaigns.models import Attempt, Campaign
 from calls.models import CallSession
 from calls.status import CallStatus
+from realtime.greeting_cache import GreetingCache, greeting_cache_for, greeting_key
 from realtime.protocol.caller_audio import MULAW_8K, PCM16_24K, CallerAudioFormat
+from realtime.protocol.greeting import CachedGreeting
 from realtime.protocol.openai_events import (
     FunctionTool,
     SemanticVad,
@@ -75,6 +77,32 @@ class BridgeConfig:
     transcript_offset_ms: int = 0
     debug_realtime: bool = False
     debug_twilio: bool = False
+    # The instant greeting (F-73): the cached audio to play at `start` (a hit), or
+    # the cache and key that the live greeting's audio fills (a miss).
+    cached_greeting: CachedGreeting | None = None
+    greeting_cache: GreetingCache | None = None
+    greeting_key: str | None = None
+
+
+def greeting_cache_lookup(
+    *, agent: AgentProfile, text: str
+) -> tuple[GreetingCache, str, CachedGreeting | None] | None:
+    """The cache, key and cached audio of a phone call's rendered greeting `text`;
+    None when the cache is off (GREETING_CACHE_SIZE 0)."""
+    if settings.GREETING_CACHE_SIZE <= 0:
+        return None
+    cache = greeting_cache_for(
+        settings.GREETING_CACHE_DIR, settings.GREETING_CACHE_SIZE
+    )
+    key = greeting_key(
+        profile_id=agent.pk,
+        voice=agent.voice,
+        speed=agent.speed,
+        model=agent.model,
+        audio_format=MULAW_8K.realtime_type,
+        text=text,
+    )
+    return cache, key, cache.get(key)
 
 
 def session_config_for(
@@ -221,6 +249,12 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         resume = True
         greeting_instruction = resume_instruction(agent.resume_message)
     web = call.direction == CallSession.Direction.WEB
+    # A phone call that opens with its greeting: played from the cache when there.
+    lookup = (
+        greeting_cache_lookup(agent=agent, text=greeting)
+        if greeting_instruction is not None and greeting and not resume and not web
+        else None
+    )
     return BridgeConfig(
         call_id=call.pk,
         organization_id=call.organization_id,
@@ -247,6 +281,9 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         transcript_offset_ms=transcript_offset_ms(call) if resume else 0,
         debug_realtime=settings.DEBUG_REALTIME,
         debug_twilio=settings.DEBUG_TWILIO,
+        cached_greeting=lookup[2] if lookup else None,
+        greeting_cache=lookup[0] if lookup else None,
+        greeting_key=lookup[1] if lookup else None,
     )
 
 

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 from typing import Any
 
 import pytest
+
+# The greeting cache (F-73) is off unless a test turns it on (`greeting_cache`
+# fixtures): a greeting cached by one test must not change what another sees. Server
+# processes that tests start inherit this.
+os.environ["GREETING_CACHE_SIZE"] = "0"
 
 _real_connect = socket.socket.connect
 _real_connect_ex = socket.socket.connect_ex
@@ -47,3 +53,14 @@ def _block_network() -> Any:
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _greeting_cache_off() -> Any:
+    """In-process services too: Django read its settings before this file ran."""
+    from django.conf import settings
+
+    saved = settings.GREETING_CACHE_SIZE
+    settings.GREETING_CACHE_SIZE = 0
+    yield
+    settings.GREETING_CACHE_SIZE = saved

@@ -56,6 +56,14 @@ from typing import Final, Literal
 
 from realtime.protocol.caller_audio import MULAW_8K
 from realtime.protocol.errors import RealtimeProtocolError
+from realtime.protocol.greeting import (
+    CUT_ITEM_ID,
+    GREETING_ITEM_ID,
+    CachedGreeting,
+    GreetingRecorder,
+    GreetingSpoken,
+    heard_text,
+)
 from realtime.protocol.openai_events import (
     FunctionCallArgumentsDone,
     InputAudioCommitted,
@@ -79,6 +87,7 @@ from realtime.protocol.openai_events import (
     SpeechStarted,
     SpeechStopped,
     Usage,
+    conversation_item_delete,
     conversation_item_function_output,
     conversation_item_message,
     conversation_item_truncate,
@@ -116,7 +125,9 @@ __all__ = [
     "CancelResponse",
     "ClearCaller",
     "CreateResponse",
+    "DeleteItem",
     "DigitPressed",
+    "GreetingSpoken",
     "HangUp",
     "ItemAudio",
     "ModelCommand",
@@ -223,9 +234,26 @@ class AddMessage(ModelCommand):
 
     role: Role
     text: str
+    item_id: str | None = None
+    previous_item_id: str | None = None
 
     def to_json(self) -> str:
-        return conversation_item_message(self.role, self.text)
+        return conversation_item_message(
+            self.role,
+            self.text,
+            item_id=self.item_id,
+            previous_item_id=self.previous_item_id,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteItem(ModelCommand):
+    """Remove an item from the conversation."""
+
+    item_id: str
+
+    def to_json(self) -> str:
+        return conversation_item_delete(self.item_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -378,6 +406,8 @@ Action = (
     | DigitPressed
     | SessionMisconfigured
     | HangUp
+    | DeleteItem
+    | GreetingSpoken
 )
 
 
@@ -529,6 +559,8 @@ class BridgeState:
         session: SessionConfig,
         greeting: str | None = None,
         frame_bytes: int | None = None,
+        cached_greeting: CachedGreeting | None = None,
+        record_greeting: bool = False,
     ) -> None:
         """Start a call; with ``greeting``, the AI speaks first.
 
@@ -536,6 +568,11 @@ class BridgeState:
         before the greeting response once the session is confirmed and the
         caller's stream id is known. ``frame_bytes`` caps one outbound message
         (default: two 20 ms frames of ``session.audio``).
+
+        With ``cached_greeting`` (F-73) that audio plays at the caller's start
+        instead, and the model gets its text as an assistant item, no response
+        (``realtime.protocol.greeting``). With ``record_greeting`` the live
+        greeting's audio comes back as ``GreetingSpoken`` once it is done.
         """
         audio = session.audio
         unit = audio.frame_bytes
@@ -598,7 +635,15 @@ class BridgeState:
         self._stale_bytes = 0
         self._bytes_in = 0
         self._bytes_out = 0
-        if greeting is not None:
+        # the instant greeting (F-73)
+        self._cached = cached_greeting
+        # What the model is told was said (all of it, or the part heard), when due.
+        self._cached_text = cached_greeting.text if cached_greeting else ""
+        self._cached_due = cached_greeting is not None
+        self._cached_told = -1  # the generation whose model has its item
+        self._record_greeting = record_greeting and cached_greeting is None
+        self._recorder: GreetingRecorder | None = None
+        if greeting is not None and cached_greeting is None:
             self._enqueue("greeting", system_text=greeting)
 
     # ------------------------------------------------------------ read-only view
@@ -716,6 +761,9 @@ class BridgeState:
         self._running.clear()
         self._transcribing.clear()
         self._reseed = reseed_messages(transcript)
+        self._recorder = None
+        # A cached greeting not yet in the saved lines goes to the new session too.
+        self._cached_due = GREETING_ITEM_ID in self._items
         actions.append(UpdateSession(self._config))
         return actions
 
@@ -861,7 +909,22 @@ class BridgeState:
         self._stream_sid = stream_id
         self._call_sid = call_ref
         self._start_ms = now_ms
+        if self._cached is not None:
+            return self._play_cached(self._cached, stream_id) + self._pump()
         return self._pump()
+
+    def _play_cached(self, cached: CachedGreeting, sid: str) -> list[Action]:
+        """Queue the whole cached greeting, a mark after each chunk (F-73)."""
+        item = self._item(GREETING_ITEM_ID, "")
+        item.received = len(cached.audio)
+        item.transcript = cached.text
+        item.audio_done = item.final = True  # no response of the model's
+        actions: list[Action] = []
+        for payload, size in zip(cached.chunks_b64, cached.chunk_sizes, strict=True):
+            actions.append(SendAudio(sid, payload))
+            self._sent(item, size, self._now)
+            actions.append(self._mark(item, sid))
+        return actions
 
     def _on_caller_audio(self, payload_b64: str, now_ms: int) -> list[Action]:
         if not self._confirmed:
@@ -948,6 +1011,14 @@ class BridgeState:
         actions: list[Action] = [*self._reseed, *self._early_context]
         self._reseed = []
         self._early_context.clear()
+        if self._cached_due:
+            # Said already: the model is told, before any caller audio.
+            self._cached_due = False
+            self._cached_told = self._generation
+            if self._cached_text:
+                actions.append(
+                    AddMessage("assistant", self._cached_text, item_id=GREETING_ITEM_ID)
+                )
         actions += [AppendAudio(payload) for payload in self._backlog]
         self._backlog.clear()
         return actions + self._pump()
@@ -1041,6 +1112,8 @@ class BridgeState:
             self._active_request = request
             if request.purpose == "goodbye":
                 self._goodbye_response = event.response_id
+            elif request.purpose == "greeting" and self._record_greeting:
+                self._recorder = GreetingRecorder(event.response_id)
         else:
             self._active_request = None
             self._caller_speaking = False  # the server's answer to the caller
@@ -1065,6 +1138,9 @@ class BridgeState:
                 item.audio_done = True
             item.final = True
             self._finalise_transcript(item)
+        recorder = self._recorder
+        if recorder is not None and recorder.response_id == event.response_id:
+            actions += self._greeting_recorded(recorder, event.status)
         for key in [
             k for k, c in self._calls.items() if c.response_id == event.response_id
         ]:
@@ -1072,6 +1148,20 @@ class BridgeState:
         if event.response_id == self._goodbye_response:
             self._goodbye_done = True
         return actions + self._settle() + self._pump()
+
+    def _greeting_recorded(
+        self, recorder: GreetingRecorder, status: str
+    ) -> list[Action]:
+        """The live greeting is done: its audio for the cache, when whole."""
+        self._recorder = None
+        self._record_greeting = False  # one try a call
+        item = self._items.get(recorder.item_id or "")
+        spoken = recorder.result(
+            status=status,
+            transcript=None if item is None else item.transcript,
+            cut=item is None or item.cut,
+        )
+        return [] if spoken is None else [spoken]
 
     def _on_output_item(self, event: OutputItemAdded | OutputItemDone) -> list[Action]:
         item = event.item
@@ -1143,6 +1233,8 @@ class BridgeState:
         size = len(data)
         item.received += size
         self._bytes_in += size
+        if self._recorder is not None:  # the live greeting, to fill the cache
+            self._recorder.add(event.response_id, event.item_id, data)
         buffer = item.buffer
         actions: list[Action]
         unit = self._unit
@@ -1260,7 +1352,9 @@ class BridgeState:
             actions.append(ClearCaller(self._stream_sid))
             self._marks.clear()  # the transport returns them all at once
         for item in playing:
-            if item.received and item.generation == self._generation:
+            if item.item_id == GREETING_ITEM_ID and self._cached is not None:
+                actions += self._cut_cached(item, heard[item.item_id])
+            elif item.received and item.generation == self._generation:
                 cut = min(heard[item.item_id], item.received)  # never past what we got
                 actions.append(Truncate(item.item_id, cut // self._bytes_per_ms))
             self._stale_bytes += len(item.buffer)
@@ -1277,6 +1371,29 @@ class BridgeState:
         if playing or active is not None:
             self._barge_ins += 1
         return actions + self._settle()
+
+    def _cut_cached(self, item: _AiItem, heard: int) -> list[Action]:
+        """A barge-in into the cached greeting: keep only what was heard.
+
+        Its item has text and no audio, which truncate cannot cut (PROTOCOL
+        A6): the heard part goes in right after it, then it is deleted.
+        """
+        text = heard_text(self._cached_text, heard, item.received)
+        item.transcript = self._cached_text = text
+        if self._cached_told != self._generation:
+            return []  # not in this session yet: the cut text goes in when due
+        actions: list[Action] = []
+        if text:
+            actions.append(
+                AddMessage(
+                    "assistant",
+                    text,
+                    item_id=CUT_ITEM_ID,
+                    previous_item_id=GREETING_ITEM_ID,
+                )
+            )
+        actions.append(DeleteItem(GREETING_ITEM_ID))
+        return actions
 
     # ------------------------------------------------------------ transcripts, end
 

@@ -56,6 +56,7 @@ __all__ = [
     "Transcription",
     "TurnFlags",
     "Usage",
+    "conversation_item_delete",
     "conversation_item_function_output",
     "conversation_item_message",
     "conversation_item_truncate",
@@ -288,13 +289,22 @@ def conversation_item_message(
     *,
     previous_item_id: str | None = None,
     event_id: str | None = None,
+    item_id: str | None = None,
 ) -> str:
     """Return ``conversation.item.create`` adding a text message.
 
     System and user text is ``input_text``; assistant text is ``output_text``.
+    ``item_id`` names the item (the client may choose it), so that it can be
+    deleted or referred to later.
     """
     part = "output_text" if role == "assistant" else "input_text"
-    item = {"type": "message", "role": role, "content": [{"type": part, "text": text}]}
+    item: dict[str, object] = {
+        "type": "message",
+        "role": role,
+        "content": [{"type": part, "text": text}],
+    }
+    if item_id is not None:
+        item = {"id": item_id, **item}
     if previous_item_id is None:
         return _event("conversation.item.create", event_id, item=item)
     return _event(
@@ -311,6 +321,11 @@ def conversation_item_function_output(
     """Return ``conversation.item.create`` adding a tool's output (usually JSON)."""
     item = {"type": "function_call_output", "call_id": call_id, "output": output}
     return _event("conversation.item.create", event_id, item=item)
+
+
+def conversation_item_delete(item_id: str, *, event_id: str | None = None) -> str:
+    """Return ``conversation.item.delete`` removing an item from the conversation."""
+    return _event("conversation.item.delete", event_id, item_id=item_id)
 
 
 def conversation_item_truncate(
