@@ -157,6 +157,23 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Folder of the filesystem broker (and beat's schedule), relative to the project.",
     ),
     EnvVar(
+        "ALLOW_PRIVATE_URLS",
+        "false",
+        "Let webhooks (and other outgoing calls) reach loopback and private addresses "
+        "(SSRF guard off): local tests and benchmarks only.",
+    ),
+    EnvVar(
+        "EMAIL_URL",
+        "consolemail://",
+        "Email backend for notifications: consolemail:// prints them, "
+        "smtp+tls://user:password@host:587 sends them.",
+    ),
+    EnvVar(
+        "DEFAULT_FROM_EMAIL",
+        "callcenter@localhost",
+        "Sender address of notification emails.",
+    ),
+    EnvVar(
         "DIALER_LEASE_SECONDS",
         "30",
         "A campaign attempt left dialing without a CallSid this long is reconciled "
