@@ -163,6 +163,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "(SSRF guard off): local tests and benchmarks only.",
     ),
     EnvVar(
+        "WEBHOOK_FIRST_RETRY_SECONDS",
+        "30",
+        "Wait before a failed webhook delivery's first retry; each next wait doubles "
+        "(at most 1 h), for 24 h.",
+    ),
+    EnvVar(
         "EMAIL_URL",
         "consolemail://",
         "Email backend for notifications: consolemail:// prints them, "

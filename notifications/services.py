@@ -5,7 +5,7 @@
   deliveries are handed to the delivery task once the rows are committed.
 - `deliveries_dispatch`: lease due deliveries and enqueue them (publish, sweep, send
   again); `delivery_attempt`: the task's body (one POST, then the outcome).
-- Back-off: 30 s after the first failure, doubling, at most an hour apart, for 24 h
+- Back-off: 30 s (WEBHOOK_FIRST_RETRY_SECONDS) after the first failure, doubling, at most an hour apart, for 24 h
   from the event (or from the last "send again"); a 410 disables the endpoint.
 """
 
@@ -31,7 +31,6 @@ from notifications.urlsafety import UnsafeURL, resolve_target
 
 log = logging.getLogger(__name__)
 
-FIRST_RETRY = dt.timedelta(seconds=30)
 MAX_INTERVAL = dt.timedelta(hours=1)
 RETRY_WINDOW = dt.timedelta(hours=24)
 # An enqueued delivery is the message's for this long; a sweep re-enqueues it after.
@@ -51,8 +50,10 @@ def _default_enqueue(delivery_id: int, lease: str) -> None:
 
 
 def backoff(attempts: int) -> dt.timedelta:
-    """Wait after the `attempts`-th failed attempt: 30 s, 60 s, 120 s … at most 1 h."""
-    return min(FIRST_RETRY * 2 ** max(attempts - 1, 0), MAX_INTERVAL)
+    """Wait after the `attempts`-th failed attempt: 30 s, 60 s, 120 s … at most 1 h
+    (the first wait is `WEBHOOK_FIRST_RETRY_SECONDS`)."""
+    first = dt.timedelta(seconds=settings.WEBHOOK_FIRST_RETRY_SECONDS)
+    return min(first * 2 ** max(attempts - 1, 0), MAX_INTERVAL)
 
 
 # --- endpoints ------------------------------------------------------------------

@@ -43,7 +43,7 @@ def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 
 
 def resolve_target(
-    url: str, *, allow_private: bool, resolver: Resolver = socket.getaddrinfo
+    url: str, *, allow_private: bool, resolver: Resolver | None = None
 ) -> Target:
     """Parse and resolve `url`; raise UnsafeURL if it is not a public http(s) address.
 
@@ -61,7 +61,7 @@ def resolve_target(
     except ValueError as exc:
         raise UnsafeURL("The URL's port is not a number from 0 to 65535.") from exc
     try:
-        infos = resolver(host, port, type=socket.SOCK_STREAM)
+        infos = (resolver or socket.getaddrinfo)(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
         raise UnsafeURL(f"The host {host} does not resolve ({exc}).") from exc
     addresses: list[str] = []
