@@ -27,7 +27,7 @@ from django.utils import timezone
 from notifications import sender
 from notifications.models import EVENT_TYPES, Delivery, Event, WebhookEndpoint
 from notifications.signing import signature_header
-from notifications.urlsafety import UnsafeURL, resolve_target
+from notifications.urlsafety import UnsafeURL, resolve_target, url_parts
 
 log = logging.getLogger(__name__)
 
@@ -60,9 +60,16 @@ def backoff(attempts: int) -> dt.timedelta:
 
 
 def url_check(url: str) -> None:
-    """Raise ValidationError if `url` may not receive webhooks (after DNS)."""
+    """Raise ValidationError if `url` may not receive webhooks (after DNS).
+
+    With ALLOW_PRIVATE_URLS on any http(s) URL will do: nothing is resolved (a name
+    that does not resolve yet fails its sends, not its save).
+    """
     try:
-        resolve_target(url, allow_private=settings.ALLOW_PRIVATE_URLS)
+        if settings.ALLOW_PRIVATE_URLS:
+            url_parts(url)
+        else:
+            resolve_target(url, allow_private=False)
     except UnsafeURL as exc:
         raise ValidationError({"url": [str(exc)]}) from exc
 

@@ -42,14 +42,8 @@ def _forbidden(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     )
 
 
-def resolve_target(
-    url: str, *, allow_private: bool, resolver: Resolver | None = None
-) -> Target:
-    """Parse and resolve `url`; raise UnsafeURL if it is not a public http(s) address.
-
-    Every address the name resolves to must be public (one private answer is enough
-    to refuse: a resolver could hand either out).
-    """
+def url_parts(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port of an http(s) URL; UnsafeURL for anything else."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
         raise UnsafeURL("Only http and https URLs can receive webhooks.")
@@ -60,6 +54,18 @@ def resolve_target(
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
         raise UnsafeURL("The URL's port is not a number from 0 to 65535.") from exc
+    return parts.scheme, host, port
+
+
+def resolve_target(
+    url: str, *, allow_private: bool, resolver: Resolver | None = None
+) -> Target:
+    """Parse and resolve `url`; raise UnsafeURL if it is not a public http(s) address.
+
+    Every address the name resolves to must be public (one private answer is enough
+    to refuse: a resolver could hand either out).
+    """
+    scheme, host, port = url_parts(url)
     try:
         infos = (resolver or socket.getaddrinfo)(host, port, type=socket.SOCK_STREAM)
     except (OSError, UnicodeError) as exc:
@@ -79,4 +85,4 @@ def resolve_target(
                     "address; webhooks go to public addresses only "
                     "(ALLOW_PRIVATE_URLS is off)."
                 )
-    return Target(parts.scheme, host, port, tuple(addresses))
+    return Target(scheme, host, port, tuple(addresses))
