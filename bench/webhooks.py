@@ -212,9 +212,7 @@ def main() -> None:
     attempts = sum(Delivery.objects.values_list("attempts", flat=True))
     report["deliveries"] = states
     report["attempts"] = attempts
-    first_tries = [
-        t for r in up for t in (q.at for q in r.requests)
-    ]
+    first_tries = [t for r in up for t in (q.at for q in r.requests)]
     if up_done is not None:
         span = max(first_tries) - min(first_tries)
         report["up_done_s"] = round(up_done - started, 1)
@@ -240,10 +238,15 @@ def main() -> None:
         f"({1000 * worker_cpu / max(attempts, 1):.1f} ms each); "
         f"run {ended - started:.0f} s"
     )
-    ok = all(
-        row["accepted"] == args.events and row["lost"] == 0 and row["duplicates"] == 0
-        for row in report["receivers"]
-    ) and report.get("catch_up_s", 1e9) <= 120
+    ok = (
+        all(
+            row["accepted"] == args.events
+            and row["lost"] == 0
+            and row["duplicates"] == 0
+            for row in report["receivers"]
+        )
+        and report.get("catch_up_s", 1e9) <= 120
+    )
     report["ok"] = ok
     print("OK" if ok else "TARGET MISSED", f"(logs in {tmp})")
     for r in receivers:

@@ -50,7 +50,9 @@ class WebhookEndpoint(models.Model):
     )
     events = models.JSONField(_("events"), default=list)
     active = models.BooleanField(_("active"), default=True)
-    disabled_reason = models.CharField(_("disabled because"), max_length=300, blank=True)
+    disabled_reason = models.CharField(
+        _("disabled because"), max_length=300, blank=True
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -101,7 +103,10 @@ class Delivery(models.Model):
         verbose_name=_("endpoint"),
     )
     event = models.ForeignKey(
-        Event, on_delete=models.CASCADE, related_name="deliveries", verbose_name=_("event")
+        Event,
+        on_delete=models.CASCADE,
+        related_name="deliveries",
+        verbose_name=_("event"),
     )
     state = models.CharField(
         _("state"), max_length=12, choices=State.choices, default=State.PENDING

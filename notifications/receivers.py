@@ -17,7 +17,9 @@ from notifications.services import event_publish
 log = logging.getLogger(__name__)
 
 
-def on_call_summarized(sender: Any, *, call: Any, extraction_status: str, **_: Any) -> None:
+def on_call_summarized(
+    sender: Any, *, call: Any, extraction_status: str, **_: Any
+) -> None:
     try:
         event_publish(
             organization_id=call.organization_id,

@@ -326,7 +326,9 @@ def delivery_attempt(
         log.warning("webhook endpoint %s disabled: 410", endpoint.pk)
         return "gone"
     if outcome.refused:
-        _finish(delivery_id, lease, state=Delivery.State.FAILED, next_try_at=None, **answer)
+        _finish(
+            delivery_id, lease, state=Delivery.State.FAILED, next_try_at=None, **answer
+        )
         return "refused"
     deadline = (delivery.retry_from or delivery.event.created_at) + RETRY_WINDOW
     if ended >= deadline:

@@ -70,7 +70,10 @@ class WebhookEndpointSerializer(serializers.ModelSerializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         request = self.context.get("request")
-        if self.instance is None and getattr(request.user, "organization_id", None) is None:
+        if (
+            self.instance is None
+            and getattr(request.user, "organization_id", None) is None
+        ):
             raise serializers.ValidationError(
                 "Your account belongs to no organisation: webhook endpoints belong to one."
             )

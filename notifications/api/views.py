@@ -75,6 +75,8 @@ class WebhookDeliveriesApi(generics.ListAPIView):
         ],
     )
     def get(self, request: Request, endpoint_id: int) -> Response:
-        endpoint = get_object_or_404(endpoints_visible(user=request.user), pk=endpoint_id)
+        endpoint = get_object_or_404(
+            endpoints_visible(user=request.user), pk=endpoint_id
+        )
         page = self.paginate_queryset(endpoint_deliveries(endpoint=endpoint))
         return self.get_paginated_response(DeliverySerializer(page, many=True).data)

@@ -61,7 +61,11 @@ def test_create_and_list(api, org):
     ],
 )
 def test_bad_input_is_refused_naming_the_field(api, body, field):
-    full = {"url": "http://127.0.0.1:8999/hook", "secret": SECRET, "events": ["job.created"]}
+    full = {
+        "url": "http://127.0.0.1:8999/hook",
+        "secret": SECRET,
+        "events": ["job.created"],
+    }
     response = api.post(URL, {**full, **body}, format="json")
     assert_error(response, 400, "validation_error", field)
     assert not WebhookEndpoint.objects.exists()
@@ -71,7 +75,11 @@ def test_private_url_refused_when_not_allowed(api, settings):
     settings.ALLOW_PRIVATE_URLS = False
     response = api.post(
         URL,
-        {"url": "http://192.168.0.10/hook", "secret": SECRET, "events": ["job.created"]},
+        {
+            "url": "http://192.168.0.10/hook",
+            "secret": SECRET,
+            "events": ["job.created"],
+        },
         format="json",
     )
     error = assert_error(response, 400, "validation_error", "url")
@@ -86,7 +94,10 @@ def test_scoped_to_the_organisation(api, org, other_org):
     assert [e["id"] for e in api.get(URL).json()["results"]] == [mine.pk]
     assert api.get(f"{URL}{theirs.pk}/").status_code == 404
     assert api.get(f"{URL}{theirs.pk}/deliveries/").status_code == 404
-    assert api.patch(f"{URL}{theirs.pk}/", {"active": False}, format="json").status_code == 404
+    assert (
+        api.patch(f"{URL}{theirs.pk}/", {"active": False}, format="json").status_code
+        == 404
+    )
     assert api.delete(f"{URL}{theirs.pk}/").status_code == 404
     theirs.refresh_from_db()
     assert theirs.active
@@ -94,10 +105,16 @@ def test_scoped_to_the_organisation(api, org, other_org):
 
 def test_deliveries_of_an_endpoint(api, org):
     endpoint = endpoint_of(org)
-    event = Event.objects.create(organization=org, type="job.created", data={"job_id": 1})
+    event = Event.objects.create(
+        organization=org, type="job.created", data={"job_id": 1}
+    )
     Delivery.objects.create(
-        endpoint=endpoint, event=event, attempts=3, last_status=500,
-        last_response="oops", state="pending",
+        endpoint=endpoint,
+        event=event,
+        attempts=3,
+        last_status=500,
+        last_response="oops",
+        state="pending",
     )
     response = api.get(f"{URL}{endpoint.pk}/deliveries/")
     assert response.status_code == 200
@@ -120,7 +137,11 @@ def test_a_user_without_an_organisation_cannot_create(db):
     loner = OperatorFactory(organization=None)
     response = token_client(loner).post(
         URL,
-        {"url": "http://127.0.0.1:8999/hook", "secret": SECRET, "events": ["job.created"]},
+        {
+            "url": "http://127.0.0.1:8999/hook",
+            "secret": SECRET,
+            "events": ["job.created"],
+        },
         format="json",
     )
     assert_error(response, 400, "validation_error")

@@ -27,7 +27,7 @@ def documented_verify() -> Callable[..., bool]:
     blocks = re.findall(r"```python\n(.*?)```", text, re.S)
     assert len(blocks) == 1, "docs/WEBHOOKS.md should hold one Python block"
     namespace: dict[str, Any] = {}
-    exec(compile(blocks[0], str(DOC), "exec"), namespace)  # noqa: S102
+    exec(compile(blocks[0], str(DOC), "exec"), namespace)
     verify: Callable[..., bool] = namespace["verify"]
     return verify
 
@@ -104,7 +104,7 @@ class Receiver:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 receiver.handle(self)
 
             def log_message(self, *args: Any) -> None:

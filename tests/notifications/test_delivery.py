@@ -268,7 +268,5 @@ def test_only_subscribed_active_endpoints_of_the_organisation_get_it(
         active=False,
     )
     publish(org, inline, django_capture_on_commit_callbacks)
-    assert list(Delivery.objects.values_list("endpoint_id", flat=True)) == [
-        endpoint.pk
-    ]
+    assert list(Delivery.objects.values_list("endpoint_id", flat=True)) == [endpoint.pk]
     assert not other.deliveries.exists()

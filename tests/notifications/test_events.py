@@ -85,7 +85,9 @@ def test_job_created_and_updated(
         domain_events.job_updated.send_robust(sender=None, job=card, changed=["status"])
     created, updated = (r.event for r in receiver.requests)
     assert created["type"] == "job.created" and updated["type"] == "job.updated"
-    assert created["data"]["job_id"] == 31 and created["data"]["title"] == "エアコン修理"
+    assert (
+        created["data"]["job_id"] == 31 and created["data"]["title"] == "エアコン修理"
+    )
     assert created["data"]["fields"]["address"] == "東京都港区1-1"
     assert updated["data"]["status"] == "accepted"
     assert updated["data"]["changed"] == ["status"]
@@ -178,7 +180,11 @@ def test_phone_handoff_publishes_once_the_agent_is_dialled(
 
 
 def test_a_failed_handoff_publishes_nothing(
-    org, endpoint, receiver: Receiver, eager_celery, monkeypatch,
+    org,
+    endpoint,
+    receiver: Receiver,
+    eager_celery,
+    monkeypatch,
     django_capture_on_commit_callbacks,
 ):
     def refuse(**_: Any) -> str:
@@ -189,9 +195,11 @@ def test_a_failed_handoff_publishes_nothing(
     call = CallSessionFactory(
         organization=org, agent=agent, status=CallStatus.AI_RESPONDING
     )
-    with django_capture_on_commit_callbacks(execute=True):
-        with pytest.raises(ApplicationError):
-            handoff_request(call_id=call.pk, trigger="operator")
+    with (
+        django_capture_on_commit_callbacks(execute=True),
+        pytest.raises(ApplicationError),
+    ):
+        handoff_request(call_id=call.pk, trigger="operator")
     assert receiver.requests == [] and not Event.objects.exists()
 
 

@@ -76,7 +76,9 @@ def test_delivery_log_and_send_again(
     endpoint.disabled_reason = "Disabled at 2026-12-06: the receiver answered 410 Gone"
     endpoint.active = False
     endpoint.save()
-    event = Event.objects.create(organization=org, type="job.created", data={"job_id": 9})
+    event = Event.objects.create(
+        organization=org, type="job.created", data={"job_id": 9}
+    )
     delivery = Delivery.objects.create(
         endpoint=endpoint, event=event, state="failed", attempts=5, last_status=500
     )
@@ -100,12 +102,18 @@ def test_delivery_log_and_send_again(
 def test_another_organisations_endpoint_and_delivery_are_404(page):
     other = OrganizationFactory()
     endpoint = WebhookEndpoint.objects.create(
-        organization=other, url="http://127.0.0.1:9/", secret=SECRET, events=["job.created"]
+        organization=other,
+        url="http://127.0.0.1:9/",
+        secret=SECRET,
+        events=["job.created"],
     )
     event = Event.objects.create(organization=other, type="job.created", data={})
     delivery = Delivery.objects.create(endpoint=endpoint, event=event)
     assert page.get(f"/notifications/endpoints/{endpoint.pk}/").status_code == 404
-    assert page.post(f"/notifications/deliveries/{delivery.pk}/send-again").status_code == 404
+    assert (
+        page.post(f"/notifications/deliveries/{delivery.pk}/send-again").status_code
+        == 404
+    )
 
 
 def test_admin_send_again_action(admin_client, org, endpoint, monkeypatch):
