@@ -12,6 +12,7 @@ from typing import Any
 from callcenter import domain_events
 from notifications import payloads
 from notifications.models import EventType
+from notifications.selectors import job_email_recipients
 from notifications.services import event_publish
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,10 @@ def on_job_created(sender: Any, *, job: Any, **_: Any) -> None:
     except Exception:
         log.exception("job.created of job %s not published", job.id)
     try:
-        from notifications.tasks import job_email
+        if job_email_recipients(organization_id=job.organization_id):
+            from notifications.tasks import job_email
 
-        job_email.delay(job.organization_id, data)
+            job_email.delay(job.organization_id, data)
     except Exception:
         log.exception("email about job %s not enqueued", job.id)
 
