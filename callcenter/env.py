@@ -169,6 +169,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "(at most 1 h), for 24 h.",
     ),
     EnvVar(
+        "WEBHOOK_LEASE_SECONDS",
+        "120",
+        "A webhook delivery handed to a worker and not finished this long after (a dead "
+        "worker, a lost message) is handed out again by the sweep.",
+    ),
+    EnvVar(
         "EMAIL_URL",
         "consolemail://",
         "Email backend for notifications: consolemail:// prints them, "

@@ -299,6 +299,7 @@ CELERY_BEAT_SCHEDULE = {
 # Webhooks (F-77): loopback and private addresses are refused unless this is on.
 ALLOW_PRIVATE_URLS = E.get_bool("ALLOW_PRIVATE_URLS")
 WEBHOOK_FIRST_RETRY_SECONDS = E.get_float("WEBHOOK_FIRST_RETRY_SECONDS")
+WEBHOOK_LEASE_SECONDS = E.get_float("WEBHOOK_LEASE_SECONDS")
 # Email (the job-created email): the console in `make run`, SMTP with smtp://….
 _EMAIL = E.env.email_url_config(E.get_str("EMAIL_URL"))
 EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]

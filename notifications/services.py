@@ -33,10 +33,8 @@ log = logging.getLogger(__name__)
 
 MAX_INTERVAL = dt.timedelta(hours=1)
 RETRY_WINDOW = dt.timedelta(hours=24)
-# An enqueued delivery is the message's for this long; a sweep re-enqueues it after.
-ENQUEUE_LEASE = dt.timedelta(seconds=120)
-# A running attempt holds it this long (more than the 10 s timeout).
-SEND_LEASE = dt.timedelta(seconds=60)
+# A running attempt holds its delivery at least this long (more than the 10 s timeout).
+MIN_SEND_LEASE = dt.timedelta(seconds=sender.TIMEOUT_S + 5)
 SWEEP_BATCH = 1000
 
 Enqueue = Callable[[int, str], None]
@@ -47,6 +45,16 @@ def _default_enqueue(delivery_id: int, lease: str) -> None:
     from notifications.tasks import enqueue_delivery
 
     enqueue_delivery(delivery_id, lease)
+
+
+def enqueue_lease() -> dt.timedelta:
+    """How long an enqueued (or running) delivery is left to its message before the
+    sweep hands it on again: `WEBHOOK_LEASE_SECONDS`."""
+    return dt.timedelta(seconds=settings.WEBHOOK_LEASE_SECONDS)
+
+
+def send_lease() -> dt.timedelta:
+    return max(enqueue_lease(), MIN_SEND_LEASE)
 
 
 def backoff(attempts: int) -> dt.timedelta:
@@ -205,7 +213,7 @@ def deliveries_dispatch(
         claimed = (
             Delivery.objects.filter(
                 free, pk=delivery_id, state=Delivery.State.PENDING, next_try_at__lte=now
-            ).update(lease=lease, lease_until=now + ENQUEUE_LEASE)
+            ).update(lease=lease, lease_until=now + enqueue_lease())
             == 1
         )
         if not claimed:
@@ -266,7 +274,7 @@ def delivery_attempt(
         pk=delivery_id, lease=lease, state=Delivery.State.PENDING
     ).update(
         attempts=F("attempts") + 1,
-        lease_until=started + SEND_LEASE,
+        lease_until=started + send_lease(),
         last_attempt_at=started,
     )
     if not claimed:

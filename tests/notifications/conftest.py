@@ -20,6 +20,7 @@ SECRET = "whsec_test_secret_0123456789"
 def _private_urls(settings: Any) -> None:
     settings.ALLOW_PRIVATE_URLS = True
     settings.WEBHOOK_FIRST_RETRY_SECONDS = 30
+    settings.WEBHOOK_LEASE_SECONDS = 120
 
 
 @pytest.fixture

@@ -222,7 +222,7 @@ def test_a_lease_sends_once(
     publish(org, queued, django_capture_on_commit_callbacks)
     [(delivery_id, lease)] = queued.calls
     # The lease ran out while the message waited: the sweep hands it on again.
-    later = timezone.now() + services.ENQUEUE_LEASE + dt.timedelta(seconds=1)
+    later = timezone.now() + services.enqueue_lease() + dt.timedelta(seconds=1)
     assert deliveries_sweep(now=later, enqueue=queued) == [delivery_id]
     _, new_lease = queued.calls[1]
     assert delivery_attempt(delivery_id=delivery_id, lease=lease) == "skipped"
