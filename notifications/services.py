@@ -6,7 +6,8 @@
 - `deliveries_dispatch`: lease due deliveries and enqueue them (publish, sweep, send
   again); `delivery_attempt`: the task's body (one POST, then the outcome).
 - Back-off: 30 s (WEBHOOK_FIRST_RETRY_SECONDS) after the first failure, doubling, at most an hour apart, for 24 h
-  from the event (or from the last "send again"); a 410 disables the endpoint.
+  from the event (or from the last "send again"); a 410 disables the endpoint. When a
+  retry gets through, the endpoint's other waiting retries are due at once.
 """
 
 from __future__ import annotations
@@ -317,6 +318,15 @@ def delivery_attempt(
             next_try_at=None,
             **answer,
         )
+        if delivery.attempts > 1:
+            # A retry got through: the endpoint is back. Its other waiting retries
+            # are due now (the sweep hands them out), not at their back-off time.
+            Delivery.objects.filter(
+                endpoint_id=endpoint.pk,
+                state=Delivery.State.PENDING,
+                attempts__gt=0,
+                next_try_at__gt=ended,
+            ).update(next_try_at=ended)
         return "delivered"
     if outcome.status == 410:
         reason = (

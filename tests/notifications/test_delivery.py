@@ -270,3 +270,34 @@ def test_only_subscribed_active_endpoints_of_the_organisation_get_it(
     publish(org, inline, django_capture_on_commit_callbacks)
     assert list(Delivery.objects.values_list("endpoint_id", flat=True)) == [endpoint.pk]
     assert not other.deliveries.exists()
+
+
+def test_a_retry_getting_through_brings_the_other_retries_forward(
+    org, endpoint, receiver: Receiver, django_capture_on_commit_callbacks
+):
+    """The endpoint is back: its waiting retries go now, not after their back-off."""
+    receiver.script = [500, 500, 500]
+    clock = Clock()
+    queued = Inline(run=False)
+    for _ in range(3):
+        publish(org, queued, django_capture_on_commit_callbacks)
+    for delivery_id, lease in queued.calls:
+        assert (
+            delivery_attempt(delivery_id=delivery_id, lease=lease, now=clock) == "retry"
+        )
+    queued.calls.clear()
+    first, *others = Delivery.objects.order_by("pk")
+    # The first comes due a little earlier than the others (made to), and succeeds.
+    Delivery.objects.filter(pk__in=[d.pk for d in others]).update(
+        next_try_at=clock.now + dt.timedelta(seconds=600)
+    )
+    clock.advance(30)
+    assert deliveries_sweep(now=clock.now, enqueue=queued) == [first.pk]
+    [(delivery_id, lease)] = queued.calls
+    assert (
+        delivery_attempt(delivery_id=delivery_id, lease=lease, now=clock) == "delivered"
+    )
+    queued.calls.clear()
+    assert sorted(deliveries_sweep(now=clock.now, enqueue=queued)) == [
+        d.pk for d in others
+    ]
