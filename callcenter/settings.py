@@ -299,6 +299,11 @@ CELERY_BEAT_SCHEDULE = {
 # Webhooks (F-77): loopback and private addresses are refused unless this is on.
 ALLOW_PRIVATE_URLS = E.get_bool("ALLOW_PRIVATE_URLS")
 WEBHOOK_FIRST_RETRY_SECONDS = E.get_float("WEBHOOK_FIRST_RETRY_SECONDS")
+if not 0 < WEBHOOK_FIRST_RETRY_SECONDS <= 60:
+    raise ValueError(
+        "WEBHOOK_FIRST_RETRY_SECONDS must be more than 0 and at most 60 "
+        "(the first retry comes within a minute, SPEC F-77)."
+    )
 WEBHOOK_LEASE_SECONDS = E.get_float("WEBHOOK_LEASE_SECONDS")
 # Email (the job-created email): the console in `make run`, SMTP with smtp://….
 _EMAIL = E.env.email_url_config(E.get_str("EMAIL_URL"))
