@@ -165,7 +165,7 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     EnvVar(
         "WEBHOOK_FIRST_RETRY_SECONDS",
         "30",
-        "Wait before a failed webhook delivery's first retry; each next wait doubles "
+        "Wait before a failed webhook delivery's first retry (0–60 s); each next wait doubles "
         "(at most 1 h), for 24 h.",
     ),
     EnvVar(
