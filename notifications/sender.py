@@ -8,6 +8,7 @@ Django here: the caller passes the settings.
 
 from __future__ import annotations
 
+import ssl
 import threading
 from dataclasses import dataclass
 
@@ -17,6 +18,9 @@ from notifications.urlsafety import UnsafeURL, resolve_target
 
 TIMEOUT_S = 10.0
 EXCERPT_BYTES = 500
+
+# TLS verification of the receivers (certifi's roots); tests trust their own CA here.
+VERIFY: ssl.SSLContext | bool = True
 
 _local = threading.local()
 
@@ -41,6 +45,7 @@ def _client() -> httpx.Client:
             timeout=httpx.Timeout(TIMEOUT_S),
             follow_redirects=False,
             trust_env=False,  # no proxy from the environment: the address is pinned
+            verify=VERIFY,
         )
         _local.client = client
     return client
