@@ -29,6 +29,7 @@ from calls.campaigns.api.views import (
     DoNotCallViewSet,
 )
 from handoff.api.views import CallHandoffApi, HandoffByPhoneApi
+from notifications.api.views import WebhookDeliveriesApi, WebhookEndpointViewSet
 
 LIST = {"get": "list", "post": "create"}
 DETAIL = {
@@ -139,6 +140,23 @@ urlpatterns: list[URLPattern] = [
         "dnc/<int:pk>/",
         DoNotCallViewSet.as_view({"delete": "destroy"}),
         name="api-dnc-detail",
+    ),
+    path(
+        "webhook-endpoints/",
+        WebhookEndpointViewSet.as_view(LIST),
+        name="api-webhook-endpoint-list",
+    ),
+    path(
+        "webhook-endpoints/<int:pk>/",
+        WebhookEndpointViewSet.as_view(
+            {"get": "retrieve", "patch": "partial_update", "delete": "destroy"}
+        ),
+        name="api-webhook-endpoint-detail",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/deliveries/",
+        WebhookDeliveriesApi.as_view(),
+        name="api-webhook-deliveries",
     ),
     # Keep last: any other /api/ URL (a newline in it too) is a 404 in the error
     # format, not an HTML page.

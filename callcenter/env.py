@@ -169,6 +169,35 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "sharing it share the cache.",
     ),
     EnvVar(
+        "ALLOW_PRIVATE_URLS",
+        "false",
+        "Let webhooks (and other outgoing calls) reach loopback and private addresses "
+        "(SSRF guard off): local tests and benchmarks only.",
+    ),
+    EnvVar(
+        "WEBHOOK_FIRST_RETRY_SECONDS",
+        "30",
+        "Wait before a failed webhook delivery's first retry (0–60 s); each next wait doubles "
+        "(at most 1 h), for 24 h.",
+    ),
+    EnvVar(
+        "WEBHOOK_LEASE_SECONDS",
+        "120",
+        "A webhook delivery handed to a worker and not finished this long after (a dead "
+        "worker, a lost message) is handed out again by the sweep.",
+    ),
+    EnvVar(
+        "EMAIL_URL",
+        "consolemail://",
+        "Email backend for notifications: consolemail:// prints them, "
+        "smtp+tls://user:password@host:587 sends them.",
+    ),
+    EnvVar(
+        "DEFAULT_FROM_EMAIL",
+        "callcenter@localhost",
+        "Sender address of notification emails.",
+    ),
+    EnvVar(
         "DIALER_LEASE_SECONDS",
         "30",
         "A campaign attempt left dialing without a CallSid this long is reconciled "

@@ -32,6 +32,7 @@ INSTALLED_APPS = [
     "calls",
     "realtime",
     "handoff",
+    "notifications",
 ]
 
 MIDDLEWARE = [
@@ -291,4 +292,30 @@ CELERY_BEAT_SCHEDULE = {
         # A tick nobody ran in time is dropped: the next one does its work.
         "options": {"expires": 2.0},
     },
+    # Webhook retries that are due, and deliveries a dead worker left (F-77).
+    "webhook-sweep": {
+        "task": "notifications.tasks.sweep",
+        "schedule": 5.0,
+        "options": {"expires": 10.0},
+    },
 }
+
+# Webhooks (F-77): loopback and private addresses are refused unless this is on.
+ALLOW_PRIVATE_URLS = E.get_bool("ALLOW_PRIVATE_URLS")
+WEBHOOK_FIRST_RETRY_SECONDS = E.get_float("WEBHOOK_FIRST_RETRY_SECONDS")
+if not 0 < WEBHOOK_FIRST_RETRY_SECONDS <= 60:
+    raise ValueError(
+        "WEBHOOK_FIRST_RETRY_SECONDS must be more than 0 and at most 60 "
+        "(the first retry comes within a minute, SPEC F-77)."
+    )
+WEBHOOK_LEASE_SECONDS = E.get_float("WEBHOOK_LEASE_SECONDS")
+# Email (the job-created email): the console in `make run`, SMTP with smtp://….
+_EMAIL = E.env.email_url_config(E.get_str("EMAIL_URL"))
+EMAIL_BACKEND = _EMAIL["EMAIL_BACKEND"]
+EMAIL_HOST = _EMAIL.get("EMAIL_HOST") or "localhost"
+EMAIL_PORT = _EMAIL.get("EMAIL_PORT") or 25
+EMAIL_HOST_USER = _EMAIL.get("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = _EMAIL.get("EMAIL_HOST_PASSWORD") or ""
+EMAIL_USE_TLS = bool(_EMAIL.get("EMAIL_USE_TLS"))
+EMAIL_USE_SSL = bool(_EMAIL.get("EMAIL_USE_SSL"))
+DEFAULT_FROM_EMAIL = E.get_str("DEFAULT_FROM_EMAIL")

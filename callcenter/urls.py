@@ -17,6 +17,7 @@ urlpatterns = [
     path("", include("calls.web.urls")),
     # Operators' pages: F-35 … F-39.
     path("agents/", include("agents.urls")),
+    path("notifications/", include("notifications.urls")),
     path("", include("calls.campaigns.urls")),
     path("", include("calls.urls")),
 ]

@@ -49,6 +49,7 @@ from calls.twilio_client import (
 )
 from calls.twilio_security import public_url
 from handoff import twiml
+from notifications.hooks import call_handoff_publish
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def handoff_request(
         call_session_transition(
             call=call, to=CallStatus.TRANSFERRING, reason=f"handoff:{trigger}"
         )
+        call_handoff_publish(call=call, trigger=trigger, reason=reason, mode="transfer")
         call_event_record(
             call=call,
             type="handoff-initiated",
@@ -233,6 +235,7 @@ def _web_take_message(*, call: CallSession, trigger: str, reason: str) -> Handof
     transcript_entry_add(
         call=call, speaker="system", text=WEB_MESSAGE_LINE, offset_ms=_offset_ms(call)
     )
+    call_handoff_publish(call=call, trigger=trigger, reason=reason, mode="message")
     transaction.on_commit(
         lambda: call_control_send(
             call_id=call.pk, command="instruct", text=WEB_TAKE_MESSAGE_NOTE

@@ -25,6 +25,7 @@ from calls.campaigns.disclosure import disclosure_missing
 from calls.campaigns.models import Campaign, Contact, DoNotCall
 from calls.groups import campaign_monitor_group
 from calls.models import CallSession
+from notifications.hooks import campaign_completed_publish
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ def _transition(campaign: Campaign, to: str) -> Campaign:
         fields.append("finished_at")
     campaign.save(update_fields=fields)
     transaction.on_commit(lambda: campaign_broadcast(campaign_id=campaign.pk))
+    if to == S.COMPLETED:
+        campaign_completed_publish(campaign=campaign)
     return campaign
 
 

@@ -28,6 +28,7 @@ from callcenter.api import ID_MAX
 from calls.campaigns.models import DoNotCall
 from calls.models import CallEvent, Recording
 from calls.status import CallStatus
+from notifications.models import Delivery, Event, WebhookEndpoint
 from tests.agents.factories import AgentProfileFactory, CustomerFactory, OperatorFactory
 from tests.calls.campaign_factories import (
     AttemptFactory,
@@ -134,6 +135,18 @@ def seeded(
     dnc = DoNotCall.objects.create(
         organization=org, phone="+819011112222", source=DoNotCall.Source.OPERATOR
     )
+    # Webhook URLs are not resolved at save with private URLs allowed: no DNS.
+    settings.ALLOW_PRIVATE_URLS = True
+    endpoint = WebhookEndpoint.objects.create(
+        organization=org,
+        url="http://127.0.0.1:9/hook",
+        secret="whsec_schemathesis_0123",
+        events=["job.created"],
+    )
+    Delivery.objects.create(
+        endpoint=endpoint,
+        event=Event.objects.create(organization=org, type="job.created", data={}),
+    )
     token, _ = Token.objects.get_or_create(user=operator)
     return {
         "headers": {"Authorization": f"Token {token.key}"},
@@ -145,6 +158,7 @@ def seeded(
             "campaigns": campaign.pk,
             "campaign_agent": campaign_agent.pk,
             "dnc": dnc.pk,
+            "webhook-endpoints": endpoint.pk,
         },
     }
 

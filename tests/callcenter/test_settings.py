@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from callcenter.env import BASE_DIR, ENV_DEFAULTS
 
 SPEC_VARIABLES = {
@@ -81,3 +83,24 @@ def test_demo_mode_without_key():
         _settings_in_subprocess({"OPENAI_API_KEY": "sk-x"}, "settings.DEMO_MODE")
         == "False"
     )
+
+
+def test_webhook_settings():
+    out = _settings_in_subprocess(
+        {},
+        "settings.ALLOW_PRIVATE_URLS, settings.WEBHOOK_FIRST_RETRY_SECONDS, "
+        "settings.EMAIL_BACKEND",
+    )
+    assert out == "False 30.0 django.core.mail.backends.console.EmailBackend"
+    out = _settings_in_subprocess(
+        {
+            "ALLOW_PRIVATE_URLS": "true",
+            "EMAIL_URL": "smtp+tls://u:p@mail.example.jp:587",
+        },
+        "settings.ALLOW_PRIVATE_URLS, settings.EMAIL_HOST, settings.EMAIL_PORT, "
+        "settings.EMAIL_USE_TLS",
+    )
+    assert out == "True mail.example.jp 587 True"
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        _settings_in_subprocess({"WEBHOOK_FIRST_RETRY_SECONDS": "90"}, "settings.DEBUG")
+    assert "at most 60" in refused.value.stderr
