@@ -16,6 +16,15 @@ def new_stream_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+class ExtractionStatus(models.TextChoices):
+    """Where the after-call summary and extraction stand (F-76)."""
+
+    PENDING = "pending", _("pending")
+    DONE = "done", _("done")
+    FAILED = "failed", _("failed")
+    SKIPPED = "skipped", _("skipped")
+
+
 class CallSession(models.Model):
     """One call, from the first webhook (or the browser's offer) to the final status."""
 
@@ -114,6 +123,24 @@ class CallSession(models.Model):
     # Outcome (F-49).
     outcome = models.CharField(max_length=100, blank=True)
     outcome_notes = models.TextField(blank=True)
+
+    # After the call (F-76): the text model's summary and the profile schema's fields.
+    summary = models.TextField(_("summary"), blank=True)
+    extraction = models.JSONField(_("extracted fields"), default=dict, blank=True)
+    extraction_status = models.CharField(
+        _("extraction status"),
+        max_length=10,
+        choices=ExtractionStatus.choices,
+        default=ExtractionStatus.PENDING,
+    )
+    extraction_error = models.TextField(_("extraction error"), blank=True)
+    extraction_attempts = models.PositiveSmallIntegerField(default=0)
+    summarized_at = models.DateTimeField(null=True, blank=True)
+    summary_input_tokens = models.PositiveIntegerField(default=0)
+    summary_output_tokens = models.PositiveIntegerField(default=0)
+    summary_cost_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal(0)
+    )
 
     class Meta:
         verbose_name = _("call")

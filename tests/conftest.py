@@ -47,3 +47,19 @@ def _block_network() -> Any:
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def summary_tasks(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record after-call task messages (F-76) instead of sending them to a broker.
+
+    Every ended call enqueues one on commit; tests that want the step run call
+    `calls.summary.tasks.summarize_call` themselves or start a real worker.
+    """
+    sent: list[dict[str, Any]] = []
+
+    def record(*, call_id: int, announce: bool = True) -> None:
+        sent.append({"call_id": call_id, "announce": announce})
+
+    monkeypatch.setattr("calls.summary.dispatch.summary_enqueue", record)
+    return sent
