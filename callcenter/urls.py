@@ -18,5 +18,7 @@ urlpatterns = [
     # Operators' pages: F-35 … F-39.
     path("agents/", include("agents.urls")),
     path("", include("calls.campaigns.urls")),
+    # Job cards (F-77).
+    path("", include("jobs.urls")),
     path("", include("calls.urls")),
 ]

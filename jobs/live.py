@@ -16,7 +16,9 @@ from calls.layer import agroup_send_best_effort, broadcasts_paused
 log = logging.getLogger(__name__)
 
 
-def job_message(job: Any, kind: str, changed: list[str] | None = None) -> dict[str, Any]:
+def job_message(
+    job: Any, kind: str, changed: list[str] | None = None
+) -> dict[str, Any]:
     """What the pages receive about a job (type `job.created` or `job.updated`)."""
     return {
         "type": kind,

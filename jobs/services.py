@@ -123,6 +123,7 @@ def job_update(
     fields: dict[str, Any] | None = None,
     status: str | None = None,
     assignee: Any = _UNSET,
+    customer: Any = _UNSET,
 ) -> Job:
     """Change a job's title, fields, status (new → accepted → done | canceled) or
     assignee (an operator of its organisation, or None); announce what changed."""
@@ -142,6 +143,16 @@ def job_update(
         if (assignee.pk if assignee else None) != locked.assignee_id:
             locked.assignee = assignee
             changed.append("assignee")
+    if customer is not _UNSET:
+        if customer is not None and customer.organization_id != locked.organization_id:
+            raise ApplicationError(
+                _("The customer belongs to another organisation."),
+                code=ErrorCode.VALIDATION,
+                http_status=400,
+            )
+        if (customer.pk if customer else None) != locked.customer_id:
+            locked.customer = customer
+            changed.append("customer")
     if changed:
         locked.save(update_fields=[*changed, "updated_at"])
         _announce_updated(locked, changed)

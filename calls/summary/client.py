@@ -84,7 +84,9 @@ def request_summary(
             },
         )
     except openai.APITimeoutError:
-        raise SummaryError(f"the text model did not answer within {timeout_s:g} s")
+        raise SummaryError(
+            f"the text model did not answer within {timeout_s:g} s"
+        ) from None
     except openai.APIConnectionError as exc:
         raise SummaryError(f"cannot reach the text model: {exc}") from None
     except openai.APIStatusError as exc:

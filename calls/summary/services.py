@@ -187,7 +187,10 @@ def _attempt_failed(
     call: CallSession, *, attempt: int, error: SummaryError, announce: bool
 ) -> AttemptOutcome:
     log.warning(
-        "call summary try %d failed: %s", attempt, error.reason, extra={"call_id": call.pk}
+        "call summary try %d failed: %s",
+        attempt,
+        error.reason,
+        extra={"call_id": call.pk},
     )
     final = attempt >= settings.SUMMARY_MAX_ATTEMPTS
     with transaction.atomic():
