@@ -65,7 +65,7 @@ _PHONE = re.compile(r"(\+?\d[\d-]{8,}\d)")
 _NAME_JA = re.compile(r"([\u3040-\u30ff\u4e00-\u9fffA-Za-z]{1,10})と申します")
 _NAME_EN = re.compile(r"[Mm]y name is ([A-Z][a-z]+(?: [A-Z][a-z]+)?)")
 _WHEN = re.compile(
-    r"((?:明日|明後日|今日|\d{1,2}月\d{1,2}日)[^。、,.]{0,12}?(?:\d{1,2}時(?:半|\d{1,2}分)?)?"
+    r"((?:明日|明後日|今日|\d{1,2}月\d{1,2}日)(?:の?(?:午前|午後)?\d{1,2}時(?:半|\d{1,2}分)?)?"
     r"|(?:tomorrow|today|on \w+day)(?: at \d{1,2}(?::\d{2})? ?(?:am|pm)?)?)"
 )
 _JOB_WORDS: Final = (
@@ -205,7 +205,7 @@ def value_for(name: str, schema: Any, t: Transcript) -> Any:
     """A value for one schema node, read from the transcript where the name says how."""
     if not isinstance(schema, dict):
         return None
-    if "enum" in schema and schema["enum"]:
+    if schema.get("enum"):
         choices = list(schema["enum"])
         return "neutral" if "neutral" in choices else choices[0]
     if "const" in schema:
@@ -273,9 +273,7 @@ def check_request(body: object, headers: dict[str, str], api_key: str | None) ->
         raise BadRequest("The body must be a JSON object.")
     unknown = sorted(set(body) - KNOWN_PARAMS)
     if unknown:
-        raise BadRequest(
-            f"Unknown parameter: '{unknown[0]}'.", param=unknown[0]
-        )
+        raise BadRequest(f"Unknown parameter: '{unknown[0]}'.", param=unknown[0])
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise BadRequest("Missing required parameter: 'model'.", param="model")
     input_ = body.get("input")
@@ -285,7 +283,11 @@ def check_request(body: object, headers: dict[str, str], api_key: str | None) ->
         and all(isinstance(i, dict) and "role" in i for i in input_)
     ):
         raise BadRequest("Invalid 'input': a string or a list of messages.", "input")
-    fmt = (body.get("text") or {}).get("format") if isinstance(body.get("text"), dict) else None
+    fmt = (
+        (body.get("text") or {}).get("format")
+        if isinstance(body.get("text"), dict)
+        else None
+    )
     if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
         raise BadRequest(
             "Expected 'text.format' of type 'json_schema'.", param="text.format"

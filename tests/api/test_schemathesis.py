@@ -28,6 +28,7 @@ from callcenter.api import ID_MAX
 from calls.campaigns.models import DoNotCall
 from calls.models import CallEvent, Recording
 from calls.status import CallStatus
+from jobs.models import Job
 from tests.agents.factories import AgentProfileFactory, CustomerFactory, OperatorFactory
 from tests.calls.campaign_factories import (
     AttemptFactory,
@@ -134,6 +135,9 @@ def seeded(
     dnc = DoNotCall.objects.create(
         organization=org, phone="+819011112222", source=DoNotCall.Source.OPERATOR
     )
+    call.summary, call.extraction = "要約", {"job_required": True}
+    call.save(update_fields=["summary", "extraction"])
+    job = Job.objects.create(organization=org, customer=customer, title="修理")
     token, _ = Token.objects.get_or_create(user=operator)
     return {
         "headers": {"Authorization": f"Token {token.key}"},
@@ -145,6 +149,7 @@ def seeded(
             "campaigns": campaign.pk,
             "campaign_agent": campaign_agent.pk,
             "dnc": dnc.pk,
+            "jobs": job.pk,
         },
     }
 
