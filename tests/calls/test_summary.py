@@ -55,7 +55,9 @@ def announced() -> Iterator[list[tuple[int, str]]]:
 
 
 def ended_call(
-    *lines: tuple[str, str], path: tuple[str, ...] = (S.AI_RESPONDING, S.COMPLETED), **kw
+    *lines: tuple[str, str],
+    path: tuple[str, ...] = (S.AI_RESPONDING, S.COMPLETED),
+    **kw,
 ) -> CallSession:
     call = CallSessionFactory(**kw)
     for offset, (speaker, text) in enumerate(lines):
@@ -110,7 +112,11 @@ def test_each_path_and_status_gets_a_summary_in_the_calls_language(
 ) -> None:
     agent = AgentProfileFactory(realtime_enabled=realtime)
     call = ended_call(
-        *JA, path=path, direction=direction, agent=agent, organization=agent.organization
+        *JA,
+        path=path,
+        direction=direction,
+        agent=agent,
+        organization=agent.organization,
     )
     with django_capture_on_commit_callbacks(execute=True):
         outcome = call_summary_attempt(call_id=call.pk)
@@ -218,7 +224,9 @@ def test_model_errors_are_retried_with_back_off_then_kept_as_failed(
     assert len(scheduled) == 2
     call.refresh_from_db()
     assert call.extraction_status == ExtractionStatus.FAILED
-    assert call.extraction_error.startswith("Try 3 of 3: the text model answered HTTP 500")
+    assert call.extraction_error.startswith(
+        "Try 3 of 3: the text model answered HTTP 500"
+    )
     assert call.extraction_attempts == 3
     assert announced == [(call.pk, "failed")]
 
@@ -269,9 +277,10 @@ def test_the_profiles_schema_constrains_the_output(fake: FakeResponsesServer) ->
     call.refresh_from_db()
     assert set(call.extraction) == set(SALES_SCHEMA["properties"])
     assert call.extraction["interest"] == "high"
-    assert fake.requests[-1].body["text"]["format"]["schema"]["properties"][
-        "fields"
-    ] == SALES_SCHEMA
+    assert (
+        fake.requests[-1].body["text"]["format"]["schema"]["properties"]["fields"]
+        == SALES_SCHEMA
+    )
 
 
 def test_a_loose_schema_is_sent_without_strict(fake: FakeResponsesServer) -> None:
