@@ -31,8 +31,8 @@ class JobSerializer(OrganizationOwnedSerializer):
         help_text="A new job is `new`; changes follow new → accepted → done | "
         "canceled (409 otherwise).",
     )
-    call_summary = serializers.CharField(
-        source="call.summary", read_only=True, default="", allow_null=True
+    call_summary = serializers.SerializerMethodField(
+        help_text="The summary of the job's call (F-76); empty without a call."
     )
 
     class Meta:
@@ -62,6 +62,9 @@ class JobSerializer(OrganizationOwnedSerializer):
             _scope_field(
                 self, "assignee", organization_scope(Operator.objects.all(), user=user)
             )
+
+    def get_call_summary(self, job: Job) -> str:
+        return job.call.summary if job.call_id and job.call else ""
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         organization = self._organization(attrs)
