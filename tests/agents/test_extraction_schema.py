@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.utils import translation
 
 from agents.extraction_schema import (
     RECEPTION_SCHEMA,
@@ -45,7 +46,7 @@ def test_the_default_is_a_fresh_copy():
     ],
 )
 def test_invalid_schemas_are_refused_naming_the_problem(schema, message):
-    with pytest.raises(ValidationError) as info:
+    with translation.override("en"), pytest.raises(ValidationError) as info:
         check_extraction_schema(schema)
     assert message in " ".join(info.value.messages)
 

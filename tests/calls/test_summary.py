@@ -225,7 +225,7 @@ def test_model_errors_are_retried_with_back_off_then_kept_as_failed(
     call.refresh_from_db()
     assert call.extraction_status == ExtractionStatus.FAILED
     assert call.extraction_error.startswith(
-        "Try 3 of 3: the text model answered HTTP 500"
+        "3回中3回目: the text model answered HTTP 500"
     )
     assert call.extraction_attempts == 3
     assert announced == [(call.pk, "failed")]
@@ -317,5 +317,5 @@ def test_rerun_of_a_live_call_is_refused() -> None:
     from callcenter.errors import ApplicationError
 
     call = CallSessionFactory(status=S.AI_RESPONDING)
-    with pytest.raises(ApplicationError, match="still live"):
+    with pytest.raises(ApplicationError, match="通話中です"):
         call_extraction_rerun(call=call)

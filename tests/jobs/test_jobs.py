@@ -205,7 +205,7 @@ def test_status_actions_and_assignment(logged_in: Any, operator: Any) -> None:
     # A step the flow does not allow is a message, not a 500.
     response = logged_in.post(url, {"status": "new"}, follow=True)
     assert response.status_code == 200
-    assert "cannot go from" in response.content.decode()
+    assert "「accepted」から「new」にはできません" in response.content.decode()
     logged_in.post(url, {"status": "done"})
     job.refresh_from_db()
     assert job.status == JobStatus.DONE

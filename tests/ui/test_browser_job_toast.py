@@ -100,4 +100,4 @@ def test_a_new_job_shows_a_toast_on_the_dashboard_and_the_jobs_page(
     page.locator(f'[data-job-toasts] [data-job-id="{pk2}"] a').click()
     expect(page).to_have_url(f"{service.base_url}/jobs/{pk2}/")
     page.get_by_role("button", name="受け付ける").click()
-    expect(page.get_by_test_id("job-status")).to_have_text("accepted")
+    expect(page.get_by_test_id("job-status")).to_have_text("受付済み")
