@@ -66,8 +66,9 @@ class JobAdmin(OrganizationScopedAdmin):
     ) -> None:
         data = form.cleaned_data
         if not change:
+            organization = data.get("organization") or request.user.organization
             saved = job_create(
-                organization=data["organization"],
+                organization=organization,
                 title=data["title"],
                 fields=data.get("fields") or {},
                 customer=data.get("customer"),
