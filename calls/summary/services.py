@@ -54,7 +54,7 @@ def transcript_for_model(*, call: CallSession) -> tuple[str, int]:
     """The saved transcript as tagged lines, and how many are the caller's."""
     lines, caller = [], 0
     for entry in call.transcript.order_by("offset_ms", "id"):
-        tag = SPEAKER_TAGS.get(entry.speaker)  # type: ignore[call-overload]
+        tag = SPEAKER_TAGS.get(entry.speaker)
         if tag is None or not entry.text.strip():
             continue
         caller += tag == "customer"
@@ -174,13 +174,36 @@ def call_summary_attempt(
                 "extraction_attempts",
             ]
         )
-        from jobs.services import job_create_from_call
-
-        job_create_from_call(call=call)
+        _job_from_call(call)
         _broadcast(call)
         if announce:
             _announce(call=call, status=ExtractionStatus.DONE)
     return AttemptOutcome("done")
+
+
+def _job_from_call(call: CallSession) -> None:
+    """The job card rule (F-77); a failure there never loses the summary."""
+    from jobs.services import job_create_from_call
+
+    try:
+        with transaction.atomic():
+            job_create_from_call(call=call)
+    except Exception:
+        log.exception("job card not made", extra={"call_id": call.pk})
+
+
+def call_summary_unexpected(
+    *, call_id: int, attempt: int, announce: bool, error: BaseException
+) -> AttemptOutcome:
+    """A try that broke in an unforeseen way (a database error, a bug): counted and
+    retried like a model error, so the call never stays `pending` for good."""
+    call = CallSession.objects.filter(pk=call_id).first()
+    if call is None:
+        return AttemptOutcome("gone")
+    reason = f"unexpected error: {type(error).__name__}: {error}"
+    return _attempt_failed(
+        call, attempt=attempt, error=SummaryError(reason), announce=announce
+    )
 
 
 def _attempt_failed(

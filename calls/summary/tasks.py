@@ -7,15 +7,27 @@
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
 
-from calls.summary.services import call_summary_attempt
+from calls.summary.services import call_summary_attempt, call_summary_unexpected
+
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="calls.summary.tasks.summarize_call", ignore_result=True)
 def summarize_call(call_id: int, attempt: int = 1, announce: bool = True) -> str:
     """Summarise the ended call; re-enqueue itself while tries remain."""
-    outcome = call_summary_attempt(call_id=call_id, attempt=attempt, announce=announce)
+    try:
+        outcome = call_summary_attempt(
+            call_id=call_id, attempt=attempt, announce=announce
+        )
+    except Exception as exc:
+        log.exception("summary try %d broke", attempt, extra={"call_id": call_id})
+        outcome = call_summary_unexpected(
+            call_id=call_id, attempt=attempt, announce=announce, error=exc
+        )
     if outcome.retry_in_s is not None:
         summarize_call.apply_async(
             args=[call_id],

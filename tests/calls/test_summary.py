@@ -319,3 +319,42 @@ def test_rerun_of_a_live_call_is_refused() -> None:
     call = CallSessionFactory(status=S.AI_RESPONDING)
     with pytest.raises(ApplicationError, match="通話中です"):
         call_extraction_rerun(call=call)
+
+
+def test_an_unexpected_error_is_counted_and_retried_not_left_pending(
+    fake: FakeResponsesServer,
+    monkeypatch: pytest.MonkeyPatch,
+    announced: list[tuple[int, str]],
+    django_capture_on_commit_callbacks: Any,
+) -> None:
+    call = ended_call(*JA)
+    scheduled: list[dict[str, Any]] = []
+    monkeypatch.setattr(
+        tasks.summarize_call, "apply_async", lambda **kw: scheduled.append(kw)
+    )
+
+    def broken(**_: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(tasks, "call_summary_attempt", broken)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert tasks.summarize_call.run(call.pk) == "retry"
+        assert tasks.summarize_call.run(call.pk, attempt=3) == "failed"
+    call.refresh_from_db()
+    assert call.extraction_status == ExtractionStatus.FAILED
+    assert "RuntimeError: disk full" in call.extraction_error
+    assert announced == [(call.pk, "failed")]
+    assert len(scheduled) == 1
+
+
+def test_a_broken_job_rule_keeps_the_summary(
+    fake: FakeResponsesServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(**_: Any) -> None:
+        raise RuntimeError("no jobs today")
+
+    monkeypatch.setattr("jobs.services.job_create_from_call", broken)
+    call = ended_call(*JA)
+    assert call_summary_attempt(call_id=call.pk).status == "done"
+    call.refresh_from_db()
+    assert call.extraction_status == ExtractionStatus.DONE and call.summary
