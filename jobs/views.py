@@ -7,7 +7,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -15,8 +15,9 @@ from agents.models import Operator
 from agents.selectors import organization_scope
 from callcenter.errors import ApplicationError
 from jobs.forms import JobAssignForm, JobFilterForm, JobStatusForm
+from jobs.live import job_message
 from jobs.models import JOB_TRANSITIONS, Job
-from jobs.selectors import job_get, job_search
+from jobs.selectors import job_get, job_list, job_search
 from jobs.services import job_update
 
 JOBS_PER_PAGE = 50
@@ -109,3 +110,24 @@ def job_assign_action(request: HttpRequest, pk: int) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
     return redirect("jobs:detail", pk=job.pk)
+
+
+@login_required
+@require_GET
+def jobs_since(request: HttpRequest) -> JsonResponse:
+    """Jobs made after `?after=<id>` (at most 20, oldest first), as the socket sends
+    them; without `after`, none and the newest id. The pages poll this beside their
+    socket, so a toast shows even where the worker cannot reach the page's server
+    through the channel layer (one process's in-memory layer, Redis down)."""
+    jobs = job_list(user=request.user)
+    after = request.GET.get("after", "")
+    if not after.isdigit():
+        newest = jobs.order_by("-pk").values_list("pk", flat=True).first()
+        return JsonResponse({"last_id": newest or 0, "jobs": []})
+    found = list(jobs.filter(pk__gt=int(after)).order_by("pk")[:20])
+    return JsonResponse(
+        {
+            "last_id": found[-1].pk if found else int(after),
+            "jobs": [job_message(job, "job.created") for job in found],
+        }
+    )

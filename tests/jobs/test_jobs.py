@@ -232,3 +232,21 @@ def test_another_organisations_job_is_404(logged_in: Any) -> None:
 def test_the_dashboard_has_the_toast_container(logged_in: Any) -> None:
     page = logged_in.get(reverse("calls:dashboard")).content.decode()
     assert "data-job-toasts" in page and "jobs_live.js" in page
+
+
+def test_jobs_since_gives_new_jobs_of_the_organisation_only(
+    logged_in: Any, operator: Any
+) -> None:
+    org = operator.organization
+    first = job_create(organization=org, title="前からある案件")
+    start = logged_in.get(reverse("jobs:since")).json()
+    assert start == {"last_id": first.pk, "jobs": []}
+    job_create(organization=OrganizationFactory(), title="よその案件")
+    new = job_create(organization=org, title="新しい案件です")
+    data = logged_in.get(reverse("jobs:since"), {"after": first.pk}).json()
+    assert [j["job_id"] for j in data["jobs"]] == [new.pk]
+    assert data["jobs"][0]["title"] == "新しい案件です"
+    assert data["jobs"][0]["url"] == f"/jobs/{new.pk}/"
+    assert data["last_id"] == new.pk
+    again = logged_in.get(reverse("jobs:since"), {"after": new.pk}).json()
+    assert again == {"last_id": new.pk, "jobs": []}

@@ -101,3 +101,30 @@ def test_a_new_job_shows_a_toast_on_the_dashboard_and_the_jobs_page(
     expect(page).to_have_url(f"{service.base_url}/jobs/{pk2}/")
     page.get_by_role("button", name="受け付ける").click()
     expect(page.get_by_test_id("job-status")).to_have_text("受付済み")
+
+
+@pytest.fixture(scope="module")
+def lone_service() -> Iterator[ServiceProcess]:
+    """The service with its in-memory channel layer, as `make run` has it: a job a
+    worker (here a shell) makes cannot reach its sockets."""
+    with ServiceProcess(env={"REDIS_URL": ""}) as svc:
+        yield svc
+
+
+def test_without_a_shared_layer_the_toast_still_comes_by_polling(
+    lone_service: ServiceProcess,
+) -> None:
+    from playwright.sync_api import expect
+
+    with chromium_context() as context:
+        page = context.new_page()
+        login(page, lone_service.base_url)
+        page.goto(f"{lone_service.base_url}/")
+        expect(page.locator("[data-job-toasts]")).to_have_attribute(
+            "data-socket", "open"
+        )
+        pk = lone_service.django(JOB_FROM_A_CALL.format(title="屋根の点検")).strip()
+        toast = page.locator(f'[data-job-toasts] [data-job-id="{pk}"]')
+        expect(toast).to_be_visible(timeout=10_000)
+        expect(toast).to_contain_text("屋根の点検")
+        expect(page.get_by_test_id("job-toast")).to_have_count(1)  # once, not twice
