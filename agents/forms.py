@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 from django.utils.translation import gettext_lazy as _
 
 from agents.extraction_schema import PRESETS
@@ -164,6 +166,15 @@ def preview_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return values
 
 
+class PrettyJSONField(forms.JSONField):
+    """A JSON field shown indented, Japanese as written (the extraction schema)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+
 class AgentProfileForm(forms.ModelForm):
     """Every F-03 field of an agent profile, each with the control that fits it."""
 
@@ -171,6 +182,11 @@ class AgentProfileForm(forms.ModelForm):
         choices=[(name, TOOL_LABELS[name]) for name in TOOL_NAMES],
         widget=forms.CheckboxSelectMultiple,
         required=False,
+    )
+    extraction_schema = PrettyJSONField(
+        widget=forms.Textarea(
+            attrs={"rows": 16, "spellcheck": "false", "class": "code"}
+        )
     )
     extraction_preset = forms.ChoiceField(
         choices=[
@@ -214,9 +230,6 @@ class AgentProfileForm(forms.ModelForm):
             ),
             "rollout_percentage": forms.NumberInput(attrs={"min": 0, "max": 100}),
             "handoff_phone_number": forms.TextInput(attrs={"inputmode": "tel"}),
-            "extraction_schema": forms.Textarea(
-                attrs={"rows": 16, "spellcheck": "false", "class": "code"}
-            ),
         }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -14,6 +14,7 @@ from django.views.decorators.http import require_GET, require_POST
 from agents.models import Operator
 from agents.selectors import organization_scope
 from callcenter.errors import ApplicationError
+from calls.summary.views import display_value
 from jobs.forms import JobAssignForm, JobFilterForm, JobStatusForm
 from jobs.live import job_message
 from jobs.models import JOB_TRANSITIONS, Job
@@ -73,7 +74,10 @@ def job_detail_page(request: HttpRequest, pk: int) -> HttpResponse:
                 initial={"assignee": job.assignee_id},
                 operators=_operators(request, job),
             ),
-            "fields": sorted((job.fields or {}).items())
+            "fields": [
+                (key, display_value(value))
+                for key, value in sorted((job.fields or {}).items())
+            ]
             if isinstance(job.fields, dict)
             else [],
         },

@@ -14,7 +14,8 @@ from calls.models import CallSession
 from calls.selectors import call_get
 
 
-def _display(value: Any) -> str:
+def display_value(value: Any) -> str:
+    """An extracted value as text: lists joined, booleans as ✓ / ✗, objects as JSON."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -32,7 +33,7 @@ def summary_context(call: CallSession) -> dict[str, Any]:
 
     extraction = call.extraction if isinstance(call.extraction, dict) else {}
     return {
-        "extraction_items": [(k, _display(v)) for k, v in extraction.items()],
+        "extraction_items": [(k, display_value(v)) for k, v in extraction.items()],
         "job": job_for_call(call_id=call.pk),
     }
 
