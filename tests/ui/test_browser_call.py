@@ -219,7 +219,7 @@ def test_simulated_call_monitor_and_handoff(demo: DemoService, page: Any) -> Non
     summary = page.get_by_test_id("call-summary")
     expect(summary).to_contain_text("お客様の用件:", timeout=10_000)
     expect(page.get_by_test_id("extraction")).to_be_visible()
-    screenshot(page, "24-summary-after-the-call")
+    screenshot(page, "72-summary-after-the-call")
     if not demo.emulator_call(agent["sid"])["finished"]:
         demo.hang_up(agent["sid"])
     assert demo.emulator_call(caller_sid)["status"] == "completed"

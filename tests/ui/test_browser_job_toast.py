@@ -82,7 +82,7 @@ def test_a_new_job_shows_a_toast_on_the_dashboard_and_the_jobs_page(
     expect(toast.get_by_role("link", name="エアコン修理")).to_have_attribute(
         "href", f"/jobs/{pk}/"
     )
-    screenshot(page, "20-job-toast-dashboard")
+    screenshot(page, "70-job-toast-dashboard")
 
     page.get_by_role("link", name="案件", exact=True).click()
     expect(page.get_by_role("heading", name="案件")).to_be_visible()
@@ -94,7 +94,7 @@ def test_a_new_job_shows_a_toast_on_the_dashboard_and_the_jobs_page(
         "給湯器の点検"
     )
     assert page.evaluate("() => window.__sameDocument") is True
-    screenshot(page, "21-job-toast-jobs-page")
+    screenshot(page, "71-job-toast-jobs-page")
 
     # The toast's link opens the card; accepting it is one click.
     page.locator(f'[data-job-toasts] [data-job-id="{pk2}"] a').click()
