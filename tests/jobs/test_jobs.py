@@ -172,6 +172,7 @@ def test_list_page_filters_and_scopes(logged_in: Any, operator: Any) -> None:
     assert "エアコン修理" in page and "給湯器点検" in page
     assert "よその案件" not in page
     assert "data-job-toasts" in page and 'data-ws-path="/ws/jobs/"' in page
+    assert "{#" not in page and "jobs_live.js fills" not in page  # no stray comment
     page = logged_in.get(reverse("jobs:list"), {"status": "accepted"}).content.decode()
     assert "給湯器点検" in page and "エアコン修理" not in page
     page = logged_in.get(reverse("jobs:list"), {"assignee": "none"}).content.decode()
