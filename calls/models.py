@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from agents.models import AgentProfile, Customer, Organization, PhoneNumber
 from calls.status import LIVE, CallStatus
@@ -19,7 +20,7 @@ def new_stream_token() -> str:
 class ExtractionStatus(models.TextChoices):
     """Where the after-call summary and extraction stand (F-76)."""
 
-    PENDING = "pending", _("pending")
+    PENDING = "pending", pgettext_lazy("extraction status", "pending")
     DONE = "done", _("done")
     FAILED = "failed", _("failed")
     SKIPPED = "skipped", _("skipped")
