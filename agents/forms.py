@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import json
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.forms.fields import InvalidJSONInput
 from django.utils.translation import gettext_lazy as _
 
+from agents.extraction_schema import PRESETS
 from agents.models import SPEED_MAX, SPEED_MIN, TOOL_NAMES, AgentProfile
 from agents.prompts import SAMPLE_VALUES, render_template, validate_template
 
@@ -84,7 +88,10 @@ FIELDSETS: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
     ),
     ("limits", _("制限"), ("max_call_duration_s", "idle_timeout_s")),
     ("web", _("Web通話"), ("public_web_calls", "public_web_max_calls")),
+    ("after_call", _("通話後の要約と抽出"), ("extraction_preset", "extraction_schema")),
 )
+# Form-only fields (not on the model).
+FORM_ONLY = frozenset({"extraction_preset"})
 
 # Which turn-detection types each VAD field applies to (the page hides the others).
 VAD_FIELD_TYPES = {
@@ -131,6 +138,8 @@ LABELS = {
     "voicemail_message": _("留守番電話へのメッセージ"),
     "max_call_duration_s": _("最大通話時間 (秒)"),
     "idle_timeout_s": _("無音タイムアウト (秒)"),
+    "extraction_preset": _("既定のスキーマに置き換える"),
+    "extraction_schema": _("抽出スキーマ (JSON Schema)"),
 }
 
 HELP = {
@@ -143,6 +152,10 @@ HELP = {
     "resume_message": _(
         "サーバーの再起動などで音声が途切れた通話が戻ったときに言います。空欄なら何も言いません。"
     ),
+    "extraction_schema": _(
+        "通話の終了後、テキストモデルがこのスキーマの項目を文字起こしから抽出します。"
+        "job_required が true になるか予約が入ると案件カードを作ります。"
+    ),
 }
 
 
@@ -153,6 +166,15 @@ def preview_values(overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     return values
 
 
+class PrettyJSONField(forms.JSONField):
+    """A JSON field shown indented, Japanese as written (the extraction schema)."""
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, InvalidJSONInput):
+            return value
+        return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
+
+
 class AgentProfileForm(forms.ModelForm):
     """Every F-03 field of an agent profile, each with the control that fits it."""
 
@@ -161,10 +183,28 @@ class AgentProfileForm(forms.ModelForm):
         widget=forms.CheckboxSelectMultiple,
         required=False,
     )
+    extraction_schema = PrettyJSONField(
+        widget=forms.Textarea(
+            attrs={"rows": 16, "spellcheck": "false", "class": "code"}
+        )
+    )
+    extraction_preset = forms.ChoiceField(
+        choices=[
+            ("", _("置き換えない (下の内容を保存)")),
+            ("reception", _("受付の既定スキーマ")),
+            ("sales", _("営業の既定スキーマ")),
+        ],
+        required=False,
+    )
 
     class Meta:
         model = AgentProfile
-        fields = [name for _key, _legend, names in FIELDSETS for name in names]
+        fields = [
+            name
+            for _key, _legend, names in FIELDSETS
+            for name in names
+            if name not in FORM_ONLY
+        ]
         widgets = {
             "speed": forms.NumberInput(
                 attrs={
@@ -202,6 +242,14 @@ class AgentProfileForm(forms.ModelForm):
                 field.widget.attrs["data-turn-types"] = " ".join(VAD_FIELD_TYPES[name])
         for name in ("instructions_template", "greeting_template"):
             self.fields[name].widget.attrs["data-template"] = name
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        preset = data.get("extraction_preset")
+        if preset in PRESETS:
+            data["extraction_schema"] = copy.deepcopy(PRESETS[preset])
+            self.errors.pop("extraction_schema", None)
+        return data
 
     def fieldsets(self) -> list[dict[str, Any]]:
         """Bound fields grouped for the template."""

@@ -8,6 +8,7 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from agents.extraction_schema import check_extraction_schema, default_extraction_schema
 from agents.phones import PhoneNumberField
 from agents.prompts import validate_template
 
@@ -208,6 +209,10 @@ class AgentProfile(models.Model):
         default=2,
         validators=[MinValueValidator(1), MaxValueValidator(50)],
     )
+    # After the call (F-76): the fields the text model extracts, as JSON Schema.
+    extraction_schema = models.JSONField(
+        _("extraction schema (JSON Schema)"), default=default_extraction_schema
+    )
     public_id = models.CharField(
         _("public id"),
         max_length=32,
@@ -246,6 +251,10 @@ class AgentProfile(models.Model):
                     params={"names": ", ".join(map(str, unknown_tools))},
                 )
             )
+        try:
+            check_extraction_schema(self.extraction_schema)
+        except ValidationError as exc:
+            errors.setdefault("extraction_schema", []).append(exc)
         if errors:
             raise ValidationError(errors)
 

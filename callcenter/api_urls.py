@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from agents.api.views import AgentProfileViewSet, AppointmentViewSet, CustomerViewSet
 from callcenter.errors import api_not_found
+from calls.api.summary_views import CallExtractApi
 from calls.api.views import (
     CallDetailApi,
     CallEventsApi,
@@ -29,6 +30,7 @@ from calls.campaigns.api.views import (
     DoNotCallViewSet,
 )
 from handoff.api.views import CallHandoffApi, HandoffByPhoneApi
+from jobs.api.views import JobViewSet
 from notifications.api.views import WebhookDeliveriesApi, WebhookEndpointViewSet
 
 LIST = {"get": "list", "post": "create"}
@@ -72,6 +74,11 @@ urlpatterns: list[URLPattern] = [
         CallInstructApi.as_view(),
         name="api-call-instruct",
     ),
+    path(
+        "calls/<int:call_id>/extract", CallExtractApi.as_view(), name="api-call-extract"
+    ),
+    path("jobs/", JobViewSet.as_view(LIST), name="api-job-list"),
+    path("jobs/<int:pk>/", JobViewSet.as_view(DETAIL), name="api-job-detail"),
     path("agents/", AgentProfileViewSet.as_view(LIST), name="api-agent-list"),
     path(
         "agents/<int:pk>/",

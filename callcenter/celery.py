@@ -1,7 +1,7 @@
 """The Celery app (F-62): `celery -A callcenter worker|beat`.
 
 Settings come from Django's, prefixed `CELERY_`; tasks are found in
-`calls.campaigns.tasks` and `notifications.tasks`. The filesystem broker's folders
+`calls.campaigns.tasks`, `calls.summary.tasks` and `notifications.tasks`. The filesystem broker's folders
 (no CELERY_BROKER_URL, no REDIS_URL) are made by the settings, so a fresh checkout
 needs nothing else.
 """
@@ -18,4 +18,4 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
 
 app = Celery("callcenter")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.autodiscover_tasks(["calls.campaigns", "notifications"])
+app.autodiscover_tasks(["calls.campaigns", "calls.summary", "notifications"])

@@ -82,6 +82,11 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Demo mode: port of the Twilio emulator (and its /_emulator/ control API).",
     ),
     EnvVar(
+        "DEMO_RESPONSES_PORT",
+        "8767",
+        "Demo mode: port of the fake OpenAI Responses API that writes call summaries.",
+    ),
+    EnvVar(
         "PUBLIC_BASE_URL",
         "http://127.0.0.1:8000",
         "Base URL Twilio reaches; https gives wss stream URLs, http gives ws (local use).",
@@ -260,6 +265,28 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "0.60,0.06,2.40,10.00,0.30,20.00",
         "The same six prices for gpt-realtime-mini.",
     ),
+    EnvVar(
+        "SUMMARY_OPENAI_BASE_URL",
+        "https://api.openai.com/v1",
+        "Base URL of the OpenAI API (Responses) that writes call summaries (F-76).",
+    ),
+    EnvVar("SUMMARY_MODEL", "gpt-4.1-mini", "Text model of call summaries."),
+    EnvVar(
+        "PRICE_SUMMARY_MODEL",
+        "0.40,1.60",
+        "USD per 1M tokens for the summary model: input, output.",
+    ),
+    EnvVar(
+        "SUMMARY_MAX_ATTEMPTS",
+        "3",
+        "Tries of a call's summary before it is kept as failed with the reason.",
+    ),
+    EnvVar(
+        "SUMMARY_RETRY_DELAY_S",
+        "5",
+        "Wait before the first retry of a summary; doubles each time.",
+    ),
+    EnvVar("SUMMARY_TIMEOUT_S", "30", "Time-out of one summary request (seconds)."),
 )
 
 _LOCAL_SECRET_KEY = "local-only-insecure-key-change-me-in-production-0123456789"

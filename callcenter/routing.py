@@ -8,6 +8,7 @@ from django.urls import path
 
 from calls.campaigns.consumers import CampaignMonitorConsumer
 from calls.consumers import CallMonitorConsumer, DashboardConsumer
+from jobs.consumers import JobsConsumer
 from realtime.routing import websocket_urlpatterns as media_stream_urlpatterns
 
 twilio_websocket_urlpatterns: list[Any] = [*media_stream_urlpatterns]
@@ -16,4 +17,5 @@ operator_websocket_urlpatterns: list[Any] = [
     path("calls/<int:call_id>/", CallMonitorConsumer.as_asgi()),
     path("dashboard/", DashboardConsumer.as_asgi()),
     path("campaigns/<int:campaign_id>/", CampaignMonitorConsumer.as_asgi()),
+    path("jobs/", JobsConsumer.as_asgi()),
 ]

@@ -33,6 +33,7 @@ INSTALLED_APPS = [
     "realtime",
     "handoff",
     "notifications",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -224,6 +225,15 @@ PUBLIC_WEB_CALL_RATE = E.get_str("PUBLIC_WEB_CALL_RATE")
 PUBLIC_WEB_TOKEN_MAX_AGE = E.get_int("PUBLIC_WEB_TOKEN_MAX_AGE")
 # Demo mode (F-45): no OpenAI key means the built-in fake Realtime server answers.
 DEMO_MODE = not OPENAI_API_KEY
+# After the call (F-76): the text model that writes summaries and extracts fields.
+SUMMARY_OPENAI_BASE_URL = E.get_str("SUMMARY_OPENAI_BASE_URL")
+SUMMARY_MODEL = E.get_str("SUMMARY_MODEL")
+SUMMARY_PRICES = dict(
+    zip(("input", "output"), map(float, E.get_list("PRICE_SUMMARY_MODEL")), strict=True)
+)
+SUMMARY_MAX_ATTEMPTS = E.get_int("SUMMARY_MAX_ATTEMPTS")
+SUMMARY_RETRY_DELAY_S = E.get_float("SUMMARY_RETRY_DELAY_S")
+SUMMARY_TIMEOUT_S = E.get_float("SUMMARY_TIMEOUT_S")
 REALTIME_PRICES = {
     "gpt-realtime": E.get_prices("PRICE_GPT_REALTIME"),
     "gpt-realtime-mini": E.get_prices("PRICE_GPT_REALTIME_MINI"),

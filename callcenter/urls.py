@@ -19,5 +19,7 @@ urlpatterns = [
     path("agents/", include("agents.urls")),
     path("notifications/", include("notifications.urls")),
     path("", include("calls.campaigns.urls")),
+    # Job cards (F-77).
+    path("", include("jobs.urls")),
     path("", include("calls.urls")),
 ]

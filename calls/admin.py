@@ -41,6 +41,19 @@ METRIC_FIELDS = (
     "barge_in_count",
 )
 
+# After the call (F-76): shown, never edited by hand (re-run instead).
+SUMMARY_FIELDS = (
+    "extraction_status",
+    "summary",
+    "extraction",
+    "extraction_error",
+    "extraction_attempts",
+    "summarized_at",
+    "summary_input_tokens",
+    "summary_output_tokens",
+    "summary_cost_usd",
+)
+
 
 class TranscriptInline(admin.TabularInline):
     model = TranscriptEntry
@@ -80,8 +93,16 @@ class CallSessionAdmin(OrganizationScopedAdmin):
         "first_audio_ms",
         "cost_usd",
         "end_reason",
+        "extraction_status",
     ]
-    list_filter = ["status", "direction", "organization", "agent", "created_at"]
+    list_filter = [
+        "status",
+        "extraction_status",
+        "direction",
+        "organization",
+        "agent",
+        "created_at",
+    ]
     search_fields = ["twilio_call_sid", "from_number", "to_number", "transcript__text"]
     date_hierarchy = "created_at"
     readonly_fields = [
@@ -98,10 +119,11 @@ class CallSessionAdmin(OrganizationScopedAdmin):
         "handoff_connected_at",
         "handoff_agent_call_sid",
         "handoff_conference_name",
+        *SUMMARY_FIELDS,
     ]
     raw_id_fields = ["customer", "handoff_requested_by"]
     inlines = [TranscriptInline, EventInline, RecordingInline]
-    actions = ["hand_off", "hang_up", "export_transcripts_csv"]
+    actions = ["hand_off", "hang_up", "export_transcripts_csv", "summarize_again"]
 
     @admin.action(
         description=_("選択した通話を担当者に引き継ぐ"), permissions=["change"]
@@ -158,6 +180,44 @@ class CallSessionAdmin(OrganizationScopedAdmin):
                     skipped,
                 )
                 % {"count": skipped},
+                messages.WARNING,
+            )
+
+    @admin.action(description=_("要約と抽出をやり直す"), permissions=["change"])
+    def summarize_again(
+        self, request: HttpRequest, queryset: QuerySet[CallSession]
+    ) -> None:
+        """Queue the after-call step again for each ended call (F-76)."""
+        from calls.summary.services import call_extraction_rerun
+
+        queued, live = 0, 0
+        for call in queryset:
+            try:
+                call_extraction_rerun(call=call)
+            except ApplicationError:
+                live += 1
+            else:
+                queued += 1
+        if queued:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d件の通話の要約をやり直します。",
+                    "%(count)d件の通話の要約をやり直します。",
+                    queued,
+                )
+                % {"count": queued},
+                messages.SUCCESS,
+            )
+        if live:
+            self.message_user(
+                request,
+                ngettext(
+                    "%(count)d件は通話中のため、終了後に要約します。",
+                    "%(count)d件は通話中のため、終了後に要約します。",
+                    live,
+                )
+                % {"count": live},
                 messages.WARNING,
             )
 

@@ -21,3 +21,8 @@ def org_monitor_group(organization_id: object) -> str:
 def campaign_monitor_group(campaign_id: object) -> str:
     """The group a campaign's page listens on for progress (F-48, F-67)."""
     return f"monitor.campaign.{campaign_id}"
+
+
+def org_jobs_group(organization_id: object) -> str:
+    """The group the organisation's jobs and dashboard pages hear job cards on (F-77)."""
+    return f"jobs.org.{organization_id}"

@@ -7,6 +7,7 @@ from decimal import Decimal
 
 from django.db import models
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 from agents.models import AgentProfile, Customer, Organization, PhoneNumber
 from calls.status import LIVE, CallStatus
@@ -14,6 +15,15 @@ from calls.status import LIVE, CallStatus
 
 def new_stream_token() -> str:
     return secrets.token_urlsafe(24)
+
+
+class ExtractionStatus(models.TextChoices):
+    """Where the after-call summary and extraction stand (F-76)."""
+
+    PENDING = "pending", pgettext_lazy("extraction status", "pending")
+    DONE = "done", _("done")
+    FAILED = "failed", _("failed")
+    SKIPPED = "skipped", _("skipped")
 
 
 class CallSession(models.Model):
@@ -114,6 +124,24 @@ class CallSession(models.Model):
     # Outcome (F-49).
     outcome = models.CharField(max_length=100, blank=True)
     outcome_notes = models.TextField(blank=True)
+
+    # After the call (F-76): the text model's summary and the profile schema's fields.
+    summary = models.TextField(_("summary"), blank=True)
+    extraction = models.JSONField(_("extracted fields"), default=dict, blank=True)
+    extraction_status = models.CharField(
+        _("extraction status"),
+        max_length=10,
+        choices=ExtractionStatus.choices,
+        default=ExtractionStatus.PENDING,
+    )
+    extraction_error = models.TextField(_("extraction error"), blank=True)
+    extraction_attempts = models.PositiveSmallIntegerField(default=0)
+    summarized_at = models.DateTimeField(null=True, blank=True)
+    summary_input_tokens = models.PositiveIntegerField(default=0)
+    summary_output_tokens = models.PositiveIntegerField(default=0)
+    summary_cost_usd = models.DecimalField(
+        max_digits=12, decimal_places=6, default=Decimal(0)
+    )
 
     class Meta:
         verbose_name = _("call")

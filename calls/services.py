@@ -17,6 +17,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 
 from callcenter.db import caller_loop, db_sync_to_async, send_in_order
@@ -141,6 +142,12 @@ def call_session_transition(
     )
     for name in fields:
         setattr(call, name, getattr(locked, name))
+    if to in TERMINAL:
+        # The after-call step (F-76) runs on a worker once this commits: nothing of it
+        # on the bridge's path, which goes on to close the model socket at once.
+        from calls.summary.dispatch import summary_enqueue_on_commit
+
+        summary_enqueue_on_commit(call_id=locked.pk)
     log.info("call status %s -> %s", previous, to, extra={"call_id": locked.pk})
     return locked
 
@@ -294,12 +301,18 @@ def call_session_save_figures(
             "input_cached_tokens",
             "output_text_tokens",
             "output_audio_tokens",
-            "cost_usd",
             "first_audio_ms",
             "turn_latencies_ms",
             "barge_in_count",
         ]
     )
+    # The after-call summary (F-76) may have added its cost already: keep it, in one
+    # statement, whichever of the two writes lands first.
+    realtime_cost = call.cost_usd
+    CallSession.objects.filter(pk=call.pk).update(
+        cost_usd=realtime_cost + F("summary_cost_usd")
+    )
+    call.refresh_from_db(fields=["cost_usd", "summary_cost_usd"])
     return call
 
 

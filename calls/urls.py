@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.urls import path
 
 from calls import views
+from calls.summary.views import call_summary_fragment
 
 app_name = "calls"
 urlpatterns = [
@@ -13,6 +14,7 @@ urlpatterns = [
     path("calls/live/", views.live_calls_fragment, name="live"),
     path("calls/today/", views.today_fragment, name="today"),
     path("calls/<int:pk>/", views.call_detail, name="detail"),
+    path("calls/<int:pk>/summary/", call_summary_fragment, name="summary"),
     path("calls/<int:pk>/hangup", views.call_hangup, name="hangup"),
     path("calls/<int:pk>/instruct", views.call_instruct_view, name="instruct"),
     path("calls/<int:pk>/do-not-call", views.call_do_not_call, name="do-not-call"),

@@ -48,6 +48,7 @@ from calls.control import CallNotLive, call_hangup_request, call_instruct
 from calls.models import CallSession, Recording
 from calls.selectors import call_get, call_list
 from calls.status import LIVE, TERMINAL, CallStatus
+from calls.summary.views import summary_context
 from calls.twilio_client import TwilioError, twilio_recording_fetch
 
 LATENCY_BIN_MS = 250
@@ -334,6 +335,7 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "latency_p95_ms": p95,
             "terminal_statuses": " ".join(sorted(TERMINAL)),
             "status_labels": status_labels(),
+            **summary_context(call),
         },
     )
 

@@ -64,3 +64,19 @@ def _greeting_cache_off() -> Any:
     settings.GREETING_CACHE_SIZE = 0
     yield
     settings.GREETING_CACHE_SIZE = saved
+
+
+@pytest.fixture(autouse=True)
+def summary_tasks(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
+    """Record after-call task messages (F-76) instead of sending them to a broker.
+
+    Every ended call enqueues one on commit; tests that want the step run call
+    `calls.summary.tasks.summarize_call` themselves or start a real worker.
+    """
+    sent: list[dict[str, Any]] = []
+
+    def record(*, call_id: int, announce: bool = True) -> None:
+        sent.append({"call_id": call_id, "announce": announce})
+
+    monkeypatch.setattr("calls.summary.dispatch.summary_enqueue", record)
+    return sent

@@ -16,6 +16,7 @@ from django.db.models import Model, QuerySet
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from agents.extraction_schema import check_extraction_schema
 from agents.models import (
     TOOL_NAMES,
     AgentProfile,
@@ -160,6 +161,12 @@ class OrganizationOwnedSerializer(serializers.ModelSerializer):
 class AgentProfileSerializer(OrganizationOwnedSerializer):
     """An agent profile: the sales pitch and its Realtime settings (F-03)."""
 
+    extraction_schema = serializers.JSONField(
+        required=False,
+        help_text="JSON Schema (an object with properties) of the fields the text "
+        "model extracts after each call (F-76). Default: the reception schema.",
+    )
+
     enabled_tools = serializers.ListField(
         child=serializers.ChoiceField(choices=TOOL_NAMES),
         required=False,
@@ -215,6 +222,7 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
             "max_call_duration_s",
             "idle_timeout_s",
             "rollout_percentage",
+            "extraction_schema",
             "created_at",
             "updated_at",
         ]
@@ -239,6 +247,13 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
 
     def validate_greeting_template(self, value: str) -> str:
         validate_template(value)
+        return value
+
+    def validate_extraction_schema(self, value: Any) -> Any:
+        try:
+            check_extraction_schema(value)
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
         return value
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:

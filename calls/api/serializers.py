@@ -15,7 +15,13 @@ from agents.api.serializers import JSONObjectField, PhoneNumberField
 from agents.phones import mask_phone
 from agents.selectors import agent_list
 from callcenter.api import ID_MAX
-from calls.models import CallEvent, CallSession, Recording, TranscriptEntry
+from calls.models import (
+    CallEvent,
+    CallSession,
+    ExtractionStatus,
+    Recording,
+    TranscriptEntry,
+)
 from calls.status import CallStatus
 
 
@@ -139,10 +145,21 @@ class CallDetailSerializer(CallSerializer):
 
     transcript = TranscriptEntrySerializer(many=True, read_only=True)
     recordings = RecordingSerializer(many=True, read_only=True)
+    extraction = serializers.DictField(
+        child=serializers.JSONField(),
+        read_only=True,
+        help_text="Fields extracted by the agent profile's extraction schema (F-76); "
+        "{} until the summary is done.",
+    )
 
     class Meta(CallSerializer.Meta):
         fields = [
             *CallSerializer.Meta.fields,
+            "summary",
+            "extraction",
+            "extraction_status",
+            "extraction_error",
+            "summary_cost_usd",
             "openai_session_id",
             "input_text_tokens",
             "input_audio_tokens",
@@ -213,3 +230,10 @@ class HealthSerializer(serializers.Serializer):
     draining = serializers.BooleanField(
         help_text="SIGTERM received: new streams refused, live calls being handed over."
     )
+
+
+class CallExtractSerializer(serializers.Serializer):
+    """The answer to a re-run of the summary: queued, status now pending."""
+
+    call_id = serializers.IntegerField()
+    extraction_status = serializers.ChoiceField(choices=ExtractionStatus.choices)

@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.db.models import OuterRef, Subquery
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
@@ -25,7 +26,7 @@ from callcenter.errors import ApplicationError, ErrorCode
 from calls.campaigns import services
 from calls.campaigns.disclosure import disclosure_values
 from calls.campaigns.forms import WEEKDAYS, CampaignForm, DoNotCallForm, ImportForm
-from calls.campaigns.models import Campaign, Contact, DoNotCall
+from calls.campaigns.models import Attempt, Campaign, Contact, DoNotCall
 from calls.campaigns.selectors import campaign_progress, campaigns_visible, dnc_visible
 from calls.campaigns.services import EDITABLE
 
@@ -138,7 +139,17 @@ def campaign_edit(request: HttpRequest, pk: int) -> HttpResponse:
 def _detail_context(
     request: HttpRequest, campaign: Campaign, **extra: Any
 ) -> dict[str, Any]:
-    contacts = Contact.objects.filter(campaign=campaign).order_by("pk")
+    last_call = Attempt.objects.filter(
+        contact=OuterRef("pk"), call__isnull=False
+    ).order_by("-number")
+    contacts = (
+        Contact.objects.filter(campaign=campaign)
+        .annotate(
+            last_call_id=Subquery(last_call.values("call_id")[:1]),
+            last_summary=Subquery(last_call.values("call__summary")[:1]),
+        )
+        .order_by("pk")
+    )
     status_filter = request.GET.get("status", "")
     if status_filter in Contact.Status.values:
         contacts = contacts.filter(status=status_filter)

@@ -46,6 +46,7 @@ from realtime.emulators.control import (
     parse_script,
 )
 from realtime.emulators.fake_realtime import FakeRealtimeServer
+from realtime.emulators.fake_responses import FakeResponsesServer
 from realtime.emulators.twilio_api import (
     Behaviour,
     Call,
@@ -145,6 +146,7 @@ class Options:
     talk_time_s: tuple[float, float] | None = None
     cps: float | None = None
     seed: int | None = None
+    responses_port: int | None = None
 
 
 _BEHAVIOURS: Final[dict[str, Behaviour]] = {
@@ -267,6 +269,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--seed", type=int, default=None, help="seeds the talk-time draws"
     )
+    parser.add_argument(
+        "--responses-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve the fake OpenAI Responses API for call summaries (F-76) "
+        "on PORT (base URL http://host:PORT/summaries/v1)",
+    )
     return parser
 
 
@@ -288,6 +298,7 @@ def _options(argv: Sequence[str] | None) -> Options:
         talk_time_s=args.talk_time,
         cps=args.cps,
         seed=args.seed,
+        responses_port=args.responses_port,
     )
 
 
@@ -354,6 +365,15 @@ async def serve(options: Options, ready: asyncio.Event | None = None) -> None:
                 "[realtime] fake OpenAI Realtime (scenario %s) at %s",
                 options.scenario,
                 fake.url,
+            )
+        if options.responses_port is not None and not options.twilio_only:
+            responses = FakeResponsesServer(
+                host=options.host, port=options.responses_port, api_key=options.api_key
+            )
+            await stack.enter_async_context(responses)
+            log.info(
+                "[responses] fake OpenAI Responses API (call summaries) at %s",
+                responses.base_url,
             )
         await stack.enter_async_context(twilio)
         pace = "test delays" if options.fast else "real-call delays"

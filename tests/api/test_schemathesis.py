@@ -28,6 +28,7 @@ from callcenter.api import ID_MAX
 from calls.campaigns.models import DoNotCall
 from calls.models import CallEvent, Recording
 from calls.status import CallStatus
+from jobs.models import Job
 from notifications.models import Delivery, Event, WebhookEndpoint
 from tests.agents.factories import AgentProfileFactory, CustomerFactory, OperatorFactory
 from tests.calls.campaign_factories import (
@@ -147,6 +148,9 @@ def seeded(
         endpoint=endpoint,
         event=Event.objects.create(organization=org, type="job.created", data={}),
     )
+    call.summary, call.extraction = "要約", {"job_required": True}
+    call.save(update_fields=["summary", "extraction"])
+    job = Job.objects.create(organization=org, customer=customer, title="修理")
     token, _ = Token.objects.get_or_create(user=operator)
     return {
         "headers": {"Authorization": f"Token {token.key}"},
@@ -159,6 +163,7 @@ def seeded(
             "campaign_agent": campaign_agent.pk,
             "dnc": dnc.pk,
             "webhook-endpoints": endpoint.pk,
+            "jobs": job.pk,
         },
     }
 

@@ -122,6 +122,7 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
             "CELERY_FILESYSTEM_DIR": str(tmp_path / "celery"),
             "DEMO_REALTIME_PORT": str(free_port()),
             "DEMO_TWILIO_PORT": str(free_port()),
+            "DEMO_RESPONSES_PORT": str(free_port()),
             "LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
             **env_overrides,
@@ -177,6 +178,16 @@ def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
     twilio = served.env["DEMO_TWILIO_PORT"]
     reply = httpx.get(f"http://127.0.0.1:{twilio}/_emulator/calls", timeout=5)
     assert reply.json() == {"calls": []}
+    # The fake Responses API that writes call summaries (F-76) answers too.
+    responses = served.env["DEMO_RESPONSES_PORT"]
+    reply = httpx.post(
+        f"http://127.0.0.1:{responses}/summaries/v1/responses",
+        json={"model": "m", "input": "[customer] こんにちは"},
+        headers={"Authorization": "Bearer demo"},
+        timeout=5,
+    )
+    assert reply.status_code == 400  # no text.format: refused as the API would
+    assert "json_schema" in reply.json()["error"]["message"]
 
     output = served.stop(signal.SIGTERM)
     assert served.process.returncode == 0, output
@@ -189,6 +200,10 @@ def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
         output
     )
     assert "Uvicorn running on http://127.0.0.1:" in output  # the default server
+    assert (
+        f"fake OpenAI Responses API (call summaries) at http://127.0.0.1:{responses}"
+        in (output)
+    )
 
 
 def test_demo_mode_children_die_with_a_killed_parent(serve):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from django.urls import reverse
 
@@ -16,8 +18,10 @@ def _form_data(agent: AgentProfile, **changes):
     data = {}
     for _key, _legend, names in FIELDSETS:
         for name in names:
-            value = getattr(agent, name)
-            if isinstance(value, bool):
+            value = getattr(agent, name, "")  # form-only fields: blank
+            if isinstance(value, dict):  # the extraction schema's JSON text
+                data[name] = json.dumps(value, ensure_ascii=False)
+            elif isinstance(value, bool):
                 if value:
                     data[name] = "on"
             elif name == "enabled_tools":
@@ -250,3 +254,57 @@ def test_legacy_conversion_rejects_unknown_variables_and_empty_input(logged_in, 
         url, {"opening": "", "self_introduction": "", "service_description": ""}
     )
     assert response.status_code == 400
+
+
+# The extraction schema (F-76) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("schema", "problem"),
+    [
+        (
+            '{"type": "object", "properties": {"a": {"type": "strng"}}}',
+            "properties/a/type",
+        ),
+        ('{"type": "array", "items": {}}', '"type": "object"'),
+        ('{"type": "object"}', '"properties" に項目を1つ以上'),
+        ("[1, 2]", "JSON オブジェクトにしてください"),
+        ("{not json", "JSON"),
+    ],
+)
+def test_an_invalid_extraction_schema_is_refused_naming_the_problem(
+    logged_in, agent, schema, problem
+):
+    before = agent.extraction_schema
+    response = logged_in.post(
+        reverse("agents:detail", args=[agent.pk]),
+        _form_data(agent, extraction_schema=schema),
+    )
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert problem in page.replace("&quot;", '"')
+    agent.refresh_from_db()
+    assert agent.extraction_schema == before
+
+
+def test_a_preset_replaces_the_extraction_schema(logged_in, agent):
+    from agents.extraction_schema import SALES_SCHEMA
+
+    response = logged_in.post(
+        reverse("agents:detail", args=[agent.pk]),
+        _form_data(agent, extraction_preset="sales", extraction_schema="{broken"),
+    )
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.extraction_schema == SALES_SCHEMA
+
+
+def test_a_custom_extraction_schema_is_saved(logged_in, agent):
+    custom = {"type": "object", "properties": {"車種": {"type": "string"}}}
+    response = logged_in.post(
+        reverse("agents:detail", args=[agent.pk]),
+        _form_data(agent, extraction_schema=json.dumps(custom, ensure_ascii=False)),
+    )
+    assert response.status_code == 302
+    agent.refresh_from_db()
+    assert agent.extraction_schema == custom

@@ -214,6 +214,12 @@ def test_simulated_call_monitor_and_handoff(demo: DemoService, page: Any) -> Non
     expect(page.get_by_role("button", name="切断する")).to_be_disabled()
     expect(page.locator("#timeline")).to_contain_text("human-connected → completed")
     screenshot(page, "23-monitor-ended")
+    # After the call (F-76): the worker summarises it with the fake model and the
+    # page shows the summary without a reload.
+    summary = page.get_by_test_id("call-summary")
+    expect(summary).to_contain_text("お客様の用件:", timeout=10_000)
+    expect(page.get_by_test_id("extraction")).to_be_visible()
+    screenshot(page, "72-summary-after-the-call")
     if not demo.emulator_call(agent["sid"])["finished"]:
         demo.hang_up(agent["sid"])
     assert demo.emulator_call(caller_sid)["status"] == "completed"

@@ -8,6 +8,7 @@ id is "does not exist". Times are wall-clock `HH:MM` in the campaign's IANA zone
 from __future__ import annotations
 
 import functools
+import json
 import zoneinfo
 from typing import Any
 
@@ -286,12 +287,16 @@ RESULTS_CSV_COLUMNS = (
     "contact_status",
     "dialed_at",
     "ended_at",
+    "extraction_status",
+    "summary",
+    "extraction",
 )
 
 
 def results_csv_row(attempt: Attempt, *, opted_out: bool) -> list[Any]:
     """One row of results.csv: the attempt, its contact and its call."""
     contact = attempt.contact
+    call = attempt.call
     return [
         contact.phone,
         contact.name,
@@ -307,4 +312,10 @@ def results_csv_row(attempt: Attempt, *, opted_out: bool) -> list[Any]:
         contact.status,
         attempt.dialed_at.isoformat() if attempt.dialed_at else "",
         attempt.ended_at.isoformat() if attempt.ended_at else "",
+        # After the call (F-76): the summary and the extracted fields as JSON.
+        call.extraction_status if call else "",
+        call.summary if call else "",
+        json.dumps(call.extraction, ensure_ascii=False)
+        if call and call.extraction
+        else "",
     ]

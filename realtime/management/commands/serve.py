@@ -45,6 +45,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from callcenter import env as E
+from realtime.emulators.fake_responses import PREFIX as FAKE_RESPONSES_PREFIX
 from realtime.uvicorn_ws import uvicorn_ws_args
 
 log = logging.getLogger(__name__)
@@ -166,12 +167,19 @@ def demo_environment(
     port: int,
     realtime_port: int,
     twilio_port: int,
+    responses_port: int | None = None,
 ) -> dict[str, str]:
     """Daphne's environment in demo mode: every external URL points at an emulator."""
     local = _local_host(host)
     token = settings.TWILIO_AUTH_TOKEN or secrets.token_hex(16)
+    summaries = {}
+    if responses_port is not None:  # the fake Responses API (F-76): call summaries
+        summaries["SUMMARY_OPENAI_BASE_URL"] = (
+            f"http://127.0.0.1:{responses_port}{FAKE_RESPONSES_PREFIX}"
+        )
     return {
         **base,
+        **summaries,
         "OPENAI_API_KEY": "",  # keeps DEMO_MODE (and the pages' banner) on
         "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{realtime_port}/v1/realtime",
         "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
@@ -250,9 +258,11 @@ class Command(BaseCommand):
     def _serve_demo(self, host: str, port: int) -> None:
         realtime_port = E.get_int("DEMO_REALTIME_PORT")
         twilio_port = E.get_int("DEMO_TWILIO_PORT")
+        responses_port = E.get_int("DEMO_RESPONSES_PORT")
         for name, number in (
             ("DEMO_REALTIME_PORT", realtime_port),
             ("DEMO_TWILIO_PORT", twilio_port),
+            ("DEMO_RESPONSES_PORT", responses_port),
         ):
             if not _port_free("127.0.0.1", number):
                 raise CommandError(
@@ -265,6 +275,7 @@ class Command(BaseCommand):
             port=port,
             realtime_port=realtime_port,
             twilio_port=twilio_port,
+            responses_port=responses_port,
         )
         line = "=" * len(DEMO_BANNER)
         self.stdout.write(self.style.WARNING(f"{line}\n{DEMO_BANNER}\n{line}"))
@@ -272,6 +283,8 @@ class Command(BaseCommand):
             f"Fake OpenAI Realtime: {environment['OPENAI_REALTIME_URL']}\n"
             f"Twilio emulator:      {environment['TWILIO_API_BASE_URL']} "
             "(control API under /_emulator/)\n"
+            f"Fake OpenAI Responses (summaries): "
+            f"{environment['SUMMARY_OPENAI_BASE_URL']}\n"
             "Place a simulated call from another terminal: "
             + simulate_call_hint(host=host, port=port, twilio_port=twilio_port)
         )
@@ -288,6 +301,8 @@ class Command(BaseCommand):
                 str(realtime_port),
                 "--twilio-port",
                 str(twilio_port),
+                "--responses-port",
+                str(responses_port),
                 "--scenario",
                 "demo",
             ],
@@ -298,7 +313,9 @@ class Command(BaseCommand):
         children: list[subprocess.Popen[bytes]] = [emulators]
         stop = _StopOnSignal()
         try:
-            self._wait_ready(emulators, [realtime_port, twilio_port], stop)
+            self._wait_ready(
+                emulators, [realtime_port, twilio_port, responses_port], stop
+            )
         except BaseException:
             _stop_all(children, stop)
             stop.restore()

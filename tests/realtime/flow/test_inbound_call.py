@@ -18,9 +18,12 @@ from tests.realtime.flow.conftest import CALLER_NUMBER, INBOUND_NUMBER, wait_unt
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
 
 
-async def test_whole_inbound_call(service, start_fake_realtime, twilio, inbound_agent):
+async def test_whole_inbound_call(
+    service, start_fake_realtime, twilio, inbound_agent, summary_tasks
+):
     """Greeting heard, a caller turn answered, transcripts saved and broadcast,
-    usage and latency saved, and hanging up closes the model socket."""
+    usage and latency saved, and hanging up closes the model socket; the end
+    enqueues the after-call summary once (F-76)."""
     layer = get_channel_layer()
     monitor = await layer.new_channel()
     # A second of quiet, not less: on a starved machine (CI runs two suites at once)
@@ -77,6 +80,7 @@ async def test_whole_inbound_call(service, start_fake_realtime, twilio, inbound_
     assert call.output_audio_tokens > 0 and call.cost_usd > 0
     assert call.stream_sid == caller.stream_sid
     assert call.openai_session_id.startswith("sess_")
+    assert summary_tasks == [{"call_id": call.pk, "announce": True}]
     types = [
         t
         async for t in CallEvent.objects.filter(call=call).values_list(
