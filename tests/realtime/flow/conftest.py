@@ -152,3 +152,13 @@ async def controlled_twilio(flow_settings) -> AsyncIterator[TwilioEmulator]:
     ) as emu:
         flow_settings.TWILIO_API_BASE_URL = emu.base_url
         yield emu
+
+
+@pytest.fixture
+async def fake_responses(flow_settings):
+    """The fake OpenAI Responses API (the legacy path's text model), pointed at."""
+    from realtime.emulators.fake_responses import FakeResponsesServer
+
+    async with FakeResponsesServer(api_key=API_KEY) as fake:
+        flow_settings.OPENAI_BASE_URL = fake.base_url
+        yield fake
