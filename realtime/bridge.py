@@ -202,6 +202,7 @@ class CallBridge:
         self._rotating = False
         self._model_connected_at: float | None = None
         self._ever_opened = False  # a model socket was opened at least once
+        self._model_given_up = False  # the claim must not start the model again
         self._session_ok = False
         self._last_activity = clock()
         self._idle_prompted = False
@@ -226,7 +227,7 @@ class CallBridge:
             self._start_model()
 
     def _start_model(self) -> None:
-        if self._model_task is None and not self._finishing:
+        if self._model_task is None and not (self._finishing or self._model_given_up):
             if self.config.resume and self._resume_lines is None:
                 # Beside the connect, not after it: one DB read off the resume's
                 # path to first audio.
@@ -780,6 +781,7 @@ class CallBridge:
             lambda: self.store.record_event("model-failed", {"reason": reason[:500]})
         )
         self._model_task = None
+        self._model_given_up = True
         # The model was opened before `start`; the fallback needs the claimed call.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._claimed.wait(), timeout=3.0)

@@ -306,7 +306,7 @@ def legacy_turn_finish(
     return reply
 
 
-def _handoff(prep: TurnPrep, reason: str, text: str) -> str:
+def _handoff(prep: TurnPrep, reason: str, text: str, trigger: str = "ai-tool") -> str:
     """Into the same Conference flow as a Realtime call (F-29): the human's leg is
     dialled, and this reply says the farewell and puts the caller in the room."""
     from callcenter.errors import ApplicationError
@@ -315,7 +315,7 @@ def _handoff(prep: TurnPrep, reason: str, text: str) -> str:
     call, agent = prep.call, prep.agent
     try:
         handoff_request(
-            call_id=call.pk, trigger="ai-tool", reason=reason, move_caller=False
+            call_id=call.pk, trigger=trigger, reason=reason, move_caller=False
         )
     except ApplicationError as exc:
         call_event_record(
@@ -360,7 +360,9 @@ def _model_failed(prep: TurnPrep, talk: Conversation) -> str:
         legacy_line_save(call=call, speaker="ai", text=line)
         return _gather(call, agent, line)
     if agent.on_model_failure == "handoff" and agent.handoff_phone_number:
-        return _handoff(prep, f"model-failure: {error.kind}", "")
+        return _handoff(
+            prep, f"text model: {error.kind}", "", trigger="model-failure"
+        )
     legacy_line_save(call=call, speaker="ai", text=APOLOGY_LINE)
     call_session_end(call=call, reason=f"model-failure: {error.kind}", failed=True)
     return legacy_twiml.say_and_hang_up(agent=agent, text=APOLOGY_LINE)

@@ -88,6 +88,8 @@ def flow_settings(settings):
     settings.OPENAI_API_KEY = API_KEY
     settings.USE_OPENAI_REALTIME = True
     settings.MAX_LIVE_CALLS = 50
+    # Never the real API: the legacy path's text model is the fake or nothing.
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
     return settings
 
 

@@ -200,8 +200,10 @@ async def test_a_voice_not_for_japanese_never_reaches_twilio(
 ):
     """Put past the settings page (straight into the database), an English voice
     is replaced by the default Japanese one: Twilio would skip the <Say> (13511)."""
-    await type(legacy_agent).objects.filter(pk=legacy_agent.pk).aupdate(
-        legacy_say_voice="Polly.Joanna"
+    await (
+        type(legacy_agent)
+        .objects.filter(pk=legacy_agent.pk)
+        .aupdate(legacy_say_voice="Polly.Joanna")
     )
     finished, _call_row = await _call(twilio, service, [HangsUp()])
     assert finished.said(), "the greeting was not heard"
