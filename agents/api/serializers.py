@@ -215,6 +215,13 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
             "max_call_duration_s",
             "idle_timeout_s",
             "rollout_percentage",
+            "legacy_text_model",
+            "legacy_say_voice",
+            "legacy_speech_model",
+            "legacy_timeout_s",
+            "legacy_speech_timeout",
+            "legacy_hints",
+            "legacy_action_on_empty_result",
             "created_at",
             "updated_at",
         ]

@@ -71,6 +71,7 @@ class CallSerializer(serializers.ModelSerializer):
             "agent_name",
             "customer",
             "direction",
+            "path",
             "status",
             "from_number",
             "to_number",

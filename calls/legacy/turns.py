@@ -360,9 +360,7 @@ def _model_failed(prep: TurnPrep, talk: Conversation) -> str:
         legacy_line_save(call=call, speaker="ai", text=line)
         return _gather(call, agent, line)
     if agent.on_model_failure == "handoff" and agent.handoff_phone_number:
-        return _handoff(
-            prep, f"text model: {error.kind}", "", trigger="model-failure"
-        )
+        return _handoff(prep, f"text model: {error.kind}", "", trigger="model-failure")
     legacy_line_save(call=call, speaker="ai", text=APOLOGY_LINE)
     call_session_end(call=call, reason=f"model-failure: {error.kind}", failed=True)
     return legacy_twiml.say_and_hang_up(agent=agent, text=APOLOGY_LINE)
