@@ -46,6 +46,7 @@ from realtime.emulators.control import (
     parse_script,
 )
 from realtime.emulators.fake_realtime import FakeRealtimeServer
+from realtime.emulators.fake_responses import FakeResponsesServer
 from realtime.emulators.twilio_api import (
     Behaviour,
     Call,
@@ -145,6 +146,8 @@ class Options:
     talk_time_s: tuple[float, float] | None = None
     cps: float | None = None
     seed: int | None = None
+    # The fake Responses API (the legacy path's text model); None: not served.
+    responses_port: int | None = None
 
 
 _BEHAVIOURS: Final[dict[str, Behaviour]] = {
@@ -197,6 +200,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--realtime-port", type=int, default=8765)
     parser.add_argument("--twilio-port", type=int, default=8766)
+    parser.add_argument(
+        "--responses-port",
+        type=int,
+        default=None,
+        help="also serve the fake OpenAI Responses API (legacy path) on this port",
+    )
     parser.add_argument(
         "--account-sid",
         default=os.environ.get("TWILIO_ACCOUNT_SID") or "AC" + "0" * 32,
@@ -288,6 +297,7 @@ def _options(argv: Sequence[str] | None) -> Options:
         talk_time_s=args.talk_time,
         cps=args.cps,
         seed=args.seed,
+        responses_port=args.responses_port,
     )
 
 
@@ -348,6 +358,18 @@ async def serve(options: Options, ready: asyncio.Event | None = None) -> None:
         )
     twilio = build_twilio(options)
     async with contextlib.AsyncExitStack() as stack:
+        if options.responses_port is not None and not options.twilio_only:
+            responses = FakeResponsesServer(
+                api_key=options.api_key,
+                host=options.host,
+                port=options.responses_port,
+                record=False,
+            )
+            await stack.enter_async_context(responses)
+            log.info(
+                "[responses] fake OpenAI Responses API (legacy path) at %s",
+                responses.base_url,
+            )
         if fake is not None:
             await stack.enter_async_context(fake)
             log.info(

@@ -166,6 +166,7 @@ def demo_environment(
     port: int,
     realtime_port: int,
     twilio_port: int,
+    responses_port: int = 8767,
 ) -> dict[str, str]:
     """Daphne's environment in demo mode: every external URL points at an emulator."""
     local = _local_host(host)
@@ -174,6 +175,7 @@ def demo_environment(
         **base,
         "OPENAI_API_KEY": "",  # keeps DEMO_MODE (and the pages' banner) on
         "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{realtime_port}/v1/realtime",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{responses_port}/v1",
         "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
         "TWILIO_ACCOUNT_SID": settings.TWILIO_ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": token,
@@ -250,9 +252,11 @@ class Command(BaseCommand):
     def _serve_demo(self, host: str, port: int) -> None:
         realtime_port = E.get_int("DEMO_REALTIME_PORT")
         twilio_port = E.get_int("DEMO_TWILIO_PORT")
+        responses_port = E.get_int("DEMO_RESPONSES_PORT")
         for name, number in (
             ("DEMO_REALTIME_PORT", realtime_port),
             ("DEMO_TWILIO_PORT", twilio_port),
+            ("DEMO_RESPONSES_PORT", responses_port),
         ):
             if not _port_free("127.0.0.1", number):
                 raise CommandError(
@@ -265,11 +269,13 @@ class Command(BaseCommand):
             port=port,
             realtime_port=realtime_port,
             twilio_port=twilio_port,
+            responses_port=responses_port,
         )
         line = "=" * len(DEMO_BANNER)
         self.stdout.write(self.style.WARNING(f"{line}\n{DEMO_BANNER}\n{line}"))
         self.stdout.write(
             f"Fake OpenAI Realtime: {environment['OPENAI_REALTIME_URL']}\n"
+            f"Fake Responses API:   {environment['OPENAI_BASE_URL']} (legacy path)\n"
             f"Twilio emulator:      {environment['TWILIO_API_BASE_URL']} "
             "(control API under /_emulator/)\n"
             "Place a simulated call from another terminal: "
@@ -288,6 +294,8 @@ class Command(BaseCommand):
                 str(realtime_port),
                 "--twilio-port",
                 str(twilio_port),
+                "--responses-port",
+                str(responses_port),
                 "--scenario",
                 "demo",
             ],
