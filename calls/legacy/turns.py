@@ -1,14 +1,17 @@
 """One turn of the legacy path: what the caller said → the text model → TwiML (F-72).
 
-`legacy_turn_twiml` runs on the event loop: a trip to a DB thread to prepare (save
-the caller's line, read the conversation, render the prompt), the text model and the
-tools (the Realtime path's `realtime.tools.tool_run`), and a trip to save the
-outcome (the AI's line, tool events, usage and cost, the turn's latency) and build
-the reply. Whatever goes wrong, the caller hears a sentence and Twilio gets TwiML.
+`legacy_turn_twiml` runs on the event loop: a trip to a DB thread to read what the
+turn needs (the call, the conversation, the rendered prompt), the text model and the
+tools (the Realtime path's `realtime.tools.tool_run`), then the reply. What the turn
+saves (the caller's line, the AI's line, tool events, usage and cost, the turn's
+latency) is written behind the reply (`calls.legacy.writes`), in order; a handoff
+or a failing model, which decide the reply from the database, are saved first.
+Whatever goes wrong, the caller hears a sentence and Twilio gets TwiML.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
@@ -32,6 +35,7 @@ from calls.legacy.text_model import (
     ToolCall,
     text_respond,
 )
+from calls.legacy.writes import write_behind, writes_settled
 from calls.models import CallSession, TranscriptEntry
 from calls.services import (
     call_event_record,
@@ -52,12 +56,17 @@ GOODBYE_LINE = "お電話ありがとうございました。失礼いたしま�
 ROLES = {"customer": "user", "ai": "assistant"}
 
 
-def legacy_line_save(*, call: CallSession, speaker: str, text: str) -> None:
-    """A transcript line at the call's current offset, broadcast to monitors."""
+def legacy_line_save(
+    *, call: CallSession, speaker: str, text: str, offset_ms: int | None = None
+) -> None:
+    """A transcript line at `offset_ms` (default: now), broadcast to monitors."""
     from realtime.call_setup import transcript_offset_ms
 
     transcript_entry_add(
-        call=call, speaker=speaker, text=text, offset_ms=transcript_offset_ms(call)
+        call=call,
+        speaker=speaker,
+        text=text,
+        offset_ms=transcript_offset_ms(call) if offset_ms is None else offset_ms,
     )
 
 
@@ -70,7 +79,10 @@ class TurnPrep:
     tools: list[dict[str, Any]]
     enabled: tuple[str, ...]
     ctx: ToolContext
-    twiml: str | None = None  # answered without the model
+    heard: str = ""  # the caller's words ("" on a resume)
+    confidence: str = ""
+    note: str = ""  # back from a human: the note for the AI
+    offset_ms: int = 0  # when the caller's words came in
 
 
 @dataclass(slots=True)
@@ -111,7 +123,9 @@ def _history(call: CallSession) -> list[dict[str, Any]]:
 def _no_speech(call: CallSession, event: str) -> str:
     """Nothing was heard: ask again, or say goodbye after NO_SPEECH_LIMIT turns."""
     agent = call.agent
-    CallSession.objects.filter(pk=call.pk).update(legacy_misses=F("legacy_misses") + 1)
+    CallSession.objects.filter(pk=call.pk).update(
+        legacy_misses=F("legacy_misses") + 1, heartbeat_at=timezone.now()
+    )
     call.refresh_from_db(fields=["legacy_misses"])
     call_event_record(
         call=call,
@@ -131,12 +145,14 @@ def _no_speech(call: CallSession, event: str) -> str:
 def legacy_turn_prepare(
     *, call_id: int, event: str, speech: str, confidence: str
 ) -> TurnPrep | str:
-    """Save what the caller said and gather what the model needs; or the TwiML
+    """Read what the model needs (the caller's words not saved yet); or the TwiML
     that answers the turn without the model (call not with the AI, nothing heard)."""
     from handoff.services import caller_leg_twiml
-    from realtime.call_setup import call_prompts
+    from realtime.call_setup import call_prompts, transcript_offset_ms
 
-    call = CallSession.objects.select_related("agent", "organization").get(pk=call_id)
+    call = CallSession.objects.select_related(
+        "agent__organization", "organization"
+    ).get(pk=call_id)
     agent = call.agent
     if call.status in TERMINAL:
         return legacy_twiml.say_and_hang_up(agent=agent, text="")
@@ -144,24 +160,19 @@ def legacy_turn_prepare(
         return caller_leg_twiml(call=call)
     if call.status != CallStatus.AI_RESPONDING or agent is None:
         return legacy_entry_twiml(call=call)
-    CallSession.objects.filter(pk=call.pk).update(heartbeat_at=timezone.now())
-    note = ""
-    if event == "resume":
-        note, call.ai_resume_note = call.ai_resume_note, ""
-        call.save(update_fields=["ai_resume_note"])
-    elif not speech.strip():
-        return _no_speech(call, event)
-    else:
-        legacy_line_save(call=call, speaker="customer", text=speech.strip())
-        call_event_record(
-            call=call,
-            type="legacy-speech",
-            payload={"confidence": confidence, "chars": len(speech.strip())},
-        )
+    note = call.ai_resume_note if event == "resume" else ""
+    if not note and not speech.strip():
+        with transaction.atomic():
+            return _no_speech(call, event)
+    # Reads only: what the turn saves is written behind the reply.
     prompts = call_prompts(call=call)
     items = _history(call)
-    if note:
-        items.append({"role": "developer", "content": note})
+    heard = "" if note else speech.strip()
+    items.append(
+        {"role": "developer", "content": note}
+        if note
+        else {"role": "user", "content": heard}
+    )
     return TurnPrep(
         call=call,
         agent=agent,
@@ -177,7 +188,30 @@ def legacy_turn_prepare(
             organization_id=call.organization_id,
             caller_number=prompts.caller_number,
         ),
+        heard=heard,
+        confidence=confidence,
+        note=note,
+        offset_ms=transcript_offset_ms(call),
     )
+
+
+def _save_heard(prep: TurnPrep) -> None:
+    """The caller's line and the call's heartbeat (behind the reply)."""
+    call = prep.call
+    with transaction.atomic():
+        fields: dict[str, Any] = {"heartbeat_at": timezone.now()}
+        if prep.note:
+            fields["ai_resume_note"] = ""
+        CallSession.objects.filter(pk=call.pk).update(**fields)
+        if prep.heard:
+            legacy_line_save(
+                call=call, speaker="customer", text=prep.heard, offset_ms=prep.offset_ms
+            )
+            call_event_record(
+                call=call,
+                type="legacy-speech",
+                payload={"confidence": prep.confidence, "chars": len(prep.heard)},
+            )
 
 
 async def legacy_converse(prep: TurnPrep, *, deadline: float) -> Conversation:
@@ -257,53 +291,85 @@ def _turn_cost(agent: AgentProfile, usage: TextUsage) -> Decimal:
     return Decimal(str(round(total, 6)))
 
 
-def legacy_turn_finish(
+def _usage_changes(agent: AgentProfile, usage: TextUsage) -> dict[str, Any]:
+    return {
+        "input_text_tokens": F("input_text_tokens") + usage.input_tokens,
+        "input_cached_tokens": F("input_cached_tokens") + usage.cached_tokens,
+        "output_text_tokens": F("output_text_tokens") + usage.output_tokens,
+        "cost_usd": F("cost_usd") + _turn_cost(agent, usage),
+    }
+
+
+def _save_turn(
+    prep: TurnPrep,
+    talk: Conversation,
+    *,
+    text: str,
+    total_ms: int,
+    offset_ms: int,
+    event: str,
+) -> None:
+    """The turn's line, tool events, usage, cost and latency, in one transaction."""
+    call = prep.call
+    with transaction.atomic():
+        for payload in talk.tool_events:
+            call_event_record(call=call, type="tool-call", payload=payload)
+        latencies = (
+            CallSession.objects.filter(pk=call.pk)
+            .values_list("turn_latencies_ms", flat=True)
+            .get()
+        )
+        CallSession.objects.filter(pk=call.pk).update(
+            **_usage_changes(prep.agent, talk.usage),
+            legacy_misses=0,
+            turn_latencies_ms=[*(latencies or []), total_ms],
+        )
+        if text:
+            legacy_line_save(call=call, speaker="ai", text=text, offset_ms=offset_ms)
+        call_event_record(
+            call=call,
+            type="legacy-turn",
+            payload={
+                "event": event,
+                "ms": total_ms,
+                "model_ms": talk.model_ms,
+                "own_ms": max(total_ms - talk.model_ms, 0),
+                "rounds": talk.rounds,
+                "tokens": talk.usage.input_tokens + talk.usage.output_tokens,
+            },
+        )
+        if talk.end_call and talk.handoff_reason is None:
+            call_session_end(call=call, reason="ai-end-call")
+
+
+def legacy_turn_decide(
     *, prep: TurnPrep, talk: Conversation, received: float, event: str
 ) -> str:
-    """Save the turn (AI line, tool events, usage, cost, latency) and reply."""
-    call, agent = prep.call, prep.agent
-    for payload in talk.tool_events:
-        call_event_record(call=call, type="tool-call", payload=payload)
-    usage = talk.usage
-    CallSession.objects.filter(pk=call.pk).update(
-        input_text_tokens=F("input_text_tokens") + usage.input_tokens,
-        input_cached_tokens=F("input_cached_tokens") + usage.cached_tokens,
-        output_text_tokens=F("output_text_tokens") + usage.output_tokens,
-        cost_usd=F("cost_usd") + _turn_cost(agent, usage),
-    )
-    if talk.error is not None:
-        return _model_failed(prep, talk)
-    CallSession.objects.filter(pk=call.pk).update(legacy_misses=0)
-    text = " ".join(talk.texts).strip()
-    if talk.handoff_reason is not None:
-        reply = _handoff(prep, talk.handoff_reason, text)
-    elif talk.end_call:
-        text = text or GOODBYE_LINE
-        reply = legacy_twiml.say_and_hang_up(agent=agent, text=text)
-    else:
-        reply = _gather(call, agent, text)
-    if text:
-        legacy_line_save(call=call, speaker="ai", text=text)
-    total_ms = int((time.perf_counter() - received) * 1000)
+    """A turn whose reply depends on the database (a handoff, a failed model):
+    saved before the reply, in one transaction."""
+    from realtime.call_setup import transcript_offset_ms
+
     with transaction.atomic():
-        locked = CallSession.objects.select_for_update().get(pk=call.pk)
-        locked.turn_latencies_ms = [*(locked.turn_latencies_ms or []), total_ms]
-        locked.save(update_fields=["turn_latencies_ms"])
-    call_event_record(
-        call=call,
-        type="legacy-turn",
-        payload={
-            "event": event,
-            "ms": total_ms,
-            "model_ms": talk.model_ms,
-            "own_ms": max(total_ms - talk.model_ms, 0),
-            "rounds": talk.rounds,
-            "tokens": usage.input_tokens + usage.output_tokens,
-        },
-    )
-    if talk.end_call and talk.handoff_reason is None:
-        call_session_end(call=call, reason="ai-end-call")
-    return reply
+        if talk.error is not None:
+            for payload in talk.tool_events:
+                call_event_record(call=prep.call, type="tool-call", payload=payload)
+            CallSession.objects.filter(pk=prep.call.pk).update(
+                **_usage_changes(prep.agent, talk.usage)
+            )
+            return _model_failed(prep, talk)
+        assert talk.handoff_reason is not None
+        text = " ".join(talk.texts).strip()
+        reply = _handoff(prep, talk.handoff_reason, text)
+        total_ms = int((time.perf_counter() - received) * 1000)
+        _save_turn(
+            prep,
+            talk,
+            text=text,
+            total_ms=total_ms,
+            offset_ms=transcript_offset_ms(prep.call),
+            event=event,
+        )
+        return reply
 
 
 def _handoff(prep: TurnPrep, reason: str, text: str, trigger: str = "ai-tool") -> str:
@@ -367,20 +433,47 @@ def _model_failed(prep: TurnPrep, talk: Conversation) -> str:
 
 
 alegacy_turn_prepare = db_sync_to_async(legacy_turn_prepare, lane="setup")
-alegacy_turn_finish = db_sync_to_async(legacy_turn_finish, lane="setup")
+alegacy_turn_decide = db_sync_to_async(legacy_turn_decide, lane="setup")
 
 
 async def legacy_turn_twiml(
     *, call_id: int, event: str, speech: str, confidence: str, received: float
 ) -> str:
     """Answer one `<Gather>` action (or its silence redirect, or a resume)."""
+    from realtime.call_setup import transcript_offset_ms
+
     deadline = received + settings.LEGACY_TEXT_TIMEOUT_S
+    await writes_settled(call_id)  # the last turn's lines, before reading them
     prep = await alegacy_turn_prepare(
         call_id=call_id, event=event, speech=speech, confidence=confidence
     )
     if isinstance(prep, str):
         return prep
+    write_behind(call_id, functools.partial(_save_heard, prep), "caller line")
     talk = await legacy_converse(prep, deadline=deadline)
-    return await alegacy_turn_finish(
-        prep=prep, talk=talk, received=received, event=event
+    if talk.error is not None or talk.handoff_reason is not None:
+        await writes_settled(call_id)
+        return await alegacy_turn_decide(
+            prep=prep, talk=talk, received=received, event=event
+        )
+    text = " ".join(talk.texts).strip()
+    if talk.end_call:
+        text = text or GOODBYE_LINE
+        reply = legacy_twiml.say_and_hang_up(agent=prep.agent, text=text)
+    else:
+        reply = _gather(prep.call, prep.agent, text)
+    total_ms = int((time.perf_counter() - received) * 1000)
+    write_behind(
+        call_id,
+        functools.partial(
+            _save_turn,
+            prep,
+            talk,
+            text=text,
+            total_ms=total_ms,
+            offset_ms=transcript_offset_ms(prep.call),
+            event=event,
+        ),
+        "turn",
     )
+    return reply

@@ -370,11 +370,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8767)
     parser.add_argument("--api-key", default=None)
+    parser.add_argument(
+        "--delay-ms", type=float, default=0.0, help="answer each request this late"
+    )
     args = parser.parse_args(argv)
 
     async def serve() -> None:
         async with FakeResponsesServer(
-            api_key=args.api_key, host=args.host, port=args.port, record=False
+            api_key=args.api_key,
+            host=args.host,
+            port=args.port,
+            delay_s=args.delay_ms / 1000,
+            record=False,
         ) as fake:
             print(f"fake OpenAI Responses API on {fake.base_url}", flush=True)
             await asyncio.Event().wait()

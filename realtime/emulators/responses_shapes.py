@@ -95,7 +95,12 @@ def _check_message(item: dict[str, Any], param: str) -> None:
     content = item.get("content")
     if isinstance(content, str):
         return
-    _check_type(content, list, f"{param}.content")
+    if not isinstance(content, list):
+        raise _invalid(
+            f"Invalid type for '{param}.content': expected a string or an array.",
+            f"{param}.content",
+            "invalid_type",
+        )
     allowed = {"output_text", "refusal"} if role == "assistant" else {"input_text"}
     for j, part in enumerate(content):
         where = f"{param}.content[{j}]"

@@ -7,6 +7,7 @@ import pytest
 
 from agents.models import Appointment
 from calls.legacy import twiml as legacy_twiml
+from calls.legacy.writes import writes_idle
 from calls.models import CallEvent, CallSession, TranscriptEntry
 from calls.status import CallStatus
 from realtime.emulators.speech_script import HangsUp, Says, Silent
@@ -32,6 +33,7 @@ async def _call(twilio, service, speech):
         status_callback=f"{service}/api/twilio/status",
     )
     finished = await handle.wait_finished(timeout=30)
+    await writes_idle()  # what the turns save is written behind their replies
     call = await CallSession.objects.aget(twilio_call_sid=handle.sid)
     return finished, call
 
@@ -230,6 +232,7 @@ async def test_handoff_goes_into_the_same_conference(
         return call.status == CallStatus.HUMAN_CONNECTED
 
     assert await wait_until(human, within_s=15), call.status
+    await writes_idle()
     room = controlled_twilio.conference(conference_name(call.pk))
     assert len(room.participants) == 2
     said = handle.call.said()

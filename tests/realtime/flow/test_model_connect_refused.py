@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from calls.legacy.writes import writes_idle
 from calls.models import CallEvent, CallSession
 from calls.status import CallStatus
 from realtime.bridge import FIRST_CONNECT_TIMEOUT_S
@@ -81,6 +82,7 @@ async def test_refused_new_session_goes_on_on_the_legacy_path(
         )
         finished = await handle.wait_finished(timeout=20)
         elapsed = time.monotonic() - started
+        await writes_idle()
         assert fake.connection_count == 0
         assert len(fake.rejected_handshakes) == attempts
     await call.arefresh_from_db()
