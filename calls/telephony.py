@@ -186,11 +186,14 @@ MACHINE_ANSWERS = {
 }
 
 
-def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
+def call_outbound_answered_twiml(
+    *, call_id: int, answered_by: str = "", call_sid: str = ""
+) -> str:
     """TwiML for an outbound call the callee's side picked up (F-11).
 
-    A person (or AMD unsure) gets the AI on a media stream; a machine gets the
-    profile's voicemail message, or a hang-up when there is none.
+    A person (or AMD unsure) gets the AI: on a media stream, or on the legacy
+    Gather path when the profile's split (per `call_sid`) says so (F-72); a machine
+    gets the profile's voicemail message, or a hang-up when there is none.
     """
     from calls import twiml
     from calls.inbound import stream_twiml
@@ -221,7 +224,9 @@ def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
         # The same split as inbound calls (F-72), per CallSid.
         from calls.legacy.entry import call_path_set_legacy, legacy_reason
 
-        why = legacy_reason(agent=call.agent, call_sid=call.twilio_call_sid or "")
+        # The webhook's CallSid: the row may not have it yet (saved after the dial).
+        sid = call_sid or call.twilio_call_sid or ""
+        why = legacy_reason(agent=call.agent, call_sid=sid)
         if why is not None:
             call_path_set_legacy(call=call, reason=why)
     return stream_twiml(call=call)
