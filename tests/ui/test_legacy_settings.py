@@ -89,3 +89,16 @@ def test_call_api_says_which_path(logged_in, agent):
     )
     data = logged_in.get(f"/api/calls/{call.pk}/").json()
     assert data["path"] == "legacy"
+
+
+def test_call_pages_show_the_path(logged_in, agent):
+    call = CallSessionFactory(
+        agent=agent,
+        organization=agent.organization,
+        path=CallSession.Path.LEGACY,
+        status=CallStatus.AI_RESPONDING,
+    )
+    detail = logged_in.get(reverse("calls:detail", args=[call.pk])).content.decode()
+    assert 'data-path="legacy"' in detail and "従来経路 (Gather)" in detail
+    listing = logged_in.get(reverse("calls:list")).content.decode()
+    assert 'data-path="legacy"' in listing
