@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -63,18 +64,21 @@ class ModelReply:
     call_items: tuple[dict[str, Any], ...] = field(default=())
 
 
-_clients: dict[tuple[str, str, int], AsyncOpenAI] = {}
+# One client (one connection pool) per event loop, base URL and key: a client's
+# connections belong to the loop that opened them.
+_clients: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[tuple[str, str], AsyncOpenAI]
+] = weakref.WeakKeyDictionary()
 
 
 def text_client() -> AsyncOpenAI:
-    """One client (one connection pool) per base URL, key and event loop."""
+    """The `AsyncOpenAI` client for the current loop and settings."""
     key = settings.OPENAI_API_KEY or DEMO_API_KEY
-    ident = (settings.OPENAI_BASE_URL, key, id(asyncio.get_running_loop()))
-    client = _clients.get(ident)
+    per_loop = _clients.setdefault(asyncio.get_running_loop(), {})
+    ident = (settings.OPENAI_BASE_URL, key)
+    client = per_loop.get(ident)
     if client is None:
-        if len(_clients) > 16:  # loops of finished tests, old settings
-            _clients.clear()
-        client = _clients[ident] = AsyncOpenAI(
+        client = per_loop[ident] = AsyncOpenAI(
             api_key=key, base_url=settings.OPENAI_BASE_URL, max_retries=0
         )
     return client
