@@ -122,6 +122,7 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
             "CELERY_FILESYSTEM_DIR": str(tmp_path / "celery"),
             "DEMO_REALTIME_PORT": str(free_port()),
             "DEMO_TWILIO_PORT": str(free_port()),
+            "DEMO_RESPONSES_PORT": str(free_port()),
             "LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
             **env_overrides,
@@ -177,6 +178,15 @@ def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
     twilio = served.env["DEMO_TWILIO_PORT"]
     reply = httpx.get(f"http://127.0.0.1:{twilio}/_emulator/calls", timeout=5)
     assert reply.json() == {"calls": []}
+    # The legacy path's fake text model (F-72) answers the Responses API.
+    responses = served.env["DEMO_RESPONSES_PORT"]
+    reply = httpx.post(
+        f"http://127.0.0.1:{responses}/v1/responses",
+        json={"model": "gpt-4.1-mini", "input": "こんにちは"},
+        headers={"Authorization": f"Bearer {DEMO_API_KEY}"},
+        timeout=5,
+    )
+    assert reply.status_code == 200 and reply.json()["object"] == "response"
 
     output = served.stop(signal.SIGTERM)
     assert served.process.returncode == 0, output

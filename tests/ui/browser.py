@@ -215,6 +215,7 @@ class DemoService(ServiceProcess):
         super().__init__(env=env)
         self.realtime_port = free_port()
         self.twilio_port = free_port()
+        self.responses_port = free_port()
         self.emulator_url = f"http://127.0.0.1:{self.twilio_port}"
         self.env.update(
             {
@@ -222,6 +223,7 @@ class DemoService(ServiceProcess):
                 "HOST": "127.0.0.1",
                 "DEMO_REALTIME_PORT": str(self.realtime_port),
                 "DEMO_TWILIO_PORT": str(self.twilio_port),
+                "DEMO_RESPONSES_PORT": str(self.responses_port),
                 # Demo mode, and the in-memory channel layer: set, not removed, so a
                 # developer's .env cannot bring them back.
                 "OPENAI_API_KEY": "",
