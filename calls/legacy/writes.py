@@ -73,12 +73,16 @@ def write_behind(call_id: int, write: Callable[[], None], what: str) -> None:
     task.add_done_callback(forget)
 
 
-async def writes_settled(call_id: int) -> None:
-    """Wait until the call's queued writes (in this process) are done."""
+async def writes_settled(call_id: int, *, within_s: float = 1.0) -> bool:
+    """Wait (at most `within_s`: a turn must answer Twilio in time, even while the
+    database is down and the writes retry) until the call's queued writes in this
+    process are done; False if they are not."""
     task = _pending.get(call_id)
-    if task is not None:
-        with contextlib.suppress(BaseException):
-            await asyncio.shield(task)
+    if task is None:
+        return True
+    with contextlib.suppress(Exception):  # TimeoutError: not yet
+        await asyncio.wait_for(asyncio.shield(task), within_s)
+    return task.done()
 
 
 async def writes_idle() -> None:
