@@ -8,8 +8,11 @@ take the legacy path too.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import OrderedDict
 from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 from django.utils import timezone
@@ -21,7 +24,41 @@ from calls.services import call_event_record, call_session_transition
 from calls.status import CallStatus
 from calls.twilio_security import public_url
 
+if TYPE_CHECKING:
+    from realtime.call_setup import CallPrompts
+
 REALTIME_REFUSED_EVENT = "realtime-refused"
+# Rendered once per call, like a Realtime session's instructions: (prompts, tools).
+PROMPTS_KEPT = 2000
+_prompts: OrderedDict[tuple[int, str], tuple[CallPrompts, list[dict[str, Any]]]] = (
+    OrderedDict()
+)
+_prompts_lock = threading.Lock()
+
+
+def legacy_call_prompts(
+    *, call: CallSession
+) -> tuple[CallPrompts, list[dict[str, Any]]]:
+    """The call's rendered prompt and its tools as the Responses API takes them,
+    rendered on the call's first turn in this process and kept (LRU) after it."""
+    from realtime.call_setup import call_prompts
+    from realtime.tools import tools_for
+
+    key = (call.pk, call.created_at.isoformat() if call.created_at else "")
+    with _prompts_lock:
+        kept = _prompts.get(key)
+        if kept is not None:
+            _prompts.move_to_end(key)
+            return kept
+    prompts = call_prompts(call=call)
+    tools = [
+        {**t.schema(), "strict": False} for t in tools_for(list(prompts.enabled_tools))
+    ]
+    with _prompts_lock:
+        _prompts[key] = (prompts, tools)
+        while len(_prompts) > PROMPTS_KEPT:
+            _prompts.popitem(last=False)
+    return prompts, tools
 
 
 def legacy_turn_url(call_id: int, event: str = "gather") -> str:

@@ -28,7 +28,11 @@ from agents.models import AgentProfile
 from callcenter.db import db_sync_to_async
 from calls import twiml as calls_twiml
 from calls.legacy import twiml as legacy_twiml
-from calls.legacy.entry import legacy_entry_twiml, legacy_turn_url
+from calls.legacy.entry import (
+    legacy_call_prompts,
+    legacy_entry_twiml,
+    legacy_turn_url,
+)
 from calls.legacy.text_model import (
     TextModelError,
     TextUsage,
@@ -43,7 +47,7 @@ from calls.services import (
     transcript_entry_add,
 )
 from calls.status import TERMINAL, CallStatus
-from realtime.tools import ToolContext, tool_run, tools_for
+from realtime.tools import ToolContext, tool_run
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +152,7 @@ def legacy_turn_prepare(
     """Read what the model needs (the caller's words not saved yet); or the TwiML
     that answers the turn without the model (call not with the AI, nothing heard)."""
     from handoff.services import caller_leg_twiml
-    from realtime.call_setup import call_prompts, transcript_offset_ms
+    from realtime.call_setup import transcript_offset_ms
 
     call = CallSession.objects.select_related(
         "agent__organization", "organization"
@@ -165,7 +169,7 @@ def legacy_turn_prepare(
         with transaction.atomic():
             return _no_speech(call, event)
     # Reads only: what the turn saves is written behind the reply.
-    prompts = call_prompts(call=call)
+    prompts, tools = legacy_call_prompts(call=call)
     items = _history(call)
     heard = "" if note else speech.strip()
     items.append(
@@ -178,10 +182,7 @@ def legacy_turn_prepare(
         agent=agent,
         instructions=prompts.instructions,
         input_items=items,
-        tools=[
-            {**t.schema(), "strict": False}
-            for t in tools_for(list(prompts.enabled_tools))
-        ],
+        tools=tools,
         enabled=prompts.enabled_tools,
         ctx=ToolContext(
             call_id=call.pk,
