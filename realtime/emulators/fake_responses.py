@@ -67,13 +67,17 @@ class RecordedRequest:
 
 
 def _last_user_text(items: list[dict[str, Any]]) -> str:
-    for item in reversed(items):
-        if item.get("type", "message") == "message" and item.get("role") == "user":
-            content = item.get("content")
-            if isinstance(content, str):
-                return content
-            return "".join(p.get("text", "") for p in content or [])
-    return ""
+    """The caller's words if the input ends with them ("" if it ends with a
+    developer or system note, say)."""
+    if not items:
+        return ""
+    last = items[-1]
+    if last.get("type", "message") != "message" or last.get("role") != "user":
+        return ""
+    content = last.get("content")
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or [])
 
 
 def _tool_outputs(items: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:

@@ -239,3 +239,47 @@ async def test_handoff_goes_into_the_same_conference(
     assert said[-1] == legacy_agent.handoff_farewell
     assert call.handoff_trigger == "ai-tool"
     await handle.hang_up()
+
+
+async def test_back_from_the_human_the_ai_goes_on_with_a_note(
+    service, twilio, fake_responses, legacy_agent
+):
+    """F-34 on the legacy path: the human leaves, the profile sends the caller back
+    to the AI; the AI is told what happened (a developer note) and talks again."""
+    from handoff.services import BACK_FROM_AGENT_NOTE
+
+    legacy_agent.return_to_ai_after_agent = True
+    await legacy_agent.asave()
+    handle = await twilio.inbound_call(
+        from_=CALLER_NUMBER,
+        to=INBOUND_NUMBER,
+        voice_url=f"{service}/api/twilio/voice/incoming",
+        speech_script=[Says("担当者と話したいです"), Says("もう大丈夫です"), HangsUp()],
+        status_callback=f"{service}/api/twilio/status",
+    )
+    call = await CallSession.objects.aget(twilio_call_sid=handle.sid)
+
+    async def human():
+        await call.arefresh_from_db()
+        return call.status == CallStatus.HUMAN_CONNECTED
+
+    assert await wait_until(human, within_s=15), call.status
+    await twilio.hang_up(call.handoff_agent_call_sid)
+    finished = await handle.wait_finished(timeout=30)
+    await writes_idle()
+    said = finished.said()
+    assert "お待たせいたしました。引き続きご用件を伺います。" in said, said
+    assert "「もう大丈夫です」ですね" in said[-1], said
+    assert not finished.errors
+    resumes = [c for c in finished.callbacks if "event=resume" in c.url]
+    assert len(resumes) == 1 and resumes[0].status_code == 200
+    notes = [
+        item
+        for r in fake_responses.requests
+        for item in r.body.get("input", [])
+        if item.get("role") == "developer"
+    ]
+    assert any(n["content"] == BACK_FROM_AGENT_NOTE for n in notes)
+    await call.arefresh_from_db()
+    assert call.ai_resume_note == ""
+    assert (await _events(call, "back-to-ai"))[0]["reason"] == "agent-left"
