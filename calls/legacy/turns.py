@@ -462,6 +462,7 @@ async def legacy_turn_twiml(
         text = text or GOODBYE_LINE
         reply = legacy_twiml.say_and_hang_up(agent=prep.agent, text=text)
     else:
+        text = text or legacy_twiml.NOTHING_SAID_LINE
         reply = _gather(prep.call, prep.agent, text)
     total_ms = int((time.perf_counter() - received) * 1000)
     write_behind(

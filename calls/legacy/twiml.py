@@ -33,6 +33,8 @@ MODEL_ERROR_LINE = (
 NO_ONE_THERE_LINE = (
     "お声が確認できませんでしたので、お電話を終了いたします。失礼いたします。"
 )
+# The model ran tools but said nothing (its rounds ran out): never a silent turn.
+NOTHING_SAID_LINE = "承知いたしました。ほかにご用件はございますか。"
 HANDOFF_REFUSED_LINE = (
     "申し訳ございません。ただいま担当者にお繋ぎできません。引き続きご用件を伺います。"
 )

@@ -213,3 +213,58 @@ def test_path_figures_side_by_side():
     assert legacy.latency_p95_ms == 3000
     assert legacy.completion_pct == 50.0
     assert legacy.cost_per_call_usd == Decimal("0.0200")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_model_that_only_calls_tools_still_says_something(monkeypatch):
+    """Rounds run out with tool calls and no text: the caller hears a line, and
+    the turn is saved with its tool events."""
+    import time as clock
+
+    from asgiref.sync import sync_to_async
+
+    from calls.legacy import turns
+    from calls.legacy.text_model import ModelReply, TextUsage, ToolCall
+    from calls.legacy.writes import writes_idle
+
+    call = await sync_to_async(CallSessionFactory)(
+        path=CallSession.Path.LEGACY, status=CallStatus.AI_RESPONDING
+    )
+    asked: list[int] = []
+
+    async def tool_happy_model(**kwargs):
+        asked.append(1)
+        return ModelReply(
+            text="",
+            tool_calls=(ToolCall(f"call_{len(asked)}", "get_customer_info", "{}"),),
+            usage=TextUsage(10, 0, 5),
+            ms=1,
+            call_items=(
+                {
+                    "type": "function_call",
+                    "call_id": f"call_{len(asked)}",
+                    "name": "get_customer_info",
+                    "arguments": "{}",
+                },
+            ),
+        )
+
+    monkeypatch.setattr(turns, "text_respond", tool_happy_model)
+    reply = await turns.legacy_turn_twiml(
+        call_id=call.pk,
+        event="gather",
+        speech="私の予約は？",
+        confidence="0.9",
+        received=clock.perf_counter(),
+    )
+    await writes_idle()
+    assert legacy_twiml.NOTHING_SAID_LINE in reply and "<Gather" in reply
+    assert len(asked) == turns.MAX_ROUNDS
+    tools = [
+        e.payload["name"]
+        async for e in CallEvent.objects.filter(call=call, type="tool-call")
+    ]
+    assert tools == ["get_customer_info"] * turns.MAX_ROUNDS
+    await call.arefresh_from_db()
+    assert call.input_text_tokens == 10 * turns.MAX_ROUNDS
+    assert len(call.turn_latencies_ms) == 1
