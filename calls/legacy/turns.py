@@ -401,12 +401,23 @@ def _handoff(prep: TurnPrep, reason: str, text: str, trigger: str = "ai-tool") -
 
 def _model_failed(prep: TurnPrep, talk: Conversation) -> str:
     """The model timed out, failed or answered nonsense: ask again; the second time
-    in a row, the profile's model-failure path (a human, or an apology)."""
+    in a row, the profile's model-failure path (a human, or an apology). If it had
+    already ended the call (end_call) the goodbye is said; if a tool of this turn
+    did its work (a booking), the caller is not asked to repeat it."""
     from realtime.call_setup import APOLOGY_LINE
 
     call, agent = prep.call, prep.agent
     error = talk.error
     assert error is not None
+    if talk.end_call:
+        call_event_record(
+            call=call,
+            type="legacy-model-failed",
+            payload={"kind": error.kind, "detail": error.detail, "after": "end_call"},
+        )
+        legacy_line_save(call=call, speaker="ai", text=GOODBYE_LINE)
+        call_session_end(call=call, reason="ai-end-call")
+        return legacy_twiml.say_and_hang_up(agent=agent, text=GOODBYE_LINE)
     CallSession.objects.filter(pk=call.pk).update(legacy_misses=F("legacy_misses") + 1)
     call.refresh_from_db(fields=["legacy_misses"])
     call_event_record(
@@ -419,11 +430,12 @@ def _model_failed(prep: TurnPrep, talk: Conversation) -> str:
         },
     )
     if call.legacy_misses < MODEL_FAILURE_LIMIT:
-        line = (
-            legacy_twiml.SLOW_MODEL_LINE
-            if error.kind == "timeout"
-            else legacy_twiml.MODEL_ERROR_LINE
-        )
+        if any(t["ok"] for t in talk.tool_events):
+            line = legacy_twiml.NOTHING_SAID_LINE
+        elif error.kind == "timeout":
+            line = legacy_twiml.SLOW_MODEL_LINE
+        else:
+            line = legacy_twiml.MODEL_ERROR_LINE
         legacy_line_save(call=call, speaker="ai", text=line)
         return _gather(call, agent, line)
     if agent.on_model_failure == "handoff" and agent.handoff_phone_number:

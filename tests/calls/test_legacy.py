@@ -268,3 +268,70 @@ async def test_a_model_that_only_calls_tools_still_says_something(monkeypatch):
     await call.arefresh_from_db()
     assert call.input_text_tokens == 10 * turns.MAX_ROUNDS
     assert len(call.turn_latencies_ms) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("tool", ["schedule_appointment", "end_call"])
+async def test_model_failing_after_a_tool_did_its_work(monkeypatch, tool):
+    """The booking was made (or the call ended) and then the model timed out: the
+    caller is not asked to say it again (no second booking), or hears the goodbye."""
+    import json
+    import time as clock
+
+    from asgiref.sync import sync_to_async
+
+    from agents.models import Appointment
+    from calls.legacy import turns
+    from calls.legacy.text_model import ModelReply, TextModelError, TextUsage, ToolCall
+    from calls.legacy.writes import writes_idle
+
+    call = await sync_to_async(CallSessionFactory)(
+        path=CallSession.Path.LEGACY, status=CallStatus.AI_RESPONDING
+    )
+    arguments = json.dumps(
+        {"date": "2099-01-02", "time": "10:00", "name": "山田"}
+        if tool == "schedule_appointment"
+        else {"reason": "done"}
+    )
+    replies = iter(
+        [
+            ModelReply(
+                text="",
+                tool_calls=(ToolCall("call_1", tool, arguments),),
+                usage=TextUsage(10, 0, 5),
+                ms=1,
+                call_items=(
+                    {
+                        "type": "function_call",
+                        "call_id": "call_1",
+                        "name": tool,
+                        "arguments": arguments,
+                    },
+                ),
+            )
+        ]
+    )
+
+    async def then_too_slow(**kwargs):
+        reply = next(replies, None)
+        if reply is None:
+            raise TextModelError("timeout", "no answer within 0.1 s")
+        return reply
+
+    monkeypatch.setattr(turns, "text_respond", then_too_slow)
+    reply = await turns.legacy_turn_twiml(
+        call_id=call.pk,
+        event="gather",
+        speech="はい",
+        confidence="0.9",
+        received=clock.perf_counter(),
+    )
+    await writes_idle()
+    await call.arefresh_from_db()
+    if tool == "end_call":
+        assert turns.GOODBYE_LINE in reply and "<Hangup />" in reply
+        assert call.status == CallStatus.COMPLETED
+    else:
+        assert legacy_twiml.NOTHING_SAID_LINE in reply and "<Gather" in reply
+        assert legacy_twiml.SLOW_MODEL_LINE not in reply
+        assert await Appointment.objects.filter(call=call).acount() == 1
