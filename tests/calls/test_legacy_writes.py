@@ -12,6 +12,9 @@ from django.db import OperationalError
 from calls.legacy import writes
 from calls.legacy.writes import write_behind, writes_idle, writes_settled
 
+# The writes run on the DB threads, whose pooled connections are checked first.
+pytestmark = pytest.mark.django_db(transaction=True)
+
 
 async def test_writes_of_a_call_run_in_order():
     done: list[int] = []
