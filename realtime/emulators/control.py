@@ -170,6 +170,11 @@ def _optional_number(body: Mapping[str, Any], key: str) -> float | None:
     return _number(body, key, 0.0)
 
 
+_FAR_END_FIELDS = frozenset(
+    {"behaviour", "ring_s", "hangup_after_s", "talk_s", "script", "speech"}
+)
+
+
 def _speech(lines: Any) -> list[Utterance] | None:
     """The control API's ``"speech": ["say:…", "silent", "hangup"]`` (for
     ``<Gather input="speech">``), or None when absent."""
@@ -187,14 +192,7 @@ def parse_far_end(body: Any) -> FarEnd:
     """Turn the control API's JSON far end into a ``FarEnd`` (ScriptError)."""
     if not isinstance(body, Mapping):
         raise ScriptError(f"a far end is a JSON object, got {body!r}")
-    unknown = set(body) - {
-        "behaviour",
-        "ring_s",
-        "hangup_after_s",
-        "talk_s",
-        "script",
-        "speech",
-    }
+    unknown = set(body) - _FAR_END_FIELDS
     if unknown:
         raise ScriptError(f"unknown far end fields {sorted(unknown)}")
     behaviour = body.get("behaviour", "answer")
