@@ -87,6 +87,19 @@ FIELDSETS: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
         ),
     ),
     ("limits", _("制限"), ("max_call_duration_s", "idle_timeout_s")),
+    (
+        "legacy",
+        _("従来の音声認識経路 (Gather)"),
+        (
+            "legacy_text_model",
+            "legacy_say_voice",
+            "legacy_speech_model",
+            "legacy_timeout_s",
+            "legacy_speech_timeout",
+            "legacy_hints",
+            "legacy_action_on_empty_result",
+        ),
+    ),
     ("web", _("Web通話"), ("public_web_calls", "public_web_max_calls")),
     ("after_call", _("通話後の要約と抽出"), ("extraction_preset", "extraction_schema")),
 )
@@ -140,6 +153,13 @@ LABELS = {
     "idle_timeout_s": _("無音タイムアウト (秒)"),
     "extraction_preset": _("既定のスキーマに置き換える"),
     "extraction_schema": _("抽出スキーマ (JSON Schema)"),
+    "legacy_text_model": _("テキストモデル"),
+    "legacy_say_voice": _("読み上げ音声 (<Say>)"),
+    "legacy_speech_model": _("音声認識モデル"),
+    "legacy_timeout_s": _("発話を待つ時間 (秒)"),
+    "legacy_speech_timeout": _("発話終了の判定"),
+    "legacy_hints": _("認識のヒント"),
+    "legacy_action_on_empty_result": _("聞き取れないときは聞き返す"),
 }
 
 HELP = {
@@ -147,7 +167,15 @@ HELP = {
     "instructions_template": _(
         "{{変数名}} の形で変数を使えます。上のチップをクリックすると挿入されます。"
     ),
-    "rollout_percentage": _("この割合の着信だけをAIが受けます。"),
+    "rollout_percentage": _(
+        "この割合の通話が Realtime で応答します。残りは従来の音声認識経路 (Gather) で"
+        "応答します。通話ごと (CallSid) に決まります。"
+    ),
+    "legacy_say_voice": _(
+        "日本語 (ja-JP) を話せる Amazon Polly / Google の音声だけを選べます。"
+    ),
+    "legacy_speech_timeout": _("auto、または発話の終わりとみなす無音の秒数 (1〜60)。"),
+    "legacy_hints": _("お客様が言いそうな言葉をカンマ区切りで (1つ100文字まで)。"),
     "handoff_phone_number": _("090-1234-5678 や +81… の形式で入力できます。"),
     "resume_message": _(
         "サーバーの再起動などで音声が途切れた通話が戻ったときに言います。空欄なら何も言いません。"

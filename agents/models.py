@@ -28,6 +28,39 @@ VOICES = (
 SPEED_MIN, SPEED_MAX = 0.25, 1.5
 MODELS = ("gpt-realtime", "gpt-realtime-mini")
 TRANSCRIPTION_MODELS = ("gpt-4o-transcribe", "gpt-4o-mini-transcribe", "whisper-1")
+# The legacy Gather path (F-72): Twilio <Say> voices that speak ja-JP, and the
+# <Gather> speech models (Twilio's generic ones and Google's v2 models, which
+# take ja-JP). An unknown or foreign voice is refused on the settings page.
+SAY_LANGUAGE = "ja-JP"
+SAY_VOICES = (
+    "Polly.Mizuki",
+    "Polly.Takumi",
+    "Polly.Kazuha-Neural",
+    "Polly.Tomoko-Neural",
+    "Polly.Takumi-Neural",
+    "Google.ja-JP-Standard-A",
+    "Google.ja-JP-Standard-B",
+    "Google.ja-JP-Standard-C",
+    "Google.ja-JP-Standard-D",
+    "Google.ja-JP-Wavenet-A",
+    "Google.ja-JP-Wavenet-B",
+    "Google.ja-JP-Wavenet-C",
+    "Google.ja-JP-Wavenet-D",
+    "Google.ja-JP-Neural2-B",
+    "Google.ja-JP-Neural2-C",
+    "Google.ja-JP-Neural2-D",
+)
+GATHER_SPEECH_MODELS = (
+    "",  # Twilio chooses (and fails over between providers)
+    "default",
+    "phone_call",
+    "experimental_conversations",
+    "experimental_utterances",
+    "googlev2_telephony",
+    "googlev2_long",
+    "googlev2_short",
+)
+TEXT_MODELS = ("gpt-4.1-mini", "gpt-4.1")
 TOOL_NAMES = (
     "request_operator_handoff",
     "get_customer_info",
@@ -200,6 +233,47 @@ class AgentProfile(models.Model):
     rollout_percentage = models.PositiveSmallIntegerField(
         _("rollout %"), default=100, validators=[MaxValueValidator(100)]
     )
+    # The legacy Gather path (F-72): used outside the rollout, when Realtime is off
+    # for the profile, and when OpenAI Realtime refuses new sessions (F-71).
+    legacy_text_model = models.CharField(
+        _("legacy text model"),
+        max_length=40,
+        choices=[(m, m) for m in TEXT_MODELS],
+        default=TEXT_MODELS[0],
+    )
+    legacy_say_voice = models.CharField(
+        _("legacy <Say> voice"),
+        max_length=40,
+        choices=[(v, v) for v in SAY_VOICES],
+        default="Polly.Mizuki",
+    )
+    legacy_speech_model = models.CharField(
+        _("legacy speech model"),
+        max_length=40,
+        choices=[(m, m or _("Twilio's choice")) for m in GATHER_SPEECH_MODELS],
+        default="phone_call",
+        blank=True,
+    )
+    legacy_timeout_s = models.PositiveSmallIntegerField(
+        _("seconds to wait for the caller to speak"),
+        default=5,
+        validators=[MinValueValidator(1), MaxValueValidator(60)],
+    )
+    legacy_speech_timeout = models.CharField(
+        _("speech end timeout"),
+        max_length=4,
+        default="auto",
+        help_text=_("auto, or whole seconds of silence that end the caller's turn."),
+    )
+    legacy_hints = models.CharField(
+        _("speech hints"),
+        max_length=1000,
+        blank=True,
+        help_text=_("Comma-separated words and phrases the caller is likely to say."),
+    )
+    legacy_action_on_empty_result = models.BooleanField(
+        _("ask again when nothing was heard"), default=True
+    )
     # The web voice channel (F-74): a public page /talk/<public_id>/ when enabled.
     public_web_calls = models.BooleanField(
         _("public web calls (/talk/ page, no login)"), default=False
@@ -243,6 +317,20 @@ class AgentProfile(models.Model):
                 validate_template(getattr(self, field))
             except ValidationError as exc:
                 errors.setdefault(field, []).append(exc)
+        speech_timeout = (self.legacy_speech_timeout or "").strip()
+        if speech_timeout != "auto" and not (
+            speech_timeout.isascii()
+            and speech_timeout.isdigit()
+            and 1 <= int(speech_timeout) <= 60
+        ):
+            errors.setdefault("legacy_speech_timeout", []).append(
+                ValidationError(_("Give auto or whole seconds from 1 to 60."))
+            )
+        hints = [h.strip() for h in (self.legacy_hints or "").split(",")]
+        if any(len(h) > 100 for h in hints):
+            errors.setdefault("legacy_hints", []).append(
+                ValidationError(_("Each hint may be at most 100 characters."))
+            )
         unknown_tools = [t for t in self.enabled_tools or [] if t not in TOOL_NAMES]
         if not isinstance(self.enabled_tools, list) or unknown_tools:
             errors.setdefault("enabled_tools", []).append(

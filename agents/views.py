@@ -6,10 +6,13 @@ go through `agents.selectors.agent_list`, so another organisation's agent is a 4
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -24,6 +27,10 @@ from agents.models import AgentProfile
 from agents.prompts import KNOWN_VARIABLES, SAMPLE_VALUES, render_template
 from agents.selectors import agent_list
 from agents.services import agent_profile_save
+from calls.path_figures import path_figures
+
+# The agent page compares the two speech paths over this span (F-72).
+PATH_FIGURES_SPAN = timedelta(days=30)
 
 
 def _get_agent_or_404(request: HttpRequest, pk: int) -> AgentProfile:
@@ -45,8 +52,11 @@ def agent_list_page(request: HttpRequest) -> HttpResponse:
 def _settings_context(
     agent: AgentProfile, form: AgentProfileForm, legacy_form: LegacyPitchForm
 ) -> dict[str, object]:
+    since = timezone.now() - PATH_FIGURES_SPAN
     return {
         "agent": agent,
+        "paths": path_figures(agent.calls.filter(created_at__gte=since)),
+        "paths_days": PATH_FIGURES_SPAN.days,
         "form": form,
         "legacy_form": legacy_form,
         "variables": KNOWN_VARIABLES,

@@ -3,7 +3,7 @@
     .venv/bin/python bench/summary.py [--n 20] [--every 0.5] [--model-delay 0]
 
 A throw-away SQLite database migrated and seeded by `manage.py`, the fake
-Responses API (realtime.emulators.fake_responses) in this process, and one real
+Responses API (realtime.emulators.fake_summaries) in this process, and one real
 `celery -A callcenter worker` subprocess on the embedded filesystem broker, as
 `make run` has them. This process ends N calls the way the bridge does (the status
 change commits; the task message is sent on commit by the project's own dispatch),
@@ -30,7 +30,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.service import BIN, ROOT, database_prepare
-from realtime.emulators.fake_responses import FakeResponsesServer
+from realtime.emulators.fake_summaries import FakeSummariesServer
 
 TARGET_S = 5.0
 LINES = (
@@ -85,7 +85,7 @@ async def main(args: argparse.Namespace) -> int:
         "LOG_FORMAT": "text",
         "DJANGO_SETTINGS_MODULE": "callcenter.settings",
     }
-    async with FakeResponsesServer(delay_s=args.model_delay) as fake:
+    async with FakeSummariesServer(delay_s=args.model_delay) as fake:
         env["SUMMARY_OPENAI_BASE_URL"] = fake.base_url
         await asyncio.to_thread(database_prepare, env)
         worker = start_worker(env, tmp)

@@ -2,6 +2,7 @@
 
 import gc
 import os
+from importlib import import_module
 from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "callcenter.settings")
@@ -71,6 +72,11 @@ application = ProtocolTypeRouter(
         ),
     }
 )
+
+# The URLconf, and with it every view and what they import (the `openai` package of
+# the legacy path, F-72: thousands of long-lived objects), loaded now rather than on
+# the first request, so it is frozen with the rest.
+import_module(settings.ROOT_URLCONF)
 
 # What is loaded by now lives as long as the process. Frozen, it is left out of the
 # cyclic collector's full passes, which the audio path's steady allocation triggers

@@ -84,6 +84,11 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
     EnvVar(
         "DEMO_RESPONSES_PORT",
         "8767",
+        "Demo mode: port of the built-in fake OpenAI Responses API (the legacy path).",
+    ),
+    EnvVar(
+        "DEMO_SUMMARIES_PORT",
+        "8768",
         "Demo mode: port of the fake OpenAI Responses API that writes call summaries.",
     ),
     EnvVar(
@@ -100,6 +105,23 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Realtime WebSocket URL.",
     ),
     EnvVar("OPENAI_REALTIME_MODEL", "gpt-realtime", "Default Realtime model."),
+    EnvVar(
+        "OPENAI_BASE_URL",
+        "https://api.openai.com/v1",
+        "OpenAI REST base URL: the legacy path's text model (Responses API).",
+    ),
+    EnvVar(
+        "LEGACY_TEXT_TIMEOUT_S",
+        "8",
+        "Legacy path: seconds the text model (and its tools) may take in one turn; "
+        "Twilio gives a webhook 15 s. Past it the caller is asked to say it again.",
+    ),
+    EnvVar(
+        "LEGACY_REALTIME_BACKOFF_S",
+        "60",
+        "After OpenAI Realtime refused a new session, new calls take the legacy "
+        "path for this many seconds (F-71).",
+    ),
     EnvVar(
         "TWILIO_ACCOUNT_SID",
         "AC00000000000000000000000000000000",
@@ -287,6 +309,17 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Wait before the first retry of a summary; doubles each time.",
     ),
     EnvVar("SUMMARY_TIMEOUT_S", "30", "Time-out of one summary request (seconds)."),
+    EnvVar(
+        "PRICE_GPT_4_1_MINI",
+        "0.40,0.10,1.60",
+        "Legacy path: USD per 1M tokens for gpt-4.1-mini: text in, text cached, "
+        "text out.",
+    ),
+    EnvVar(
+        "PRICE_GPT_4_1",
+        "2.00,0.50,8.00",
+        "Legacy path: the same three prices for gpt-4.1.",
+    ),
 )
 
 _LOCAL_SECRET_KEY = "local-only-insecure-key-change-me-in-production-0123456789"
@@ -338,6 +371,17 @@ def get_json_list(name: str) -> list[dict[str, Any]]:
 def get_secret_key() -> str:
     """Return SECRET_KEY, falling back to a fixed key fit only for local use."""
     return env.str("SECRET_KEY", default=_LOCAL_SECRET_KEY)
+
+
+def get_text_prices(name: str) -> dict[str, float]:
+    """Parse a text model's three prices (USD per 1M tokens) into named rates."""
+    keys = ("text_in", "text_cached", "text_out")
+    values = [float(part) for part in get_list(name)]
+    if len(values) != len(keys):
+        raise ValueError(
+            f"{name} needs {len(keys)} comma-separated prices, got {len(values)}"
+        )
+    return dict(zip(keys, values, strict=True))
 
 
 def get_prices(name: str) -> dict[str, float]:

@@ -197,6 +197,9 @@ PUBLIC_BASE_URL = E.get_str("PUBLIC_BASE_URL").rstrip("/")
 OPENAI_API_KEY = E.get_str("OPENAI_API_KEY")
 OPENAI_REALTIME_URL = E.get_str("OPENAI_REALTIME_URL")
 OPENAI_REALTIME_MODEL = E.get_str("OPENAI_REALTIME_MODEL")
+OPENAI_BASE_URL = E.get_str("OPENAI_BASE_URL").rstrip("/")
+LEGACY_TEXT_TIMEOUT_S = E.get_float("LEGACY_TEXT_TIMEOUT_S")
+LEGACY_REALTIME_BACKOFF_S = E.get_float("LEGACY_REALTIME_BACKOFF_S")
 TWILIO_ACCOUNT_SID = E.get_str("TWILIO_ACCOUNT_SID")
 TWILIO_AUTH_TOKEN = E.get_str("TWILIO_AUTH_TOKEN")
 TWILIO_API_BASE_URL = E.get_str("TWILIO_API_BASE_URL").rstrip("/")
@@ -237,6 +240,11 @@ SUMMARY_TIMEOUT_S = E.get_float("SUMMARY_TIMEOUT_S")
 REALTIME_PRICES = {
     "gpt-realtime": E.get_prices("PRICE_GPT_REALTIME"),
     "gpt-realtime-mini": E.get_prices("PRICE_GPT_REALTIME_MINI"),
+}
+# The legacy path's text models (F-72).
+TEXT_PRICES = {
+    "gpt-4.1-mini": E.get_text_prices("PRICE_GPT_4_1_MINI"),
+    "gpt-4.1": E.get_text_prices("PRICE_GPT_4_1"),
 }
 
 LOGGING = {

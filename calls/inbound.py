@@ -16,6 +16,11 @@ from django.utils import timezone
 from agents.phones import normalize_phone
 from agents.selectors import customer_find, phone_number_route
 from calls import twiml
+from calls.legacy.entry import (
+    call_path_set_legacy,
+    legacy_entry_twiml,
+    legacy_reason,
+)
 from calls.models import CallSession
 from calls.services import call_event_record, call_session_transition
 from calls.status import CallStatus
@@ -45,21 +50,31 @@ def in_rollout(*, call_sid: str, percentage: int) -> bool:
 def live_ai_call_count() -> int:
     """Calls holding (or about to hold) a bridge, across every process."""
     recent = timezone.now() - PENDING_STREAM_GRACE
-    # One query (the webhook is on every call's setup path).
-    return CallSession.objects.filter(
-        Q(status=CallStatus.AI_RESPONDING)
-        | Q(
-            status__in=[CallStatus.INITIATED, CallStatus.RINGING],
-            created_at__gte=recent,
-            stream_token_used_at__isnull=True,
-            handoff_trigger="",
+    # One query (the webhook is on every call's setup path). Legacy calls (F-72)
+    # hold no bridge and do not count.
+    return (
+        CallSession.objects.filter(path=CallSession.Path.REALTIME)
+        .filter(
+            Q(status=CallStatus.AI_RESPONDING)
+            | Q(
+                status__in=[CallStatus.INITIATED, CallStatus.RINGING],
+                created_at__gte=recent,
+                stream_token_used_at__isnull=True,
+                handoff_trigger="",
+            )
         )
-    ).count()
+        .count()
+    )
 
 
 def stream_twiml(*, call: CallSession, pause_s: int = 0) -> str:
     """The `<Connect><Stream>` reply carrying the call id and its one-time token
-    (after `pause_s` seconds of `<Pause>` when asked)."""
+    (after `pause_s` seconds of `<Pause>` when asked); for a call on the legacy
+    path (F-72), its `<Gather>` TwiML instead."""
+    if call.path == CallSession.Path.LEGACY:
+        from calls.legacy.entry import legacy_entry_twiml
+
+        return legacy_entry_twiml(call=call)
     return twiml.stream(
         url=stream_url(f"/api/twilio/media-stream/{call.pk}"),
         parameters={"call_id": str(call.pk), "stream_token": call.stream_token},
@@ -99,14 +114,19 @@ def call_inbound_route(
 ) -> InboundReply:
     """Answer Twilio's inbound webhook.
 
-    Unknown number → a polite message and hang-up (no call row). Realtime off, outside
-    rollout or over the live-call cap → a human if the profile has a number, else an
-    apology. Otherwise a CallSession and stream TwiML. A retried webhook (same CallSid)
-    gets the same answer and creates nothing new.
+    Unknown number → a polite message and hang-up (no call row). The AI switched
+    off (USE_OPENAI_REALTIME) or over the live-call cap → a human if the profile has
+    a number, else an apology. Realtime off for the profile, outside its rollout or
+    refusing new sessions (F-71) → the legacy Gather path (F-72). Otherwise a
+    CallSession and stream TwiML. A retried webhook (same CallSid) gets the same
+    answer and creates nothing new.
     """
     existing = CallSession.objects.filter(twilio_call_sid=call_sid).first()
     if existing is not None:
-        if existing.status in (CallStatus.INITIATED, CallStatus.RINGING):
+        if existing.status in (CallStatus.INITIATED, CallStatus.RINGING) or (
+            existing.path == CallSession.Path.LEGACY
+            and existing.status == CallStatus.AI_RESPONDING
+        ):
             return InboundReply(stream_twiml(call=existing), existing)
         return InboundReply(twiml.say_and_hang_up(twiml.SORRY_MESSAGE), existing)
 
@@ -147,12 +167,12 @@ def call_inbound_route(
         payload={"kind": "voice-incoming", "call_sid": call_sid},
     )
 
-    if not settings.USE_OPENAI_REALTIME or not agent.realtime_enabled:
-        return InboundReply(_fallback_to_human(call=call, reason="realtime-off"), call)
-    if not in_rollout(call_sid=call_sid, percentage=agent.rollout_percentage):
-        return InboundReply(
-            _fallback_to_human(call=call, reason="outside-rollout"), call
-        )
+    if not settings.USE_OPENAI_REALTIME:
+        return InboundReply(_fallback_to_human(call=call, reason="ai-off"), call)
+    why_legacy = legacy_reason(agent=agent, call_sid=call_sid)
+    if why_legacy is not None:
+        call_path_set_legacy(call=call, reason=why_legacy)
+        return InboundReply(legacy_entry_twiml(call=call), call)
     # Count after creating our row (it counts itself) so the cap is exact.
     if live_ai_call_count() > settings.MAX_LIVE_CALLS:
         call_event_record(

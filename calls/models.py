@@ -54,7 +54,19 @@ class CallSession(models.Model):
     customer = models.ForeignKey(
         Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="calls"
     )
+
+    class Path(models.TextChoices):
+        REALTIME = "realtime", _("Realtime")
+        LEGACY = "legacy", _("legacy (Gather)")
+
     direction = models.CharField(max_length=10, choices=Direction.choices)
+    # Which speech path the call took (F-72): the Realtime bridge, or Twilio's
+    # <Gather> with a text model.
+    path = models.CharField(
+        max_length=10, choices=Path.choices, default=Path.REALTIME, db_index=True
+    )
+    # Legacy path: turns in a row that heard nothing or where the text model failed.
+    legacy_misses = models.PositiveSmallIntegerField(default=0, editable=False)
     from_number = models.CharField(_("from"), max_length=32, blank=True)
     to_number = models.CharField(_("to"), max_length=32, blank=True)
     status = models.CharField(

@@ -43,6 +43,7 @@ def call_search(
     user: object,
     status: str | None = None,
     direction: str | None = None,
+    path: str | None = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     agent_id: int | None = None,
@@ -54,6 +55,8 @@ def call_search(
         calls = calls.filter(status=status)
     if direction:
         calls = calls.filter(direction=direction)
+    if path:
+        calls = calls.filter(path=path)
     if created_after:
         calls = calls.filter(created_at__gte=created_after)
     if created_before:

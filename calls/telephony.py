@@ -161,6 +161,12 @@ def call_stream_ended_twiml(*, call_id: int, dial_status: str = "") -> str:
     call_event_record(call=call, type="stream-ended", payload={"status": call.status})
     if call.status in (CallStatus.TRANSFERRING, CallStatus.HUMAN_CONNECTED):
         return caller_leg_twiml(call=call)
+    if call.path == CallSession.Path.LEGACY and call.status == CallStatus.AI_RESPONDING:
+        # The bridge let go because Realtime refused the session (F-71): on with
+        # the legacy path (F-72).
+        from calls.inbound import stream_twiml
+
+        return stream_twiml(call=call)
     if stream_expected_again(call):
         reply = call_stream_lost_twiml(call_id=call.pk)
         if reply is not None:
@@ -180,11 +186,14 @@ MACHINE_ANSWERS = {
 }
 
 
-def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
+def call_outbound_answered_twiml(
+    *, call_id: int, answered_by: str = "", call_sid: str = ""
+) -> str:
     """TwiML for an outbound call the callee's side picked up (F-11).
 
-    A person (or AMD unsure) gets the AI on a media stream; a machine gets the
-    profile's voicemail message, or a hang-up when there is none.
+    A person (or AMD unsure) gets the AI: on a media stream, or on the legacy
+    Gather path when the profile's split (per `call_sid`) says so (F-72); a machine
+    gets the profile's voicemail message, or a hang-up when there is none.
     """
     from calls import twiml
     from calls.inbound import stream_twiml
@@ -211,6 +220,15 @@ def call_outbound_answered_twiml(*, call_id: int, answered_by: str = "") -> str:
             call_event_record(call=call, type="voicemail", payload={"message": message})
             return twiml.say_and_hang_up(message)
         return twiml.hang_up()
+    if call.path == CallSession.Path.REALTIME and call.agent_id:
+        # The same split as inbound calls (F-72), per CallSid.
+        from calls.legacy.entry import call_path_set_legacy, legacy_reason
+
+        # The webhook's CallSid: the row may not have it yet (saved after the dial).
+        sid = call_sid or call.twilio_call_sid or ""
+        why = legacy_reason(agent=call.agent, call_sid=sid)
+        if why is not None:
+            call_path_set_legacy(call=call, reason=why)
     return stream_twiml(call=call)
 
 

@@ -46,6 +46,7 @@ from calls.campaigns.models import DoNotCall
 from calls.campaigns.services import dnc_add_from_call
 from calls.control import CallNotLive, call_hangup_request, call_instruct
 from calls.models import CallSession, Recording
+from calls.path_figures import path_figures
 from calls.selectors import call_get, call_list
 from calls.status import LIVE, TERMINAL, CallStatus
 from calls.summary.views import summary_context
@@ -188,10 +189,9 @@ def _live_calls(request: HttpRequest) -> QuerySet[CallSession]:
 
 
 def _today(request: HttpRequest) -> dict[str, Any]:
-    figures, charts = figures_for(
-        call_list(user=request.user).filter(created_at__gte=today_start())
-    )
-    return {"figures": figures, "charts": charts}
+    calls = call_list(user=request.user).filter(created_at__gte=today_start())
+    figures, charts = figures_for(calls)
+    return {"figures": figures, "charts": charts, "paths": path_figures(calls)}
 
 
 @login_required

@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from calls import webhooks
+from calls.legacy import webhooks as legacy_webhooks
 from handoff import webhooks as handoff_webhooks
 
 urlpatterns = [
@@ -22,6 +23,11 @@ urlpatterns = [
     ),
     path(
         "stream-ended/<int:call_id>", webhooks.stream_ended, name="twilio-stream-ended"
+    ),
+    path(
+        "legacy/<int:call_id>/turn",
+        legacy_webhooks.legacy_turn,
+        name="twilio-legacy-turn",
     ),
     path(
         "conference/status/<int:call_id>",

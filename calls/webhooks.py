@@ -33,7 +33,9 @@ def voice_outbound(request: HttpRequest, call_id: int) -> HttpResponse:
     """The callee answered our outbound call: AI stream or voicemail (F-11)."""
     return twiml_response(
         call_outbound_answered_twiml(
-            call_id=call_id, answered_by=request.POST.get("AnsweredBy", "")
+            call_id=call_id,
+            answered_by=request.POST.get("AnsweredBy", ""),
+            call_sid=request.POST.get("CallSid", ""),
         )
     )
 

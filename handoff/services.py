@@ -298,12 +298,15 @@ def _dial_agent(*, call: CallSession, number: str) -> str:
     return sid
 
 
-def caller_leg_twiml(*, call: CallSession) -> str:
-    """The caller's `<Dial><Conference>`; its action asks us what next when it ends."""
+def caller_leg_twiml(*, call: CallSession, say: str = "", voice: str = "") -> str:
+    """The caller's `<Dial><Conference>`; its action asks us what next when it ends.
+    `say`: a line spoken first, in `voice` (the legacy path's farewell)."""
     return twiml.caller_leg(
         call_id=call.pk,
         conference_status_url=public_url(f"/api/twilio/conference/status/{call.pk}"),
         action_url=public_url(f"/api/twilio/stream-ended/{call.pk}"),
+        say=say,
+        voice=voice,
     )
 
 

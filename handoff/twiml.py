@@ -38,14 +38,24 @@ def agent_leg(
     return str(response)
 
 
-def caller_leg(*, call_id: int, conference_status_url: str, action_url: str) -> str:
+def caller_leg(
+    *,
+    call_id: int,
+    conference_status_url: str,
+    action_url: str,
+    say: str = "",
+    voice: str = "",
+) -> str:
     """The caller's leg: wait in the room with hold music until the human comes.
 
     When the room ends (the human hung up: their leg ends it), Twilio requests
     `action_url` for what the caller hears next, at once and before any conference
-    callback reaches us: back to the AI, or a hang-up (F-34).
+    callback reaches us: back to the AI, or a hang-up (F-34). `say` is spoken first
+    (the legacy path's farewell, F-72) in `voice`.
     """
     response = VoiceResponse()
+    if say:
+        response.say(say, **{**SAY_OPTIONS, **({"voice": voice} if voice else {})})
     dial = Dial(action=action_url)
     dial.conference(
         conference_name(call_id),

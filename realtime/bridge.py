@@ -69,7 +69,7 @@ from realtime.protocol.twilio_media import (
     Stop,
     parse_twilio_message,
 )
-from realtime.tools import REGISTRY, ToolContext, ToolResult
+from realtime.tools import ToolContext, tool_run
 from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
 
@@ -125,6 +125,7 @@ class CallStore(Protocol):
     async def finish(self, *, reason: str, failed: bool = False) -> None: ...
     async def request_handoff(self, *, trigger: str, reason: str) -> None: ...
     async def move_caller_to_handoff(self) -> None: ...
+    async def fall_back_to_legacy(self, *, reason: str) -> bool: ...
 
 
 class _BestEffort:
@@ -213,6 +214,7 @@ class CallBridge:
         self._rotating = False
         self._model_connected_at: float | None = None
         self._ever_opened = False  # a model socket was opened at least once
+        self._model_given_up = False  # the claim must not start the model again
         self._session_ok = False
         self._last_activity = clock()
         self._idle_prompted = False
@@ -237,7 +239,7 @@ class CallBridge:
             self._start_model()
 
     def _start_model(self) -> None:
-        if self._model_task is None and not self._finishing:
+        if self._model_task is None and not (self._finishing or self._model_given_up):
             if self.config.resume and self._resume_lines is None:
                 # Beside the connect, not after it: one DB read off the resume's
                 # path to first audio.
@@ -806,6 +808,7 @@ class CallBridge:
             lambda: self.store.record_event("model-failed", {"reason": reason[:500]})
         )
         self._model_task = None
+        self._model_given_up = True
         # The model was opened before `start`; the fallback needs the claimed call.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._claimed.wait(), timeout=3.0)
@@ -813,6 +816,8 @@ class CallBridge:
             await self.finish(
                 f"model-failure before start: {reason}"[:200], failed=True
             )
+            return
+        if not self._ever_opened and await self._fall_back_to_legacy(reason):
             return
         if self.config.on_model_failure == "handoff":
             self._end_mode = "handoff"
@@ -834,6 +839,21 @@ class CallBridge:
             lambda: self.store.record_event("apology", {"text": APOLOGY_LINE})
         )
         await self.finish(f"model-failure: {reason}"[:200], failed=True)
+
+    async def _fall_back_to_legacy(self, reason: str) -> bool:
+        """Realtime refused this new call's session: let go of the stream so Twilio
+        asks `stream-ended`, which goes on with the legacy Gather path (F-71, F-72).
+        False when the call cannot take it (a web call, the store said no)."""
+        try:
+            switched = await self.store.fall_back_to_legacy(reason=reason[:200])
+        except Exception:
+            log.exception(
+                "legacy fallback failed", extra={"call_id": self.config.call_id}
+            )
+            return False
+        if switched:
+            await self.hand_over("legacy-fallback")
+        return switched
 
     # ------------------------------------------------------------------- actions
 
@@ -983,40 +1003,17 @@ class CallBridge:
     async def _run_tool(self, action: RunTool) -> None:
         """Run one tool off the audio path; any failure becomes an error output."""
         started = self._clock()
-        tool = (
-            REGISTRY.get(action.name)
-            if action.name in self.config.enabled_tools
-            else None
+        result = await tool_run(
+            name=action.name,
+            arguments_json=action.arguments_json,
+            enabled=self.config.enabled_tools,
+            ctx=ToolContext(
+                call_id=self.config.call_id,
+                organization_id=self.config.organization_id,
+                caller_number=self.config.caller_number,
+            ),
+            timeout_s=TOOL_TIMEOUT_S,
         )
-        result: ToolResult
-        if tool is None:
-            result = ToolResult(
-                output={"ok": False, "error": f"unknown tool: {action.name}"}
-            )
-        else:
-            try:
-                args = json.loads(action.arguments_json or "{}")
-                if not isinstance(args, dict):
-                    raise ValueError("arguments must be a JSON object")
-                ctx = ToolContext(
-                    call_id=self.config.call_id,
-                    organization_id=self.config.organization_id,
-                    caller_number=self.config.caller_number,
-                )
-                result = await asyncio.wait_for(tool.func(ctx, args), TOOL_TIMEOUT_S)
-            except TimeoutError:
-                result = ToolResult(output={"ok": False, "error": "tool timed out"})
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception(
-                    "tool %s failed",
-                    action.name,
-                    extra={"call_id": self.config.call_id},
-                )
-                result = ToolResult(
-                    output={"ok": False, "error": f"tool failed: {exc}"[:300]}
-                )
         elapsed_ms = int((self._clock() - started) * 1000)
         self._enqueue(
             lambda: self.store.record_event(

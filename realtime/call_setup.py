@@ -203,8 +203,20 @@ def transcript_offset_ms(call: CallSession) -> int:
     return max(int((timezone.now() - start).total_seconds() * 1000), 0)
 
 
-def bridge_config_build(*, call: CallSession) -> BridgeConfig:
-    """Render the prompts and freeze everything the bridge needs for this call.
+@dataclass(frozen=True, slots=True)
+class CallPrompts:
+    """What the agent is told and may do on one call, whichever path speaks it:
+    the Realtime bridge or the legacy Gather path (F-72)."""
+
+    instructions: str
+    greeting: str
+    enabled_tools: tuple[str, ...]
+    speaks_first: bool
+    caller_number: str
+
+
+def call_prompts(*, call: CallSession) -> CallPrompts:
+    """Render the call's instructions and greeting and pick its tools.
 
     A campaign call (F-65, F-66) opens with the campaign's disclosure, rendered with
     the contact's values, before the agent's greeting; the AI speaks first; the
@@ -237,9 +249,27 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         if OPT_OUT_TOOL not in enabled_tools:
             enabled_tools.append(OPT_OUT_TOOL)
         speaks_first = True
+    return CallPrompts(
+        instructions=instructions,
+        greeting=greeting,
+        enabled_tools=tuple(enabled_tools),
+        speaks_first=speaks_first,
+        # A web call's "number" is the customer the operator chose, if any.
+        caller_number=call.from_number
+        if call.direction in (CallSession.Direction.INBOUND, CallSession.Direction.WEB)
+        else call.to_number,
+    )
+
+
+def bridge_config_build(*, call: CallSession) -> BridgeConfig:
+    """Render the prompts and freeze everything the bridge needs for this call."""
+    prompts = call_prompts(call=call)
+    agent = call.agent
+    assert agent is not None  # call_prompts refuses a call without one
+    greeting, enabled_tools = prompts.greeting, list(prompts.enabled_tools)
     greeting_instruction = (
         f"通話が始まりました。最初に次の挨拶をそのまま言ってください:「{greeting}」"
-        if speaks_first and greeting
+        if prompts.speaks_first and greeting
         else None
     )
     resume = bool(call.ai_resume_note)
@@ -258,13 +288,10 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
     return BridgeConfig(
         call_id=call.pk,
         organization_id=call.organization_id,
-        # A web call's "number" is the customer the operator chose, if any.
-        caller_number=call.from_number
-        if call.direction in (CallSession.Direction.INBOUND, CallSession.Direction.WEB)
-        else call.to_number,
+        caller_number=prompts.caller_number,
         session=session_config_for(
             agent=agent,
-            instructions=instructions,
+            instructions=prompts.instructions,
             enabled_tools=enabled_tools,
             audio=PCM16_24K if web else MULAW_8K,
         ),

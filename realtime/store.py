@@ -247,6 +247,21 @@ class DjangoCallStore:
 
         await ahandoff_move_caller(call_id=self.call.pk)
 
+    @functools.partial(db_sync_to_async, lane="setup")
+    def fall_back_to_legacy(self, *, reason: str) -> bool:
+        """Realtime refused the session (F-71): the call goes on on the legacy path
+        (F-72), and new calls take it for LEGACY_REALTIME_BACKOFF_S. Phone calls
+        only (a browser has no `<Gather>`)."""
+        from calls.legacy.entry import REALTIME_REFUSED_EVENT, call_path_set_legacy
+
+        if self.call.direction == CallSession.Direction.WEB:
+            return False
+        services.call_event_record(
+            call=self.call, type=REALTIME_REFUSED_EVENT, payload={"reason": reason}
+        )
+        call_path_set_legacy(call=self.call, reason="realtime-unavailable")
+        return True
+
     async def request_handoff(self, *, trigger: str, reason: str) -> None:
         """Hand the call to a human (F-29); the handoff service does the rest."""
         from handoff.services import ahandoff_request

@@ -9,7 +9,9 @@ time-outs into the same shape, so a failing tool never stalls the call.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -94,6 +96,37 @@ def tool(
 def tools_for(enabled: list[str]) -> list[Tool]:
     """The registered tools an agent profile enables, in registry order."""
     return [t for name, t in REGISTRY.items() if name in set(enabled)]
+
+
+async def tool_run(
+    *,
+    name: str,
+    arguments_json: str,
+    enabled: tuple[str, ...] | list[str],
+    ctx: ToolContext,
+    timeout_s: float,
+) -> ToolResult:
+    """Run one tool call as the model asked for it; never raises (but cancellation).
+
+    An unknown or disabled tool, arguments that are not a JSON object, a time-out
+    or an exception all become an `{"ok": false, "error": …}` output the model can
+    read. Shared by the Realtime bridge and the legacy path (F-21, F-72).
+    """
+    tool = REGISTRY.get(name) if name in enabled else None
+    if tool is None:
+        return ToolResult(output={"ok": False, "error": f"unknown tool: {name}"})
+    try:
+        args = json.loads(arguments_json or "{}")
+        if not isinstance(args, dict):
+            raise ValueError("arguments must be a JSON object")
+        return await asyncio.wait_for(tool.func(ctx, args), timeout_s)
+    except TimeoutError:
+        return ToolResult(output={"ok": False, "error": "tool timed out"})
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:
+        log.exception("tool %s failed", name, extra={"call_id": ctx.call_id})
+        return ToolResult(output={"ok": False, "error": f"tool failed: {exc}"[:300]})
 
 
 def fail(message: str) -> ToolResult:

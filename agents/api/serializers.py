@@ -223,6 +223,13 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
             "idle_timeout_s",
             "rollout_percentage",
             "extraction_schema",
+            "legacy_text_model",
+            "legacy_say_voice",
+            "legacy_speech_model",
+            "legacy_timeout_s",
+            "legacy_speech_timeout",
+            "legacy_hints",
+            "legacy_action_on_empty_result",
             "created_at",
             "updated_at",
         ]

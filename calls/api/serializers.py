@@ -32,6 +32,11 @@ class CallFilterSerializer(serializers.Serializer):
     direction = serializers.ChoiceField(
         choices=CallSession.Direction.choices, required=False
     )
+    path = serializers.ChoiceField(
+        choices=CallSession.Path.choices,
+        required=False,
+        help_text="The speech path the call took (F-72).",
+    )
     created_after = serializers.DateTimeField(
         required=False,
         help_text="Created at or after (ISO 8601; a date means its midnight, "
@@ -77,6 +82,7 @@ class CallSerializer(serializers.ModelSerializer):
             "agent_name",
             "customer",
             "direction",
+            "path",
             "status",
             "from_number",
             "to_number",

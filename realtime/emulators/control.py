@@ -73,6 +73,7 @@ from realtime.emulators.caller import (
     WaitForAudio,
     WaitUntilQuiet,
 )
+from realtime.emulators.speech_script import Utterance, parse_speech_script
 from realtime.emulators.twilio_api import (
     BEHAVIOURS,
     Call,
@@ -169,11 +170,29 @@ def _optional_number(body: Mapping[str, Any], key: str) -> float | None:
     return _number(body, key, 0.0)
 
 
+_FAR_END_FIELDS = frozenset(
+    {"behaviour", "ring_s", "hangup_after_s", "talk_s", "script", "speech"}
+)
+
+
+def _speech(lines: Any) -> list[Utterance] | None:
+    """The control API's ``"speech": ["say:…", "silent", "hangup"]`` (for
+    ``<Gather input="speech">``), or None when absent."""
+    if lines is None:
+        return None
+    if not isinstance(lines, list) or not all(isinstance(x, str) for x in lines):
+        raise ScriptError('speech must be a list of "say:<text>", "silent", "hangup"')
+    try:
+        return parse_speech_script(lines)
+    except ValueError as exc:
+        raise ScriptError(str(exc)) from None
+
+
 def parse_far_end(body: Any) -> FarEnd:
     """Turn the control API's JSON far end into a ``FarEnd`` (ScriptError)."""
     if not isinstance(body, Mapping):
         raise ScriptError(f"a far end is a JSON object, got {body!r}")
-    unknown = set(body) - {"behaviour", "ring_s", "hangup_after_s", "talk_s", "script"}
+    unknown = set(body) - _FAR_END_FIELDS
     if unknown:
         raise ScriptError(f"unknown far end fields {sorted(unknown)}")
     behaviour = body.get("behaviour", "answer")
@@ -193,6 +212,7 @@ def parse_far_end(body: Any) -> FarEnd:
             hangup_after_s=_optional_number(body, "hangup_after_s"),
             ring_s=_optional_number(body, "ring_s"),
             caller_script=None if script is None else parse_script(script),
+            speech_script=_speech(body.get("speech")),
             talk_s=talk_s,
         )
     except ValueError as exc:
@@ -342,6 +362,12 @@ def describe(kind: str, detail: Mapping[str, Any]) -> str | None:
         return f"webhook {d.get('kind')} {d.get('url')} → {code}{mark}"
     if kind == "hangup":
         return f"hung up ({d.get('by')})"
+    if kind == "gather":
+        return f"<Gather input={d.get('input')} language={d.get('language')}> listening"
+    if kind == "gather-end":
+        if d.get("result") == "speech":
+            return f"caller says “{d.get('text')}”"
+        return "caller says nothing"
     if kind == "update":
         change = f"Status={d['status']}" if d.get("status") else "new TwiML"
         return f"REST update: {change}"
@@ -455,6 +481,7 @@ class ControlledTwilioEmulator(TwilioEmulator):
             raise _HttpError(400, f"missing {', '.join(missing)}")
         try:
             script = parse_script(body.get("script"))
+            speech = _speech(body.get("speech"))
         except ScriptError as exc:
             raise _HttpError(400, str(exc)) from None
         callback = body.get("status_callback") or None
@@ -463,6 +490,7 @@ class ControlledTwilioEmulator(TwilioEmulator):
             to=str(body["to"]),
             voice_url=str(body["voice_url"]),
             caller_script=script,
+            speech_script=speech,
             status_callback=None if callback is None else str(callback),
         )
         return {"sid": handle.sid, "status": handle.status}

@@ -47,6 +47,7 @@ from realtime.emulators.control import (
 )
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.emulators.fake_responses import FakeResponsesServer
+from realtime.emulators.fake_summaries import FakeSummariesServer
 from realtime.emulators.twilio_api import (
     Behaviour,
     Call,
@@ -146,7 +147,10 @@ class Options:
     talk_time_s: tuple[float, float] | None = None
     cps: float | None = None
     seed: int | None = None
+    # The fake Responses API (the legacy path's text model); None: not served.
     responses_port: int | None = None
+    # The fake Responses API of call summaries (F-76); None: not served.
+    summaries_port: int | None = None
 
 
 _BEHAVIOURS: Final[dict[str, Behaviour]] = {
@@ -199,6 +203,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--realtime-port", type=int, default=8765)
     parser.add_argument("--twilio-port", type=int, default=8766)
+    parser.add_argument(
+        "--responses-port",
+        type=int,
+        default=None,
+        help="also serve the fake OpenAI Responses API (legacy path) on this port",
+    )
     parser.add_argument(
         "--account-sid",
         default=os.environ.get("TWILIO_ACCOUNT_SID") or "AC" + "0" * 32,
@@ -270,7 +280,7 @@ def _parser() -> argparse.ArgumentParser:
         "--seed", type=int, default=None, help="seeds the talk-time draws"
     )
     parser.add_argument(
-        "--responses-port",
+        "--summaries-port",
         type=int,
         default=None,
         metavar="PORT",
@@ -299,6 +309,7 @@ def _options(argv: Sequence[str] | None) -> Options:
         cps=args.cps,
         seed=args.seed,
         responses_port=args.responses_port,
+        summaries_port=args.summaries_port,
     )
 
 
@@ -359,6 +370,18 @@ async def serve(options: Options, ready: asyncio.Event | None = None) -> None:
         )
     twilio = build_twilio(options)
     async with contextlib.AsyncExitStack() as stack:
+        if options.responses_port is not None and not options.twilio_only:
+            responses = FakeResponsesServer(
+                api_key=options.api_key,
+                host=options.host,
+                port=options.responses_port,
+                record=False,
+            )
+            await stack.enter_async_context(responses)
+            log.info(
+                "[responses] fake OpenAI Responses API (legacy path) at %s",
+                responses.base_url,
+            )
         if fake is not None:
             await stack.enter_async_context(fake)
             log.info(
@@ -366,14 +389,14 @@ async def serve(options: Options, ready: asyncio.Event | None = None) -> None:
                 options.scenario,
                 fake.url,
             )
-        if options.responses_port is not None and not options.twilio_only:
-            responses = FakeResponsesServer(
-                host=options.host, port=options.responses_port, api_key=options.api_key
+        if options.summaries_port is not None and not options.twilio_only:
+            summaries = FakeSummariesServer(
+                host=options.host, port=options.summaries_port, api_key=options.api_key
             )
-            await stack.enter_async_context(responses)
+            await stack.enter_async_context(summaries)
             log.info(
-                "[responses] fake OpenAI Responses API (call summaries) at %s",
-                responses.base_url,
+                "[summaries] fake OpenAI Responses API (call summaries) at %s",
+                summaries.base_url,
             )
         await stack.enter_async_context(twilio)
         pace = "test delays" if options.fast else "real-call delays"

@@ -80,6 +80,7 @@ import uvicorn
 from realtime.emulators import twiml
 from realtime.emulators.caller import SimulatedCaller, Step
 from realtime.emulators.caller_webhook import sign_request
+from realtime.emulators.speech_script import Utterance
 from realtime.emulators.twilio_far_ends import (
     BEHAVIOURS,
     Behaviour,
@@ -476,6 +477,7 @@ class TwilioEmulator(TwimlInterpreter):
         voice_url: str,
         method: str = "POST",
         caller_script: Sequence[Step] | None = None,
+        speech_script: Sequence[Utterance] | None = None,
         status_callback: str | None = None,
         status_callback_method: str = "POST",
         status_callback_events: Iterable[str] = ("completed",),
@@ -500,6 +502,7 @@ class TwilioEmulator(TwimlInterpreter):
             options=options,
             status="ringing",
             caller_script=caller_script,
+            speech_script=speech_script,
         )
         call.start_time = utc_now()
         self.calls[call.sid] = call
@@ -756,6 +759,7 @@ class TwilioEmulator(TwimlInterpreter):
             options=options,
             status="queued",
             caller_script=far_end.caller_script,
+            speech_script=far_end.speech_script,
             far_end=far_end,
         )
         self.calls[call.sid] = call

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from realtime.emulators.caller import Step
+from realtime.emulators.speech_script import Utterance
 
 __all__ = [
     "BEHAVIOURS",
@@ -87,6 +88,8 @@ class FarEnd:
     ring_s: float | None = None  # None: Timings.ring_s
     caller_script: Sequence[Step] | None = None
     talk_s: tuple[float, float] | None = None
+    # What the callee says to each <Gather input="speech"> (the legacy path).
+    speech_script: Sequence[Utterance] | None = None
 
     def __post_init__(self) -> None:
         if self.behaviour not in BEHAVIOURS:
@@ -110,6 +113,7 @@ class FarEnd:
             "hangup_after_s": self.hangup_after_s,
             "talk_s": None if self.talk_s is None else list(self.talk_s),
             "caller_script": self.caller_script is not None,
+            "speech_script": self.speech_script is not None,
         }
 
 

@@ -2,6 +2,7 @@
 
 ``TwimlInterpreter`` is the part of ``TwilioEmulator`` that runs a call's
 TwiML: ``<Say>``, ``<Play>``, ``<Pause>``, ``<Redirect>``, ``<Hangup>``,
+``<Gather input="speech">`` (``twiml_gather``: a scripted caller's speech),
 ``<Connect><Stream>`` (a ``SimulatedCaller`` against our bridge, built by the
 emulator's ``caller_factory`` from a ``StreamStart``), ``<Dial><Number>``
 (a child leg to a scripted far end) and ``<Dial><Conference>`` (the rooms of
@@ -24,6 +25,7 @@ from realtime.emulators.twilio_conferences import ConferenceRules
 from realtime.emulators.twilio_far_ends import FarEnd, Timings
 from realtime.emulators.twilio_resources import (
     Call,
+    CallError,
     CallOptions,
     Participant,
     rfc2822,
@@ -31,6 +33,7 @@ from realtime.emulators.twilio_resources import (
 )
 from realtime.emulators.twilio_rest import absolute_url
 from realtime.emulators.twiml import TwimlError
+from realtime.emulators.twiml_gather import CALLER_GONE, GatherRules, say_voice_error
 
 ABNORMAL_CLOSURE: Final = 1006  # no close frame: the connection broke
 
@@ -89,7 +92,7 @@ _CALLER_GONE: Final = _CallerGone()
 _Outcome = _Document | _Hangup | _Failed | _CallerGone | None
 
 
-class TwimlInterpreter(ConferenceRules):
+class TwimlInterpreter(GatherRules, ConferenceRules):
     """Runs TwiML for calls; mixed into ``TwilioEmulator``."""
 
     if TYPE_CHECKING:  # provided by TwilioEmulator
@@ -187,6 +190,11 @@ class TwimlInterpreter(ConferenceRules):
     ) -> _Outcome:
         t = self.timings
         if isinstance(verb, twiml.Say):
+            problem = say_voice_error(verb.voice, verb.language)
+            if problem is not None:  # Twilio skips the <Say>: the caller hears nothing
+                call.errors.append(CallError(13511, problem))
+                call._note("error", code=13511, message=problem)
+                return None
             call._note("say", text=verb.text, voice=verb.voice, language=verb.language)
             await self._repeat(verb.loop, len(verb.text) * t.say_s_per_char)
         elif isinstance(verb, twiml.Play):
@@ -203,6 +211,9 @@ class TwimlInterpreter(ConferenceRules):
             return _FAILED if fetched is None else _Document(fetched, url)
         elif isinstance(verb, twiml.Connect):
             return await self._connect_stream(call, verb, document_url)
+        elif isinstance(verb, twiml.Gather):
+            outcome = await self._gather(call, verb, document_url)
+            return _CALLER_GONE if outcome is CALLER_GONE else outcome
         elif isinstance(verb, twiml.Dial):
             call._script_rest = None  # a detour: later streams are driven by hand
             return await self._dial(call, verb, document_url)

@@ -19,6 +19,7 @@ from typing import Any, Final
 from realtime.emulators import twiml
 from realtime.emulators.caller import SimulatedCaller, Step
 from realtime.emulators.caller_webhook import new_sid
+from realtime.emulators.speech_script import Utterance
 from realtime.emulators.twilio_far_ends import FarEnd
 
 __all__ = [
@@ -187,6 +188,7 @@ class Call:
         parent_call_sid: str | None = None,
         caller_script: Sequence[Step] | None = None,
         far_end: FarEnd | None = None,
+        speech_script: Sequence[Utterance] | None = None,
     ) -> None:
         self.sid = new_sid("CA")
         self.account_sid = account_sid
@@ -203,6 +205,10 @@ class Call:
         self.end_time: datetime | None = None
         self.caller_script = caller_script
         self.far_end = far_end
+        # What the caller says to each <Gather input="speech">, in order.
+        self.speech_script: list[Utterance] | None = (
+            None if speech_script is None else list(speech_script)
+        )
         self.times = CallTimes(created=time.time())
         self.talk_s: float | None = None
         self.queue_time_ms: int | None = None

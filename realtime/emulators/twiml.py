@@ -15,8 +15,10 @@ Two kinds of failure, as on Twilio:
   ``check_stream(stream, document_url=…)`` raises ``TwimlError`` (31920/31922/
   31923/31941) at that point.
 
-Verbs Twilio has but the emulator does not run (``<Gather>``, ``<Record>``,
-``<Start>`` …) parse to ``Unsupported`` so a test can see them in the call log.
+``<Gather>`` parses to ``Gather`` (its attributes checked as Twilio checks
+them, ``twiml_gather``); verbs Twilio has but the emulator does not run
+(``<Record>``, ``<Start>`` …) parse to ``Unsupported`` so a test can see them
+in the call log.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ __all__ = [
     "Conference",
     "Connect",
     "Dial",
+    "Gather",
     "Hangup",
     "Number",
     "Pause",
@@ -177,13 +180,32 @@ class Dial:
 
 
 @dataclass(frozen=True, slots=True)
+class Gather:
+    """Listen for speech (and/or digits) while the nested verbs play."""
+
+    input: frozenset[str]
+    action: str | None = None
+    method: str = "POST"
+    timeout: int = 5
+    speech_timeout: str | None = None  # "auto" or seconds; None: ``timeout``
+    language: str = "en-US"
+    speech_model: str | None = None
+    hints: str | None = None
+    action_on_empty_result: bool = False
+    partial_result_callback: str | None = None
+    nested: tuple[Say | Play | Pause, ...] = ()
+    # Values Twilio only warns about: (code, message), logged when it runs.
+    warnings: tuple[tuple[int, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Unsupported:
     """A real TwiML verb (or noun) the emulator records but does not run."""
 
     name: str
 
 
-Verb = Say | Play | Pause | Hangup | Redirect | Connect | Dial | Unsupported
+Verb = Say | Play | Pause | Hangup | Redirect | Connect | Dial | Gather | Unsupported
 
 CONFERENCE_EVENTS: Final = frozenset(
     {"start", "end", "join", "leave", "mute", "hold", "modify", "speaker"}
@@ -192,7 +214,7 @@ CONFERENCE_EVENTS: Final = frozenset(
 _RECORDING_EVENTS: Final = frozenset({"in-progress", "completed", "absent"})
 # Real verbs the emulator does not run; anything else under <Response> is invalid.
 _OTHER_VERBS: Final = frozenset(
-    {"Gather", "Record", "Start", "Stop", "Enqueue", "Leave", "Reject", "Echo"}
+    {"Record", "Start", "Stop", "Enqueue", "Leave", "Reject", "Echo"}
     | {"Pay", "Prompt", "Refer", "Sms", "Message", "Queue"}
 )
 _DIAL_NOUNS: Final = frozenset(
@@ -216,11 +238,16 @@ def is_phone_number(value: str) -> bool:
     return _E164.fullmatch(value) is not None
 
 
+def schema_error(message: str) -> TwimlError:
+    """A document Twilio refuses whole (12200)."""
+    return TwimlError(message, code=TwimlErrorCode.SCHEMA_VALIDATION)
+
+
 def _schema(message: str) -> TwimlError:
     return TwimlError(message, code=TwimlErrorCode.SCHEMA_VALIDATION)
 
 
-class _Attrs:
+class Attrs:
     """Typed reads of one element's attributes, each refusing bad values."""
 
     def __init__(self, element: ET.Element) -> None:
@@ -310,15 +337,15 @@ def parse_twiml(text: str | bytes) -> tuple[Verb, ...]:
             f"root element must be <Response>, got <{root.tag}>",
             code=TwimlErrorCode.DOCUMENT_PARSE_FAILURE,
         )
-    return tuple(_parse_verb(element) for element in root)
+    return tuple(parse_verb(element) for element in root)
 
 
 def _body(element: ET.Element) -> str:
     return "".join(element.itertext()).strip()
 
 
-def _parse_verb(element: ET.Element) -> Verb:
-    attrs = _Attrs(element)
+def parse_verb(element: ET.Element) -> Verb:
+    attrs = Attrs(element)
     tag = element.tag
     if tag == "Say":
         text = _body(element)
@@ -349,12 +376,16 @@ def _parse_verb(element: ET.Element) -> Verb:
         return _parse_connect(element, attrs)
     if tag == "Dial":
         return _parse_dial(element, attrs)
+    if tag == "Gather":
+        from realtime.emulators.twiml_gather import parse_gather
+
+        return parse_gather(element, attrs)
     if tag in _OTHER_VERBS:
         return Unsupported(name=tag)
     raise _schema(f"<{tag}> is not a TwiML voice verb")
 
 
-def _parse_connect(element: ET.Element, attrs: _Attrs) -> Connect | Unsupported:
+def _parse_connect(element: ET.Element, attrs: Attrs) -> Connect | Unsupported:
     children = list(element)
     if len(children) != 1:
         raise _schema(f"<Connect> needs exactly one noun, got {len(children)}")
@@ -371,7 +402,7 @@ def _parse_connect(element: ET.Element, attrs: _Attrs) -> Connect | Unsupported:
 
 
 def _parse_stream(element: ET.Element) -> Stream:
-    attrs = _Attrs(element)
+    attrs = Attrs(element)
     url = attrs.url("url")
     if url is None:
         raise _schema("<Stream> has no url")
@@ -393,7 +424,7 @@ def _parse_stream(element: ET.Element) -> Stream:
     )
 
 
-def _parse_dial(element: ET.Element, attrs: _Attrs) -> Dial | Unsupported:
+def _parse_dial(element: ET.Element, attrs: Attrs) -> Dial | Unsupported:
     children = list(element)
     target: Conference | Number
     if not children:
@@ -429,7 +460,7 @@ def _parse_dial(element: ET.Element, attrs: _Attrs) -> Dial | Unsupported:
 
 
 def _parse_conference(element: ET.Element) -> Conference:
-    attrs = _Attrs(element)
+    attrs = Attrs(element)
     name = _body(element)
     if not name:
         raise _schema("<Conference> has no room name")

@@ -57,6 +57,22 @@ def caller_script(*, turns: int, hang_up: bool) -> list[dict[str, Any]]:
     return steps
 
 
+# What the caller says on a legacy call (F-72), one line per <Gather>: questions,
+# a booking (schedule_appointment), and a goodbye the AI ends with end_call.
+LEGACY_LINES = (
+    "営業時間を教えてください",
+    "明日の午後に予約をお願いします",
+    "料金について教えてください",
+)
+LEGACY_GOODBYE = "以上です。ありがとうございました、失礼します"
+
+
+def legacy_speech(*, turns: int) -> list[str]:
+    """The caller's speech script in the control API's form."""
+    lines = [f"say:{LEGACY_LINES[t % len(LEGACY_LINES)]}" for t in range(turns)]
+    return [*lines, f"say:{LEGACY_GOODBYE}", "hangup"]
+
+
 @dataclass
 class _Seen:
     """What has been printed already."""
@@ -83,12 +99,14 @@ class Simulation:
         timeout: float,
         write: Any,
         client: httpx.Client | None = None,
+        legacy: bool = False,
     ) -> None:
         self.url = url.rstrip("/")
         self.emulator = emulator.rstrip("/")
         self.to = to
         self.from_ = from_
         self.turns = turns
+        self.legacy = legacy
         self.handoff_after = handoff_after
         self.talk_seconds = talk_seconds
         self.user = user
@@ -185,6 +203,10 @@ class Simulation:
                 turns=self.turns, hang_up=self.handoff_after is None
             ),
         }
+        if self.legacy:
+            # No media stream: the caller speaks to Twilio's <Gather>.
+            body["script"] = []
+            body["speech"] = legacy_speech(turns=self.turns)
         self.say("sim", f"calling {self.to} from {self.from_} via {self.emulator}")
         reply = self.http.post(f"{self.emulator}/_emulator/inbound-calls", json=body)
         if reply.status_code != 201:

@@ -46,6 +46,12 @@ def print_report(simulation: Simulation) -> None:
         f"{call.from_number} → {call.to_number}  status {call.status}"
         f"  ({call.end_reason or '-'})  agent {call.agent or '-'}"
     )
+    legacy = call.path == call.Path.LEGACY
+    w(
+        "path: legacy (Twilio <Gather> → text model → <Say>)"
+        if legacy
+        else "path: realtime (Media Stream ↔ OpenAI Realtime)"
+    )
     w("")
     w("Transcript")
     entries = list(call.transcript.order_by("offset_ms", "pk"))
@@ -72,17 +78,32 @@ def print_report(simulation: Simulation) -> None:
     w("")
     w("Latency")
     first = f"{call.first_audio_ms} ms" if call.first_audio_ms is not None else "-"
-    w(f"  first audio (stream start → first AI audio): {first}")
+    if legacy:
+        w(f"  first TwiML (voice webhook → greeting <Say>): {first}")
+    else:
+        w(f"  first audio (stream start → first AI audio): {first}")
     turns = [int(v) for v in call.turn_latencies_ms or []]
+    span = (
+        "<Gather> result in → TwiML out"
+        if legacy
+        else "speech stopped → first answer audio"
+    )
     if turns:
         w(
-            f"  turn latencies (speech stopped → first answer audio): {turns} ms  "
+            f"  turn latencies ({span}): {turns} ms  "
             f"(median {statistics.median(turns):.0f}, max {max(turns)})"
         )
+        if legacy:
+            own = [
+                int(e.payload.get("own_ms", 0))
+                for e in call.events.filter(type="legacy-turn")
+            ]
+            w(f"  our own share of each turn (without the text model): {own} ms")
     else:
         w("  turn latencies: none measured")
-    w(f"  barge-ins: {call.barge_in_count}")
-    w(f"  audio the caller heard: {simulation.heard_ms / 1000:.1f} s")
+    if not legacy:
+        w(f"  barge-ins: {call.barge_in_count}")
+        w(f"  audio the caller heard: {simulation.heard_ms / 1000:.1f} s")
     if simulation.handoff_after is not None:
         w("")
         w("Handoff")

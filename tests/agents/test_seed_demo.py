@@ -17,7 +17,11 @@ def test_seed_demo_is_idempotent_and_has_the_fixed_values(client):
     number = PhoneNumber.objects.get(number="+815012345678")
     assert number.organization == org
     agent = number.agent
-    assert AgentProfile.objects.filter(organization=org).count() == 2
+    assert AgentProfile.objects.filter(organization=org).count() == 3
+    legacy = PhoneNumber.objects.get(number="+815012345679").agent
+    assert legacy.rollout_percentage == 0  # every call on the legacy path (F-72)
+    assert legacy.instructions_template == agent.instructions_template
+    legacy.full_clean()
     assert agent.handoff_phone_number == "+818070239355"
     assert "{{company_name}}" in agent.instructions_template
     instructions, greeting = agent_render_prompts(agent=agent)

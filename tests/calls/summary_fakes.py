@@ -1,4 +1,4 @@
-"""The fake Responses API (realtime.emulators.fake_responses) on a thread of its own,
+"""The fake Responses API (realtime.emulators.fake_summaries) on a thread of its own,
 for tests whose code under test is synchronous (the summary service, a worker)."""
 
 from __future__ import annotations
@@ -8,13 +8,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from realtime.emulators.fake_responses import FakeResponsesServer
+from realtime.emulators.fake_summaries import FakeSummariesServer
 
 
 @contextmanager
-def fake_responses_thread(**options: object) -> Iterator[FakeResponsesServer]:
-    """Serve a FakeResponsesServer on a free port until the block ends."""
-    fake = FakeResponsesServer(**options)  # type: ignore[arg-type]
+def fake_responses_thread(**options: object) -> Iterator[FakeSummariesServer]:
+    """Serve a FakeSummariesServer on a free port until the block ends."""
+    fake = FakeSummariesServer(**options)  # type: ignore[arg-type]
     loop = asyncio.new_event_loop()
     ready = threading.Event()
     stop: asyncio.Event | None = None

@@ -20,7 +20,7 @@ from calls.services import call_session_save_figures, call_session_transition
 from calls.status import CallStatus
 from calls.summary import tasks
 from calls.summary.services import call_extraction_rerun, call_summary_attempt
-from realtime.emulators.fake_responses import FakeResponsesServer
+from realtime.emulators.fake_summaries import FakeSummariesServer
 from tests.agents.factories import AgentProfileFactory
 from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
 from tests.calls.summary_fakes import fake_responses_thread
@@ -33,7 +33,7 @@ A = TranscriptEntry.Speaker.AI
 
 
 @pytest.fixture
-def fake(settings: Any) -> Iterator[FakeResponsesServer]:
+def fake(settings: Any) -> Iterator[FakeSummariesServer]:
     with fake_responses_thread() as server:
         settings.SUMMARY_OPENAI_BASE_URL = server.base_url
         settings.SUMMARY_MAX_ATTEMPTS = 3
@@ -103,7 +103,7 @@ def test_the_end_of_a_call_enqueues_the_step_once_on_commit(
     ],
 )
 def test_each_path_and_status_gets_a_summary_in_the_calls_language(
-    fake: FakeResponsesServer,
+    fake: FakeSummariesServer,
     announced: list[tuple[int, str]],
     django_capture_on_commit_callbacks: Any,
     direction: str,
@@ -135,7 +135,7 @@ def test_each_path_and_status_gets_a_summary_in_the_calls_language(
     assert "[customer] 田中と申します" in request["input"]
 
 
-def test_english_transcript_gives_an_english_summary(fake: FakeResponsesServer) -> None:
+def test_english_transcript_gives_an_english_summary(fake: FakeSummariesServer) -> None:
     call = ended_call(
         (C, "Hello, my name is Anna Smith. I need a quote for a repair."),
     )
@@ -146,7 +146,7 @@ def test_english_transcript_gives_an_english_summary(fake: FakeResponsesServer) 
 
 
 def test_no_caller_line_is_skipped_and_announced_as_such(
-    fake: FakeResponsesServer,
+    fake: FakeSummariesServer,
     announced: list[tuple[int, str]],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
@@ -162,7 +162,7 @@ def test_no_caller_line_is_skipped_and_announced_as_such(
     assert announced == [(no_answer.pk, "skipped"), (ai_only.pk, "skipped")]
 
 
-def test_usage_and_cost_are_added_to_the_calls_cost(fake: FakeResponsesServer) -> None:
+def test_usage_and_cost_are_added_to_the_calls_cost(fake: FakeSummariesServer) -> None:
     call = ended_call(*JA)
     call_session_save_figures(
         call=call,
@@ -199,7 +199,7 @@ def test_usage_and_cost_are_added_to_the_calls_cost(fake: FakeResponsesServer) -
 
 
 def test_model_errors_are_retried_with_back_off_then_kept_as_failed(
-    fake: FakeResponsesServer,
+    fake: FakeSummariesServer,
     announced: list[tuple[int, str]],
     monkeypatch: pytest.MonkeyPatch,
     django_capture_on_commit_callbacks: Any,
@@ -232,7 +232,7 @@ def test_model_errors_are_retried_with_back_off_then_kept_as_failed(
 
 
 def test_a_reply_failing_the_schema_is_retried_and_its_reason_kept(
-    fake: FakeResponsesServer,
+    fake: FakeSummariesServer,
 ) -> None:
     fake.invalid_next(1)
     call = ended_call(*JA)
@@ -258,7 +258,7 @@ def test_an_unreachable_model_fails_with_the_reason(settings: Any) -> None:
 
 
 def test_a_redelivered_end_is_announced_once(
-    fake: FakeResponsesServer,
+    fake: FakeSummariesServer,
     announced: list[tuple[int, str]],
     django_capture_on_commit_callbacks: Any,
 ) -> None:
@@ -270,7 +270,7 @@ def test_a_redelivered_end_is_announced_once(
     assert len(fake.requests) == 1
 
 
-def test_the_profiles_schema_constrains_the_output(fake: FakeResponsesServer) -> None:
+def test_the_profiles_schema_constrains_the_output(fake: FakeSummariesServer) -> None:
     agent = AgentProfileFactory(extraction_schema=SALES_SCHEMA)
     call = ended_call(*JA, agent=agent, organization=agent.organization)
     call_summary_attempt(call_id=call.pk)
@@ -283,7 +283,7 @@ def test_the_profiles_schema_constrains_the_output(fake: FakeResponsesServer) ->
     )
 
 
-def test_a_loose_schema_is_sent_without_strict(fake: FakeResponsesServer) -> None:
+def test_a_loose_schema_is_sent_without_strict(fake: FakeSummariesServer) -> None:
     loose = {"type": "object", "properties": {"request": {"type": "string"}}}
     agent = AgentProfileFactory(extraction_schema=loose)
     call = ended_call(*JA, agent=agent, organization=agent.organization)
@@ -292,7 +292,7 @@ def test_a_loose_schema_is_sent_without_strict(fake: FakeResponsesServer) -> Non
 
 
 def test_rerun_queues_again_without_a_second_announcement(
-    fake: FakeResponsesServer,
+    fake: FakeSummariesServer,
     announced: list[tuple[int, str]],
     summary_tasks: list[dict[str, Any]],
     django_capture_on_commit_callbacks: Any,
@@ -322,7 +322,7 @@ def test_rerun_of_a_live_call_is_refused() -> None:
 
 
 def test_an_unexpected_error_is_counted_and_retried_not_left_pending(
-    fake: FakeResponsesServer,
+    fake: FakeSummariesServer,
     monkeypatch: pytest.MonkeyPatch,
     announced: list[tuple[int, str]],
     django_capture_on_commit_callbacks: Any,
@@ -348,7 +348,7 @@ def test_an_unexpected_error_is_counted_and_retried_not_left_pending(
 
 
 def test_a_broken_job_rule_keeps_the_summary(
-    fake: FakeResponsesServer, monkeypatch: pytest.MonkeyPatch
+    fake: FakeSummariesServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(**_: Any) -> None:
         raise RuntimeError("no jobs today")

@@ -24,7 +24,7 @@ from calls.services import call_session_transition
 from calls.status import CallStatus
 from calls.summary.tasks import summarize_call
 from jobs.models import Job
-from realtime.emulators.fake_responses import FakeResponsesServer
+from realtime.emulators.fake_summaries import FakeSummariesServer
 from tests.agents.factories import OperatorFactory
 from tests.calls.campaigns.workers import CeleryProcesses
 from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
@@ -34,14 +34,14 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeResponsesServer]:
+def fake() -> Iterator[FakeSummariesServer]:
     with fake_responses_thread() as server:
         yield server
 
 
 @pytest.fixture
 def worker(
-    tmp_path: Path, fake: FakeResponsesServer, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: FakeSummariesServer, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[CeleryProcesses]:
     procs = CeleryProcesses(
         tmp_path,
@@ -97,7 +97,7 @@ def wait_for_status(
 
 
 def test_a_worker_summarises_an_ended_call_and_the_page_shows_it(
-    worker: CeleryProcesses, fake: FakeResponsesServer, client: Any
+    worker: CeleryProcesses, fake: FakeSummariesServer, client: Any
 ) -> None:
     call = end_call_with_lines("エアコンの修理をお願いします。", "明日の10時で。")
     assert wait_for_status(call, worker) == ExtractionStatus.DONE, worker.logs()
@@ -109,7 +109,7 @@ def test_a_worker_summarises_an_ended_call_and_the_page_shows_it(
 
 
 def test_the_worker_retries_a_failing_model_until_it_answers(
-    worker: CeleryProcesses, fake: FakeResponsesServer
+    worker: CeleryProcesses, fake: FakeSummariesServer
 ) -> None:
     fake.fail_next(2, status=500)
     call = end_call_with_lines("見積もりをお願いします。")

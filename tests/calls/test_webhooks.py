@@ -121,10 +121,23 @@ def test_missing_parameters_are_a_clear_400(client):
     assert b"From" in response.content and b"To" in response.content
 
 
-def test_realtime_off_hands_to_the_agent_number(client):
+def test_realtime_off_for_the_profile_takes_the_legacy_path(client):
     number = PhoneNumberFactory(number="+815012340001")
     number.agent.realtime_enabled = False
     number.agent.save()
+    body = signed_post(
+        client, "/api/twilio/voice/incoming", voice_params()
+    ).content.decode()
+    assert '<Gather action="https://' in body and 'input="speech"' in body
+    assert "<Connect>" not in body and "<Dial" not in body
+    call = CallSession.objects.get()
+    assert call.status == CallStatus.AI_RESPONDING
+    assert call.path == CallSession.Path.LEGACY
+
+
+def test_ai_switched_off_hands_to_the_agent_number(client, settings):
+    settings.USE_OPENAI_REALTIME = False
+    PhoneNumberFactory(number="+815012340001")
     body = signed_post(
         client, "/api/twilio/voice/incoming", voice_params()
     ).content.decode()
@@ -151,7 +164,12 @@ def test_outside_rollout_is_stable_per_call(client):
     body = signed_post(
         client, "/api/twilio/voice/incoming", voice_params()
     ).content.decode()
-    assert "<Connect>" not in body
+    assert "<Connect>" not in body and "<Gather" in body
+    again = signed_post(
+        client, "/api/twilio/voice/incoming", voice_params()
+    ).content.decode()
+    assert "<Gather" in again  # a retried webhook: the same path
+    assert CallSession.objects.get().path == CallSession.Path.LEGACY
 
 
 def test_over_the_cap_gets_overflow_twiml(client, settings):

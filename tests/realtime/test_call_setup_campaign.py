@@ -90,3 +90,26 @@ def test_call_outside_a_campaign_is_unchanged() -> None:
     assert "ご案内でお電話" not in config.greeting
     assert OPT_OUT_RULE not in config.session.instructions
     assert config.enabled_tools == ("end_call",)
+
+
+def test_a_campaign_call_on_the_legacy_path_gets_the_same_prompt_and_tools() -> None:
+    """The legacy path (F-72) renders through the same `call_prompts`: the
+    disclosure opens the call, the opt-out rule and `record_opt_out` are there."""
+    from calls.legacy.entry import call_path_set_legacy, legacy_entry_twiml
+    from calls.legacy.turns import TurnPrep, legacy_turn_prepare
+
+    call = campaign_call()
+    call_path_set_legacy(call=call, reason="outside-rollout")
+    first = legacy_entry_twiml(call=call)
+    bridge = bridge_config_build(call=call)
+    opening = bridge.greeting.split("「", 1)[1].rsplit("」", 1)[0]
+    assert opening in first  # the same disclosure + greeting, said by <Say>
+    prep = legacy_turn_prepare(
+        call_id=call.pk, event="gather", speech="もう電話しないで", confidence="0.9"
+    )
+    assert isinstance(prep, TurnPrep)
+    assert prep.instructions == bridge.session.instructions
+    assert prep.instructions.endswith(OPT_OUT_RULE)
+    assert {t["name"] for t in prep.tools} == {"end_call", "record_opt_out"}
+    assert prep.ctx.caller_number == "+819012345678"
+    assert prep.input_items[-1] == {"role": "user", "content": "もう電話しないで"}

@@ -123,6 +123,7 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
             "DEMO_REALTIME_PORT": str(free_port()),
             "DEMO_TWILIO_PORT": str(free_port()),
             "DEMO_RESPONSES_PORT": str(free_port()),
+            "DEMO_SUMMARIES_PORT": str(free_port()),
             "LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
             **env_overrides,
@@ -179,15 +180,24 @@ def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
     reply = httpx.get(f"http://127.0.0.1:{twilio}/_emulator/calls", timeout=5)
     assert reply.json() == {"calls": []}
     # The fake Responses API that writes call summaries (F-76) answers too.
-    responses = served.env["DEMO_RESPONSES_PORT"]
+    summaries = served.env["DEMO_SUMMARIES_PORT"]
     reply = httpx.post(
-        f"http://127.0.0.1:{responses}/summaries/v1/responses",
+        f"http://127.0.0.1:{summaries}/summaries/v1/responses",
         json={"model": "m", "input": "[customer] こんにちは"},
         headers={"Authorization": "Bearer demo"},
         timeout=5,
     )
     assert reply.status_code == 400  # no text.format: refused as the API would
     assert "json_schema" in reply.json()["error"]["message"]
+    # The legacy path's fake text model (F-72) answers the Responses API.
+    responses = served.env["DEMO_RESPONSES_PORT"]
+    reply = httpx.post(
+        f"http://127.0.0.1:{responses}/v1/responses",
+        json={"model": "gpt-4.1-mini", "input": "こんにちは"},
+        headers={"Authorization": f"Bearer {DEMO_API_KEY}"},
+        timeout=5,
+    )
+    assert reply.status_code == 200 and reply.json()["object"] == "response"
 
     output = served.stop(signal.SIGTERM)
     assert served.process.returncode == 0, output
@@ -201,7 +211,7 @@ def test_demo_mode_runs_the_server_and_the_emulators_and_stops_them(serve):
     )
     assert "Uvicorn running on http://127.0.0.1:" in output  # the default server
     assert (
-        f"fake OpenAI Responses API (call summaries) at http://127.0.0.1:{responses}"
+        f"fake OpenAI Responses API (call summaries) at http://127.0.0.1:{summaries}"
         in (output)
     )
 

@@ -30,6 +30,7 @@ service = flow.service
 start_fake_realtime = flow.start_fake_realtime
 twilio = flow.twilio
 inbound_agent = flow.inbound_agent
+fake_responses = flow.fake_responses
 
 
 @pytest.fixture(autouse=True)
@@ -223,3 +224,37 @@ def test_place_call_twilio_unreachable_fails_the_call_and_says_so(
     assert "Twilio could not be reached" in str(refused.value)
     call = CallSession.objects.get()
     assert call.status == CallStatus.FAILED and not call.twilio_call_sid
+
+
+async def test_place_call_on_the_legacy_path(
+    service, twilio, fake_responses, inbound_agent
+):
+    """An outbound call outside the profile's rollout (F-72): the callee hears the
+    greeting from <Say> inside a <Gather>, answers, and the text model replies."""
+    from calls.legacy.writes import writes_idle
+    from realtime.emulators.speech_script import HangsUp, Says
+
+    inbound_agent.rollout_percentage = 0
+    await inbound_agent.asave(update_fields=["rollout_percentage"])
+    twilio.far_ends[CALLEE] = FarEnd(
+        "answer", speech_script=[Says("はい、どちら様ですか"), HangsUp()]
+    )
+    output, error = await place_call(
+        "--to", "090-1234-5678", "--agent", inbound_agent.name
+    )
+    assert error is None, error
+    call_id, call_sid = _placed(output)
+    finished = await twilio.call(call_sid).wait_finished(timeout=30)
+    await writes_idle()
+    fake_responses.assert_complete()
+    said = finished.said()
+    assert said[0].startswith("お電話ありがとうございます"), said
+    assert "「はい、どちら様ですか」ですね" in said[1], said
+    assert "stream-start" not in [e.kind for e in finished.log]
+    call = await CallSession.objects.aget(pk=call_id)
+    assert call.path == CallSession.Path.LEGACY
+    lines = [
+        (e.speaker, e.text)
+        async for e in TranscriptEntry.objects.filter(call=call).order_by("id")
+    ]
+    assert ("customer", "はい、どちら様ですか") in lines

@@ -30,6 +30,7 @@ service = flow.service
 start_fake_realtime = flow.start_fake_realtime
 controlled_twilio = flow.controlled_twilio
 inbound_agent = flow.inbound_agent
+fake_responses = flow.fake_responses
 
 
 def free_port() -> int:
@@ -159,3 +160,34 @@ async def test_handoff_after_moves_the_caller_to_a_human(
     assert call.status == CallStatus.COMPLETED
     assert error is None, f"{error}\n{output}"
     assert "caller moved into the room: yes" in output
+
+
+async def test_simulated_legacy_call(
+    service, controlled_twilio, fake_responses, inbound_agent
+):
+    """`--legacy`: the caller speaks to <Gather>; the report shows the path, the
+    transcript, the booking and goodbye tools, and the legacy turn figures."""
+    inbound_agent.rollout_percentage = 0
+    await inbound_agent.asave()
+    output, error = await simulate(
+        url=service,
+        emulator=controlled_twilio.base_url,
+        to=flow.INBOUND_NUMBER,
+        from_=flow.CALLER_NUMBER,
+        turns=2,
+        legacy=True,
+        timeout=60,
+    )
+    assert error is None, f"{error}\n{output}"
+    fake_responses.assert_complete()
+    call = await CallSession.objects.aget()
+    assert call.status == CallStatus.COMPLETED and call.path == "legacy"
+    live, report = output.split("=== Call #", 1)
+    assert "<Gather input=speech language=ja-JP> listening" in live
+    assert "caller says “営業時間を教えてください”" in live
+    assert "media stream up" not in live
+    assert "path: legacy (Twilio <Gather> → text model → <Say>)" in report
+    assert "tool-call" in report or "schedule_appointment" in report
+    assert "turn latencies (<Gather> result in → TwiML out): [" in report
+    assert "our own share of each turn (without the text model): [" in report
+    assert len(call.turn_latencies_ms) == 3

@@ -3,7 +3,9 @@
 Fixed values that docs and checks rely on: organisation "Demo"; operator `demo` /
 password `demo` (local use only); inbound number +815012345678 routed to the demo
 agent; handoff number +818070239355; the outbound sales agent 営業デモ that
-`simulate_campaign` calls with.
+`simulate_campaign` calls with; number +815012345679 routed to 受付デモ(従来経路),
+the same receptionist with a Realtime share of 0 %: every call takes the legacy
+Gather path (F-72, `simulate_call --legacy`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ DEMO_PASSWORD = "demo"
 DEMO_INBOUND_NUMBER = "+815012345678"
 DEMO_HANDOFF_NUMBER = "+818070239355"
 DEMO_AGENT_NAME = "受付デモ"
+DEMO_LEGACY_NUMBER = "+815012345679"
+DEMO_LEGACY_AGENT_NAME = "受付デモ(従来経路)"
 
 INSTRUCTIONS = """あなたは{{company_name}}の電話受付AIです。{{service_name}}についてのお問い合わせに、丁寧な日本語で簡潔にお答えください。
 {{service_description}}
@@ -52,24 +56,35 @@ class Command(BaseCommand):
     @transaction.atomic
     def handle(self, *args: Any, **options: Any) -> None:
         org, _ = Organization.objects.get_or_create(name=DEMO_ORG)
+        receptionist = {
+            "instructions_template": INSTRUCTIONS,
+            "greeting_template": GREETING,
+            "company_name": "デモ商事",
+            "service_name": "クラウド受付",
+            "representative_name": "AI受付",
+            "self_introduction": "AI受付担当でございます",
+            "service_description": "クラウド受付は、電話の一次対応をAIが行うサービスです。",
+            "voice": "marin",
+            "speed": 1.0,
+            "enabled_tools": list(TOOL_NAMES),
+            "handoff_phone_number": DEMO_HANDOFF_NUMBER,
+        }
         agent, _ = AgentProfile.objects.update_or_create(
-            organization=org,
-            name=DEMO_AGENT_NAME,
-            defaults={
-                "instructions_template": INSTRUCTIONS,
-                "greeting_template": GREETING,
-                "company_name": "デモ商事",
-                "service_name": "クラウド受付",
-                "representative_name": "AI受付",
-                "self_introduction": "AI受付担当でございます",
-                "service_description": "クラウド受付は、電話の一次対応をAIが行うサービスです。",
-                "voice": "marin",
-                "speed": 1.0,
-                "enabled_tools": list(TOOL_NAMES),
-                "handoff_phone_number": DEMO_HANDOFF_NUMBER,
-            },
+            organization=org, name=DEMO_AGENT_NAME, defaults=receptionist
         )
         agent.full_clean()
+        legacy, _ = AgentProfile.objects.update_or_create(
+            organization=org,
+            name=DEMO_LEGACY_AGENT_NAME,
+            defaults={
+                **receptionist,
+                "rollout_percentage": 0,
+                "legacy_say_voice": "Polly.Mizuki",
+                "legacy_speech_model": "phone_call",
+                "legacy_hints": "予約,営業時間,担当者",
+            },
+        )
+        legacy.full_clean()
         sales, _ = AgentProfile.objects.update_or_create(
             organization=org,
             name=DEMO_SALES_AGENT_NAME,
@@ -93,6 +108,14 @@ class Command(BaseCommand):
         PhoneNumber.objects.update_or_create(
             number=DEMO_INBOUND_NUMBER,
             defaults={"organization": org, "agent": agent, "label": "デモ代表番号"},
+        )
+        PhoneNumber.objects.update_or_create(
+            number=DEMO_LEGACY_NUMBER,
+            defaults={
+                "organization": org,
+                "agent": legacy,
+                "label": "デモ従来経路番号",
+            },
         )
         Customer.objects.update_or_create(
             organization=org,

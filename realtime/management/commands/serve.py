@@ -45,7 +45,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from callcenter import env as E
-from realtime.emulators.fake_responses import PREFIX as FAKE_RESPONSES_PREFIX
+from realtime.emulators.fake_summaries import PREFIX as FAKE_SUMMARIES_PREFIX
 from realtime.uvicorn_ws import uvicorn_ws_args
 
 log = logging.getLogger(__name__)
@@ -167,21 +167,23 @@ def demo_environment(
     port: int,
     realtime_port: int,
     twilio_port: int,
-    responses_port: int | None = None,
+    responses_port: int = 8767,
+    summaries_port: int | None = None,
 ) -> dict[str, str]:
     """Daphne's environment in demo mode: every external URL points at an emulator."""
     local = _local_host(host)
     token = settings.TWILIO_AUTH_TOKEN or secrets.token_hex(16)
     summaries = {}
-    if responses_port is not None:  # the fake Responses API (F-76): call summaries
+    if summaries_port is not None:  # the fake Responses API (F-76): call summaries
         summaries["SUMMARY_OPENAI_BASE_URL"] = (
-            f"http://127.0.0.1:{responses_port}{FAKE_RESPONSES_PREFIX}"
+            f"http://127.0.0.1:{summaries_port}{FAKE_SUMMARIES_PREFIX}"
         )
     return {
         **base,
         **summaries,
         "OPENAI_API_KEY": "",  # keeps DEMO_MODE (and the pages' banner) on
         "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{realtime_port}/v1/realtime",
+        "OPENAI_BASE_URL": f"http://127.0.0.1:{responses_port}/v1",
         "TWILIO_API_BASE_URL": f"http://127.0.0.1:{twilio_port}",
         "TWILIO_ACCOUNT_SID": settings.TWILIO_ACCOUNT_SID,
         "TWILIO_AUTH_TOKEN": token,
@@ -259,10 +261,12 @@ class Command(BaseCommand):
         realtime_port = E.get_int("DEMO_REALTIME_PORT")
         twilio_port = E.get_int("DEMO_TWILIO_PORT")
         responses_port = E.get_int("DEMO_RESPONSES_PORT")
+        summaries_port = E.get_int("DEMO_SUMMARIES_PORT")
         for name, number in (
             ("DEMO_REALTIME_PORT", realtime_port),
             ("DEMO_TWILIO_PORT", twilio_port),
             ("DEMO_RESPONSES_PORT", responses_port),
+            ("DEMO_SUMMARIES_PORT", summaries_port),
         ):
             if not _port_free("127.0.0.1", number):
                 raise CommandError(
@@ -276,15 +280,17 @@ class Command(BaseCommand):
             realtime_port=realtime_port,
             twilio_port=twilio_port,
             responses_port=responses_port,
+            summaries_port=summaries_port,
         )
         line = "=" * len(DEMO_BANNER)
         self.stdout.write(self.style.WARNING(f"{line}\n{DEMO_BANNER}\n{line}"))
         self.stdout.write(
             f"Fake OpenAI Realtime: {environment['OPENAI_REALTIME_URL']}\n"
+            f"Fake Responses API:   {environment['OPENAI_BASE_URL']} (legacy path)\n"
             f"Twilio emulator:      {environment['TWILIO_API_BASE_URL']} "
             "(control API under /_emulator/)\n"
-            f"Fake OpenAI Responses (summaries): "
-            f"{environment['SUMMARY_OPENAI_BASE_URL']}\n"
+            f"Fake Responses API:   {environment['SUMMARY_OPENAI_BASE_URL']}"
+            " (call summaries)\n"
             "Place a simulated call from another terminal: "
             + simulate_call_hint(host=host, port=port, twilio_port=twilio_port)
         )
@@ -303,6 +309,8 @@ class Command(BaseCommand):
                 str(twilio_port),
                 "--responses-port",
                 str(responses_port),
+                "--summaries-port",
+                str(summaries_port),
                 "--scenario",
                 "demo",
             ],
@@ -314,7 +322,9 @@ class Command(BaseCommand):
         stop = _StopOnSignal()
         try:
             self._wait_ready(
-                emulators, [realtime_port, twilio_port, responses_port], stop
+                emulators,
+                [realtime_port, twilio_port, responses_port, summaries_port],
+                stop,
             )
         except BaseException:
             _stop_all(children, stop)

@@ -32,7 +32,17 @@ class Command(BaseCommand):
             help="the service, as Twilio reaches it (its PUBLIC_BASE_URL); "
             "default http://127.0.0.1:$PORT",
         )
-        parser.add_argument("--to", default="+815012345678", help="number called")
+        parser.add_argument(
+            "--to",
+            default=None,
+            help="number called (default +815012345678; with --legacy +815012345679)",
+        )
+        parser.add_argument(
+            "--legacy",
+            action="store_true",
+            help="a call on the legacy Gather path (F-72): the demo's legacy number, "
+            "the caller speaking to <Gather> instead of a media stream",
+        )
         parser.add_argument(
             "--from", dest="from_", default="+819012345678", help="caller's number"
         )
@@ -67,6 +77,11 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["turns"] < 0:
             raise CommandError("--turns must be 0 or more")
+        if options["legacy"] and options["handoff_after"] is not None:
+            raise CommandError(
+                "--handoff-after drives a media-stream call; on --legacy ask for a "
+                "human in words instead"
+            )
 
         # One line per poll of the emulator would drown the call.
         for noisy in ("httpx", "httpcore"):
@@ -79,7 +94,8 @@ class Command(BaseCommand):
         simulation = Simulation(
             url=options["url"],
             emulator=options["emulator"],
-            to=options["to"],
+            to=options["to"]
+            or ("+815012345679" if options["legacy"] else "+815012345678"),
             from_=options["from_"],
             turns=options["turns"],
             handoff_after=options["handoff_after"],
@@ -87,6 +103,7 @@ class Command(BaseCommand):
             user=options["user"],
             timeout=options["timeout"],
             write=write,
+            legacy=options["legacy"],
         )
         try:
             simulation.run()

@@ -1,128 +1,228 @@
-"""The fake Responses API (F-76): strict about requests, deterministic answers."""
+"""The fake Responses API answers the real `openai` client, streaming and not, with
+tool calls, and refuses what the API refuses, with the API's error shapes."""
 
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import httpx
 import openai
 import pytest
+from openai import AsyncOpenAI
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import TypeAdapter
 
-from agents.extraction_schema import RECEPTION_SCHEMA
-from calls.summary.client import response_schema
-from realtime.emulators.fake_responses import FakeResponsesServer, answer_for
+from realtime.emulators.fake_responses import FakeResponsesServer
 
-FORMAT = {
-    "type": "json_schema",
-    "name": "call_summary",
-    "schema": response_schema(RECEPTION_SCHEMA),
-    "strict": True,
-}
-TRANSCRIPT = (
-    "[ai] お電話ありがとうございます。\n[customer] 佐藤と申します。点検をお願いします。"
-)
-
-
-def body(**changes: Any) -> dict[str, Any]:
-    base = {"model": "gpt-4.1-mini", "input": TRANSCRIPT, "text": {"format": FORMAT}}
-    base.update(changes)
-    return base
+KEY = "sk-fake-responses"
+TOOLS = [
+    {
+        "type": "function",
+        "name": "schedule_appointment",
+        "description": "予約",
+        "parameters": {
+            "type": "object",
+            "properties": {"date": {"type": "string"}},
+            "required": ["date"],
+            "additionalProperties": False,
+        },
+        "strict": False,
+    }
+]
 
 
-async def post(
-    fake: FakeResponsesServer, payload: Any, **headers: str
-) -> httpx.Response:
+@pytest.fixture
+async def fake():
+    async with FakeResponsesServer(api_key=KEY) as server:
+        yield server
+
+
+def _client(fake: FakeResponsesServer, key: str = KEY) -> AsyncOpenAI:
+    return AsyncOpenAI(api_key=key, base_url=fake.base_url, max_retries=0)
+
+
+async def _raw(fake: FakeResponsesServer, body: object) -> httpx.Response:
     async with httpx.AsyncClient() as client:
         return await client.post(
-            f"{fake.base_url}/responses",
-            content=json.dumps(payload),
-            headers={
-                "Authorization": "Bearer sk-test",
-                "Content-Type": "application/json",
-                **headers,
+            fake.base_url + "/responses",
+            json=body,
+            headers={"Authorization": f"Bearer {KEY}"},
+        )
+
+
+async def test_text_reply_validates_as_the_sdk_model(fake):
+    response = await _client(fake).responses.create(
+        model="gpt-4.1-mini",
+        instructions="あなたは受付です。",
+        input=[{"role": "user", "content": "営業時間を教えてください"}],
+        store=False,
+    )
+    Response.model_validate(response.model_dump())  # every required field, typed
+    assert response.status == "completed"
+    assert "営業時間" in response.output_text
+    assert response.usage.input_tokens > 0 and response.usage.output_tokens > 0
+    fake.assert_complete()
+
+
+async def test_tool_call_then_its_output_gets_a_sentence(fake):
+    client = _client(fake)
+    first = await client.responses.create(
+        model="gpt-4.1-mini",
+        input=[{"role": "user", "content": "明日の予約をお願いします"}],
+        tools=TOOLS,
+        store=False,
+    )
+    (call,) = [item for item in first.output if item.type == "function_call"]
+    assert call.name == "schedule_appointment"
+    assert json.loads(call.arguments)["date"]
+    second = await client.responses.create(
+        model="gpt-4.1-mini",
+        input=[
+            {"role": "user", "content": "明日の予約をお願いします"},
+            {
+                "type": "function_call",
+                "call_id": call.call_id,
+                "name": call.name,
+                "arguments": call.arguments,
             },
-        )
+            {
+                "type": "function_call_output",
+                "call_id": call.call_id,
+                "output": json.dumps(
+                    {"ok": True, "date": "2030-01-02", "time": "15:00"}
+                ),
+            },
+        ],
+        tools=TOOLS,
+        store=False,
+    )
+    assert "2030-01-02 15:00にご予約を承りました" in second.output_text
+    fake.assert_complete()
 
 
-async def test_the_openai_sdk_gets_a_structured_answer() -> None:
-    async with FakeResponsesServer() as fake:
-        client = openai.AsyncOpenAI(api_key="sk-test", base_url=fake.base_url)
-        response = await client.responses.create(
-            model="gpt-4.1-mini", input=TRANSCRIPT, text={"format": FORMAT}
-        )
-        await client.close()
-    reply = json.loads(response.output_text)
-    assert reply["summary"].startswith("お客様の用件: 佐藤と申します")
-    assert reply["fields"]["name"] == "佐藤"
-    assert reply["fields"]["job_required"] is True
-    assert response.usage is not None and response.usage.output_tokens > 0
+async def test_streamed_reply_is_a_valid_event_sequence(fake):
+    adapter = TypeAdapter(ResponseStreamEvent)
+    stream = await _client(fake).responses.create(
+        model="gpt-4.1-mini",
+        input=[{"role": "user", "content": "明日の予約をお願いします"}],
+        tools=TOOLS,
+        stream=True,
+    )
+    events = [event async for event in stream]
+    for event in events:
+        adapter.validate_python(event.model_dump())
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    assert "response.function_call_arguments.done" in kinds
+    done = events[-1].response
+    assert done.output[0].type == "function_call"
+    deltas = "".join(
+        e.delta for e in events if e.type == "response.function_call_arguments.delta"
+    )
+    assert deltas == done.output[0].arguments
 
 
-def test_the_answer_is_deterministic() -> None:
-    schema = response_schema(RECEPTION_SCHEMA)
-    assert answer_for(schema, TRANSCRIPT) == answer_for(schema, TRANSCRIPT)
+async def test_streamed_text_deltas_add_up(fake):
+    stream = await _client(fake).responses.create(
+        model="gpt-4.1-mini",
+        input="こんにちは、確認したいことがあります",
+        stream=True,
+    )
+    events = [event async for event in stream]
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == events[-1].response.output_text
 
 
 @pytest.mark.parametrize(
-    ("payload", "status", "message"),
+    ("body", "param", "code"),
     [
-        (body(temperature=0.2, colour="red"), 400, "Unknown parameter: 'colour'"),
-        (body(model=""), 400, "Missing required parameter: 'model'"),
-        (body(input=""), 400, "Invalid 'input'"),
-        (body(text={"format": {"type": "text"}}), 400, "json_schema"),
         (
-            body(text={"format": {**FORMAT, "name": "bad name!"}}),
-            400,
-            "text.format.name",
+            {"model": "gpt-4.1-mini", "input": "x", "temprature": 1},
+            "temprature",
+            "unknown_parameter",
+        ),
+        ({"input": "x"}, "model", "missing_required_parameter"),
+        ({"model": "gpt-9", "input": "x"}, "model", "model_not_found"),
+        (
+            {"model": "gpt-4.1-mini", "input": [{"role": "robot", "content": "x"}]},
+            "input[0].role",
+            "invalid_value",
         ),
         (
-            body(text={"format": {**FORMAT, "schema": {"type": "strng"}}}),
-            400,
-            "Invalid schema",
-        ),
-        (
-            body(
-                text={
-                    "format": {
-                        **FORMAT,
-                        "schema": {
-                            "type": "object",
-                            "properties": {"a": {"type": "string"}},
-                            "additionalProperties": False,
-                        },
+            {
+                "model": "gpt-4.1-mini",
+                "input": [
+                    {
+                        "type": "function_call_output",
+                        "call_id": "call_1",
+                        "output": "{}",
                     }
-                }
-            ),
-            400,
-            "Missing 'a'",
+                ],
+            },
+            "input",
+            None,
         ),
-        (["not", "an", "object"], 400, "JSON object"),
+        (
+            {
+                "model": "gpt-4.1-mini",
+                "input": [
+                    {
+                        "type": "function_call",
+                        "call_id": "c",
+                        "name": "f",
+                        "arguments": "{}",
+                    },
+                    {"role": "user", "content": "x"},
+                ],
+            },
+            "input",
+            None,
+        ),
+        (
+            {
+                "model": "gpt-4.1-mini",
+                "input": "x",
+                "tools": [
+                    {
+                        "type": "function",
+                        "name": "bad name",
+                        "parameters": {"type": "object"},
+                    }
+                ],
+            },
+            "tools[0].name",
+            "invalid_value",
+        ),
     ],
 )
-async def test_bad_requests_are_refused_like_the_api(
-    payload: Any, status: int, message: str
-) -> None:
-    async with FakeResponsesServer() as fake:
-        response = await post(fake, payload)
-    assert response.status_code == status
-    assert message in response.json()["error"]["message"]
+async def test_requests_the_api_refuses_get_its_error_shape(fake, body, param, code):
+    response = await _raw(fake, body)
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["type"] == "invalid_request_error"
+    assert (error["param"], error["code"]) == (param, code)
+    assert fake.problems()
 
 
-async def test_a_missing_key_is_401_and_other_paths_404() -> None:
-    async with FakeResponsesServer(api_key="sk-right") as fake:
-        assert (await post(fake, body())).status_code == 401
-        async with httpx.AsyncClient() as client:
-            other = await client.post(f"http://127.0.0.1:{fake.port}/v1/responses")
-        assert other.status_code == 404
+async def test_wrong_key_is_401_invalid_api_key(fake):
+    with pytest.raises(openai.AuthenticationError) as caught:
+        await _client(fake, "sk-wrong-key-1234").responses.create(
+            model="gpt-4.1-mini", input="x"
+        )
+    assert caught.value.code == "invalid_api_key"
 
 
-async def test_faults_for_tests() -> None:
-    async with FakeResponsesServer() as fake:
-        fake.fail_next(1, status=429)
-        fake.invalid_next(1)
-        assert (await post(fake, body())).status_code == 429
-        invalid = await post(fake, body())
-        text = invalid.json()["output"][0]["content"][0]["text"]
-        assert json.loads(text) == {"unexpected": True}
-        assert (await post(fake, body())).status_code == 200
+async def test_injected_faults(fake):
+    client = _client(fake)
+    fake.fail_next(500)
+    with pytest.raises(openai.InternalServerError):
+        await client.responses.create(model="gpt-4.1-mini", input="x")
+    fake.malformed_next()
+    response = await client.responses.create(model="gpt-4.1-mini", input="x")
+    (call,) = response.output
+    assert call.type == "function_call"
+    with pytest.raises(ValueError):
+        json.loads(call.arguments)
+    fake.assert_complete()  # faults are not the client's fault

@@ -88,6 +88,8 @@ def flow_settings(settings):
     settings.OPENAI_API_KEY = API_KEY
     settings.USE_OPENAI_REALTIME = True
     settings.MAX_LIVE_CALLS = 50
+    # Never the real API: the legacy path's text model is the fake or nothing.
+    settings.OPENAI_BASE_URL = "http://127.0.0.1:9/v1"
     return settings
 
 
@@ -152,3 +154,13 @@ async def controlled_twilio(flow_settings) -> AsyncIterator[TwilioEmulator]:
     ) as emu:
         flow_settings.TWILIO_API_BASE_URL = emu.base_url
         yield emu
+
+
+@pytest.fixture
+async def fake_responses(flow_settings):
+    """The fake OpenAI Responses API (the legacy path's text model), pointed at."""
+    from realtime.emulators.fake_responses import FakeResponsesServer
+
+    async with FakeResponsesServer(api_key=API_KEY) as fake:
+        flow_settings.OPENAI_BASE_URL = fake.base_url
+        yield fake

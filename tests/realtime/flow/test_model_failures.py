@@ -10,6 +10,7 @@ from calls.models import CallEvent, CallSession
 from calls.status import CallStatus
 from realtime.emulators import scenarios
 from realtime.emulators.caller import HangUp, Pause, Speak, WaitForAudio, WaitUntilQuiet
+from realtime.emulators.speech_script import Says
 from tests.realtime.flow.conftest import CALLER_NUMBER, INBOUND_NUMBER, wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(60)]
@@ -62,14 +63,25 @@ async def _set_agent(agent, **fields):
 
 @pytest.mark.parametrize("mode", ["accept-then-close", "reject-handshake"])
 async def test_bad_key_hangs_up_with_an_apology(
-    service, start_fake_realtime, twilio, inbound_agent, mode
+    service, start_fake_realtime, twilio, fake_responses, inbound_agent, mode
 ):
-    """Both bad-key behaviours of PROTOCOL A7 end the call politely (no handoff set)."""
+    """Both bad-key behaviours of PROTOCOL A7 end the call politely (no handoff set).
+    A refused handshake goes to the legacy path first (F-71), whose text model
+    refuses the same key: after two tries, the apology."""
     await _set_agent(inbound_agent, on_model_failure="hang-up")
+    fake_responses.api_key = "sk-someone-else"
     async with start_fake_realtime(
         api_key="sk-someone-else", auth_failure_mode=mode
     ) as fake:
-        handle, call = await _call(twilio, service, script=[WaitForAudio(timeout_s=3)])
+        handle = await twilio.inbound_call(
+            from_=CALLER_NUMBER,
+            to=INBOUND_NUMBER,
+            voice_url=f"{service}/api/twilio/voice/incoming",
+            caller_script=[WaitForAudio(timeout_s=3)],
+            speech_script=[Says("もしもし"), Says("もしもし")],
+            status_callback=f"{service}/api/twilio/status",
+        )
+        call = await CallSession.objects.aget(twilio_call_sid=handle.sid)
         finished = await handle.wait_finished(timeout=15)
         assert fake.open_connections == 0
     await call.arefresh_from_db()
@@ -80,6 +92,9 @@ async def test_bad_key_hangs_up_with_an_apology(
     )
     types = [e.type for e in await _events(call)]
     assert "model-failed" in types and "stream-ended" in types
+    if mode == "reject-handshake":
+        assert call.path == CallSession.Path.LEGACY
+        assert types.count("legacy-model-failed") == 2
 
 
 async def test_mid_call_drop_reconnects_and_reseeds_the_conversation(
