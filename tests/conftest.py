@@ -80,3 +80,21 @@ def summary_tasks(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
 
     monkeypatch.setattr("calls.summary.dispatch.summary_enqueue", record)
     return sent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_redis_channel_layer() -> Any:
+    """Each test gets its own Redis channel layer (the PostgreSQL + Redis suite).
+
+    channels_redis keeps an asyncio lock per channel prefix in the layer instance,
+    bound to the first loop that takes it; each test runs on a loop of its own, and
+    a lock a finished test left taken fails the next test's receive ("bound to a
+    different event loop"). Layers are looked up per use (get_channel_layer()), so
+    dropping the instance is enough.
+    """
+    yield
+    from channels.layers import channel_layers
+
+    for alias, layer in list(channel_layers.backends.items()):
+        if type(layer).__module__.startswith("channels_redis"):
+            del channel_layers.backends[alias]
