@@ -57,9 +57,10 @@ def announced() -> Iterator[list[tuple[int, str]]]:
 def ended_call(
     *lines: tuple[str, str],
     path: tuple[str, ...] = (S.AI_RESPONDING, S.COMPLETED),
+    call_path: str = CallSession.Path.REALTIME,
     **kw,
 ) -> CallSession:
-    call = CallSessionFactory(**kw)
+    call = CallSessionFactory(path=call_path, **kw)
     for offset, (speaker, text) in enumerate(lines):
         TranscriptEntryFactory(call=call, speaker=speaker, text=text, offset_ms=offset)
     for status in path:
@@ -99,7 +100,7 @@ def test_the_end_of_a_call_enqueues_the_step_once_on_commit(
         ),
         ("outbound", (S.RINGING, S.AI_RESPONDING, S.COMPLETED), True),
         ("web", (S.AI_RESPONDING, S.COMPLETED), True),  # the browser channel
-        ("inbound", (S.AI_RESPONDING, S.COMPLETED), False),  # legacy (Gather) flow
+        ("inbound", (S.AI_RESPONDING, S.COMPLETED), False),  # legacy (Gather) path
     ],
 )
 def test_each_path_and_status_gets_a_summary_in_the_calls_language(
@@ -114,6 +115,7 @@ def test_each_path_and_status_gets_a_summary_in_the_calls_language(
     call = ended_call(
         *JA,
         path=path,
+        call_path=CallSession.Path.REALTIME if realtime else CallSession.Path.LEGACY,
         direction=direction,
         agent=agent,
         organization=agent.organization,
@@ -123,6 +125,9 @@ def test_each_path_and_status_gets_a_summary_in_the_calls_language(
     assert outcome.status == "done"
     call.refresh_from_db()
     assert call.extraction_status == ExtractionStatus.DONE
+    assert call.path == (
+        CallSession.Path.REALTIME if realtime else CallSession.Path.LEGACY
+    )
     assert call.summary.startswith("お客様の用件: 田中と申します")  # Japanese stays
     assert call.extraction["name"] == "田中"
     assert call.extraction["callback_number"] == "090-1234-5678"

@@ -54,9 +54,12 @@ async def _lines(call):
     ]
 
 
-async def test_whole_legacy_call(service, twilio, fake_responses, legacy_agent):
+async def test_whole_legacy_call(
+    service, twilio, fake_responses, legacy_agent, summary_tasks
+):
     """Greeting, a question, a booking through the tool, goodbye through end_call:
-    transcript, events, usage, cost and latency as a Realtime call has them."""
+    transcript, events, usage, cost and latency as a Realtime call has them, and
+    the after-call summary (F-76) enqueued once when it ends."""
     finished, call = await _call(
         twilio,
         service,
@@ -112,6 +115,12 @@ async def test_whole_legacy_call(service, twilio, fake_responses, legacy_agent):
         "path": "legacy",
         "why": "outside-rollout",
     }
+
+    async def summary_enqueued() -> bool:
+        return bool(summary_tasks)
+
+    assert await wait_until(summary_enqueued)
+    assert summary_tasks == [{"call_id": call.pk, "announce": True}]
 
 
 @pytest.mark.parametrize(
