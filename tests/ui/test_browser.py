@@ -399,12 +399,12 @@ def test_agent_settings_edit_preview_and_save(
 
     login(page, service.base_url)
     page.get_by_role("link", name="エージェント", exact=True).click()
-    page.get_by_role("link", name="受付デモ").click()
+    page.get_by_role("link", name="受付デモ", exact=True).click()
     expect(
         page.get_by_role("heading", name="エージェント設定: 受付デモ")
     ).to_be_visible()
 
-    page.get_by_label("音声").select_option("cedar")
+    page.get_by_label("音声", exact=True).select_option("cedar")
     speed = page.get_by_label("話す速さ")
     speed.focus()
     for _ in range(5):  # keyboard use: 1.00 → 1.25 in steps of 0.05
