@@ -33,8 +33,7 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
-
+from realtime.emulators.asgi_server import EmbeddedServer, send_json
 from realtime.emulators.responses_shapes import (
     ApiError,
     OutputItem,
@@ -183,34 +182,19 @@ class FakeResponsesServer:
         self.request_count = 0
         self._fail: list[int] = []
         self._malformed = 0
-        self._server: uvicorn.Server | None = None
+        self._server: EmbeddedServer | None = None
         self._task: asyncio.Task[None] | None = None
 
     # lifecycle ----------------------------------------------------------------
 
     async def start(self) -> None:
-        config = uvicorn.Config(
-            self.app,
-            host=self.host,
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            interface="asgi3",
-            timeout_graceful_shutdown=1,
+        self._server, self._task, self.port = await EmbeddedServer.start(
+            self.app, host=self.host, port=self.port, what="the fake Responses server"
         )
-        self._server = _EmbeddedServer(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the fake Responses server exited on start")
-            await asyncio.sleep(0.005)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
     async def close(self) -> None:
         if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+            await self._server.stop(self._task)
             self._server = None
 
     async def __aenter__(self) -> FakeResponsesServer:
@@ -290,7 +274,7 @@ class FakeResponsesServer:
                 output = [OutputItem(name="end_call", arguments='{"reason": ')]
         except ApiError as exc:
             self._remember(parsed, exc.status, exc.body["error"]["message"])
-            await _send_json(send, exc.status, exc.body)
+            await send_json(send, exc.status, exc.body)
             return
         self._remember(parsed, 200, None)
         if request.stream:
@@ -303,7 +287,7 @@ class FakeResponsesServer:
             response_id=new_id("resp"),
             usage=usage_for(request, output),
         )
-        await _send_json(send, 200, payload)
+        await send_json(send, 200, payload)
 
     def _authorize(self, authorization: str) -> None:
         key = authorization.removeprefix("Bearer ").strip()
@@ -344,29 +328,6 @@ class FakeResponsesServer:
             chunk = f"event: {event['type']}\ndata: {data}\n\n".encode()
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
-
-
-async def _send_json(send: Send, status: int, payload: dict[str, Any]) -> None:
-    data = json.dumps(payload, ensure_ascii=False).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn that leaves signal handling to the process it runs in."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:

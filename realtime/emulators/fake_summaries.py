@@ -36,9 +36,10 @@ from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-import uvicorn
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
+
+from realtime.emulators.asgi_server import EmbeddedServer, read_body, send_json
 
 __all__ = ["PREFIX", "FakeSummariesServer", "RecordedRequest", "answer_for"]
 
@@ -341,7 +342,7 @@ class FakeSummariesServer:
     _faults: list[int] = field(default_factory=list)
     _invalid: int = 0
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    _server: uvicorn.Server | None = None
+    _server: EmbeddedServer | None = None
     _task: asyncio.Task[None] | None = None
 
     @property
@@ -365,47 +366,27 @@ class FakeSummariesServer:
         await self.aclose()
 
     async def start(self) -> None:
-        config = uvicorn.Config(
-            self.app,
-            host=self.host,
-            port=self.port,
-            log_level="warning",
-            lifespan="off",
-            interface="asgi3",
+        self._server, self._task, self.port = await EmbeddedServer.start(
+            self.app, host=self.host, port=self.port, what="the fake Responses server"
         )
-        self._server = _EmbeddedServer(config)
-        self._task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._task.done():
-                self._task.result()
-                raise RuntimeError("the fake Responses server exited on start")
-            await asyncio.sleep(0.005)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
         if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
+            await self._server.stop(self._task)
             self._server = None
 
     async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The ASGI app: ``POST {PREFIX}/responses``; 404 elsewhere."""
         if scope["type"] != "http":
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        raw = b"".join(chunks)
+        raw = await read_body(receive)
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1")
             for k, v in scope.get("headers", [])
         }
         path = str(scope.get("path", ""))
         if path != f"{PREFIX}/responses" or scope.get("method") != "POST":
-            await _reply(send, 404, _error("Not found.", "invalid_request_error"))
+            await send_json(send, 404, _error("Not found.", "invalid_request_error"))
             return
         try:
             body: Any = json.loads(raw)
@@ -417,7 +398,7 @@ class FakeSummariesServer:
                 path, headers, body if isinstance(body, dict) else {}, status
             )
         )
-        await _reply(send, status, reply)
+        await send_json(send, status, reply)
 
     async def _answer(
         self, body: Any, headers: dict[str, str]
@@ -483,29 +464,6 @@ class FakeSummariesServer:
 
 def _error(message: str, kind: str, param: str | None = None) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": param, "code": None}}
-
-
-async def _reply(send: Send, status: int, body: dict[str, Any]) -> None:
-    data = json.dumps(body, ensure_ascii=False).encode()
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(data)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": data})
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn that leaves signal handling to the process it runs in."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -75,9 +75,9 @@ from typing import Any, Final, Literal
 from urllib.parse import urlencode, urlsplit
 
 import httpx
-import uvicorn
 
 from realtime.emulators import twiml
+from realtime.emulators.asgi_server import EmbeddedServer
 from realtime.emulators.caller import SimulatedCaller, Step
 from realtime.emulators.caller_webhook import sign_request
 from realtime.emulators.speech_script import Utterance
@@ -300,7 +300,7 @@ class TwilioEmulator(TwimlInterpreter):
         self.caller_factory = caller_factory
         self._http: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._server: uvicorn.Server | None = None
+        self._server: EmbeddedServer | None = None
         self._serve_task: asyncio.Task[None] | None = None
 
     # Serving ------------------------------------------------------------------
@@ -320,30 +320,18 @@ class TwilioEmulator(TwimlInterpreter):
     async def start(self) -> None:
         """Serve the REST app on ``host:port`` (port 0 picks a free port)."""
         self._remember_settings()
-        config = uvicorn.Config(
+        self._server, self._serve_task, self.port = await EmbeddedServer.start(
             self.app,
             host=self.host,
             port=self.port,
-            log_level="warning",
-            lifespan="off",
-            interface="asgi3",
-            timeout_graceful_shutdown=1,
+            what="the Twilio emulator's server",
         )
-        self._server = _EmbeddedServer(config)
-        self._serve_task = asyncio.create_task(self._server.serve())
-        while not self._server.started:
-            if self._serve_task.done():
-                self._serve_task.result()  # raise what stopped it
-                raise RuntimeError("the Twilio emulator's server exited on start")
-            await asyncio.sleep(0.005)
-        self.port = self._server.servers[0].sockets[0].getsockname()[1]
 
     async def aclose(self) -> None:
         """Stop every call and the server."""
         await self._stop_calls()
         if self._server is not None and self._serve_task is not None:
-            self._server.should_exit = True
-            await self._serve_task
+            await self._server.stop(self._serve_task)
             self._server = None
         if self._http is not None:
             await self._http.aclose()
@@ -1189,14 +1177,6 @@ class TwilioEmulator(TwimlInterpreter):
 def _log_crash(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("Twilio emulator task crashed", exc_info=task.exception())
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn that leaves signal handling to the process it runs in."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Any:
-        yield
 
 
 # --------------------------------------------------------------------------
