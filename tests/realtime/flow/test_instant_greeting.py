@@ -148,7 +148,11 @@ async def test_second_call_hears_the_cached_greeting_before_the_model_is_up(
     assert media, "no greeting audio"
     # Frames arrived before the model's socket was even accepted, let alone its
     # session confirmed.
-    assert media[0].at < connection.opened_at
+    cache_events = await events(call, "greeting-cache")
+    assert media[0].at < connection.opened_at, (
+        f"first frame {media[0].at - connection.opened_at:+.3f} s after the model"
+        f" socket was accepted; greeting-cache events {cache_events}"
+    )
     assert caller.heard_ms > 1000
     received = [e for e in connection.received if isinstance(e, dict)]
     types = [e["type"] for e in received]
