@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -54,6 +53,7 @@ from realtime.protocol.bridge_state import (
 )
 from realtime.protocol.errors import ProtocolError, TwilioProtocolError
 from realtime.protocol.openai_events import (
+    FunctionTool,
     ResponseDone,
     ServerError,
     SessionCreated,
@@ -69,7 +69,9 @@ from realtime.protocol.twilio_media import (
     Stop,
     parse_twilio_message,
 )
-from realtime.tools import ToolContext, tool_run
+from realtime.call_tools import CallTools
+from realtime.tool_providers import FunctionTool as ProvidedTool
+from realtime.tools import ToolContext
 from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
 
@@ -185,6 +187,13 @@ class CallBridge:
         self._ticker_task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        # Tools beyond the built-ins (MCP, HTTP): found in the background (issue 18).
+        self.tools = CallTools(
+            enabled=config.enabled_tools,
+            providers=config.tool_providers,
+            builtin_timeout_s=TOOL_TIMEOUT_S,
+        )
+        self._discovery: asyncio.Task[None] | None = None
         # A resumed call's saved lines, read while its model socket opens (F-68).
         self._resume_lines: asyncio.Task[list[tuple[str, str]]] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -237,6 +246,12 @@ class CallBridge:
         self._ticker_task = asyncio.create_task(self._ticker(), name="bridge-ticker")
         if self._open_model_early:
             self._start_model()
+        if self.tools.providers:
+            # Off the greeting's path: the session opens with the built-ins.
+            self._discovery = asyncio.create_task(
+                self.tools.discover(self._add_tools), name="bridge-tools"
+            )
+            self._discovery.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _start_model(self) -> None:
         if self._model_task is None and not (self._finishing or self._model_given_up):
@@ -271,7 +286,7 @@ class CallBridge:
         self._finishing = True
         try:
             await self._close_model()
-            for task in (self._ticker_task, *self._tool_tasks):
+            for task in (self._ticker_task, self._discovery, *self._tool_tasks):
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
             if self._end_mode in ("handover", "lost"):
@@ -1000,37 +1015,41 @@ class CallBridge:
             )
         await self.finish("handoff")
 
+    async def _add_tools(self, tools: list[ProvidedTool]) -> None:
+        """Give the model the tools a provider found: one session.update."""
+        if self._finishing:
+            return
+        actions = self.state.add_tools(
+            [FunctionTool(t.name, t.description, t.parameters) for t in tools]
+        )
+        servers = sorted({t.server for t in tools})
+        names = [t.name for t in tools]
+        self._enqueue(
+            lambda: self.store.record_event(
+                "tools-added", {"servers": servers, "tools": names, "ms": self.now_ms()}
+            )
+        )
+        await self._perform(actions)
+
     async def _run_tool(self, action: RunTool) -> None:
         """Run one tool off the audio path; any failure becomes an error output."""
-        started = self._clock()
-        result = await tool_run(
-            name=action.name,
-            arguments_json=action.arguments_json,
-            enabled=self.config.enabled_tools,
-            ctx=ToolContext(
+        outcome = await self.tools.run(
+            action.name,
+            action.arguments_json,
+            ToolContext(
                 call_id=self.config.call_id,
                 organization_id=self.config.organization_id,
                 caller_number=self.config.caller_number,
             ),
-            timeout_s=TOOL_TIMEOUT_S,
         )
-        elapsed_ms = int((self._clock() - started) * 1000)
-        self._enqueue(
-            lambda: self.store.record_event(
-                "tool-call",
-                {
-                    "name": action.name,
-                    "arguments": action.arguments_json[:1000],
-                    "ok": bool(result.output.get("ok")),
-                    "output": result.output,
-                    "ms": elapsed_ms,
-                },
-            )
-        )
+        result = outcome.result
+        event = outcome.event(action.name, action.arguments_json)
+        self._enqueue(lambda: self.store.record_event("tool-call", event))
         if self._finishing:
             return
-        output = json.dumps(result.output, ensure_ascii=False, default=str)
-        await self._perform(self.state.on_tool_result(action.call_id, output))
+        await self._perform(
+            self.state.on_tool_result(action.call_id, outcome.output_json)
+        )
         if result.hang_up_after_playback:
             await self._say_goodbye(GOODBYE_LINE)
         elif result.handoff_reason is not None:
