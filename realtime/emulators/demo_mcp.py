@@ -17,7 +17,7 @@ import contextlib
 import datetime as dt
 import itertools
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +105,26 @@ def demo_mcp_server(bookings: Bookings | None = None) -> MCPServer:
     return server
 
 
+def slow_start(delay_s: float) -> Callable[[Any], Any]:
+    """A `serve_mcp` wrap that holds every request for `delay_s` until the first
+    one has been answered: a server slow to connect (benchmarks, tests)."""
+
+    def wrap(app: Any) -> Any:
+        answered = asyncio.Event()
+
+        async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and not answered.is_set():
+                await asyncio.sleep(delay_s)
+                await app(scope, receive, send)
+                answered.set()
+                return
+            await app(scope, receive, send)
+
+        return slow
+
+    return wrap
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -113,12 +133,18 @@ def _free_port(host: str) -> int:
 
 @contextlib.asynccontextmanager
 async def serve_mcp(
-    server: MCPServer, *, host: str = "127.0.0.1", port: int = 0
+    server: MCPServer,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    wrap: Callable[[Any], Any] | None = None,
 ) -> AsyncIterator[str]:
     """Serve `server` over streamable HTTP on `host:port` (0: a free port); yields
-    its URL and stops it on exit."""
+    its URL and stops it on exit. `wrap` wraps the ASGI app (a test's middleware)."""
     port = port or _free_port(host)
-    app = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    app: Any = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    if wrap is not None:
+        app = wrap(app)
     config = uvicorn.Config(
         app, host=host, port=port, log_level="warning", lifespan="on", ws="none"
     )
