@@ -15,6 +15,7 @@ unknown name, bad arguments, a time-out or an exception all become a short
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import time
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 
 FIRST_RETRY_S = 2.0
 MAX_RETRY_S = 30.0
+# Asks still running after `ask_once` stopped waiting (they fill the pool).
+_LATE_ASKS: set[asyncio.Future[list[FunctionTool] | None]] = set()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,20 +147,44 @@ class CallTools:
                 await publish(new)
             failed = [p for p, tools in zip(failed, retry, strict=True) if tools is None]
 
-    async def run(self, name: str, arguments_json: str, ctx: ToolContext) -> ToolOutcome:
-        """Run one function call the model made; never raises (but cancellation)."""
+    async def ask_once(self, *, within_s: float) -> list[FunctionTool]:
+        """Ask every provider once and wait at most `within_s` (a legacy turn has a
+        budget); the providers' tools known then. An ask still running goes on in
+        the background: it warms the pool for the next turn."""
+        if not self.providers:
+            return []
+        asks = [asyncio.ensure_future(self._ask(p)) for p in self.providers]
+        _done, late = await asyncio.wait(asks, timeout=within_s)
+        for ask in late:
+            _LATE_ASKS.add(ask)
+            ask.add_done_callback(_LATE_ASKS.discard)
+        return self.dynamic
+
+    async def run(
+        self,
+        name: str,
+        arguments_json: str,
+        ctx: ToolContext,
+        *,
+        timeout_s: float | None = None,
+    ) -> ToolOutcome:
+        """Run one function call the model made; never raises (but cancellation).
+        `timeout_s` caps the tool's own time-out (a legacy turn's time left)."""
         started = self._clock()
         route = self._routes.get(name)
         if route is None or name in REGISTRY:
+            limit = self.builtin_timeout_s
             result = await tool_run(
                 name=name,
                 arguments_json=arguments_json,
                 enabled=self.enabled,
                 ctx=ctx,
-                timeout_s=self.builtin_timeout_s,
+                timeout_s=limit if timeout_s is None else min(limit, timeout_s),
             )
             return self._outcome(result, "builtin", "", started)
         provider, tool = route
+        if timeout_s is not None and timeout_s < tool.timeout_s:
+            tool = dataclasses.replace(tool, timeout_s=timeout_s)
         result = await self._run_dynamic(provider, tool, arguments_json, ctx)
         return self._outcome(result, provider.kind, tool.server, started)
 

@@ -30,7 +30,7 @@ import httpx2
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, TextContent
+from mcp_types import CONNECTION_CLOSED, CallToolResult, TextContent
 from mcp_types import Tool as McpTool
 
 from notifications.urlsafety import UnsafeURL, resolve_target, url_parts
@@ -251,7 +251,11 @@ class McpPool:
         except asyncio.CancelledError:
             raise
         except MCPError as exc:
-            raise McpToolFailed(str(exc)[:300]) from exc
+            await asyncio.sleep(0)  # let a broken transport's task finish first
+            if exc.code != CONNECTION_CLOSED and conn.alive:
+                raise McpToolFailed(str(exc)[:300]) from exc
+            await self._drop(conn)
+            raise McpUnavailable(f"{server.label}: the connection was lost") from exc
         except Exception as exc:
             await self._drop(conn)
             raise McpUnavailable(f"{server.label}: {_words(exc)}") from exc
