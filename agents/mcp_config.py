@@ -31,8 +31,16 @@ HEADER_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 # Headers the client sets itself: a server entry may not override them.
 RESERVED_HEADERS = frozenset(
-    {"host", "content-length", "content-type", "accept", "mcp-session-id",
-     "mcp-protocol-version", "connection", "transfer-encoding"}
+    {
+        "host",
+        "content-length",
+        "content-type",
+        "accept",
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "connection",
+        "transfer-encoding",
+    }
 )
 
 
@@ -80,7 +88,9 @@ def mcp_servers_clean(value: Any) -> list[dict[str, Any]]:
             raise _error(index, name, ", ".join(unknown), "unknown field.")
         if not NAME_RE.match(name):
             raise _error(
-                index, name, "name",
+                index,
+                name,
+                "name",
                 "1–40 letters, digits, '_' or '-' are required.",
             )
         if name in seen:
@@ -147,9 +157,7 @@ def _allowed(index: int, name: str, allowed: Any) -> list[str]:
     for tool in allowed:
         tool = tool.strip()
         if not TOOL_NAME_RE.match(tool):
-            raise _error(
-                index, name, "allowed_tools", f"{tool!r} is not a tool name."
-            )
+            raise _error(index, name, "allowed_tools", f"{tool!r} is not a tool name.")
         if tool not in out:
             out.append(tool)
     return out
@@ -162,7 +170,9 @@ def _timeout(index: int, name: str, timeout: Any) -> float:
         raise _error(index, name, "timeout_s", "must be a number of seconds.")
     if not MIN_TIMEOUT_S <= float(timeout) <= MAX_TIMEOUT_S:
         raise _error(
-            index, name, "timeout_s",
+            index,
+            name,
+            "timeout_s",
             f"must be from {MIN_TIMEOUT_S} to {MAX_TIMEOUT_S} seconds.",
         )
     return float(timeout)

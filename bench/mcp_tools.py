@@ -96,9 +96,13 @@ agent.save()
 
 def _set_servers(env: dict[str, str], servers: list[dict[str, Any]]) -> None:
     subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", SET_SERVERS.replace(
-            "sys.argv[1]", repr(json.dumps(servers))
-        )],
+        [
+            sys.executable,
+            "manage.py",
+            "shell",
+            "-c",
+            SET_SERVERS.replace("sys.argv[1]", repr(json.dumps(servers))),
+        ],
         cwd=ROOT,
         env=env,
         check=True,
@@ -231,7 +235,7 @@ async def _serve(port: int, timings_path: Path) -> None:
     ):
         print("ready", flush=True)
         await asyncio.to_thread(sys.stdin.read)
-    timings_path.write_text(json.dumps(timings))
+    await asyncio.to_thread(timings_path.write_text, json.dumps(timings))
 
 
 @dataclass(slots=True)
@@ -253,9 +257,16 @@ async def overhead_run(*, tmp: Path, calls: int, rounds: int) -> OverheadRun:
 
     port = free_port()
     timings_path = tmp / "server-timings.json"
-    server = subprocess.Popen(
-        [sys.executable, "bench/mcp_tools.py", "--serve", str(port),
-         "--timings", str(timings_path)],
+    server = await asyncio.to_thread(
+        subprocess.Popen,
+        [
+            sys.executable,
+            "bench/mcp_tools.py",
+            "--serve",
+            str(port),
+            "--timings",
+            str(timings_path),
+        ],
         cwd=ROOT,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
@@ -306,8 +317,10 @@ async def overhead_run(*, tmp: Path, calls: int, rounds: int) -> OverheadRun:
         await pool.aclose()
         if server.stdin is not None:
             server.stdin.close()
-        server.wait(timeout=20)
-    timings: dict[str, float] = json.loads(timings_path.read_text())
+        await asyncio.to_thread(server.wait, 20)
+    timings: dict[str, float] = json.loads(
+        await asyncio.to_thread(timings_path.read_text)
+    )
     paired = [(totals[k], timings[k]) for k in totals if k in timings]
     return OverheadRun(
         calls=calls,
@@ -409,19 +422,40 @@ async def _main(args: argparse.Namespace) -> int:
                 ) as slow_url,
             ):
                 two = [
-                    {"name": "fast", "url": fast_url, "headers": {},
-                     "allowed_tools": ["lookup_booking"], "timeout_s": 5},
-                    {"name": "slow", "url": slow_url, "headers": {},
-                     "allowed_tools": ["create_booking"], "timeout_s": 5},
+                    {
+                        "name": "fast",
+                        "url": fast_url,
+                        "headers": {},
+                        "allowed_tools": ["lookup_booking"],
+                        "timeout_s": 5,
+                    },
+                    {
+                        "name": "slow",
+                        "url": slow_url,
+                        "headers": {},
+                        "allowed_tools": ["create_booking"],
+                        "timeout_s": 5,
+                    },
                 ]
                 for servers in ([], two):
-                    print(f"greeting, {len(servers)} MCP servers: N={args.n} …",
-                          end=" ", flush=True)
-                    run = await greeting_run(servers, fake=fake, tmp=Path(tmp), n=args.n)
+                    print(
+                        f"greeting, {len(servers)} MCP servers: N={args.n} …",
+                        end=" ",
+                        flush=True,
+                    )
+                    run = await greeting_run(
+                        servers, fake=fake, tmp=Path(tmp), n=args.n
+                    )
                     greetings.append(run)
                     print(f"p99 {run.start_to_first_frame_ms.p99:.1f} ms", flush=True)
-        print(f"tool calls: {args.calls} concurrent × {args.rounds} …", end=" ", flush=True)
-        overhead = await overhead_run(tmp=Path(tmp), calls=args.calls, rounds=args.rounds)
+        print(
+            f"tool calls: {args.calls} concurrent × {args.rounds} …",
+            end=" ",
+            flush=True,
+        )
+        overhead = await overhead_run(
+            tmp=Path(tmp), calls=args.calls, rounds=args.rounds
+        )
         print(f"our share p99 {overhead.ours_ms.p99:.2f} ms", flush=True)
     print()
     print(

@@ -37,6 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime.call_setup import APOLOGY_LINE, GOODBYE_LINE, IDLE_PROMPT, BridgeConfig
+from realtime.call_tools import CallTools
 from realtime.protocol.bridge_state import (
     Action,
     BridgeFigures,
@@ -69,7 +70,6 @@ from realtime.protocol.twilio_media import (
     Stop,
     parse_twilio_message,
 )
-from realtime.call_tools import CallTools
 from realtime.tool_providers import FunctionTool as ProvidedTool
 from realtime.tools import ToolContext
 from realtime.ws_connections import ShortPathClientConnection

@@ -21,6 +21,7 @@ from calls.campaigns.disclosure import opening_render
 from calls.campaigns.models import Attempt, Campaign
 from calls.models import CallSession
 from calls.status import CallStatus
+from realtime.call_tools import providers_for
 from realtime.greeting_cache import GreetingCache, greeting_cache_for, greeting_key
 from realtime.protocol.caller_audio import MULAW_8K, PCM16_24K, CallerAudioFormat
 from realtime.protocol.greeting import CachedGreeting
@@ -32,7 +33,6 @@ from realtime.protocol.openai_events import (
     Transcription,
 )
 from realtime.store import stream_call_find
-from realtime.call_tools import providers_for
 from realtime.tool_providers import ToolProvider
 from realtime.tools import tools_for
 

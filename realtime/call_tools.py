@@ -89,20 +89,27 @@ class CallTools:
         """The providers' tools known so far."""
         return [tool for _, tool in self._routes.values()]
 
-    def _add(self, provider: ToolProvider, tools: Iterable[FunctionTool]) -> list[FunctionTool]:
+    def _add(
+        self, provider: ToolProvider, tools: Iterable[FunctionTool]
+    ) -> list[FunctionTool]:
         added: list[FunctionTool] = []
         for tool in tools:
             if tool.name in REGISTRY:
                 log.warning(
                     "%s tool %s (%s) shadows a built-in tool: left out",
-                    provider.kind, tool.name, tool.server,
+                    provider.kind,
+                    tool.name,
+                    tool.server,
                 )
                 continue
             taken = self._routes.get(tool.name)
             if taken is not None and taken[0] is not provider:
                 log.warning(
                     "%s tool %s (%s) has the name of a tool of %s: left out",
-                    provider.kind, tool.name, tool.server, taken[1].server,
+                    provider.kind,
+                    tool.name,
+                    tool.server,
+                    taken[1].server,
                 )
                 continue
             if taken is None:
@@ -136,7 +143,9 @@ class CallTools:
         new = [tool for tools in answers if tools for tool in tools]
         if new:
             await publish(new)
-        failed = [p for p, tools in zip(self.providers, answers, strict=True) if tools is None]
+        failed = [
+            p for p, tools in zip(self.providers, answers, strict=True) if tools is None
+        ]
         pause = first_retry_s
         while failed:
             await asyncio.sleep(pause)
@@ -145,7 +154,9 @@ class CallTools:
             new = [tool for tools in retry if tools for tool in tools]
             if new:
                 await publish(new)
-            failed = [p for p, tools in zip(failed, retry, strict=True) if tools is None]
+            failed = [
+                p for p, tools in zip(failed, retry, strict=True) if tools is None
+            ]
 
     async def ask_once(self, *, within_s: float) -> list[FunctionTool]:
         """Ask every provider once and wait at most `within_s` (a legacy turn has a
@@ -214,7 +225,10 @@ class CallTools:
         except Exception as exc:
             log.warning(
                 "%s tool %s (%s) failed: %s",
-                provider.kind, tool.name, tool.server, type(exc).__name__,
+                provider.kind,
+                tool.name,
+                tool.server,
+                type(exc).__name__,
                 extra={"call_id": ctx.call_id},
             )
             return _error(f"tool failed: {type(exc).__name__}")

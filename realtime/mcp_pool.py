@@ -94,6 +94,7 @@ class _Connection:
     task: asyncio.Task[None] | None = None
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
+    listing: asyncio.Lock = field(default_factory=asyncio.Lock)
     error: BaseException | None = None
     tools: list[McpTool] | None = None
     tools_at: float = 0.0
@@ -217,8 +218,19 @@ class McpPool:
     async def tools(self, server: McpServer) -> list[McpTool]:
         """The server's tools (all of them), from the pool within the TTL."""
         conn = await self._connection(server)
-        if conn.tools is not None and time.monotonic() - conn.tools_at < self.ttl_s:
+        if self._fresh(conn):
+            assert conn.tools is not None
             return conn.tools
+        async with conn.listing:  # one listing for the calls that ask at once
+            if self._fresh(conn):
+                assert conn.tools is not None
+                return conn.tools
+            return await self._list(conn, server)
+
+    def _fresh(self, conn: _Connection) -> bool:
+        return conn.tools is not None and time.monotonic() - conn.tools_at < self.ttl_s
+
+    async def _list(self, conn: _Connection, server: McpServer) -> list[McpTool]:
         try:
             tools: list[McpTool] = []
             cursor: str | None = None

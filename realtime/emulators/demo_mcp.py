@@ -43,7 +43,9 @@ class Bookings:
         day = today or dt.date.today()
         bookings = cls()
         bookings.add("山田 太郎", DEMO_PHONE, day + dt.timedelta(days=3), "14:00", 2)
-        bookings.add("佐藤 花子", "+819098765432", day + dt.timedelta(days=7), "11:30", 4)
+        bookings.add(
+            "佐藤 花子", "+819098765432", day + dt.timedelta(days=7), "11:30", 4
+        )
         return bookings
 
     def add(
@@ -81,7 +83,9 @@ def demo_mcp_server(bookings: Bookings | None = None) -> MCPServer:
             found = [row] if row else []
         else:
             wanted = _digits(phone_number)
-            found = [r for r in data.rows.values() if _digits(r["phone_number"]) == wanted]
+            found = [
+                r for r in data.rows.values() if _digits(r["phone_number"]) == wanted
+            ]
         return {"found": bool(found), "bookings": found}
 
     @server.tool(
@@ -94,7 +98,9 @@ def demo_mcp_server(bookings: Bookings | None = None) -> MCPServer:
             day = dt.date.fromisoformat(date)
             at = dt.time.fromisoformat(time)
         except ValueError as exc:
-            raise ToolError(f"日付か時刻の形式が正しくありません: {date} {time}") from exc
+            raise ToolError(
+                f"日付か時刻の形式が正しくありません: {date} {time}"
+            ) from exc
         if day < dt.date.today():
             raise ToolError("過去の日付は予約できません。")
         if not name.strip() or not 1 <= people <= 20:

@@ -28,7 +28,11 @@ def public_dns(monkeypatch, settings):
     settings.DEMO_MODE = False
 
     def resolve(host, port, type=0):
-        address = {"mcp.example.com": "93.184.216.34", "inside.example.com": "10.0.0.7"}
+        address = {
+            "mcp.example.com": "93.184.216.34",
+            "inside.example.com": "10.0.0.7",
+            "127.0.0.1": "127.0.0.1",
+        }
         if host not in address:
             raise OSError("Name or service not known")
         return [(2, 1, 6, "", (address[host], port))]

@@ -105,7 +105,9 @@ async def test_a_legacy_turn_offers_and_runs_the_mcp_tools(monkeypatch):
 async def test_a_legacy_turn_goes_on_without_a_down_server(monkeypatch):
     """The server is down: the turn offers the built-ins only and still answers;
     the model's call of the missing tool gets an error output."""
-    call, reply, asked = await _turn(monkeypatch, f"http://127.0.0.1:{free_port()}/mcp")
+    _call, reply, asked = await _turn(
+        monkeypatch, f"http://127.0.0.1:{free_port()}/mcp"
+    )
     assert "lookup_booking" not in [t["name"] for t in asked[0]["tools"]]
     output = next(
         json.loads(i["output"])

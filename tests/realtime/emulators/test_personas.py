@@ -7,7 +7,6 @@ import json
 
 from realtime.emulators.scenarios import DEMO, FunctionCall, ResponseRequest, Speech
 
-
 ALL_TOOLS = frozenset(
     {"record_opt_out", "schedule_appointment", "save_call_outcome", "lookup_booking"}
 )

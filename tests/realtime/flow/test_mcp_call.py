@@ -51,7 +51,9 @@ async def test_mcp_tools_join_the_session_and_a_call_round_trips(
     )
     async with serve_mcp(booking_server(), wrap=spy) as url:
         inbound_agent.mcp_servers = [
-            entry(url, headers={"Authorization": SECRET}, allowed_tools=["lookup_booking"])
+            entry(
+                url, headers={"Authorization": SECRET}, allowed_tools=["lookup_booking"]
+            )
         ]
         await inbound_agent.asave(update_fields=["mcp_servers"])
         async with start_fake_realtime(scenario) as fake:
