@@ -273,6 +273,9 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
         "twilio.http_client": {"level": "WARNING"},
+        # The MCP SDK's HTTP client logs every request (a line per tool call).
+        "httpx2": {"level": "WARNING"},
+        "mcp": {"level": "WARNING"},
     },
 }
 

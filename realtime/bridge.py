@@ -1029,7 +1029,9 @@ class CallBridge:
                 "tools-added", {"servers": servers, "tools": names, "ms": self.now_ms()}
             )
         )
-        await self._perform(actions)
+        if self._model is not None:
+            # No socket yet: the connect's own session.update carries them.
+            await self._perform(actions)
 
     async def _run_tool(self, action: RunTool) -> None:
         """Run one tool off the audio path; any failure becomes an error output."""
