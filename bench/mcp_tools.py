@@ -11,7 +11,8 @@ with **2** (SDK servers on loopback in this process: one answers at once, one ho
 its first requests 2 s, as a server slow to connect). After a warm-up call, N calls
 ring at once; per call, on this process's clock: stream `start` written → first
 `media` frame received (bench/greeting.py's measure). The target: the same figure
-with 0 and with 2 servers.
+with 0 and with 2 servers. The servers are set on the agent after the warm-up call,
+so the N calls meet a cold pool: one shared connect each, the slow one's 2 s.
 
 **Tool-call overhead.** `--calls` concurrent calls each run `--rounds` MCP tool calls,
 50–250 ms apart at random (a model asks for a tool now and then; `--lockstep`: all
@@ -140,7 +141,6 @@ async def greeting_run(
     )
     env["ALLOW_PRIVATE_URLS"] = "true"
     await asyncio.to_thread(database_prepare, env)
-    await asyncio.to_thread(_set_servers, env, servers)
     service = Service("uvicorn", env, tmp / f"server-{len(servers)}.log")
     callers: dict[str, StartCaller] = {}
 
@@ -168,6 +168,9 @@ async def greeting_run(
                 await caller.wait_until_quiet(600.0, timeout_s=20)
             await emulator.hang_up(sid)
             await asyncio.to_thread(service.wait_idle)
+            # The servers only now: the N calls find the process's pool cold, so
+            # they meet the slow server's 2 s connect (the warm-up call did not).
+            await asyncio.to_thread(_set_servers, env, servers)
             await asyncio.to_thread(wait_for_quiet, max_busy_cores=0.3, timeout_s=20)
             callers.clear()
             began = time.monotonic()

@@ -50,6 +50,7 @@ from realtime.protocol.bridge_state import (
     ModelCommand,
     RunTool,
     SaveTranscript,
+    SendAudio,
     SessionMisconfigured,
 )
 from realtime.protocol.errors import ProtocolError, TwilioProtocolError
@@ -87,6 +88,9 @@ FIRST_CONNECT_RETRY_S = 0.25
 # one that keeps dropping sooner counts towards the fallback.
 STABLE_S = 30.0
 TOOL_TIMEOUT_S = 8.0
+# MCP/HTTP tools are looked for once the greeting's first audio went out (nothing
+# competes with it), or this long after the start when no greeting comes first.
+TOOLS_AFTER_START_S = 1.5
 HEARTBEAT_EVERY_S = 15.0
 SESSION_ROTATE_AFTER_S = 55 * 60  # before the 60-minute cap (PROTOCOL C11)
 HARD_STOP_GRACE_S = 30.0  # after a polite goodbye, hang up regardless
@@ -194,6 +198,7 @@ class CallBridge:
             builtin_timeout_s=TOOL_TIMEOUT_S,
         )
         self._discovery: asyncio.Task[None] | None = None
+        self._audio_out = asyncio.Event()  # the first audio went to the caller
         # A resumed call's saved lines, read while its model socket opens (F-68).
         self._resume_lines: asyncio.Task[list[tuple[str, str]]] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -249,7 +254,7 @@ class CallBridge:
         if self.tools.providers:
             # Off the greeting's path: the session opens with the built-ins.
             self._discovery = asyncio.create_task(
-                self.tools.discover(self._add_tools), name="bridge-tools"
+                self._discover_tools(), name="bridge-tools"
             )
             self._discovery.add_done_callback(lambda t: t.cancelled() or t.exception())
 
@@ -875,6 +880,8 @@ class CallBridge:
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, CallerCommand):
+                if not self._audio_out.is_set() and isinstance(action, SendAudio):
+                    self._audio_out.set()
                 if self._send_caller_fn is not None:
                     await self._send_caller(action)
                 else:
@@ -1014,6 +1021,14 @@ class CallBridge:
                 "moving the caller failed", extra={"call_id": self.config.call_id}
             )
         await self.finish("handoff")
+
+    async def _discover_tools(self) -> None:
+        """Find the providers' tools once the greeting is under way (its first audio
+        sent), or at once when the caller speaks first."""
+        if self.config.greeting is not None or self.config.cached_greeting is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._audio_out.wait(), TOOLS_AFTER_START_S)
+        await self.tools.discover(self._add_tools)
 
     async def _add_tools(self, tools: list[ProvidedTool]) -> None:
         """Give the model the tools a provider found: one session.update."""
