@@ -23,6 +23,9 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+# Imported with the bridge at the server's start, not at a call's: the MCP SDK takes
+# ~0.4 s of CPU to import, which would stall every call on the event loop.
+from realtime.mcp_tools import McpToolProvider
 from realtime.tool_providers import FunctionTool, ToolProvider
 from realtime.tools import REGISTRY, ToolContext, ToolResult, tool_run
 
@@ -250,6 +253,4 @@ class CallTools:
 
 def providers_for(*, mcp_servers: Sequence[dict[str, Any]]) -> list[ToolProvider]:
     """The call's providers from the agent profile's configuration."""
-    from realtime.mcp_tools import McpToolProvider
-
     return [McpToolProvider(entry) for entry in mcp_servers]

@@ -17,9 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
+import ssl
 import time
 import weakref
 from dataclasses import dataclass, field
@@ -113,7 +115,9 @@ class _Connection:
         timeout = httpx2.Timeout(connect_timeout_s, read=300.0)
         try:
             async with (
-                httpx2.AsyncClient(headers=headers, timeout=timeout) as http,
+                httpx2.AsyncClient(
+                    headers=headers, timeout=timeout, verify=_tls_context()
+                ) as http,
                 Client(
                     streamable_http_client(self.server.url, http_client=http),
                     read_timeout_seconds=max(self.server.timeout_s, connect_timeout_s),
@@ -129,6 +133,15 @@ class _Connection:
         finally:
             self.client = None
             self.ready.set()
+
+
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One TLS context for every session (loading the CA bundle costs CPU)."""
+    return httpx2.create_ssl_context()
+
+
+_tls_context()  # at the server's start, not in a call's first connect
 
 
 def _words(exc: BaseException) -> str:
