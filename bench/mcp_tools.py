@@ -7,7 +7,7 @@
 throw-away SQLite database migrated and seeded; the greeting cache off, so the
 greeting is the live model's — the path MCP work could get in the way of). Two runs
 on fresh processes: seed_demo's inbound agent 受付デモ with **0** MCP servers, then
-with **2** (SDK servers on loopback in this process: one answers at once, one holds
+with **2** (SDK servers on loopback, each in a process of its own: one answers at once, one holds
 its first requests 2 s, as a server slow to connect). After a warm-up call, N calls
 ring at once; per call, on this process's clock: stream `start` written → first
 `media` frame received (bench/greeting.py's measure). The target: the same figure
@@ -234,19 +234,47 @@ def _timing_wrap(timings: dict[str, float]) -> Any:
     return wrap
 
 
-async def _serve(port: int, timings_path: Path) -> None:
-    """The 予約システム in this process until SIGTERM/stdin closes; timings saved."""
+async def _serve(port: int, timings_path: Path | None, slow_s: float = 0.0) -> None:
+    """The 予約システム in this process until stdin closes; timings saved."""
     timings: dict[str, float] = {}
     for noisy in ("mcp", "httpx2", "uvicorn", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    async with serve_mcp(
-        demo_mcp_server(Bookings.demo()), port=port, wrap=_timing_wrap(timings)
-    ):
+    wrap = slow_start(slow_s) if slow_s else _timing_wrap(timings)
+    async with serve_mcp(demo_mcp_server(Bookings.demo()), port=port, wrap=wrap):
         print("ready", flush=True)
         # Nothing else on stdout: nobody reads the pipe after this line.
         sys.stdout = await asyncio.to_thread(open, os.devnull, "w")
         await asyncio.to_thread(sys.stdin.read)
-    await asyncio.to_thread(timings_path.write_text, json.dumps(timings))
+    if timings_path is not None:
+        await asyncio.to_thread(timings_path.write_text, json.dumps(timings))
+
+
+@contextlib.asynccontextmanager
+async def _server_process(
+    port: int, *, timings: Path | None = None, slow_s: float = 0.0
+) -> Any:
+    """The 予約システム in a process of its own (off this process's event loop)."""
+    argv = [sys.executable, "bench/mcp_tools.py", "--serve", str(port)]
+    if timings is not None:
+        argv += ["--timings", str(timings)]
+    if slow_s:
+        argv += ["--slow", str(slow_s)]
+    server = await asyncio.to_thread(
+        subprocess.Popen,
+        argv,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert server.stdout is not None
+        await asyncio.to_thread(server.stdout.readline)  # "ready"
+        yield f"http://127.0.0.1:{port}/mcp"
+    finally:
+        if server.stdin is not None:
+            server.stdin.close()
+        await asyncio.to_thread(server.wait, 20)
 
 
 @dataclass(slots=True)
@@ -412,12 +440,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--timings", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--slow", type=float, default=0.0, help=argparse.SUPPRESS)
     return parser
 
 
 async def _main(args: argparse.Namespace) -> int:
     if args.serve:
-        await _serve(args.serve, args.timings)
+        await _serve(args.serve, args.timings, args.slow)
         return 0
     global _CTX
     for noisy in ("mcp", "httpx2"):
@@ -440,10 +469,8 @@ async def _main(args: argparse.Namespace) -> int:
                     record_events=False,
                     handshake_delay_s=args.handshake,
                 ) as fake,
-                serve_mcp(demo_mcp_server()) as fast_url,
-                serve_mcp(
-                    demo_mcp_server(), wrap=slow_start(SLOW_CONNECT_S)
-                ) as slow_url,
+                _server_process(free_port()) as fast_url,
+                _server_process(free_port(), slow_s=SLOW_CONNECT_S) as slow_url,
             ):
                 two = [
                     {
