@@ -505,7 +505,7 @@ async def _main(args: argparse.Namespace) -> int:
             flush=True,
         )
         overhead = await overhead_run(
-            tmp=Path(tmp), calls=args.calls, rounds=args.rounds
+            tmp=Path(tmp), calls=args.calls, rounds=args.rounds, lockstep=args.lockstep
         )
         print(f"our share p99 {overhead.ours_ms.p99:.2f} ms", flush=True)
     print()
