@@ -25,9 +25,7 @@ async def test_simulated_call_shows_the_mcp_tool_call(
 ):
     flow_settings.ALLOW_PRIVATE_URLS = True
     async with DemoMcpServer() as booking:
-        inbound_agent.instructions_template += (
-            "\n既存の予約の確認は予約システムの lookup_booking を、電話番号でお調べください。"
-        )
+        inbound_agent.instructions_template += "\n既存の予約の確認は予約システムの lookup_booking を、電話番号でお調べください。"
         inbound_agent.mcp_servers = [
             {
                 "name": "booking",
