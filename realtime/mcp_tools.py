@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from agents.mcp_config import TOOL_NAME_RE
 from realtime.mcp_pool import (
     McpPool,
     McpServer,
@@ -16,6 +18,8 @@ from realtime.mcp_pool import (
 )
 from realtime.tool_providers import FunctionTool
 from realtime.tools import ToolContext, ToolResult
+
+log = logging.getLogger(__name__)
 
 
 class McpToolProvider:
@@ -35,7 +39,16 @@ class McpToolProvider:
         return self._pool
 
     async def definitions(self) -> list[FunctionTool]:
-        tools = allowed(self.server, await self.pool.tools(self.server))
+        listed = allowed(self.server, await self.pool.tools(self.server))
+        # A name the Realtime API would refuse would fail the whole session.update.
+        tools = [t for t in listed if TOOL_NAME_RE.match(t.name)]
+        for t in listed:
+            if t not in tools:
+                log.warning(
+                    "MCP server %s: tool name %r is not a function name: left out",
+                    self.server.label,
+                    t.name[:100],
+                )
         self._names = {t.name for t in tools}
         return [
             FunctionTool(

@@ -28,6 +28,10 @@ def booking_server(*, hang_s: float = 30.0) -> MCPServer:
     def broken(reason: str = "") -> str:
         raise ToolError(f"予約システムの障害です {reason}".strip())
 
+    @server.tool(name="bad.name", description="関数名にできない名前")
+    def bad_name() -> str:
+        return "never offered"
+
     @server.tool(description="答えない")
     async def hang() -> str:
         await asyncio.sleep(hang_s)

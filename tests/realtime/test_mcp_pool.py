@@ -45,6 +45,7 @@ async def test_tools_are_listed_as_function_tools(url, pool):
     provider = McpToolProvider(entry(url, timeout_s=3.0), pool=pool)
     assert isinstance(provider, ToolProvider)
     tools = {t.name: t for t in await provider.definitions()}
+    # "bad.name" is no Realtime function name: left out, the others offered.
     assert set(tools) == {"lookup_booking", "greet", "broken", "hang"}
     lookup = tools["lookup_booking"]
     assert lookup.server == "booking" and lookup.timeout_s == 3.0
