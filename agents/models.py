@@ -9,6 +9,7 @@ from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from agents.extraction_schema import check_extraction_schema, default_extraction_schema
+from agents.mcp_config import mcp_servers_clean
 from agents.phones import PhoneNumberField
 from agents.prompts import validate_template
 
@@ -187,6 +188,8 @@ class AgentProfile(models.Model):
         blank=True,
     )
     enabled_tools = models.JSONField(_("enabled tools"), default=list, blank=True)
+    # The profile's MCP servers (issue 18): agents/mcp_config.py checks the entries.
+    mcp_servers = models.JSONField(_("MCP servers"), default=list, blank=True)
 
     # Prompt variables of the profile (F-04); company_name falls back to the organisation.
     company_name = models.CharField(max_length=200, blank=True)
@@ -343,6 +346,10 @@ class AgentProfile(models.Model):
             check_extraction_schema(self.extraction_schema)
         except ValidationError as exc:
             errors.setdefault("extraction_schema", []).append(exc)
+        try:
+            self.mcp_servers = mcp_servers_clean(self.mcp_servers)
+        except ValidationError as exc:
+            errors.setdefault("mcp_servers", []).append(exc)
         if errors:
             raise ValidationError(errors)
 

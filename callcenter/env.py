@@ -92,6 +92,11 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "Demo mode: port of the fake OpenAI Responses API that writes call summaries.",
     ),
     EnvVar(
+        "DEMO_MCP_PORT",
+        "8769",
+        "Demo mode: port of the demo MCP server (予約システム) the demo agent uses.",
+    ),
+    EnvVar(
         "PUBLIC_BASE_URL",
         "http://127.0.0.1:8000",
         "Base URL Twilio reaches; https gives wss stream URLs, http gives ws (local use).",
@@ -200,6 +205,24 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "false",
         "Let webhooks (and other outgoing calls) reach loopback and private addresses "
         "(SSRF guard off): local tests and benchmarks only.",
+    ),
+    EnvVar(
+        "MCP_TOOLS_TTL_S",
+        "300",
+        "Seconds a process reuses an MCP server's tool list (its connection stays open "
+        "across calls).",
+    ),
+    EnvVar(
+        "MCP_CONNECT_TIMEOUT_S",
+        "10",
+        "Seconds to connect to an MCP server in the background of a call before it "
+        "counts as down.",
+    ),
+    EnvVar(
+        "MCP_RETRY_S",
+        "2",
+        "Seconds an MCP server found down is not asked again (a call's background "
+        "retry then finds it back).",
     ),
     EnvVar(
         "WEBHOOK_FIRST_RETRY_SECONDS",

@@ -273,6 +273,9 @@ LOGGING = {
         "celery.app.trace": {"level": "WARNING"},
         "celery.worker.strategy": {"level": "WARNING"},
         "twilio.http_client": {"level": "WARNING"},
+        # The MCP SDK's HTTP client logs every request (a line per tool call).
+        "httpx2": {"level": "WARNING"},
+        "mcp": {"level": "WARNING"},
     },
 }
 
@@ -320,6 +323,18 @@ CELERY_BEAT_SCHEDULE = {
 
 # Webhooks (F-77): loopback and private addresses are refused unless this is on.
 ALLOW_PRIVATE_URLS = E.get_bool("ALLOW_PRIVATE_URLS")
+
+# MCP servers of agent profiles (issue 18): the per-process pool.
+MCP_TOOLS_TTL_S = E.get_float("MCP_TOOLS_TTL_S")
+MCP_CONNECT_TIMEOUT_S = E.get_float("MCP_CONNECT_TIMEOUT_S")
+MCP_RETRY_S = E.get_float("MCP_RETRY_S")
+if MCP_TOOLS_TTL_S < 0 or MCP_CONNECT_TIMEOUT_S <= 0 or MCP_RETRY_S < 0:
+    raise ValueError(
+        "MCP_TOOLS_TTL_S and MCP_RETRY_S must be ≥ 0, MCP_CONNECT_TIMEOUT_S > 0"
+    )
+# The demo's MCP server (make run, demo mode); its loopback URL passes the SSRF guard.
+DEMO_MCP_PORT = E.get_int("DEMO_MCP_PORT")
+DEMO_MCP_URL = f"http://127.0.0.1:{DEMO_MCP_PORT}/mcp"
 WEBHOOK_FIRST_RETRY_SECONDS = E.get_float("WEBHOOK_FIRST_RETRY_SECONDS")
 if not 0 < WEBHOOK_FIRST_RETRY_SECONDS <= 60:
     raise ValueError(

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 from collections import deque
@@ -38,6 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from realtime.call_setup import APOLOGY_LINE, GOODBYE_LINE, IDLE_PROMPT, BridgeConfig
+from realtime.call_tools import CallTools
 from realtime.protocol.bridge_state import (
     Action,
     BridgeFigures,
@@ -50,10 +50,12 @@ from realtime.protocol.bridge_state import (
     ModelCommand,
     RunTool,
     SaveTranscript,
+    SendAudio,
     SessionMisconfigured,
 )
 from realtime.protocol.errors import ProtocolError, TwilioProtocolError
 from realtime.protocol.openai_events import (
+    FunctionTool,
     ResponseDone,
     ServerError,
     SessionCreated,
@@ -69,7 +71,8 @@ from realtime.protocol.twilio_media import (
     Stop,
     parse_twilio_message,
 )
-from realtime.tools import ToolContext, tool_run
+from realtime.tool_providers import FunctionTool as ProvidedTool
+from realtime.tools import ToolContext
 from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
 
@@ -85,6 +88,9 @@ FIRST_CONNECT_RETRY_S = 0.25
 # one that keeps dropping sooner counts towards the fallback.
 STABLE_S = 30.0
 TOOL_TIMEOUT_S = 8.0
+# MCP/HTTP tools are looked for once the greeting's first audio went out (nothing
+# competes with it), or this long after the start when no greeting comes first.
+TOOLS_AFTER_START_S = 1.5
 HEARTBEAT_EVERY_S = 15.0
 SESSION_ROTATE_AFTER_S = 55 * 60  # before the 60-minute cap (PROTOCOL C11)
 HARD_STOP_GRACE_S = 30.0  # after a polite goodbye, hang up regardless
@@ -185,6 +191,14 @@ class CallBridge:
         self._ticker_task: asyncio.Task[None] | None = None
         self._writer_task: asyncio.Task[None] | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
+        # Tools beyond the built-ins (MCP, HTTP): found in the background (issue 18).
+        self.tools = CallTools(
+            enabled=config.enabled_tools,
+            providers=config.tool_providers,
+            builtin_timeout_s=TOOL_TIMEOUT_S,
+        )
+        self._discovery: asyncio.Task[None] | None = None
+        self._audio_out = asyncio.Event()  # the first audio went to the caller
         # A resumed call's saved lines, read while its model socket opens (F-68).
         self._resume_lines: asyncio.Task[list[tuple[str, str]]] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -237,6 +251,12 @@ class CallBridge:
         self._ticker_task = asyncio.create_task(self._ticker(), name="bridge-ticker")
         if self._open_model_early:
             self._start_model()
+        if self.tools.providers:
+            # Off the greeting's path: the session opens with the built-ins.
+            self._discovery = asyncio.create_task(
+                self._discover_tools(), name="bridge-tools"
+            )
+            self._discovery.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     def _start_model(self) -> None:
         if self._model_task is None and not (self._finishing or self._model_given_up):
@@ -271,7 +291,7 @@ class CallBridge:
         self._finishing = True
         try:
             await self._close_model()
-            for task in (self._ticker_task, *self._tool_tasks):
+            for task in (self._ticker_task, self._discovery, *self._tool_tasks):
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
             if self._end_mode in ("handover", "lost"):
@@ -860,6 +880,8 @@ class CallBridge:
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, CallerCommand):
+                if not self._audio_out.is_set() and isinstance(action, SendAudio):
+                    self._audio_out.set()
                 if self._send_caller_fn is not None:
                     await self._send_caller(action)
                 else:
@@ -1000,37 +1022,51 @@ class CallBridge:
             )
         await self.finish("handoff")
 
+    async def _discover_tools(self) -> None:
+        """Find the providers' tools once the greeting is under way (its first audio
+        sent), or at once when the caller speaks first."""
+        if self.config.greeting is not None or self.config.cached_greeting is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._audio_out.wait(), TOOLS_AFTER_START_S)
+        await self.tools.discover(self._add_tools)
+
+    async def _add_tools(self, tools: list[ProvidedTool]) -> None:
+        """Give the model the tools a provider found: one session.update."""
+        if self._finishing:
+            return
+        actions = self.state.add_tools(
+            [FunctionTool(t.name, t.description, t.parameters) for t in tools]
+        )
+        servers = sorted({t.server for t in tools})
+        names = [t.name for t in tools]
+        self._enqueue(
+            lambda: self.store.record_event(
+                "tools-added", {"servers": servers, "tools": names, "ms": self.now_ms()}
+            )
+        )
+        if self._model is not None:
+            # No socket yet: the connect's own session.update carries them.
+            await self._perform(actions)
+
     async def _run_tool(self, action: RunTool) -> None:
         """Run one tool off the audio path; any failure becomes an error output."""
-        started = self._clock()
-        result = await tool_run(
-            name=action.name,
-            arguments_json=action.arguments_json,
-            enabled=self.config.enabled_tools,
-            ctx=ToolContext(
+        outcome = await self.tools.run(
+            action.name,
+            action.arguments_json,
+            ToolContext(
                 call_id=self.config.call_id,
                 organization_id=self.config.organization_id,
                 caller_number=self.config.caller_number,
             ),
-            timeout_s=TOOL_TIMEOUT_S,
         )
-        elapsed_ms = int((self._clock() - started) * 1000)
-        self._enqueue(
-            lambda: self.store.record_event(
-                "tool-call",
-                {
-                    "name": action.name,
-                    "arguments": action.arguments_json[:1000],
-                    "ok": bool(result.output.get("ok")),
-                    "output": result.output,
-                    "ms": elapsed_ms,
-                },
-            )
-        )
+        result = outcome.result
+        event = outcome.event(action.name, action.arguments_json)
+        self._enqueue(lambda: self.store.record_event("tool-call", event))
         if self._finishing:
             return
-        output = json.dumps(result.output, ensure_ascii=False, default=str)
-        await self._perform(self.state.on_tool_result(action.call_id, output))
+        await self._perform(
+            self.state.on_tool_result(action.call_id, outcome.output_json)
+        )
         if result.hang_up_after_playback:
             await self._say_goodbye(GOODBYE_LINE)
         elif result.handoff_reason is not None:

@@ -21,6 +21,7 @@ from calls.campaigns.disclosure import opening_render
 from calls.campaigns.models import Attempt, Campaign
 from calls.models import CallSession
 from calls.status import CallStatus
+from realtime.call_tools import providers_for
 from realtime.greeting_cache import GreetingCache, greeting_cache_for, greeting_key
 from realtime.protocol.caller_audio import MULAW_8K, PCM16_24K, CallerAudioFormat
 from realtime.protocol.greeting import CachedGreeting
@@ -32,6 +33,7 @@ from realtime.protocol.openai_events import (
     Transcription,
 )
 from realtime.store import stream_call_find
+from realtime.tool_providers import ToolProvider
 from realtime.tools import tools_for
 
 DEMO_API_KEY = "sk-demo-local"
@@ -82,6 +84,8 @@ class BridgeConfig:
     cached_greeting: CachedGreeting | None = None
     greeting_cache: GreetingCache | None = None
     greeting_key: str | None = None
+    # Tools beyond the built-ins (issue 18): MCP servers, HTTP tools.
+    tool_providers: tuple[ToolProvider, ...] = ()
 
 
 def greeting_cache_lookup(
@@ -311,6 +315,7 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         cached_greeting=lookup[2] if lookup else None,
         greeting_cache=lookup[0] if lookup else None,
         greeting_key=lookup[1] if lookup else None,
+        tool_providers=tuple(providers_for(mcp_servers=agent.mcp_servers or [])),
     )
 
 

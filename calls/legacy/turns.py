@@ -12,7 +12,6 @@ Whatever goes wrong, the caller hears a sentence and Twilio gets TwiML.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -47,7 +46,8 @@ from calls.services import (
     transcript_entry_add,
 )
 from calls.status import TERMINAL, CallStatus
-from realtime.tools import ToolContext, tool_run
+from realtime.call_tools import CallTools, providers_for
+from realtime.tools import ToolContext
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,7 @@ MAX_HISTORY = 60  # transcript lines sent to the model
 NO_SPEECH_LIMIT = 3  # turns in a row without speech → goodbye
 MODEL_FAILURE_LIMIT = 2  # failed turns in a row → the profile's model-failure path
 TOOL_TIMEOUT_S = 5.0
+LEGACY_MCP_WAIT_S = 1.0  # a turn waits this long at most for MCP tool lists
 GOODBYE_LINE = "お電話ありがとうございました。失礼いたします。"
 ROLES = {"customer": "user", "ai": "assistant"}
 
@@ -220,6 +221,18 @@ async def legacy_converse(prep: TurnPrep, *, deadline: float) -> Conversation:
     turn's time is up. Never raises: a failure is in `Conversation.error`."""
     talk = Conversation()
     items = list(prep.input_items)
+    # The profile's MCP servers: their tools if the pool has them (or gets them)
+    # within LEGACY_MCP_WAIT_S of this turn; a slower server is there next turn.
+    tools = CallTools(
+        enabled=prep.enabled,
+        providers=providers_for(mcp_servers=prep.agent.mcp_servers or []),
+        builtin_timeout_s=TOOL_TIMEOUT_S,
+    )
+    offered = list(prep.tools)
+    budget = min(LEGACY_MCP_WAIT_S, max(deadline - time.perf_counter() - 1.0, 0.0))
+    offered += [
+        {**t.schema(), "strict": False} for t in await tools.ask_once(within_s=budget)
+    ]
     try:
         while talk.rounds < MAX_ROUNDS:
             talk.rounds += 1
@@ -227,7 +240,7 @@ async def legacy_converse(prep: TurnPrep, *, deadline: float) -> Conversation:
                 model=prep.agent.legacy_text_model,
                 instructions=prep.instructions,
                 input_items=items,
-                tools=prep.tools,
+                tools=offered,
                 timeout_s=deadline - time.perf_counter(),
             )
             talk.usage = talk.usage + reply.usage
@@ -238,7 +251,7 @@ async def legacy_converse(prep: TurnPrep, *, deadline: float) -> Conversation:
                 break
             items.extend(reply.call_items)
             for call in reply.tool_calls:
-                items.append(await _run_tool(prep, talk, call, deadline))
+                items.append(await _run_tool(prep, tools, talk, call, deadline))
             if talk.handoff_reason is not None:
                 break  # the profile's farewell follows; the model is done
             if talk.end_call and talk.texts:
@@ -249,25 +262,21 @@ async def legacy_converse(prep: TurnPrep, *, deadline: float) -> Conversation:
 
 
 async def _run_tool(
-    prep: TurnPrep, talk: Conversation, call: ToolCall, deadline: float
+    prep: TurnPrep,
+    tools: CallTools,
+    talk: Conversation,
+    call: ToolCall,
+    deadline: float,
 ) -> dict[str, Any]:
     started = time.perf_counter()
-    result = await tool_run(
-        name=call.name,
-        arguments_json=call.arguments,
-        enabled=prep.enabled,
-        ctx=prep.ctx,
+    outcome = await tools.run(
+        call.name,
+        call.arguments,
+        prep.ctx,
         timeout_s=max(min(TOOL_TIMEOUT_S, deadline - started), 0.1),
     )
-    talk.tool_events.append(
-        {
-            "name": call.name,
-            "arguments": call.arguments[:1000],
-            "ok": bool(result.output.get("ok")),
-            "output": result.output,
-            "ms": int((time.perf_counter() - started) * 1000),
-        }
-    )
+    result = outcome.result
+    talk.tool_events.append(outcome.event(call.name, call.arguments))
     if result.handoff_reason is not None:
         talk.handoff_reason = result.handoff_reason
     if result.hang_up_after_playback:
@@ -275,7 +284,7 @@ async def _run_tool(
     return {
         "type": "function_call_output",
         "call_id": call.call_id,
-        "output": json.dumps(result.output, ensure_ascii=False, default=str),
+        "output": outcome.output_json,
     }
 
 

@@ -195,6 +195,9 @@ class ResponsePlayer:
             caller_audio=turn.caller_audio,
             caller_transcript=turn.caller_transcript,
             tool_outputs=turn.tool_outputs,
+            session_tools=frozenset(
+                str(tool.get("name", "")) for tool in session.get("tools") or ()
+            ),
         )
         plan = self._sc.respond(request)
         failure = self._sc.failure if resp.index in self._sc.fail_responses else None

@@ -45,6 +45,7 @@ from realtime.emulators.control import (
     describe,
     parse_script,
 )
+from realtime.emulators.demo_mcp import DemoMcpServer
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.emulators.fake_responses import FakeResponsesServer
 from realtime.emulators.fake_summaries import FakeSummariesServer
@@ -151,6 +152,8 @@ class Options:
     responses_port: int | None = None
     # The fake Responses API of call summaries (F-76); None: not served.
     summaries_port: int | None = None
+    # The demo's MCP server, the 予約システム (issue 18); None: not served.
+    mcp_port: int | None = None
 
 
 _BEHAVIOURS: Final[dict[str, Behaviour]] = {
@@ -287,6 +290,14 @@ def _parser() -> argparse.ArgumentParser:
         help="also serve the fake OpenAI Responses API for call summaries (F-76) "
         "on PORT (base URL http://host:PORT/summaries/v1)",
     )
+    parser.add_argument(
+        "--mcp-port",
+        type=int,
+        default=None,
+        metavar="PORT",
+        help="also serve the demo MCP server (予約システム) on PORT "
+        "(URL http://host:PORT/mcp)",
+    )
     return parser
 
 
@@ -310,6 +321,7 @@ def _options(argv: Sequence[str] | None) -> Options:
         seed=args.seed,
         responses_port=args.responses_port,
         summaries_port=args.summaries_port,
+        mcp_port=args.mcp_port,
     )
 
 
@@ -398,6 +410,10 @@ async def serve(options: Options, ready: asyncio.Event | None = None) -> None:
                 "[summaries] fake OpenAI Responses API (call summaries) at %s",
                 summaries.base_url,
             )
+        if options.mcp_port is not None and not options.twilio_only:
+            booking = DemoMcpServer(host=options.host, port=options.mcp_port)
+            await stack.enter_async_context(booking)
+            log.info("[mcp] demo MCP server (予約システム) at %s", booking.url)
         await stack.enter_async_context(twilio)
         pace = "test delays" if options.fast else "real-call delays"
         if options.cps is not None:

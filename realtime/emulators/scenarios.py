@@ -133,6 +133,8 @@ class ResponseRequest:
     caller_transcript: str = ""
     tool_outputs: tuple[str, ...] = ()
     """call_ids of ``function_call_output`` items added since the last response."""
+    session_tools: frozenset[str] = frozenset()
+    """Names of the function tools the session offers when the response starts."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +166,8 @@ class Persona:
     ``caller_transcripts`` replace the scenario's; ``tool_calls`` maps a caller
     turn (1-based) to the function call the model makes after it, whose
     ``arguments`` may hold ``{date+N}`` (today plus N days, ISO); ``tool_answer``
-    is said once the output is in.
+    is said once the output is in. As the real model, a persona calls only a tool
+    the session offers at that moment; else it answers as the scenario would.
     """
 
     marker: str
@@ -281,7 +284,11 @@ class Scenario:
             if request.tool_outputs and persona.tool_answer:
                 return ResponsePlan((self.speech(persona.tool_answer),))
             call = persona.tool_calls.get(request.turn_index)
-            if request.trigger == "turn" and call is not None:
+            if (
+                request.trigger == "turn"
+                and call is not None
+                and call.name in request.session_tools
+            ):
                 return ResponsePlan((FunctionCall(call.name, _dated(call.arguments)),))
         if request.instructions and self.speak_instructions:
             said = _quoted(request.instructions) or request.instructions
@@ -397,6 +404,19 @@ DEMO = Scenario(
     ),
     speak_instructions=True,
     personas=(
+        Persona(
+            # The demo receptionist with the 予約システム MCP server (issue 18).
+            marker="予約システムの lookup_booking",
+            caller_transcripts=(
+                "もしもし、予約について聞きたいのですが。電話番号は090-1234-5678です。",
+                "はい、お願いします。",
+                "いいえ、以上です。",
+            ),
+            tool_calls={
+                1: FunctionCall("lookup_booking", '{"phone_number": "09012345678"}')
+            },
+            tool_answer="予約システムで確認が取れました。ご予約は承っております。",
+        ),
         Persona(
             marker="山田 太郎",
             caller_transcripts=(

@@ -51,7 +51,7 @@ from __future__ import annotations
 import binascii
 from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final, Literal
 
 from realtime.protocol.caller_audio import MULAW_8K
@@ -66,6 +66,7 @@ from realtime.protocol.greeting import (
 )
 from realtime.protocol.openai_events import (
     FunctionCallArgumentsDone,
+    FunctionTool,
     InputAudioCommitted,
     InputAudioTimeoutTriggered,
     InputTranscriptionCompleted,
@@ -724,6 +725,19 @@ class BridgeState:
 
     def on_model_connected(self) -> list[Action]:
         """Return the session.update to send first on a new model socket."""
+        return [UpdateSession(self._config)]
+
+    def add_tools(self, tools: Sequence[FunctionTool]) -> list[Action]:
+        """Add function tools to the session while the call goes on (issue 18).
+
+        Returns one session.update with the whole session and the new tools (none
+        if every name is there already); a reconnect's session.update keeps them.
+        """
+        known = {tool.name for tool in self._config.tools}
+        new = tuple(tool for tool in tools if tool.name not in known)
+        if self._ended or not new:
+            return []
+        self._config = replace(self._config, tools=self._config.tools + new)
         return [UpdateSession(self._config)]
 
     def on_model_reconnected(

@@ -26,6 +26,18 @@ def event_line(event: CallEvent) -> str:
     if event.type == "status":
         reason = f" ({payload['reason']})" if payload.get("reason") else ""
         return f"status {payload.get('from')} → {payload.get('to')}{reason}"
+    if event.type == "tool-call":
+        where = f" @{payload['server']}" if payload.get("server") else ""
+        source = f" ({payload['source']})" if payload.get("source") else ""
+        verdict = "ok" if payload.get("ok") else f"error: {payload.get('error', '')}"
+        size = f", {payload['output_bytes']} B" if "output_bytes" in payload else ""
+        return (
+            f"tool-call {payload.get('name')}{where}{source} {verdict}"
+            f" {payload.get('ms')} ms{size}"
+        )[:160]
+    if event.type == "tools-added":
+        servers = ", ".join(payload.get("servers") or ())
+        return f"tools-added {servers}: {', '.join(payload.get('tools') or ())}"[:160]
     brief = ", ".join(
         f"{k}={v}" for k, v in payload.items() if k != "twiml" and v not in ("", None)
     )

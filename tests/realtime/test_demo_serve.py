@@ -124,6 +124,7 @@ def serve(tmp_path) -> Iterator[Callable[..., Served]]:
             "DEMO_TWILIO_PORT": str(free_port()),
             "DEMO_RESPONSES_PORT": str(free_port()),
             "DEMO_SUMMARIES_PORT": str(free_port()),
+            "DEMO_MCP_PORT": str(free_port()),
             "LOG_FORMAT": "text",
             "PYTHONUNBUFFERED": "1",
             **env_overrides,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -37,7 +38,8 @@ DEMO_LEGACY_AGENT_NAME = "受付デモ(従来経路)"
 INSTRUCTIONS = """あなたは{{company_name}}の電話受付AIです。{{service_name}}についてのお問い合わせに、丁寧な日本語で簡潔にお答えください。
 {{service_description}}
 一度に話すのは二文までにしてください。お客様が担当者との会話を希望された場合は request_operator_handoff を使ってください。
-予約の希望があれば日時とお名前を確認して schedule_appointment を使ってください。"""
+予約の希望があれば日時とお名前を確認して schedule_appointment を使ってください。
+既存の予約の確認は予約システムの lookup_booking を、電話番号でお調べください。"""
 
 GREETING = "お電話ありがとうございます。{{company_name}}、{{self_introduction}}。ご用件をお伺いします。"
 
@@ -48,6 +50,21 @@ SALES_INSTRUCTIONS = """あなたは{{company_name}}の営業担当AIです。�
 SALES_GREETING = "{{customer_name}}様、今少しだけお時間よろしいでしょうか。"
 
 APP_LABELS = ("agents", "calls")
+
+
+def demo_mcp_servers() -> list[dict[str, Any]]:
+    """The 予約システム on DEMO_MCP_PORT in demo mode; none with a real OpenAI key."""
+    if not settings.DEMO_MODE:
+        return []
+    return [
+        {
+            "name": "booking",
+            "url": settings.DEMO_MCP_URL,
+            "headers": {},
+            "allowed_tools": ["lookup_booking", "create_booking"],
+            "timeout_s": 5.0,
+        }
+    ]
 
 
 class Command(BaseCommand):
@@ -70,7 +87,10 @@ class Command(BaseCommand):
             "handoff_phone_number": DEMO_HANDOFF_NUMBER,
         }
         agent, _ = AgentProfile.objects.update_or_create(
-            organization=org, name=DEMO_AGENT_NAME, defaults=receptionist
+            organization=org,
+            name=DEMO_AGENT_NAME,
+            # The demo's own MCP server (make run serves it in demo mode only).
+            defaults={**receptionist, "mcp_servers": demo_mcp_servers()},
         )
         agent.full_clean()
         legacy, _ = AgentProfile.objects.update_or_create(

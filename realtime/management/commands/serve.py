@@ -262,11 +262,13 @@ class Command(BaseCommand):
         twilio_port = E.get_int("DEMO_TWILIO_PORT")
         responses_port = E.get_int("DEMO_RESPONSES_PORT")
         summaries_port = E.get_int("DEMO_SUMMARIES_PORT")
+        mcp_port = E.get_int("DEMO_MCP_PORT")
         for name, number in (
             ("DEMO_REALTIME_PORT", realtime_port),
             ("DEMO_TWILIO_PORT", twilio_port),
             ("DEMO_RESPONSES_PORT", responses_port),
             ("DEMO_SUMMARIES_PORT", summaries_port),
+            ("DEMO_MCP_PORT", mcp_port),
         ):
             if not _port_free("127.0.0.1", number):
                 raise CommandError(
@@ -291,6 +293,7 @@ class Command(BaseCommand):
             "(control API under /_emulator/)\n"
             f"Fake Responses API:   {environment['SUMMARY_OPENAI_BASE_URL']}"
             " (call summaries)\n"
+            f"Demo MCP server:      http://127.0.0.1:{mcp_port}/mcp (予約システム)\n"
             "Place a simulated call from another terminal: "
             + simulate_call_hint(host=host, port=port, twilio_port=twilio_port)
         )
@@ -311,6 +314,8 @@ class Command(BaseCommand):
                 str(responses_port),
                 "--summaries-port",
                 str(summaries_port),
+                "--mcp-port",
+                str(mcp_port),
                 "--scenario",
                 "demo",
             ],
@@ -323,7 +328,7 @@ class Command(BaseCommand):
         try:
             self._wait_ready(
                 emulators,
-                [realtime_port, twilio_port, responses_port, summaries_port],
+                [realtime_port, twilio_port, responses_port, summaries_port, mcp_port],
                 stop,
             )
         except BaseException:

@@ -7,8 +7,14 @@ import json
 
 from realtime.emulators.scenarios import DEMO, FunctionCall, ResponseRequest, Speech
 
+ALL_TOOLS = frozenset(
+    {"record_opt_out", "schedule_appointment", "save_call_outcome", "lookup_booking"}
+)
 
-def request(turn: int, instructions: str, *, tool_outputs=()) -> ResponseRequest:
+
+def request(
+    turn: int, instructions: str, *, tool_outputs=(), tools=ALL_TOOLS
+) -> ResponseRequest:
     return ResponseRequest(
         trigger="turn",
         response_index=turn,
@@ -16,6 +22,7 @@ def request(turn: int, instructions: str, *, tool_outputs=()) -> ResponseRequest
         instructions=None,
         session_instructions=instructions,
         tool_outputs=tool_outputs,
+        session_tools=tools,
     )
 
 
@@ -47,3 +54,14 @@ def test_a_booking_is_dated_a_week_ahead():
     assert isinstance(call, FunctionCall) and call.name == "schedule_appointment"
     booked = dt.date.fromisoformat(json.loads(call.arguments)["date"])
     assert booked == dt.date.today() + dt.timedelta(days=7)
+
+
+def test_a_persona_calls_only_a_tool_the_session_offers():
+    """As the real model: without lookup_booking in the session (the MCP server's
+    tools not added yet) the receptionist answers in words; with it, it calls it."""
+    marker = "既存の予約の確認は予約システムの lookup_booking を"
+    (said,) = DEMO.respond(request(1, marker, tools=frozenset())).outputs
+    assert isinstance(said, Speech) and said.text == DEMO.replies[0]
+    (call,) = DEMO.respond(request(1, marker)).outputs
+    assert isinstance(call, FunctionCall) and call.name == "lookup_booking"
+    assert json.loads(call.arguments) == {"phone_number": "09012345678"}

@@ -1,0 +1,16 @@
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ('agents', '0006_legacy_path'),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name='agentprofile',
+            name='mcp_servers',
+            field=models.JSONField(blank=True, default=list, verbose_name='MCP servers'),
+        ),
+    ]
