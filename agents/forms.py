@@ -225,7 +225,62 @@ class PrettyJSONField(forms.JSONField):
         return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
 
 
-class AgentProfileForm(forms.ModelForm):
+def _code_area(rows: int) -> forms.Textarea:
+    return forms.Textarea(attrs={"rows": rows, "spellcheck": "false", "class": "code"})
+
+
+class ToolConfigFields(forms.ModelForm):
+    """The profile's MCP servers and HTTP tools as JSON, secrets masked (F-78).
+
+    Shared by the settings page and the admin: shown through agents.tool_masking,
+    a masked value sent back keeps the stored one, then validated like the API.
+    """
+
+    mcp_servers = PrettyJSONField(required=False, widget=_code_area(8))
+    http_tools = PrettyJSONField(required=False, widget=_code_area(12))
+
+    def tool_config_init(self) -> None:
+        self.initial["mcp_servers"] = mcp_servers_masked(self.instance.mcp_servers)
+        self.initial["http_tools"] = http_tools_masked(self.instance.http_tools)
+
+    def clean_mcp_servers(self) -> list[dict[str, Any]]:
+        value = mcp_servers_unmasked(
+            self.cleaned_data.get("mcp_servers"), self.instance.mcp_servers
+        )
+        return mcp_servers_clean(value)
+
+    def clean_http_tools(self) -> list[dict[str, Any]]:
+        value = http_tools_unmasked(
+            self.cleaned_data.get("http_tools"), self.instance.http_tools
+        )
+        return http_tools_clean(value, builtin_names=TOOL_NAMES)
+
+    def tool_config_check(self, data: dict[str, Any]) -> None:
+        if "http_tools" in data and "mcp_servers" in data:
+            try:
+                names_clash_check(data["http_tools"], data["mcp_servers"])
+            except ValidationError as exc:
+                self.add_error("http_tools", exc)
+
+
+class AgentProfileAdminForm(ToolConfigFields):
+    """The admin's agent form: the tool configs masked like on the settings page."""
+
+    class Meta:
+        model = AgentProfile
+        fields = "__all__"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tool_config_init()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        self.tool_config_check(data)
+        return data
+
+
+class AgentProfileForm(ToolConfigFields):
     """Every F-03 field of an agent profile, each with the control that fits it."""
 
     enabled_tools = forms.MultipleChoiceField(
@@ -237,18 +292,6 @@ class AgentProfileForm(forms.ModelForm):
         widget=forms.Textarea(
             attrs={"rows": 16, "spellcheck": "false", "class": "code"}
         )
-    )
-    mcp_servers = PrettyJSONField(
-        required=False,
-        widget=forms.Textarea(
-            attrs={"rows": 8, "spellcheck": "false", "class": "code"}
-        ),
-    )
-    http_tools = PrettyJSONField(
-        required=False,
-        widget=forms.Textarea(
-            attrs={"rows": 12, "spellcheck": "false", "class": "code"}
-        ),
     )
     extraction_preset = forms.ChoiceField(
         choices=[
@@ -304,29 +347,11 @@ class AgentProfileForm(forms.ModelForm):
                 field.widget.attrs["data-turn-types"] = " ".join(VAD_FIELD_TYPES[name])
         for name in ("instructions_template", "greeting_template"):
             self.fields[name].widget.attrs["data-template"] = name
-        # Secrets are write-only: the page shows them masked (agents.tool_masking).
-        self.initial["mcp_servers"] = mcp_servers_masked(self.instance.mcp_servers)
-        self.initial["http_tools"] = http_tools_masked(self.instance.http_tools)
-
-    def clean_mcp_servers(self) -> list[dict[str, Any]]:
-        value = mcp_servers_unmasked(
-            self.cleaned_data.get("mcp_servers"), self.instance.mcp_servers
-        )
-        return mcp_servers_clean(value)
-
-    def clean_http_tools(self) -> list[dict[str, Any]]:
-        value = http_tools_unmasked(
-            self.cleaned_data.get("http_tools"), self.instance.http_tools
-        )
-        return http_tools_clean(value, builtin_names=TOOL_NAMES)
+        self.tool_config_init()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
-        if "http_tools" in data and "mcp_servers" in data:
-            try:
-                names_clash_check(data["http_tools"], data["mcp_servers"])
-            except ValidationError as exc:
-                self.add_error("http_tools", exc)
+        self.tool_config_check(data)
         preset = data.get("extraction_preset")
         if preset in PRESETS:
             data["extraction_schema"] = copy.deepcopy(PRESETS[preset])

@@ -187,3 +187,24 @@ def test_secrets_are_masked_and_kept_when_sent_back_masked() -> None:
     unknown = mcp_servers_unmasked([server(headers={"X-Key": MASK})], stored_servers)
     assert unknown[0]["headers"] == {"X-Key": None}
     assert "headers: the value of X-Key" in error_of(mcp_servers_clean, unknown)
+
+
+@pytest.mark.django_db
+def test_admin_shows_tool_secrets_masked(client: Any, settings: Any) -> None:
+    from django.urls import reverse
+
+    from agents.models import Operator
+    from tests.agents.factories import AgentProfileFactory
+
+    settings.ALLOW_PRIVATE_URLS = True
+    agent = AgentProfileFactory(
+        http_tools=[tool(url="http://127.0.0.1:9/x")],
+        mcp_servers=[server(url="http://127.0.0.1:9/mcp")],
+    )
+    client.force_login(Operator.objects.create_superuser("root", "r@example.com", "pw"))
+    html = client.get(
+        reverse("admin:agents_agentprofile_change", args=[agent.pk])
+    ).content.decode()
+    assert "http_tools" in html and "mcp_servers" in html
+    assert SECRET not in html and "Bearer abc" not in html
+    assert MASK in html
