@@ -49,7 +49,7 @@ def http_tools_unmasked(value: Any, stored: Any) -> Any:
     for entry in value:
         if isinstance(entry, dict) and entry.get("secret", MASK) == MASK:
             entry = dict(entry)
-            previous = old.get(entry.get("name"))  # type: ignore[arg-type]
+            previous = old.get(entry.get("name"))
             if previous is not None and previous.get("secret"):
                 entry["secret"] = previous["secret"]
             else:
@@ -67,7 +67,7 @@ def mcp_servers_unmasked(value: Any, stored: Any) -> Any:
     for entry in value:
         if isinstance(entry, dict) and isinstance(entry.get("headers"), dict):
             entry = dict(entry)
-            previous = old.get(entry.get("name")) or {}  # type: ignore[arg-type]
+            previous = old.get(entry.get("name")) or {}
             before = previous.get("headers") or {}
             headers: dict[str, Any] = {}
             for key, item in entry["headers"].items():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 from typing import Any
 
@@ -51,10 +53,12 @@ def server(**overrides: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Every name resolves to a public documentation-free address (no network)."""
+    """Names resolve to a public address (IP literals to themselves); no network."""
 
     def resolve(host: str, port: int, **_: Any) -> list[Any]:
         address = "127.0.0.1" if host in ("localhost", "internal.test") else "8.8.8.8"
+        with contextlib.suppress(ValueError):
+            address = str(ipaddress.ip_address(host.strip("[]")))  # a literal is itself
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     monkeypatch.setattr("socket.getaddrinfo", resolve)

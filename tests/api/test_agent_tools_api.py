@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import socket
 from typing import Any
 
@@ -40,6 +42,8 @@ def public_dns(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
 
     def resolve(host: str, port: int, **_: Any) -> list[Any]:
         address = "10.0.0.7" if host == "intranet.example.com" else "8.8.8.8"
+        with contextlib.suppress(ValueError):
+            address = str(ipaddress.ip_address(host.strip("[]")))  # a literal is itself
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
     monkeypatch.setattr("socket.getaddrinfo", resolve)
