@@ -55,7 +55,7 @@ def server(**overrides: Any) -> dict[str, Any]:
 def public_dns(monkeypatch: pytest.MonkeyPatch) -> None:
     """Names resolve to a public address (IP literals to themselves); no network."""
 
-    def resolve(host: str, port: int, **_: Any) -> list[Any]:
+    def resolve(host: str, port: int, *_a: Any, **_: Any) -> list[Any]:
         address = "127.0.0.1" if host in ("localhost", "internal.test") else "8.8.8.8"
         with contextlib.suppress(ValueError):
             address = str(ipaddress.ip_address(host.strip("[]")))  # a literal is itself

@@ -40,7 +40,7 @@ SERVER = {
 def public_dns(monkeypatch: pytest.MonkeyPatch, settings: Any) -> None:
     settings.ALLOW_PRIVATE_URLS = False
 
-    def resolve(host: str, port: int, **_: Any) -> list[Any]:
+    def resolve(host: str, port: int, *_a: Any, **_: Any) -> list[Any]:
         address = "10.0.0.7" if host == "intranet.example.com" else "8.8.8.8"
         with contextlib.suppress(ValueError):
             address = str(ipaddress.ip_address(host.strip("[]")))  # a literal is itself

@@ -199,7 +199,7 @@ async def test_private_address_refused_at_call_time_after_dns(
     server: ToolServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The name resolved to a public address at save; now it answers loopback.
-    def rebinding(host: str, port: int, **_: Any) -> list[Any]:
+    def rebinding(host: str, port: int, *_a: Any, **_: Any) -> list[Any]:
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
     monkeypatch.setattr("socket.getaddrinfo", rebinding)
@@ -220,7 +220,7 @@ async def test_the_request_goes_to_the_pinned_address_with_the_host_kept(
 ) -> None:
     answers: list[str] = []
 
-    def resolver(host: str, port: int, **_: Any) -> list[Any]:
+    def resolver(host: str, port: int, *_a: Any, **_: Any) -> list[Any]:
         answers.append(host)
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
 
