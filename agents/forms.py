@@ -268,7 +268,7 @@ class AgentProfileAdminForm(ToolConfigFields):
 
     class Meta:
         model = AgentProfile
-        fields = "__all__"
+        fields = ["mcp_servers", "http_tools"]  # the admin adds its fieldsets
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

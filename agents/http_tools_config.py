@@ -93,7 +93,9 @@ def parameters_check(schema: Any, *, fail: Any) -> dict[str, Any]:
     return schema
 
 
-def http_tools_clean(value: Any, *, builtin_names: Iterable[str]) -> list[dict[str, Any]]:
+def http_tools_clean(
+    value: Any, *, builtin_names: Iterable[str]
+) -> list[dict[str, Any]]:
     """The validated HTTP tools of a profile, or ValidationError naming entry and field."""
     if value in (None, ""):
         return []
@@ -110,7 +112,9 @@ def http_tools_clean(value: Any, *, builtin_names: Iterable[str]) -> list[dict[s
         name = entry.get("name")
         shown = name if isinstance(name, str) else ""
 
-        def fail(message: str, field: str = "", _i: int = index, _n: str = shown) -> Any:
+        def fail(
+            message: str, field: str = "", _i: int = index, _n: str = shown
+        ) -> Any:
             return entry_error(_i, _n, field, message)
 
         unknown = sorted(set(entry) - set(FIELDS))

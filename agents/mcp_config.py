@@ -40,7 +40,9 @@ def mcp_servers_clean(value: Any) -> list[dict[str, Any]]:
         name = entry.get("name")
         shown = name if isinstance(name, str) else ""
 
-        def fail(message: str, field: str = "", _i: int = index, _n: str = shown) -> Any:
+        def fail(
+            message: str, field: str = "", _i: int = index, _n: str = shown
+        ) -> Any:
             return entry_error(_i, _n, field, message)
 
         unknown = sorted(set(entry) - set(FIELDS))

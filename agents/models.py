@@ -360,7 +360,9 @@ class AgentProfile(models.Model):
         except ValidationError as exc:
             errors.setdefault("mcp_servers", []).append(exc)
         try:
-            self.http_tools = http_tools_clean(self.http_tools, builtin_names=TOOL_NAMES)
+            self.http_tools = http_tools_clean(
+                self.http_tools, builtin_names=TOOL_NAMES
+            )
             names_clash_check(self.http_tools, self.mcp_servers)
         except ValidationError as exc:
             errors.setdefault("http_tools", []).append(exc)

@@ -69,9 +69,9 @@ async def _test_mcp(server: dict[str, Any]) -> dict[str, Any]:
 
 async def _test_http(tool: dict[str, Any]) -> dict[str, Any]:
     ok, detail = await http_tool_test(tool, allow_private=settings.ALLOW_PRIVATE_URLS)
-    message = (_("接続できました: %(detail)s") if ok else _("失敗しました: %(detail)s")) % {
-        "detail": detail
-    }
+    message = (
+        _("接続できました: %(detail)s") if ok else _("失敗しました: %(detail)s")
+    ) % {"detail": detail}
     return {
         "name": tool["name"],
         "ok": ok,

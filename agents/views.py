@@ -133,7 +133,9 @@ def _enabled_tools(agent: AgentProfile) -> list[dict[str, str]]:
         names = server.get("allowed_tools") or ["*"]
         rows += [{"kind": "mcp", "name": n, "where": server["name"]} for n in names]
     for tool in agent.http_tools or []:
-        rows.append({"kind": "http", "name": tool["name"], "where": host_of(tool["url"])})
+        rows.append(
+            {"kind": "http", "name": tool["name"], "where": host_of(tool["url"])}
+        )
     return rows
 
 

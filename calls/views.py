@@ -383,7 +383,9 @@ def tool_call_summary(payload: dict[str, Any]) -> str:
     error = payload.get("error") or (
         output.get("error") if isinstance(output, dict) else ""
     )
-    parts = ["ok" if payload.get("ok") else f"error ({_short(error)})" if error else "error"]
+    parts = [
+        "ok" if payload.get("ok") else f"error ({_short(error)})" if error else "error"
+    ]
     if isinstance(payload.get("ms"), int | float):
         parts.append(f"{payload['ms']:g} ms")
     size = payload.get("output_bytes")

@@ -218,7 +218,9 @@ class HttpToolProvider:
             await self._client.aclose()
 
 
-async def http_tool_test(tool: dict[str, Any], *, allow_private: bool) -> tuple[bool, str]:
+async def http_tool_test(
+    tool: dict[str, Any], *, allow_private: bool
+) -> tuple[bool, str]:
     """The settings page's test button: one signed test POST, its answer in words.
 
     The body is `{"arguments": {}, "call_id": null, "caller": "", "test": true}` with
@@ -239,5 +241,8 @@ async def http_tool_test(tool: dict[str, Any], *, allow_private: bool) -> tuple[
         )
     ms = int((time.monotonic() - started) * 1000)
     if reply.ok:
-        return True, f"HTTP {reply.status}, JSON reply of {reply.size} bytes in {ms} ms."
+        return (
+            True,
+            f"HTTP {reply.status}, JSON reply of {reply.size} bytes in {ms} ms.",
+        )
     return False, str(reply.output.get("error", "failed"))

@@ -28,6 +28,7 @@ from agents.models import (
 )
 from agents.phones import normalize_phone
 from agents.prompts import validate_template
+from agents.selectors import customer_list
 from agents.tool_masking import (
     MASK,
     http_tools_masked,
@@ -35,7 +36,6 @@ from agents.tool_masking import (
     mcp_servers_masked,
     mcp_servers_unmasked,
 )
-from agents.selectors import customer_list
 from calls.selectors import call_list
 
 DTMF_DIGITS = [*"0123456789", "*", "#"]

@@ -92,10 +92,14 @@ def test_a_valid_tool_is_kept_with_defaults(public_dns: None, settings: Any) -> 
         ({"name": "x" * 65}, "name: letters, digits, _ and - only"),
         ({"description": " "}, "description: say what the tool does"),
         ({"parameters": {"type": "array"}}, 'parameters need "type": "object"'),
-        ({"parameters": {"type": "object", "properties": {"a": {"type": "nope"}}}},
-         "parameters: not valid JSON Schema at properties/a/type"),
-        ({"parameters": {"type": "object", "properties": {}, "required": ["a"]}},
-         "required argument(s) not in properties: a"),
+        (
+            {"parameters": {"type": "object", "properties": {"a": {"type": "nope"}}}},
+            "parameters: not valid JSON Schema at properties/a/type",
+        ),
+        (
+            {"parameters": {"type": "object", "properties": {}, "required": ["a"]}},
+            "required argument(s) not in properties: a",
+        ),
         ({"parameters": "object"}, "parameters: a JSON Schema object"),
         ({"url": "ftp://tools.example.com/x"}, "url: Only http and https URLs"),
         ({"url": ""}, "url: a URL is required."),
@@ -168,7 +172,7 @@ def test_http_tool_may_not_share_a_name_with_an_allowed_mcp_tool() -> None:
     names_clash_check([tool()], [server(allowed_tools=[])])
 
 
-def test_secrets_are_masked_and_kept_when_sent_back_masked() -> None:
+def test_secrets_are_masked_and_kept_when_sent_back_masked(public_dns: None) -> None:
     stored_tools = [tool()]
     shown = http_tools_masked(stored_tools)
     assert shown[0]["secret"] == MASK and stored_tools[0]["secret"] == SECRET

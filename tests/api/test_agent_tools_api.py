@@ -113,7 +113,7 @@ def test_bad_tools_are_400_with_the_reason(
 ) -> None:
     response = api.post("/api/agents/", {**AGENT, field: value}, format="json")
     assert response.status_code == 400
-    assert message in " ".join(response.json()[field])
+    assert message in " ".join(response.json()["error"]["details"][field])
     assert not AgentProfile.objects.exists()
 
 
@@ -130,7 +130,7 @@ def test_http_tool_named_like_an_allowed_mcp_tool_is_refused(
         format="json",
     )
     assert response.status_code == 400
-    assert "share a name" in " ".join(response.json()["http_tools"])
+    assert "share a name" in " ".join(response.json()["error"]["details"]["http_tools"])
 
 
 def test_schema_documents_both_fields(api: APIClient) -> None:
@@ -138,10 +138,19 @@ def test_schema_documents_both_fields(api: APIClient) -> None:
     properties = schema["components"]["schemas"]["AgentProfile"]["properties"]
     http_item = properties["http_tools"]["items"]
     assert set(http_item["properties"]) == {
-        "name", "description", "parameters", "url", "secret", "timeout_s"
+        "name",
+        "description",
+        "parameters",
+        "url",
+        "secret",
+        "timeout_s",
     }
     mcp_item = properties["mcp_servers"]["items"]
     assert set(mcp_item["properties"]) == {
-        "name", "url", "headers", "allowed_tools", "timeout_s"
+        "name",
+        "url",
+        "headers",
+        "allowed_tools",
+        "timeout_s",
     }
     assert "write-only" in properties["http_tools"]["description"]

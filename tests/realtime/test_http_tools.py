@@ -77,7 +77,9 @@ async def test_provider_defines_its_tools_with_the_host_never_the_secret(
     assert tool.schema()["type"] == "function"
 
 
-async def test_call_posts_signed_arguments_call_id_and_caller(server: ToolServer) -> None:
+async def test_call_posts_signed_arguments_call_id_and_caller(
+    server: ToolServer,
+) -> None:
     output = await run(server.url, {"booking_id": "B-7", "people": 2})
     assert output == {"ok": True, "booking": "B-1"}
     [call] = server.calls
@@ -158,7 +160,9 @@ async def test_oversized_reply_is_an_error(server: ToolServer) -> None:
 
 async def test_a_reply_at_the_bound_is_accepted(server: ToolServer) -> None:
     blob = "x" * (MAX_REPLY_BYTES - len(b'{"ok":true,"blob":""}'))
-    server.reply = json.dumps({"ok": True, "blob": blob}, separators=(",", ":")).encode()
+    server.reply = json.dumps(
+        {"ok": True, "blob": blob}, separators=(",", ":")
+    ).encode()
     assert len(server.reply) == MAX_REPLY_BYTES
     output = await run(server.url, {"booking_id": "B-7"})
     assert output == {"ok": True, "blob": blob}
@@ -247,7 +251,12 @@ async def test_the_test_button_posts_a_signed_test_request(server: ToolServer) -
     [call] = server.calls
     assert call.verified
     assert call.headers["X-Callcenter-Test"] == "1"
-    assert call.payload == {"arguments": {}, "call_id": None, "caller": "", "test": True}
+    assert call.payload == {
+        "arguments": {},
+        "call_id": None,
+        "caller": "",
+        "test": True,
+    }
 
 
 async def test_the_test_button_says_why_it_failed(server: ToolServer) -> None:

@@ -24,7 +24,10 @@ def http_tool(url: str, **overrides: Any) -> dict[str, Any]:
     return {
         "name": "lookup_order",
         "description": "注文を番号で調べる",
-        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+        },
         "url": url,
         "secret": SECRET,
         "timeout_s": 3.0,
@@ -124,9 +127,7 @@ def test_saving_keeps_masked_secrets_and_takes_new_ones(
     assert agent.http_tools[0]["description"] == "注文を調べる"
     assert agent.mcp_servers[0]["headers"] == {"Authorization": "Bearer very-secret"}
     # Remove both.
-    response = logged_in.post(
-        url, _form_data(agent, http_tools="[]", mcp_servers="[]")
-    )
+    response = logged_in.post(url, _form_data(agent, http_tools="[]", mcp_servers="[]"))
     assert response.status_code == 302
     agent.refresh_from_db()
     assert agent.http_tools == [] and agent.mcp_servers == []
@@ -211,8 +212,11 @@ def test_mcp_test_button_lists_the_discovered_tools_or_the_error(
     agent.mcp_servers = [MCP_SERVER]
     agent.save()
     servers = [
-        {**MCP_SERVER, "headers": {"Authorization": "********"},
-         "allowed_tools": ["lookup_booking", "cancel_booking"]},
+        {
+            **MCP_SERVER,
+            "headers": {"Authorization": "********"},
+            "allowed_tools": ["lookup_booking", "cancel_booking"],
+        },
         {**MCP_SERVER, "name": "down", "headers": {}},
     ]
     response = logged_in.post(

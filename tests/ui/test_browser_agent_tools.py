@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.realtime.tool_receiver import ToolServer
 from tests.ui.browser import (
     ServiceProcess,
     chromium_context,
@@ -19,7 +20,6 @@ from tests.ui.browser import (
     login,
     screenshot,
 )
-from tests.realtime.tool_receiver import ToolServer
 
 MISSING = chromium_missing_reason()
 pytestmark = [
