@@ -40,6 +40,11 @@ def _by_name(entries: Any) -> dict[str, dict[str, Any]]:
     }
 
 
+def _name(entry: dict[str, Any]) -> str:
+    name = entry.get("name")
+    return name if isinstance(name, str) else ""
+
+
 def http_tools_unmasked(value: Any, stored: Any) -> Any:
     """`value` with masked or missing secrets taken from `stored` (same name)."""
     if not isinstance(value, list):
@@ -49,7 +54,7 @@ def http_tools_unmasked(value: Any, stored: Any) -> Any:
     for entry in value:
         if isinstance(entry, dict) and entry.get("secret", MASK) == MASK:
             entry = dict(entry)
-            previous = old.get(entry.get("name"))
+            previous = old.get(_name(entry))
             if previous is not None and previous.get("secret"):
                 entry["secret"] = previous["secret"]
             else:
@@ -67,7 +72,7 @@ def mcp_servers_unmasked(value: Any, stored: Any) -> Any:
     for entry in value:
         if isinstance(entry, dict) and isinstance(entry.get("headers"), dict):
             entry = dict(entry)
-            previous = old.get(entry.get("name")) or {}
+            previous = old.get(_name(entry)) or {}
             before = previous.get("headers") or {}
             headers: dict[str, Any] = {}
             for key, item in entry["headers"].items():

@@ -216,3 +216,11 @@ def test_admin_shows_tool_secrets_masked(client: Any, settings: Any) -> None:
     assert "http_tools" in html and "mcp_servers" in html
     assert SECRET not in html and "Bearer abc" not in html
     assert MASK in html
+
+
+def test_unmasking_survives_names_that_are_not_text() -> None:
+    """Schemathesis sent `"name": {}`: the validator, not a crash, answers it."""
+    odd = [{"name": {}, "secret": MASK, "headers": {"X": MASK}}]
+    assert http_tools_unmasked(odd, [tool()]) == [{"name": {}, "headers": {"X": MASK}}]
+    assert mcp_servers_unmasked(odd, [server()])[0]["headers"] == {"X": None}
+    assert "name: letters, digits" in error_of(mcp_servers_clean, [{"name": {}}])
