@@ -41,17 +41,17 @@ def url_check(url: Any, *, fail: Any) -> str:
     """A public (or, with ALLOW_PRIVATE_URLS, any) http(s) URL, checked after DNS."""
     if not isinstance(url, str) or not url.strip():
         raise fail("a URL is required.")
-    url = url.strip()
-    if len(url) > URL_MAX:
+    text: str = url.strip()
+    if len(text) > URL_MAX:
         raise fail(f"at most {URL_MAX} characters.")
     try:
         if settings.ALLOW_PRIVATE_URLS:
-            url_parts(url)
+            url_parts(text)
         else:
-            resolve_target(url, allow_private=False)
+            resolve_target(text, allow_private=False)
     except UnsafeURL as exc:
         raise fail(str(exc)) from None
-    return url
+    return text
 
 
 def timeout_check(value: Any, *, fail: Any, maximum: float = TIMEOUT_MAX_S) -> float:
