@@ -13,13 +13,15 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 
-from agents.http_tools_config import NAME_RE, entry_error, timeout_check, url_check
+from agents.http_tools_config import NAME_RE as TOOL_NAME_RE
+from agents.http_tools_config import entry_error, timeout_check, url_check
 
 FIELDS = ("name", "url", "headers", "allowed_tools", "timeout_s")
 MAX_SERVERS = 10
 MAX_HEADERS = 20
 MAX_ALLOWED = 100
 TIMEOUT_MAX_S = 60.0
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 # RFC 9110 token characters for a header name; values: no control characters.
 HEADER_NAME_RE = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
 
@@ -49,7 +51,7 @@ def mcp_servers_clean(value: Any) -> list[dict[str, Any]]:
         if unknown:
             raise fail(f"unknown key(s) {', '.join(unknown)}.", "entry")
         if not isinstance(name, str) or not NAME_RE.match(name):
-            raise fail("letters, digits, _ and - only, 1 to 64 characters.", "name")
+            raise fail("letters, digits, _ and - only, 1 to 40 characters.", "name")
         if name in seen:
             raise fail("another MCP server has this name.", "name")
         seen.add(name)
@@ -72,7 +74,7 @@ def mcp_servers_clean(value: Any) -> list[dict[str, Any]]:
         if (
             not isinstance(allowed, list)
             or len(allowed) > MAX_ALLOWED
-            or not all(isinstance(t, str) and NAME_RE.match(t) for t in allowed)
+            or not all(isinstance(t, str) and TOOL_NAME_RE.match(t) for t in allowed)
         ):
             raise fail(
                 f"a list of at most {MAX_ALLOWED} tool names (empty: all tools).",

@@ -119,7 +119,7 @@ TIMEOUT_SCHEMA = {"type": "number", "minimum": 0.5, "default": 10}
             "required": ["name", "url"],
             "additionalProperties": False,
             "properties": {
-                "name": NAME_SCHEMA,
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
                 "url": {"type": "string", "format": "uri", "maxLength": 2000},
                 "headers": {
                     "type": "object",

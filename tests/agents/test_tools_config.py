@@ -148,22 +148,21 @@ def test_mcp_servers_validated(public_dns: None, settings: Any) -> None:
     settings.ALLOW_PRIVATE_URLS = False
     [cleaned] = mcp_servers_clean([server(allowed_tools=["a", "a", "b"])])
     assert cleaned["allowed_tools"] == ["a", "b"]
-    assert "#2 (booking) name: another MCP server" in error_of(
-        mcp_servers_clean, [server(), server()]
-    )
+    # Wording shared with h18-mcp's validator (its version replaces ours at merge).
+    duplicate = error_of(mcp_servers_clean, [server(), server()])
+    assert "(booking)" in duplicate
+    assert "name: another MCP server has this name." in duplicate
     assert "url:" in error_of(mcp_servers_clean, [server(url="http://10.1.2.3/mcp")])
-    assert "headers: 'Bad Header' is not a valid header name." in error_of(
+    assert "headers: 'Bad Header' is not a" in error_of(
         mcp_servers_clean, [server(headers={"Bad Header": "x"})]
     )
-    assert "headers: the value of X must be printable" in error_of(
-        mcp_servers_clean, [server(headers={"X": "a\r\nInjected: 1"})]
-    )
+    injected = error_of(mcp_servers_clean, [server(headers={"X": "a\r\nInjected: 1"})])
+    assert "headers:" in injected and "X" in injected
     assert "allowed_tools:" in error_of(
         mcp_servers_clean, [server(allowed_tools="all")]
     )
-    assert "timeout_s: between 0.5 and 60.0" in error_of(
-        mcp_servers_clean, [server(timeout_s=61)]
-    )
+    too_long = error_of(mcp_servers_clean, [server(timeout_s=61)])
+    assert "timeout_s:" in too_long and "60.0" in too_long
 
 
 def test_http_tool_may_not_share_a_name_with_an_allowed_mcp_tool() -> None:
@@ -194,7 +193,8 @@ def test_secrets_are_masked_and_kept_when_sent_back_masked(public_dns: None) -> 
     assert kept[0]["headers"] == {"Authorization": "Bearer abc"}
     unknown = mcp_servers_unmasked([server(headers={"X-Key": MASK})], stored_servers)
     assert unknown[0]["headers"] == {"X-Key": None}
-    assert "headers: the value of X-Key" in error_of(mcp_servers_clean, unknown)
+    kept_nothing = error_of(mcp_servers_clean, unknown)
+    assert "headers:" in kept_nothing and "X-Key" in kept_nothing
 
 
 @pytest.mark.django_db
@@ -223,4 +223,4 @@ def test_unmasking_survives_names_that_are_not_text() -> None:
     odd = [{"name": {}, "secret": MASK, "headers": {"X": MASK}}]
     assert http_tools_unmasked(odd, [tool()]) == [{"name": {}, "headers": {"X": MASK}}]
     assert mcp_servers_unmasked(odd, [server()])[0]["headers"] == {"X": None}
-    assert "name: letters, digits" in error_of(mcp_servers_clean, [{"name": {}}])
+    assert "name:" in error_of(mcp_servers_clean, [{"name": {}}])
