@@ -263,3 +263,16 @@ async def test_the_test_button_says_why_it_failed(server: ToolServer) -> None:
     server.status = 401
     ok, message = await http_tool_test(tool_entry(server.url), allow_private=True)
     assert (ok, message) == (False, "the tool answered HTTP 401")
+
+
+async def test_failures_are_logged_with_the_host_never_the_secret(
+    server: ToolServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.status = 500
+    with caplog.at_level("DEBUG"):
+        output = await run(server.url, {"booking_id": "B-7"})
+    assert output["ok"] is False
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "lookup_booking on 127.0.0.1 failed: the tool answered HTTP 500" in logged
+    assert SECRET not in logged
+    assert all(SECRET not in str(r.__dict__) for r in caplog.records)
