@@ -9,6 +9,7 @@ from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from agents.admin_scoping import OrganizationScopedAdmin
+from agents.forms import AgentProfileAdminForm
 from agents.models import (
     AgentProfile,
     Appointment,
@@ -77,6 +78,7 @@ class OperatorAdmin(UserAdmin):
 
 @admin.register(AgentProfile)
 class AgentProfileAdmin(OrganizationScopedAdmin):
+    form = AgentProfileAdminForm
     list_display = [
         "name",
         "organization",
@@ -166,6 +168,7 @@ class AgentProfileAdmin(OrganizationScopedAdmin):
                 )
             },
         ),
+        (_("Business tools"), {"fields": ("mcp_servers", "http_tools")}),
         (_("Limits"), {"fields": ("max_call_duration_s", "idle_timeout_s")}),
     )
 

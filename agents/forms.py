@@ -12,8 +12,16 @@ from django.forms.fields import InvalidJSONInput
 from django.utils.translation import gettext_lazy as _
 
 from agents.extraction_schema import PRESETS
+from agents.http_tools_config import http_tools_clean, names_clash_check
+from agents.mcp_config import mcp_servers_clean
 from agents.models import SPEED_MAX, SPEED_MIN, TOOL_NAMES, AgentProfile
 from agents.prompts import SAMPLE_VALUES, render_template, validate_template
+from agents.tool_masking import (
+    http_tools_masked,
+    http_tools_unmasked,
+    mcp_servers_masked,
+    mcp_servers_unmasked,
+)
 
 LANGUAGE_SUGGESTIONS = ("ja", "en", "zh", "ko", "es", "fr", "de", "pt", "vi", "th")
 
@@ -86,6 +94,8 @@ FIELDSETS: tuple[tuple[str, Any, tuple[str, ...]], ...] = (
             "voicemail_message",
         ),
     ),
+    ("mcp", _("MCPサーバー"), ("mcp_servers",)),
+    ("http_tools", _("HTTPツール"), ("http_tools",)),
     ("limits", _("制限"), ("max_call_duration_s", "idle_timeout_s")),
     (
         "legacy",
@@ -151,6 +161,8 @@ LABELS = {
     "voicemail_message": _("留守番電話へのメッセージ"),
     "max_call_duration_s": _("最大通話時間 (秒)"),
     "idle_timeout_s": _("無音タイムアウト (秒)"),
+    "mcp_servers": _("MCPサーバー (JSON)"),
+    "http_tools": _("HTTPツール (JSON)"),
     "extraction_preset": _("既定のスキーマに置き換える"),
     "extraction_schema": _("抽出スキーマ (JSON Schema)"),
     "legacy_text_model": _("テキストモデル"),
@@ -180,6 +192,16 @@ HELP = {
     "resume_message": _(
         "サーバーの再起動などで音声が途切れた通話が戻ったときに言います。空欄なら何も言いません。"
     ),
+    "mcp_servers": _(
+        '[{"name", "url", "headers", "allowed_tools", "timeout_s"}] の形の一覧です。'
+        "ヘッダーの値は ******** と表示され、******** のままなら保存済みの値を使います。"
+        "allowed_tools が空ならサーバーのすべてのツールを使います。"
+    ),
+    "http_tools": _(
+        '[{"name", "description", "parameters", "url", "secret", "timeout_s"}] の形の'
+        "一覧です。parameters は引数の JSON Schema、secret は署名の鍵 (16文字以上) で、"
+        "******** と表示されます。******** のままなら保存済みの鍵を使います。"
+    ),
     "extraction_schema": _(
         "通話の終了後、テキストモデルがこのスキーマの項目を文字起こしから抽出します。"
         "job_required が true になるか予約が入ると案件カードを作ります。"
@@ -203,7 +225,62 @@ class PrettyJSONField(forms.JSONField):
         return json.dumps(value, ensure_ascii=False, indent=2, cls=self.encoder)
 
 
-class AgentProfileForm(forms.ModelForm):
+def _code_area(rows: int) -> forms.Textarea:
+    return forms.Textarea(attrs={"rows": rows, "spellcheck": "false", "class": "code"})
+
+
+class ToolConfigFields(forms.ModelForm):
+    """The profile's MCP servers and HTTP tools as JSON, secrets masked (F-78).
+
+    Shared by the settings page and the admin: shown through agents.tool_masking,
+    a masked value sent back keeps the stored one, then validated like the API.
+    """
+
+    mcp_servers = PrettyJSONField(required=False, widget=_code_area(8))
+    http_tools = PrettyJSONField(required=False, widget=_code_area(12))
+
+    def tool_config_init(self) -> None:
+        self.initial["mcp_servers"] = mcp_servers_masked(self.instance.mcp_servers)
+        self.initial["http_tools"] = http_tools_masked(self.instance.http_tools)
+
+    def clean_mcp_servers(self) -> list[dict[str, Any]]:
+        value = mcp_servers_unmasked(
+            self.cleaned_data.get("mcp_servers"), self.instance.mcp_servers
+        )
+        return mcp_servers_clean(value)
+
+    def clean_http_tools(self) -> list[dict[str, Any]]:
+        value = http_tools_unmasked(
+            self.cleaned_data.get("http_tools"), self.instance.http_tools
+        )
+        return http_tools_clean(value, builtin_names=TOOL_NAMES)
+
+    def tool_config_check(self, data: dict[str, Any]) -> None:
+        if "http_tools" in data and "mcp_servers" in data:
+            try:
+                names_clash_check(data["http_tools"], data["mcp_servers"])
+            except ValidationError as exc:
+                self.add_error("http_tools", exc)
+
+
+class AgentProfileAdminForm(ToolConfigFields):
+    """The admin's agent form: the tool configs masked like on the settings page."""
+
+    class Meta:
+        model = AgentProfile
+        fields = ["mcp_servers", "http_tools"]  # the admin adds its fieldsets
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tool_config_init()
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        self.tool_config_check(data)
+        return data
+
+
+class AgentProfileForm(ToolConfigFields):
     """Every F-03 field of an agent profile, each with the control that fits it."""
 
     enabled_tools = forms.MultipleChoiceField(
@@ -270,9 +347,11 @@ class AgentProfileForm(forms.ModelForm):
                 field.widget.attrs["data-turn-types"] = " ".join(VAD_FIELD_TYPES[name])
         for name in ("instructions_template", "greeting_template"):
             self.fields[name].widget.attrs["data-template"] = name
+        self.tool_config_init()
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
+        self.tool_config_check(data)
         preset = data.get("extraction_preset")
         if preset in PRESETS:
             data["extraction_schema"] = copy.deepcopy(PRESETS[preset])

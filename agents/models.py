@@ -188,8 +188,10 @@ class AgentProfile(models.Model):
         blank=True,
     )
     enabled_tools = models.JSONField(_("enabled tools"), default=list, blank=True)
-    # The profile's MCP servers (issue 18): agents/mcp_config.py checks the entries.
+    # The business's own tools (F-78), validated by agents.mcp_config and
+    # agents.http_tools_config; secrets inside are write-only (agents.tool_masking).
     mcp_servers = models.JSONField(_("MCP servers"), default=list, blank=True)
+    http_tools = models.JSONField(_("HTTP tools"), default=list, blank=True)
 
     # Prompt variables of the profile (F-04); company_name falls back to the organisation.
     company_name = models.CharField(max_length=200, blank=True)
@@ -346,12 +348,24 @@ class AgentProfile(models.Model):
             check_extraction_schema(self.extraction_schema)
         except ValidationError as exc:
             errors.setdefault("extraction_schema", []).append(exc)
+        self._clean_business_tools(errors)
+        if errors:
+            raise ValidationError(errors)
+
+    def _clean_business_tools(self, errors: dict[str, list[ValidationError]]) -> None:
+        from agents.http_tools_config import http_tools_clean, names_clash_check
+
         try:
             self.mcp_servers = mcp_servers_clean(self.mcp_servers)
         except ValidationError as exc:
             errors.setdefault("mcp_servers", []).append(exc)
-        if errors:
-            raise ValidationError(errors)
+        try:
+            self.http_tools = http_tools_clean(
+                self.http_tools, builtin_names=TOOL_NAMES
+            )
+            names_clash_check(self.http_tools, self.mcp_servers)
+        except ValidationError as exc:
+            errors.setdefault("http_tools", []).append(exc)
 
     def profile_variables(self) -> dict[str, str]:
         """Return the profile's prompt variable values (F-04)."""

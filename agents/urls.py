@@ -12,4 +12,5 @@ urlpatterns = [
     path("preview/", views.template_preview, name="preview"),
     path("<int:pk>/", views.agent_settings, name="detail"),
     path("<int:pk>/legacy/", views.legacy_convert, name="legacy"),
+    path("<int:pk>/tools/test/", views.tools_test_view, name="tools-test"),
 ]

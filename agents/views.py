@@ -27,7 +27,9 @@ from agents.models import AgentProfile
 from agents.prompts import KNOWN_VARIABLES, SAMPLE_VALUES, render_template
 from agents.selectors import agent_list
 from agents.services import agent_profile_save
+from agents.tool_test import tools_test
 from calls.path_figures import path_figures
+from realtime.http_tools import host_of
 
 # The agent page compares the two speech paths over this span (F-72).
 PATH_FIGURES_SPAN = timedelta(days=30)
@@ -62,6 +64,7 @@ def _settings_context(
         "variables": KNOWN_VARIABLES,
         "sample_values": SAMPLE_VALUES,
         "language_suggestions": LANGUAGE_SUGGESTIONS,
+        "enabled_tool_rows": _enabled_tools(agent),
     }
 
 
@@ -102,6 +105,38 @@ def template_preview(request: HttpRequest) -> JsonResponse:
             status=400,
         )
     return JsonResponse(form.preview())
+
+
+@login_required
+@require_POST
+def tools_test_view(request: HttpRequest, pk: int) -> JsonResponse:
+    """The "接続テスト" button (F-78): `kind` (mcp|http) and the section's JSON `config`.
+
+    Replies `{"ok", "error"?, "results": [{"name", "ok", "message", "tools"}]}`.
+    """
+    agent = _get_agent_or_404(request, pk)
+    result = tools_test(
+        agent=agent,
+        kind=request.POST.get("kind", ""),
+        text=request.POST.get("config", "")[:100_000],
+    )
+    return JsonResponse(result, status=200 if "error" not in result else 400)
+
+
+def _enabled_tools(agent: AgentProfile) -> list[dict[str, str]]:
+    """Built-in, MCP and HTTP tools of the saved profile, for the page's one list."""
+    rows = [
+        {"kind": "built-in", "name": name, "where": ""}
+        for name in agent.enabled_tools or []
+    ]
+    for server in agent.mcp_servers or []:
+        names = server.get("allowed_tools") or ["*"]
+        rows += [{"kind": "mcp", "name": n, "where": server["name"]} for n in names]
+    for tool in agent.http_tools or []:
+        rows.append(
+            {"kind": "http", "name": tool["name"], "where": host_of(tool["url"])}
+        )
+    return rows
 
 
 @login_required

@@ -364,9 +364,34 @@ def event_summary(kind: str, payload: Any) -> str:
     if kind == "status":
         text = f"{payload.get('from', '?')} → {payload.get('to', '?')}"
         return f"{text} ({payload['reason']})" if payload.get("reason") else text
+    if kind == "tool-call":
+        return tool_call_summary(payload)
     return ", ".join(
         f"{k}={_short(v)}" for k, v in payload.items() if v not in ("", None)
     )
+
+
+def tool_call_summary(payload: dict[str, Any]) -> str:
+    """`tool @ server: ok, 120 ms, 53 B` or `tool @ server: error (why), 12 ms` (F-78).
+
+    The same line as static/callcenter/js/monitor.js draws for a live call. Built-in,
+    MCP and HTTP tools alike; the event never holds secrets or headers.
+    """
+    name = str(payload.get("tool") or payload.get("name") or "?")
+    where = f"{name} @ {payload['server']}" if payload.get("server") else name
+    output = payload.get("output")
+    error = payload.get("error") or (
+        output.get("error") if isinstance(output, dict) else ""
+    )
+    parts = [
+        "ok" if payload.get("ok") else f"error ({_short(error)})" if error else "error"
+    ]
+    if isinstance(payload.get("ms"), int | float):
+        parts.append(f"{payload['ms']:g} ms")
+    size = payload.get("output_bytes")
+    if isinstance(size, int):
+        parts.append(f"{size} B")
+    return f"{where}: {', '.join(parts)}"
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -46,7 +46,7 @@ def url_parts(url: str) -> tuple[str, str, int]:
     """Scheme, host and port of an http(s) URL; UnsafeURL for anything else."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
-        raise UnsafeURL("Only http and https URLs can receive webhooks.")
+        raise UnsafeURL("Only http and https URLs can be called.")
     host = parts.hostname
     if not host:
         raise UnsafeURL("The URL has no host.")
@@ -82,7 +82,7 @@ def resolve_target(
             if _forbidden(ipaddress.ip_address(address)):
                 raise UnsafeURL(
                     f"{host} resolves to {address}, a private, loopback or reserved "
-                    "address; webhooks go to public addresses only "
+                    "address; outgoing calls go to public addresses only "
                     "(ALLOW_PRIVATE_URLS is off)."
                 )
     return Target(scheme, host, port, tuple(addresses))

@@ -315,7 +315,13 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         cached_greeting=lookup[2] if lookup else None,
         greeting_cache=lookup[0] if lookup else None,
         greeting_key=lookup[1] if lookup else None,
-        tool_providers=tuple(providers_for(mcp_servers=agent.mcp_servers or [])),
+        tool_providers=tuple(
+            providers_for(
+                mcp_servers=agent.mcp_servers or [],
+                http_tools=agent.http_tools or [],
+                allow_private=settings.ALLOW_PRIVATE_URLS,
+            )
+        ),
     )
 
 

@@ -25,6 +25,7 @@ from typing import Any
 
 # Imported with the bridge at the server's start, not at a call's: the MCP SDK takes
 # ~0.4 s of CPU to import, which would stall every call on the event loop.
+from realtime.http_tools import HttpToolProvider
 from realtime.mcp_tools import McpToolProvider
 from realtime.tool_providers import FunctionTool, ToolProvider
 from realtime.tools import REGISTRY, ToolContext, ToolResult, tool_run
@@ -251,6 +252,17 @@ class CallTools:
                 log.exception("closing a %s tool provider failed", provider.kind)
 
 
-def providers_for(*, mcp_servers: Sequence[dict[str, Any]]) -> list[ToolProvider]:
-    """The call's providers from the agent profile's configuration."""
-    return [McpToolProvider(entry) for entry in mcp_servers]
+def providers_for(
+    *,
+    mcp_servers: Sequence[dict[str, Any]],
+    http_tools: Sequence[dict[str, Any]] = (),
+    allow_private: bool = False,
+) -> list[ToolProvider]:
+    """The call's providers from the agent profile's configuration: one per MCP
+    server, and one for all its HTTP tools."""
+    providers: list[ToolProvider] = [McpToolProvider(entry) for entry in mcp_servers]
+    if http_tools:
+        providers.append(
+            HttpToolProvider(list(http_tools), allow_private=allow_private)
+        )
+    return providers

@@ -17,6 +17,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from agents.extraction_schema import check_extraction_schema
+from agents.http_tools_config import http_tools_clean, names_clash_check
+from agents.mcp_config import mcp_servers_clean
 from agents.models import (
     TOOL_NAMES,
     AgentProfile,
@@ -27,6 +29,13 @@ from agents.models import (
 from agents.phones import normalize_phone
 from agents.prompts import validate_template
 from agents.selectors import customer_list
+from agents.tool_masking import (
+    MASK,
+    http_tools_masked,
+    http_tools_unmasked,
+    mcp_servers_masked,
+    mcp_servers_unmasked,
+)
 from calls.selectors import call_list
 
 DTMF_DIGITS = [*"0123456789", "*", "#"]
@@ -92,6 +101,76 @@ class JSONObjectField(serializers.DictField):
         value: dict[str, Any] = super().to_internal_value(data)
         _no_nul(value)
         return value
+
+
+NAME_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}
+TIMEOUT_SCHEMA = {"type": "number", "minimum": 0.5, "default": 10}
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": 10,
+        "description": "MCP servers (streamable HTTP) whose tools the AI may call "
+        f"(F-78). Header values are write-only: reads show `{MASK}`; sending "
+        f"`{MASK}` keeps the stored value. Empty `allowed_tools`: all tools.",
+        "items": {
+            "type": "object",
+            "required": ["name", "url"],
+            "additionalProperties": False,
+            "properties": {
+                "name": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,40}$"},
+                "url": {"type": "string", "format": "uri", "maxLength": 2000},
+                "headers": {
+                    "type": "object",
+                    "additionalProperties": {"type": "string", "maxLength": 4000},
+                },
+                "allowed_tools": {"type": "array", "items": NAME_SCHEMA},
+                "timeout_s": {**TIMEOUT_SCHEMA, "maximum": 60},
+            },
+        },
+    }
+)
+class McpServersField(serializers.JSONField):
+    """An agent's MCP servers: validated like the page, header values masked on read."""
+
+    def to_representation(self, value: Any) -> Any:
+        return mcp_servers_masked(value)
+
+
+@extend_schema_field(
+    {
+        "type": "array",
+        "maxItems": 20,
+        "description": "HTTP tools (F-78): a call POSTs `{arguments, call_id, "
+        "caller}` to `url`, signed like the webhooks (`X-Callcenter-Signature`) with "
+        "`secret`; the JSON reply is the function output. `parameters` is the "
+        "arguments' JSON Schema (an object schema). `secret` is write-only: reads "
+        f"show `{MASK}`; sending `{MASK}` or leaving it out keeps the stored one.",
+        "items": {
+            "type": "object",
+            "required": ["name", "description", "url"],
+            "additionalProperties": False,
+            "properties": {
+                "name": NAME_SCHEMA,
+                "description": {"type": "string", "maxLength": 1024},
+                "parameters": {"type": "object", "additionalProperties": True},
+                "url": {"type": "string", "format": "uri", "maxLength": 2000},
+                "secret": {
+                    "type": "string",
+                    "maxLength": 200,
+                    "description": "16 to 200 characters; write-only.",
+                },
+                "timeout_s": {**TIMEOUT_SCHEMA, "maximum": 30},
+            },
+        },
+    }
+)
+class HttpToolsField(serializers.JSONField):
+    """An agent's HTTP tools: validated like the page, the secret masked on read."""
+
+    def to_representation(self, value: Any) -> Any:
+        return http_tools_masked(value)
 
 
 def _request_user(serializer: serializers.Serializer) -> Any:
@@ -170,8 +249,10 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
     enabled_tools = serializers.ListField(
         child=serializers.ChoiceField(choices=TOOL_NAMES),
         required=False,
-        help_text="Function tools the AI may call.",
+        help_text="Built-in function tools the AI may call.",
     )
+    mcp_servers = McpServersField(required=False)
+    http_tools = HttpToolsField(required=False)
     handoff_phone_number = PhoneNumberField(
         required=False, allow_blank=True, help_text="Where handoffs ring (F-32)."
     )
@@ -206,6 +287,8 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
             "transcription_language",
             "noise_reduction",
             "enabled_tools",
+            "mcp_servers",
+            "http_tools",
             "company_name",
             "service_name",
             "representative_name",
@@ -263,9 +346,35 @@ class AgentProfileSerializer(OrganizationOwnedSerializer):
             raise serializers.ValidationError(exc.messages) from None
         return value
 
+    def validate_mcp_servers(self, value: Any) -> list[dict[str, Any]]:
+        stored = self.instance.mcp_servers if self.instance is not None else []
+        try:
+            return mcp_servers_clean(mcp_servers_unmasked(value, stored))
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
+    def validate_http_tools(self, value: Any) -> list[dict[str, Any]]:
+        stored = self.instance.http_tools if self.instance is not None else []
+        try:
+            return http_tools_clean(
+                http_tools_unmasked(value, stored), builtin_names=TOOL_NAMES
+            )
+        except DjangoValidationError as exc:
+            raise serializers.ValidationError(exc.messages) from None
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         attrs["organization"] = self._organization(attrs)
         self._unique_in_organization(attrs, attrs["organization"], "name")
+        if "http_tools" in attrs or "mcp_servers" in attrs:
+            try:
+                names_clash_check(
+                    attrs.get("http_tools", getattr(self.instance, "http_tools", [])),
+                    attrs.get("mcp_servers", getattr(self.instance, "mcp_servers", [])),
+                )
+            except DjangoValidationError as exc:
+                raise serializers.ValidationError(
+                    {"http_tools": exc.messages}
+                ) from None
         return attrs
 
 

@@ -225,7 +225,11 @@ async def legacy_converse(prep: TurnPrep, *, deadline: float) -> Conversation:
     # within LEGACY_MCP_WAIT_S of this turn; a slower server is there next turn.
     tools = CallTools(
         enabled=prep.enabled,
-        providers=providers_for(mcp_servers=prep.agent.mcp_servers or []),
+        providers=providers_for(
+            mcp_servers=prep.agent.mcp_servers or [],
+            http_tools=prep.agent.http_tools or [],
+            allow_private=settings.ALLOW_PRIVATE_URLS,
+        ),
         builtin_timeout_s=TOOL_TIMEOUT_S,
     )
     offered = list(prep.tools)

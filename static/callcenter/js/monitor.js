@@ -115,6 +115,17 @@
       var text = (payload.from || "?") + " → " + (payload.to || "?");
       return payload.reason ? text + " (" + payload.reason + ")" : text;
     }
+    if (kind === "tool-call") {
+      // As calls.views.tool_call_summary renders it.
+      var name = String(payload.tool || payload.name || "?");
+      var where = payload.server ? name + " @ " + payload.server : name;
+      var output = payload.output;
+      var error = payload.error || (output && typeof output === "object" ? output.error : "");
+      var parts = [payload.ok ? "ok" : (error ? "error (" + String(error).slice(0, 80) + ")" : "error")];
+      if (typeof payload.ms === "number") parts.push(payload.ms + " ms");
+      if (typeof payload.output_bytes === "number") parts.push(payload.output_bytes + " B");
+      return where + ": " + parts.join(", ");
+    }
     // As the server renders it: no empty values, long ones (TwiML) cut short.
     return Object.keys(payload).filter(function (k) {
       return payload[k] !== "" && payload[k] !== null && payload[k] !== undefined;
