@@ -16,12 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 # Imported with the bridge at the server's start, not at a call's: the MCP SDK takes
 # ~0.4 s of CPU to import, which would stall every call on the event loop.
@@ -69,6 +73,30 @@ class ToolOutcome:
 
 def _error(message: str) -> ToolResult:
     return ToolResult(output={"ok": False, "error": message})
+
+
+@functools.lru_cache(maxsize=512)
+def _validator(parameters_json: str) -> Draft202012Validator | None:
+    """A validator of a tool's argument schema; None if the schema itself is not
+    one (a server's odd schema: its own checks then decide)."""
+    schema = json.loads(parameters_json)
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError:
+        return None
+    return Draft202012Validator(schema)
+
+
+def _arguments_problem(tool: FunctionTool, args: dict[str, Any]) -> str | None:
+    """Why ``args`` fail the tool's schema, in a line; None when they pass."""
+    validator = _validator(json.dumps(tool.parameters, sort_keys=True))
+    if validator is None:
+        return None
+    error = next(iter(validator.iter_errors(args)), None)
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path)
+    return f"{where}: {error.message}"[:200] if where else error.message[:200]
 
 
 class CallTools:
@@ -216,6 +244,9 @@ class CallTools:
             return _error("arguments are not valid JSON")
         if not isinstance(args, dict):
             return _error("arguments must be a JSON object")
+        problem = _arguments_problem(tool, args)
+        if problem is not None:  # nothing is called with arguments its schema refuses
+            return _error(f"invalid arguments: {problem}")
         try:
             return await asyncio.wait_for(
                 provider.run(tool.name, args, ctx), tool.timeout_s
