@@ -777,8 +777,9 @@ class CallBridge:
             if session_id:
                 self._enqueue(lambda: self.store.set_openai_session(session_id))
         elif isinstance(event, SessionUpdated):
+            if not self._session_ok:  # a later update (tools added) is no new session
+                self._enqueue(lambda: self.store.record_event("model-connected", {}))
             self._session_ok = True
-            self._enqueue(lambda: self.store.record_event("model-connected", {}))
         elif isinstance(event, ServerError):
             await self._on_model_error(event)
         elif isinstance(event, ResponseDone) and event.status == "failed":

@@ -85,6 +85,8 @@ async def test_mcp_tools_join_the_session_and_a_call_round_trips(
         }
     ]
     (added,) = await _events(call, "tools-added")
+    # The tools' session.update is confirmed too, but it is no new model session.
+    assert len(await _events(call, "model-connected")) == 1
     assert added.payload["servers"] == ["booking"]
     assert added.payload["tools"] == ["lookup_booking"]
     (event,) = await _events(call, "tool-call")
