@@ -39,6 +39,10 @@ Barge-in (``speech_started``) clears Twilio and truncates every item still
 playing at its heard position; ``clear`` returns all pending marks, which are
 then ignored. Audio of the interrupted response is dropped from then on.
 
+A supervisor's barge or take-over pauses the AI (``pause``; F-75, see
+``supervision_state``): its audio is cut as at a barge-in, and no response is
+made until ``resume`` gives the model a note of what was said meanwhile.
+
 response.create is serialised: requests (greeting, tool follow-up, operator
 instruction, goodbye) wait in one queue and go out one at a time, only when no
 response is active, none is in flight, and the server is not about to answer the
@@ -99,6 +103,7 @@ from realtime.protocol.openai_events import (
     session_turn_flags,
     session_update,
 )
+from realtime.protocol.supervision_state import Hold, PauseMode, paused_session
 from realtime.protocol.twilio_media import (
     Dtmf,
     Mark,
@@ -175,8 +180,8 @@ SAY_TEMPLATE: Final = (
     "Say exactly the following to the caller, in a natural voice, then stop: 「{text}」"
 )
 
-Speaker = Literal["customer", "ai"]
-_Purpose = Literal["greeting", "tool", "instruct", "goodbye"]
+Speaker = Literal["customer", "ai", "agent"]  # agent: a supervisor (F-75)
+_Purpose = Literal["greeting", "tool", "instruct", "goodbye", "resume"]
 
 
 # ---------------------------------------------------------------- actions
@@ -644,6 +649,8 @@ class BridgeState:
         self._cached_told = -1  # the generation whose model has its item
         self._record_greeting = record_greeting and cached_greeting is None
         self._recorder: GreetingRecorder | None = None
+        # A supervisor holding the call (F-75, ``supervision_state``): the AI paused.
+        self._hold: Hold | None = None
         if greeting is not None and cached_greeting is None:
             self._enqueue("greeting", system_text=greeting)
 
@@ -687,6 +694,7 @@ class BridgeState:
         deadline = self._auto_deadline
         return (
             not self._ended
+            and self._hold is None  # a supervisor's hold does not move with a stream
             and self._stream_sid is not None
             and self._active_id is None
             and self._inflight is None
@@ -738,7 +746,7 @@ class BridgeState:
         if self._ended or not new:
             return []
         self._config = replace(self._config, tools=self._config.tools + new)
-        return [UpdateSession(self._config)]
+        return [UpdateSession(self._session_now())]
 
     def on_model_reconnected(
         self, transcript: Sequence[tuple[str, str]]
@@ -765,8 +773,9 @@ class BridgeState:
                 self._queue.appendleft(request)
         self._generation += 1
         self._confirmed = False
-        self._interrupt_response = self._config.interrupt_response
-        self._create_response = self._config.create_response
+        session = self._session_now()  # still paused, if a supervisor holds the call
+        self._interrupt_response = session.interrupt_response
+        self._create_response = session.create_response
         self._inflight = self._active_request = self._active_id = None
         self._cancel_sent = self._caller_speaking = self._blocked_until_done = False
         self._auto_deadline = self._answer_since = None
@@ -778,7 +787,7 @@ class BridgeState:
         self._recorder = None
         # A cached greeting not yet in the saved lines goes to the new session too.
         self._cached_due = GREETING_ITEM_ID in self._items
-        actions.append(UpdateSession(self._config))
+        actions.append(UpdateSession(session))
         return actions
 
     def on_server_event(self, event: ServerEvent, *, now_ms: int) -> list[Action]:
@@ -854,6 +863,8 @@ class BridgeState:
             text = event.transcript.strip()
             if not text:
                 return []
+            if self._hold is not None:
+                self._hold.caller_said(text)
             return [SaveTranscript("customer", text, event.item_id)]
         if isinstance(event, InputAudioTimeoutTriggered) and self._create_response:
             self._auto_deadline = self._now + AUTO_RESPONSE_GRACE_MS
@@ -981,6 +992,8 @@ class BridgeState:
             actions.append(message)
         else:
             self._early_context.append(message)
+        if self._hold is not None:
+            return actions  # paused: context for the hand-back, no answer now
         self._enqueue("instruct")
         return actions + self._pump()
 
@@ -1004,6 +1017,60 @@ class BridgeState:
         if self._ended:
             return []
         return self._end(reason)
+
+    # ------------------------------------------------------------ supervisor (F-75)
+
+    @property
+    def paused(self) -> bool:
+        """Whether a supervisor holds the call (barge or take-over)."""
+        return self._hold is not None
+
+    def pause(self, mode: PauseMode, *, by_name: str = "") -> list[Action]:
+        """A supervisor barges in or takes over: the AI stops and stays silent.
+
+        The active response is cancelled, the caller cleared, playing items cut
+        at the heard position; the session goes on with turn detection that
+        neither answers nor interrupts. Pausing again only changes the mode.
+        """
+        if self._ended:
+            return []
+        if self._hold is not None:
+            self._hold.mode = mode
+            return []
+        self._hold = Hold(mode, by_name)
+        self._queue = deque(r for r in self._queue if r.purpose == "goodbye")
+        self._auto_deadline = None
+        actions = self._cut_playing(cancel=True, clear=True)
+        return [*actions, UpdateSession(self._session_now())]
+
+    def resume(self) -> list[Action]:
+        """Hand the call back to the AI: the note, turn detection, a response."""
+        hold, self._hold = self._hold, None
+        if self._ended or hold is None:
+            return []
+        note = AddMessage("system", hold.note())
+        actions: list[Action] = [UpdateSession(self._config)]
+        if self._confirmed:
+            actions.append(note)
+        else:
+            self._early_context.append(note)
+        self._enqueue("resume")
+        return actions + self._pump()
+
+    def supervisor_said(self, text: str, item_id: str) -> list[Action]:
+        """A transcribed line of the supervisor's: saved, and noted for the AI."""
+        text = text.strip()
+        if self._ended or not text:
+            return []
+        if self._hold is not None:
+            self._hold.supervisor_said(text)
+        return [SaveTranscript("agent", text, item_id)]
+
+    def _session_now(self) -> SessionConfig:
+        """The session as it should be now: paused while a supervisor holds."""
+        if self._hold is None:
+            return self._config
+        return paused_session(self._config)
 
     # ------------------------------------------------------------ session
 
@@ -1098,6 +1165,7 @@ class BridgeState:
             or self._caller_speaking
             or self._blocked_until_done
             or self._ended
+            or (self._hold is not None and self._queue[0].purpose != "goodbye")
         ):
             return []
         if self._auto_deadline is not None:
@@ -1132,8 +1200,16 @@ class BridgeState:
             self._active_request = None
             self._caller_speaking = False  # the server's answer to the caller
             self._auto_deadline = None
+            if self._queue and self._queue[0].purpose == "resume":
+                self._queue.popleft()  # it answers after the note: one is enough
         self._active_id = event.response_id
         self._cancel_sent = False
+        goodbye = self._goodbye_response == event.response_id
+        if self._hold is not None and not goodbye:
+            # Begun before the pause took effect: the supervisor has the floor.
+            self._muted.add(event.response_id)
+            self._cancel_sent = True
+            return [CancelResponse(event.response_id)]
         return []
 
     def _on_response_done(self, event: ResponseDone) -> list[Action]:
@@ -1359,10 +1435,19 @@ class BridgeState:
     def _on_speech_started(self) -> list[Action]:
         self._caller_speaking = True
         self._auto_deadline = self._answer_since = None
+        if self._hold is not None:
+            return []  # the AI is silent; a clear would cut the supervisor's audio
+        return self._cut_playing(cancel=not self._interrupt_response)
+
+    def _cut_playing(self, *, cancel: bool, clear: bool = False) -> list[Action]:
+        """Stop the AI where the caller is: clear, truncate at the heard position,
+        mute the active response (cancelled here when ``cancel``)."""
         actions: list[Action] = []
         playing = [item for item in self._items.values() if not item.settled]
         heard = {item.item_id: self._heard_now(item) for item in playing}
-        if self._stream_sid is not None and any(i.sent > i.heard for i in playing):
+        if self._stream_sid is not None and (
+            clear or any(i.sent > i.heard for i in playing)
+        ):
             actions.append(ClearCaller(self._stream_sid))
             self._marks.clear()  # the transport returns them all at once
         for item in playing:
@@ -1379,7 +1464,7 @@ class BridgeState:
         active = self._active_id
         if active is not None and not self._cancel_sent:
             self._muted.add(active)  # the server cancels it, or we do
-            if not self._interrupt_response:
+            if cancel:
                 actions.append(CancelResponse(active))
                 self._cancel_sent = True
         if playing or active is not None:
