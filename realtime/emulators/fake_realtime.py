@@ -15,6 +15,8 @@ The handshake (PROTOCOL A1, A7):
 
 - path ``/v1/realtime`` (anything else: HTTP 404); ``?model=`` (or ``call_id``)
   is expected, else a ``missing_model`` violation and model ``gpt-realtime``;
+  ``?intent=transcription`` opens a transcription session instead
+  (``realtime_transcription``);
 - ``Authorization: Bearer <api_key>`` (any non-empty key when ``api_key`` is
   None). A wrong or missing key, with ``auth_failure_mode``:
   ``"accept-then-close"`` (observed): 101, then ``error`` ``invalid_api_key``,
@@ -54,6 +56,7 @@ from websockets.protocol import State
 from realtime.emulators import scenarios
 from realtime.emulators.realtime_record import RealtimeConnection, Signal, Violation
 from realtime.emulators.realtime_session import FakeSession, IdSource
+from realtime.emulators.realtime_transcription import FakeTranscriptionSession
 from realtime.emulators.scenarios import Scenario
 from realtime.ws_connections import ShortPathServerConnection
 
@@ -408,6 +411,17 @@ class FakeRealtimeServer:
             await self._refuse(
                 ws, record, "beta_api_shape_disabled", BETA_MESSAGE, 4000
             )
+            return
+        if query.get("intent") == ["transcription"]:
+            # A transcription session (F-75's supervisor): no model in the URL.
+            transcription = FakeTranscriptionSession(
+                ws,
+                record,
+                self.scenario,
+                self._ids.new,
+                record_events=self.record_events,
+            )
+            await transcription.run()
             return
         if "model" not in query and "call_id" not in query:
             record.violations.append(

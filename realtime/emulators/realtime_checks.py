@@ -42,7 +42,14 @@ from realtime.emulators.strict_json import (
     tagged,
 )
 
-__all__ = ["CLIENT_EVENT_TYPES", "VOICES", "ClientEventError", "check_client_event"]
+__all__ = [
+    "CLIENT_EVENT_TYPES",
+    "TRANSCRIPTION_EVENT_TYPES",
+    "VOICES",
+    "ClientEventError",
+    "check_client_event",
+    "check_transcription_session",
+]
 
 
 def _typed(type_name: str, /, **fields: Check) -> Check:
@@ -214,6 +221,50 @@ _REALTIME_SESSION = obj(
         "reasoning": obj(optional={"effort": nullable(string)}),
     },
 )
+
+
+# A transcription session (``?intent=transcription``) has only these fields
+# (``RealtimeTranscriptionSessionCreateRequest`` in the SDK); a realtime-only
+# field (voice, instructions, tools, output_modalities, …) is an unknown
+# parameter, as the API's strict parsing makes it.
+_TRANSCRIPTION_SESSION = obj(
+    {"type": literal("transcription")},
+    {
+        "audio": obj(
+            optional={
+                "input": obj(
+                    optional={
+                        "format": _format,
+                        "transcription": _TRANSCRIPTION,
+                        "noise_reduction": nullable(
+                            obj(
+                                optional={
+                                    "type": literal("near_field", "far_field"),
+                                    "strength": number(0.0),
+                                }
+                            )
+                        ),
+                        "turn_detection": _TURN_DETECTION,
+                    }
+                ),
+            }
+        ),
+        "include": nullable(array(literal("item.input_audio_transcription.logprobs"))),
+    },
+)
+
+TRANSCRIPTION_EVENT_TYPES = (
+    "session.update",
+    "input_audio_buffer.append",
+    "input_audio_buffer.commit",
+    "input_audio_buffer.clear",
+)
+"""The client events a transcription session takes; the others are refused."""
+
+
+def check_transcription_session(value: Any, param: str = "session") -> None:
+    """Raise ClientEventError unless ``value`` is a transcription session."""
+    _TRANSCRIPTION_SESSION(value, param)
 
 
 def _session(value: Any, param: str) -> None:

@@ -7,7 +7,12 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["DEFAULT_INSTRUCTIONS", "default_session", "merge_session"]
+__all__ = [
+    "DEFAULT_INSTRUCTIONS",
+    "default_session",
+    "default_transcription_session",
+    "merge_session",
+]
 
 DEFAULT_INSTRUCTIONS = (
     "Your knowledge cutoff is 2023-10. You are a helpful, witty, and friendly AI. "
@@ -62,6 +67,30 @@ def default_session(session_id: str, model: str) -> dict[str, Any]:
                 "voice": "alloy",
                 "speed": 1.0,
             },
+        },
+    }
+
+
+def default_transcription_session(session_id: str) -> dict[str, Any]:
+    """Return the default session of an ``intent=transcription`` connection."""
+    vad = {
+        k: v
+        for k, v in _VAD_DEFAULTS["server_vad"].items()
+        if k not in ("create_response", "interrupt_response", "idle_timeout_ms")
+    }
+    return {
+        "type": "transcription",
+        "object": "realtime.transcription_session",
+        "id": session_id,
+        "expires_at": int(time.time()) + 3600,
+        "include": None,
+        "audio": {
+            "input": {
+                "format": {"type": "audio/pcm", "rate": 24000},
+                "transcription": None,
+                "noise_reduction": None,
+                "turn_detection": vad,
+            }
         },
     }
 

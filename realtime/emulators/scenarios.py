@@ -203,6 +203,12 @@ class Scenario:
         "Hello, I would like to check my order.",
         "Thank you, that is all.",
     )
+    supervisor_transcripts: tuple[str, ...] = (
+        "This is the supervisor. I will check your order myself.",
+        "I will hand you back to our assistant now.",
+    )
+    """What a transcription session (a supervisor's microphone, F-75) hears,
+    turn by turn, cycled."""
     speak_instructions: bool = False
     """Say ``response.instructions`` (their 「…」 or "…" part if any) when a
     response.create sets them, and greet with the quoted part of the session
@@ -267,6 +273,13 @@ class Scenario:
         """Return the transcription of caller turn ``turn_index`` (1-based)."""
         persona = self.persona(session_instructions)
         lines = persona.caller_transcripts if persona else self.caller_transcripts
+        if not lines:
+            return ""
+        return lines[(turn_index - 1) % len(lines)]
+
+    def supervisor_transcript(self, turn_index: int) -> str:
+        """Return the transcription of a transcription session's turn (1-based)."""
+        lines = self.supervisor_transcripts
         if not lines:
             return ""
         return lines[(turn_index - 1) % len(lines)]
