@@ -195,6 +195,12 @@ ENV_DEFAULTS: tuple[EnvVar, ...] = (
         "(F-73), least recently used out; 0 turns the cache off.",
     ),
     EnvVar(
+        "SUPERVISOR_GRACE_S",
+        "5",
+        "Seconds a call waits for a supervisor whose browser dropped while holding "
+        "it (barge or take-over) before the AI holds it again (F-75).",
+    ),
+    EnvVar(
         "GREETING_CACHE_DIR",
         "var/greeting-cache",
         "Folder of the greeting audio cache, relative to the project; processes "

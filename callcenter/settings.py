@@ -283,6 +283,9 @@ LOGGING = {
 GREETING_CACHE_SIZE = E.get_int("GREETING_CACHE_SIZE")
 GREETING_CACHE_DIR = BASE_DIR / E.get_str("GREETING_CACHE_DIR")
 
+# The supervisor console (F-75): how long a dropped supervisor keeps a call they hold.
+SUPERVISOR_GRACE_S = E.get_float("SUPERVISOR_GRACE_S")
+
 # Celery (F-62): the dialer's tick and dials. Redis in production; with nothing set, a
 # filesystem broker in var/celery so `make run` dials on a machine with no servers.
 CELERY_BROKER_URL = E.get_str("CELERY_BROKER_URL") or E.get_str("REDIS_URL")

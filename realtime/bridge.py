@@ -71,6 +71,8 @@ from realtime.protocol.twilio_media import (
     Stop,
     parse_twilio_message,
 )
+from realtime.supervision.control import COMMANDS as SUPERVISE_COMMANDS
+from realtime.supervision.control import SupervisorControl
 from realtime.tool_providers import FunctionTool as ProvidedTool
 from realtime.tools import ToolContext
 from realtime.ws_connections import ShortPathClientConnection
@@ -132,6 +134,7 @@ class CallStore(Protocol):
     async def request_handoff(self, *, trigger: str, reason: str) -> None: ...
     async def move_caller_to_handoff(self) -> None: ...
     async def fall_back_to_legacy(self, *, reason: str) -> bool: ...
+    async def release_supervisor_hold(self) -> None: ...
 
 
 class _BestEffort:
@@ -239,6 +242,8 @@ class CallBridge:
         self.model_failures = 0
         # Set while `drain` waits for a quiet moment: every frame in pokes it.
         self._drain_poke: asyncio.Event | None = None
+        # Barge, take-over, hand-back (F-75): made at the first supervise command.
+        self.supervisor_control: SupervisorControl | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -294,6 +299,8 @@ class CallBridge:
             for task in (self._ticker_task, self._discovery, *self._tool_tasks):
                 if task is not None and task is not asyncio.current_task():
                     task.cancel()
+            if self.supervisor_control is not None:
+                await self.supervisor_control.close()
             if self._end_mode in ("handover", "lost"):
                 # What the AI already said is saved before another bridge re-seeds.
                 for action in self.state.hangup(self._end_mode):
@@ -557,10 +564,13 @@ class CallBridge:
                 )
                 await self.finish("superseded by a resumed stream")
             return
-        self._enqueue(
-            lambda: self.store.record_event("control", {"command": command, **data})
-        )
-        if command == "instruct":
+        if not command.startswith("supervise-"):  # those are recorded with who (F-75)
+            self._enqueue(
+                lambda: self.store.record_event("control", {"command": command, **data})
+            )
+        if command in SUPERVISE_COMMANDS:
+            await self._supervisor().on_command(command, data)
+        elif command == "instruct":
             await self._perform(self.state.instruct(str(data.get("text", ""))))
         elif command == "hangup":
             await self._perform(
@@ -587,6 +597,47 @@ class CallBridge:
                 command,
                 extra={"call_id": self.config.call_id},
             )
+
+    # ------------------------------------------------------------ supervisor (F-75)
+
+    def _supervisor(self) -> SupervisorControl:
+        control = self.supervisor_control
+        if control is None:
+            config = self.config
+            control = self.supervisor_control = SupervisorControl(
+                state=self.state,
+                audio=config.session.audio,
+                perform=self._perform,
+                to_caller=self._caller_out,
+                record_event=lambda type_, payload: self._enqueue(
+                    lambda: self.store.record_event(type_, payload)
+                ),
+                release_hold=lambda: self._enqueue(self.store.release_supervisor_hold),
+                model_url=config.model_url,
+                api_key=config.api_key,
+                transcription=config.session.transcription,
+                grace_s=config.supervisor_grace_s,
+            )
+        return control
+
+    async def on_supervisor_audio(self, listener_id: str, pcm24: bytes) -> None:
+        """A 20 ms PCM16 24 kHz frame of a listener's microphone (the media hub's)."""
+        control = self.supervisor_control
+        if control is not None and not self._finishing:
+            await control.on_audio(listener_id, pcm24)
+
+    async def on_supervisor_lost(self, listener_id: str) -> None:
+        """A listener's browser is gone; one holding the call gets a grace period."""
+        control = self.supervisor_control
+        if control is not None and not self._finishing:
+            await control.on_lost(listener_id)
+
+    async def _caller_out(self, command: CallerCommand) -> None:
+        """To the caller's transport at once (a supervisor's audio: no AI tap)."""
+        if self._send_caller_fn is not None:
+            await self._send_caller(command)
+        else:
+            await self._send_twilio(command.to_json())
 
     async def _say_goodbye(self, text: str) -> None:
         self._goodbye_deadline = self._clock() + HARD_STOP_GRACE_S
@@ -1224,7 +1275,9 @@ class CallBridge:
                     "お話の途中で申し訳ございませんが、お時間となりましたので失礼いたします。"
                 )
                 continue
-            if (
+            if self.state.paused:
+                self._last_activity = now  # a supervisor holds the call: no idle prompt
+            elif (
                 self.state.active_response_id is None
                 and now - self._last_activity >= config.idle_timeout_s
             ):

@@ -86,6 +86,9 @@ class BridgeConfig:
     greeting_key: str | None = None
     # Tools beyond the built-ins (issue 18): MCP servers, HTTP tools.
     tool_providers: tuple[ToolProvider, ...] = ()
+    # A supervisor who dropped while holding the call (F-75) gets this long to come
+    # back before the AI holds it again.
+    supervisor_grace_s: float = 5.0
 
 
 def greeting_cache_lookup(
@@ -312,6 +315,7 @@ def bridge_config_build(*, call: CallSession) -> BridgeConfig:
         transcript_offset_ms=transcript_offset_ms(call) if resume else 0,
         debug_realtime=settings.DEBUG_REALTIME,
         debug_twilio=settings.DEBUG_TWILIO,
+        supervisor_grace_s=settings.SUPERVISOR_GRACE_S,
         cached_greeting=lookup[2] if lookup else None,
         greeting_cache=lookup[0] if lookup else None,
         greeting_key=lookup[1] if lookup else None,

@@ -262,6 +262,26 @@ class DjangoCallStore:
         call_path_set_legacy(call=self.call, reason="realtime-unavailable")
         return True
 
+    async def release_supervisor_hold(self) -> None:
+        """The supervisor who held the call was lost (F-75): the AI holds it again.
+
+        Clears ``CallSession.held_by`` (added by the supervision migration; until
+        it exists there is nothing to clear) and tells the monitors.
+        """
+        await self._clear_held_by()
+        message = {
+            "type": "call.supervision",
+            "holder": "ai",
+            "mode": None,
+            "by_name": None,
+        }
+        await agroup_send_best_effort(call_monitor_group(self.call.pk), message)
+
+    @db_sync_to_async
+    def _clear_held_by(self) -> None:
+        if any(f.name == "held_by" for f in CallSession._meta.concrete_fields):
+            CallSession.objects.filter(pk=self.call.pk).update(held_by=None)
+
     async def request_handoff(self, *, trigger: str, reason: str) -> None:
         """Hand the call to a human (F-29); the handoff service does the rest."""
         from handoff.services import ahandoff_request
