@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
-PURE_PACKAGES = ["realtime.protocol", "realtime.emulators"]
+PURE_PACKAGES = ["realtime.protocol", "realtime.emulators", "realtime.supervision"]
 
 PROBE = """
 import importlib, json, pkgutil, sys
