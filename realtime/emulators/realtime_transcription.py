@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -60,7 +61,7 @@ class FakeTranscriptionSession:
         ws: ServerConnection,
         record: RealtimeConnection,
         scenario: Scenario,
-        new_id: Any,
+        new_id: Callable[[str], str],
         *,
         record_events: bool = True,
     ) -> None:
@@ -189,7 +190,8 @@ class FakeTranscriptionSession:
 
     @property
     def _input(self) -> dict[str, Any]:
-        return self._session["audio"]["input"]
+        audio_config: dict[str, Any] = self._session["audio"]["input"]
+        return audio_config
 
     async def _on_append(self, event: dict[str, Any]) -> None:
         try:

@@ -18,8 +18,10 @@ from realtime.bridge import CallBridge
 from realtime.emulators import audio, scenarios
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.emulators.realtime_record import RealtimeConnection
+from realtime.protocol.bridge_state import BridgeState, SendAudio
+from realtime.protocol.caller_audio import PCM16_24K
 from realtime.protocol.openai_events import SessionConfig, Transcription
-from realtime.supervision.control import PhoneFrames
+from realtime.supervision.control import PhoneFrames, SupervisorControl
 from realtime.supervision.transcriber import transcription_url
 from tests.realtime.test_bridge_unit import MemoryStore, _config, _start_frames
 
@@ -304,3 +306,66 @@ def test_the_transcription_url_keeps_the_host_and_swaps_the_model_for_the_intent
         transcription_url("ws://127.0.0.1:9/v1/realtime?x=1&model=m")
         == "ws://127.0.0.1:9/v1/realtime?x=1&intent=transcription"
     )
+
+
+class RecordingTranscriber:
+    """Stands in for the transcription socket: what it was fed."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+        self.fed: list[bytes] = []
+        self.started = self.closed = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def feed(self, pcm24: bytes) -> None:
+        self.fed.append(pcm24)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_web_call_gets_the_supervisors_pcm_as_it_is():
+    state = BridgeState(session=SessionConfig(audio=PCM16_24K))
+    state.on_model_connected()
+    state.on_caller_start("web-1", call_ref="c1", now_ms=0)
+    to_caller: list[SendAudio] = []
+    made: list[RecordingTranscriber] = []
+
+    async def perform(actions: list[Any]) -> None:
+        pass
+
+    async def send(command: SendAudio) -> None:
+        to_caller.append(command)
+
+    def transcriber(**options: Any) -> RecordingTranscriber:
+        made.append(RecordingTranscriber(**options))
+        return made[-1]
+
+    control = SupervisorControl(
+        state=state,
+        audio=PCM16_24K,
+        perform=perform,
+        to_caller=send,
+        record_event=lambda *_: None,
+        release_hold=lambda: None,
+        model_url="ws://127.0.0.1:9/v1/realtime?model=gpt-realtime",
+        api_key="sk-test",
+        transcription=None,
+        grace_s=1.0,
+        transcriber_factory=transcriber,  # type: ignore[arg-type]
+    )
+    await control.on_audio("L1", tone24())  # nobody holds the call yet
+    await control.on_command("supervise-take-over", {"listener": "L1", "by_name": ""})
+    frames = [tone24(), tone24(freq=220.0)]
+    for frame in frames:
+        await control.on_audio("L1", frame)
+    assert [base64.b64decode(c.payload_b64) for c in to_caller] == frames
+    assert {c.stream_sid for c in to_caller} == {"web-1"}
+    (fed,) = made
+    assert fed.started and fed.fed == frames
+    await control.on_command("supervise-hand-back", {})
+    assert fed.closed
+    await control.on_audio("L1", tone24())
+    assert len(to_caller) == 2
