@@ -217,6 +217,8 @@ async def test_take_over_keeps_the_ai_silent_and_transcribes_both_sides(call):
 
     await c.caller_says(audio.speech(600) + audio.silence(400))
     await until(lambda: ("customer", SCENARIO.caller_transcripts[0]) in c.store.lines)
+    assert c.model.sent_of("input_audio_buffer.speech_started")
+    assert c.twilio.events().count("clear") == 1  # the take-over's, not the caller's
     await c.supervisor_says("L1", [tone24()] * 30 + [SILENCE24] * 20)
     await until(lambda: ("agent", SCENARIO.supervisor_transcripts[0]) in c.store.lines)
 
@@ -268,6 +270,25 @@ async def test_a_supervisor_back_within_the_grace_keeps_the_call(call):
     await asyncio.sleep(0.5)
     assert c.bridge.state.paused
     assert c.store.released == 0
+    assert not c.model.received_of("response.create")
+
+
+async def test_a_model_reconnect_while_held_stays_paused(call):
+    """F-25's new session is sent paused, and the hand-back still works on it."""
+    c = await call()
+    await c.control("supervise-take-over")  # an API client: no microphone
+    model = c.bridge._model
+    assert model is not None
+    await model.close()  # the socket drops under the call
+    await until(lambda: len(c.server.connections) >= 2)
+    second = c.server.connections[1]
+    update = await second.wait_received("session.update", timeout_s=5)
+    assert _turn_detection(update)["create_response"] is False
+    assert _turn_detection(update)["interrupt_response"] is False
+    assert c.bridge.state.paused
+    await until(lambda: c.bridge.state.session_confirmed)
+    await c.control("supervise-hand-back")
+    await second.wait_received("response.create", timeout_s=5)
     assert not c.model.received_of("response.create")
 
 
