@@ -32,6 +32,7 @@ from realtime.protocol.supervision_state import (
 )
 from tests.realtime.protocol.test_bridge_state import (
     SID,
+    START,
     audio,
     created,
     done,
@@ -241,13 +242,19 @@ def test_tools_added_while_paused_keep_the_pause():
     assert _turn_detection(update)["create_response"] is False
 
 
-def test_greeting_waits_while_paused_and_goes_after_the_resume():
+def test_a_greeting_not_yet_spoken_gives_way_to_the_hand_back():
+    """Taken over before the AI spoke: after the hand-back, one response (with the
+    note) speaks first, not the greeting and then another."""
     state = BridgeState(session=SessionConfig(), greeting="Greet.")
     state.on_model_connected()
     state.pause("take-over")
     model(state, updated(create=False, interrupt=False))
-    assert not of(twilio(state, media(0)), CreateResponse)
-    assert of(state.resume(), CreateResponse) == []  # no stream yet: waits
+    assert not of(twilio(state, START), CreateResponse)
+    actions = state.resume()
+    (create,) = of(actions, CreateResponse)
+    assert [m.text for m in of(actions, AddMessage) if m.text == "Greet."] == []
+    created(state, "resp_1", create.request_id)
+    assert not of(done(state, "resp_1"), CreateResponse)
 
 
 def test_goodbye_still_goes_while_paused():
