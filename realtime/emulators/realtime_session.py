@@ -338,8 +338,8 @@ class FakeSession:
             raise ClientEventError(
                 "invalid_value",
                 f"Invalid value: '{update['type']}'. This connection holds a "
-                "'realtime' session (the fake does not model transcription "
-                "sessions).",
+                "'realtime' session (a transcription session is opened with "
+                "?intent=transcription).",
                 "session.type",
             )
         voice = ((update.get("audio") or {}).get("output") or {}).get("voice")
