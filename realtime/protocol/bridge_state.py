@@ -1036,6 +1036,7 @@ class BridgeState:
             return []
         if self._hold is not None:
             self._hold.mode = mode
+            self._hold.by_name = by_name or self._hold.by_name
             return []
         self._hold = Hold(mode, by_name)
         self._queue = deque(r for r in self._queue if r.purpose == "goodbye")

@@ -177,7 +177,8 @@ class SupervisorTranscriber:
             ) as ws:
                 await ws.send(transcription_session_update(self._transcription))
                 self._ws = ws
-                await self._flush()
+                if self._waiting:  # what was said while the socket opened
+                    self._flushing = asyncio.create_task(self._flush())
                 async for raw in ws:
                     await self._on_event(raw)
                 if not self._closed:
