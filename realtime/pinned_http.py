@@ -14,6 +14,8 @@ import httpx2
 
 from notifications.urlsafety import Target
 
+MAX_PINNED_URLS = 16
+
 
 class PinnedTransport(httpx2.AsyncBaseTransport):
     """Send requests for `target`'s origin to `target.addresses[0]` through `inner`."""
@@ -21,26 +23,36 @@ class PinnedTransport(httpx2.AsyncBaseTransport):
     def __init__(self, target: Target, inner: httpx2.AsyncBaseTransport) -> None:
         self.target = target
         self.inner = inner
+        # A session posts to one URL: its pinned twin is built once (a URL costs
+        # ~10 µs to rebuild, per tool call otherwise).
+        self._pinned_urls: dict[str, httpx2.URL] = {}
 
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+    def _pinned(self, request: httpx2.Request) -> httpx2.URL:
         url = request.url
-        if (url.scheme, url.host, url.port or _default_port(url.scheme)) != (
-            self.target.scheme,
-            self.target.host,
-            self.target.port,
-        ):
+        key = str(url)
+        pinned = self._pinned_urls.get(key)
+        if pinned is not None:
+            return pinned
+        origin = (url.scheme, url.host, url.port or _default_port(url.scheme))
+        if origin != (self.target.scheme, self.target.host, self.target.port):
             raise httpx2.ConnectError(
                 f"{url.host} is not the checked host {self.target.host}",
                 request=request,
             )
+        pinned = url.copy_with(host=self.target.addresses[0])
+        if len(self._pinned_urls) < MAX_PINNED_URLS:
+            self._pinned_urls[key] = pinned
+        return pinned
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         extensions = dict(request.extensions)
-        if url.scheme == "https":
+        if request.url.scheme == "https":
             extensions["sni_hostname"] = self.target.host
         # A request of its own: the caller's keeps the name (redirect checks use it);
         # the Host header was set from the name when the request was built.
         pinned = httpx2.Request(
             request.method,
-            url.copy_with(host=self.target.addresses[0]),
+            self._pinned(request),
             headers=request.headers,
             stream=request.stream,
             extensions=extensions,
