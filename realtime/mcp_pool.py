@@ -35,11 +35,13 @@ from urllib.parse import urlsplit
 
 import httpx2
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, CallToolResult, TextContent
 from mcp_types import Tool as McpTool
 
+from agents.mcp_config import SSE, STREAMABLE_HTTP
 from notifications.urlsafety import Resolver, Target, UnsafeURL, resolve_target
 from realtime.pinned_http import PinnedTransport
 
@@ -74,6 +76,7 @@ class McpServer:
     headers: tuple[tuple[str, str], ...] = ()
     allowed_tools: tuple[str, ...] = ()
     timeout_s: float = 10.0
+    transport: str = STREAMABLE_HTTP  # or SSE
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> McpServer:
@@ -83,13 +86,15 @@ class McpServer:
             headers=tuple(sorted((entry.get("headers") or {}).items())),
             allowed_tools=tuple(entry.get("allowed_tools") or ()),
             timeout_s=float(entry.get("timeout_s") or 10.0),
+            transport=str(entry.get("transport") or STREAMABLE_HTTP),
         )
 
     @property
     def key(self) -> str:
-        """The pool key: URL and a digest of the headers (never the headers)."""
+        """The pool key: transport, URL and a digest of the headers (never the
+        headers)."""
         digest = hashlib.sha256(json.dumps(self.headers).encode()).hexdigest()[:16]
-        return f"{self.url}#{digest}"
+        return f"{self.transport}:{self.url}#{digest}"
 
     @property
     def label(self) -> str:
@@ -124,22 +129,42 @@ class _Connection:
     async def hold(
         self, connect_timeout_s: float, target: Target, transport: TransportFactory
     ) -> None:
-        headers = dict(self.server.headers)
         timeout = httpx2.Timeout(connect_timeout_s, read=300.0)
+
+        def pinned_client(
+            headers: dict[str, str] | None = None,
+            timeout: httpx2.Timeout | None = timeout,
+            auth: httpx2.Auth | None = None,
+        ) -> httpx2.AsyncClient:
+            return httpx2.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                auth=auth,
+                transport=PinnedTransport(target, transport()),
+                trust_env=False,  # no proxy from the environment: pinned
+            )
+
+        headers = dict(self.server.headers)
         try:
-            async with (
-                httpx2.AsyncClient(
-                    headers=headers,
-                    timeout=timeout,
-                    transport=PinnedTransport(target, transport()),
-                    trust_env=False,  # no proxy from the environment: pinned
-                ) as http,
-                Client(
-                    streamable_http_client(self.server.url, http_client=http),
-                    read_timeout_seconds=max(self.server.timeout_s, connect_timeout_s),
-                ) as client,
-            ):
-                self.client = client
+            async with contextlib.AsyncExitStack() as stack:
+                if self.server.transport == SSE:
+                    streams = sse_client(
+                        self.server.url,
+                        headers=headers,
+                        timeout=connect_timeout_s,
+                        httpx_client_factory=pinned_client,
+                    )
+                else:
+                    http = await stack.enter_async_context(pinned_client(headers))
+                    streams = streamable_http_client(self.server.url, http_client=http)
+                self.client = await stack.enter_async_context(
+                    Client(
+                        streams,
+                        read_timeout_seconds=max(
+                            self.server.timeout_s, connect_timeout_s
+                        ),
+                    )
+                )
                 self.ready.set()
                 await self.stop.wait()
         except asyncio.CancelledError:

@@ -139,3 +139,32 @@ async def test_https_keeps_the_name_for_tls_and_other_hosts_are_refused():
     assert pinned.url.host == "2001:db8::5" and pinned.url.port is None
     assert pinned.headers["host"] == "mcp.example.com"
     assert pinned.extensions["sni_hostname"] == "mcp.example.com"
+
+
+async def test_an_sse_server_is_listed_and_called_through_the_pinned_address(
+    monkeypatch,
+):
+    """The older HTTP+SSE transport (`"transport": "sse"`), against the SDK's own
+    SSE server: tools listed, a round trip, pinned like streamable HTTP."""
+    lookups = dns(monkeypatch, ["127.0.0.1", "192.0.2.1"])
+    spy = HostSpy()
+    pool = McpPool(allow_private=True)
+    try:
+        async with serve_mcp(booking_server(), wrap=spy, sse=True) as url:
+            port = url.split(":")[2].split("/")[0]
+            server = McpServer.from_entry(
+                entry(f"http://booking.test:{port}/sse", transport="sse")
+            )
+            listed = {t.name for t in await pool.tools(server)}
+            result = await pool.call(server, "lookup_booking", {"booking_id": "B-7"})
+    finally:
+        await pool.aclose()
+    assert "lookup_booking" in listed
+    assert result.structured_content == {
+        "booking_id": "B-7",
+        "name": "山田 太郎",
+        "people": 2,
+    }
+    assert lookups == ["127.0.0.1"]
+    assert len(spy.hosts) >= 3 and set(spy.hosts) == {f"booking.test:{port}"}
+    assert server.key != McpServer.from_entry(entry(server.url)).key
