@@ -21,14 +21,14 @@ through the per-call dispatcher (`realtime.call_tools.CallTools`, the code path 
 bridge's `RunTool`: arguments parsed, routed, the pooled SDK session's `tools/call`,
 the result made into the function output JSON), all over one warm pooled session to
 the 予約システム served by its own process. The server's share of a call runs from
-our request written to the socket (the request body's last byte handed to the
-kernel, stamped under the pooled session's HTTP transport) to the server's answer
-written to its socket (stamped by an ASGI wrapper), both on the machine's monotonic
-clock and named by the call's booking number; our share = (function call in →
-output JSON ready) − the server's share. It counts the server's wait before its app
-runs (its loop busy with other requests, its own GC passes) as the server's, which
-the ASGI time alone did not (`ours_asgi_ms`: the figure with the ASGI time only,
-for comparison). The target: our share p99 ≤ 10 ms at 20 concurrent calls.
+our request written (its body handed to the socket, stamped under the pooled
+session's HTTP transport) to the server's answer written to its socket (stamped by
+an ASGI wrapper), both on the machine's monotonic clock and named by the call's
+booking number; our share = (function call in → output JSON ready) − the server's
+share. The server's wait before its app runs (its loop busy with other requests, its
+own GC passes) is the server's; the ASGI time alone missed it (`ours_asgi_ms`: our
+share with only that taken off, the earlier attribution, kept for comparison). The
+target: our share p99 ≤ 10 ms at 20 concurrent calls.
 """
 
 from __future__ import annotations
@@ -267,15 +267,19 @@ _BOOKING = re.compile(rb'"booking_id":\s*"([^"]+)"')
 
 
 class _SentBody(httpx2.AsyncByteStream):
-    """A request body that stamps when its last byte was written out."""
+    """A request body that stamps when it is handed to the socket."""
 
     def __init__(self, body: bytes, on_sent: Any) -> None:
         self.body, self.on_sent = body, on_sent
 
     async def __aiter__(self) -> Any:
-        yield self.body
-        # The transport asks for more only once the chunk is written to the socket.
+        # The transport frames and writes the chunk it gets with no await in between
+        # (httpcore2's h11 send, anyio's transport.write); it yields to the loop only
+        # after the write, so a stamp taken on resuming would be late by our loop's
+        # other work, time the request already was the server's. Stamped here, it is
+        # early by the framing alone (µs).
         self.on_sent()
+        yield self.body
 
 
 class _StampedTransport(httpx2.AsyncBaseTransport):
@@ -356,7 +360,8 @@ class OverheadRun:
     server_ms: Spread  # request written → answer written (the server's share)
     ours_ms: Spread  # total − the server's share: the figure of the target
     server_app_ms: Spread  # the server's ASGI app alone (the earlier figure)
-    server_queue_ms: Spread  # request written → the server's app called
+    server_queue_ms: Spread  # request written → the server's app called (< 0: the
+    # app started on the headers, before the body was written)
     ours_asgi_ms: Spread  # total − the ASGI time alone (the earlier attribution)
     errors: int
     connects: int
@@ -539,7 +544,8 @@ def report(greetings: list[GreetingRun], overhead: OverheadRun | None) -> str:
             f"| {spread(o.total_ms)} | {spread(o.server_ms)} "
             f"| {spread(o.ours_ms)} | {o.errors} | {o.connects} |",
             "",
-            f"  the server's share: waiting for its app {spread(o.server_queue_ms)}, "
+            f"  request written → the server's app called {spread(o.server_queue_ms)} "
+            "(below 0: the app started on the headers, before the body was written); "
             f"in its app {spread(o.server_app_ms)}; our share with the app's time "
             f"alone taken off (the earlier attribution): {spread(o.ours_asgi_ms)}",
             "",

@@ -30,7 +30,8 @@ def test_the_server_share_runs_from_our_request_out_to_its_answer_out():
 
 
 async def test_the_stamps_bracket_the_server_work():
-    """Request out, app in, answer out, in that order, inside the call's time."""
+    """Request out before answer out, both inside the call's time. (The app may
+    start on the headers, before the body is written: its start is not ordered.)"""
     timings: dict[str, ServerTiming] = {}
     sent: dict[str, float] = {}
     pool = McpPool(allow_private=True, transport=lambda: _StampedTransport(sent))
@@ -47,4 +48,5 @@ async def test_the_stamps_bracket_the_server_work():
         await pool.aclose()
     assert not result.is_error
     at_server = timings["B-1"]
-    assert began < sent["B-1"] <= at_server.app_in < at_server.answer_out < ended
+    assert began < sent["B-1"] < at_server.answer_out < ended
+    assert began < at_server.app_in < at_server.answer_out
