@@ -20,15 +20,15 @@ calls back to back at once, the worst case),
 through the per-call dispatcher (`realtime.call_tools.CallTools`, the code path of the
 bridge's `RunTool`: arguments parsed, routed, the pooled SDK session's `tools/call`,
 the result made into the function output JSON), all over one warm pooled session to
-the 予約システム served by its own process. The server's share of a call runs from
-our request written (its body handed to the socket, stamped under the pooled
-session's HTTP transport) to the server's answer written to its socket (stamped by
-an ASGI wrapper), both on the machine's monotonic clock and named by the call's
-booking number; our share = (function call in → output JSON ready) − the server's
-share. The server's wait before its app runs (its loop busy with other requests, its
-own GC passes) is the server's; the ASGI time alone missed it (`ours_asgi_ms`: our
-share with only that taken off, the earlier attribution, kept for comparison). The
-target: our share p99 ≤ 10 ms at 20 concurrent calls.
+the 予約システム served by its own process. The server's share of a call
+(bench/mcp_shares.py) runs from our request written (its body handed to the socket,
+stamped under the pooled session's HTTP transport) to the server's answer written to
+its socket (stamped by an ASGI wrapper), both on the machine's monotonic clock and
+named by the call's booking number; our share = (function call in → output JSON
+ready) − the server's share. The server's wait before its app runs (its loop busy
+with other requests, its own GC passes) is the server's; the ASGI time alone missed
+it (`ours_asgi_ms`: our share with only that taken off, the earlier attribution,
+kept for comparison). The target: our share p99 ≤ 10 ms at 20 concurrent calls.
 """
 
 from __future__ import annotations
@@ -40,7 +40,6 @@ import json
 import logging
 import os
 import random
-import re
 import subprocess
 import sys
 import tempfile
@@ -49,13 +48,18 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx2
-
 if __package__ in (None, ""):  # run as a script: make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.figures import Spread
 from bench.greeting import StartCaller, _call
+from bench.mcp_shares import (
+    ServerTiming,
+    StampedTransport,
+    monotonic_ms,
+    pair_shares,
+    timing_wrap,
+)
 from bench.report import spread
 from bench.service import (
     ACCOUNT_SID,
@@ -215,104 +219,12 @@ async def greeting_run(
 # ----------------------------------------------------------- tool-call overhead
 
 
-def _monotonic() -> float:
-    """The machine's monotonic clock in ms, the same in every process."""
-    return time.clock_gettime(time.CLOCK_MONOTONIC) * 1000
-
-
-@dataclass(frozen=True, slots=True)
-class ServerTiming:
-    """One request in the server's process, on the machine's monotonic clock (ms)."""
-
-    app_in: float  # the ASGI app called
-    answer_out: float  # the answer's body written to the socket
-
-
-def _timing_wrap(timings: dict[str, ServerTiming]) -> Any:
-    """ASGI wrapper: when a request reached the app and when its answer went out,
-    named by its booking number."""
-
-    def wrap(app: Any) -> Any:
-        async def timed(scope: dict[str, Any], receive: Any, send: Any) -> None:
-            if scope["type"] != "http":
-                await app(scope, receive, send)
-                return
-            app_in = _monotonic()
-            answer_out = 0.0
-            body = bytearray()
-
-            async def tap() -> Any:
-                message = await receive()
-                body.extend(message.get("body", b""))
-                return message
-
-            async def stamp(message: dict[str, Any]) -> None:
-                nonlocal answer_out
-                await send(message)
-                if message["type"] == "http.response.body" and message.get("body"):
-                    answer_out = _monotonic()
-
-            await app(scope, tap, stamp)
-            with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
-                request = json.loads(body)
-                booking = request["params"]["arguments"]["booking_id"]
-                timings[booking] = ServerTiming(app_in, answer_out)
-
-        return timed
-
-    return wrap
-
-
-_BOOKING = re.compile(rb'"booking_id":\s*"([^"]+)"')
-
-
-class _SentBody(httpx2.AsyncByteStream):
-    """A request body that stamps when it is handed to the socket."""
-
-    def __init__(self, body: bytes, on_sent: Any) -> None:
-        self.body, self.on_sent = body, on_sent
-
-    async def __aiter__(self) -> Any:
-        # The transport frames and writes the chunk it gets with no await in between
-        # (httpcore2's h11 send, anyio's transport.write); it yields to the loop only
-        # after the write, so a stamp taken on resuming would be late by our loop's
-        # other work, time the request already was the server's. Stamped here, it is
-        # early by the framing alone (µs).
-        self.on_sent()
-        yield self.body
-
-
-class _StampedTransport(httpx2.AsyncBaseTransport):
-    """The pool's own HTTP transport, stamping when a tool call's request went out."""
-
-    def __init__(self, sent: dict[str, float]) -> None:
-        from realtime.mcp_pool import http_transport
-
-        self.inner = http_transport()
-        self.sent = sent
-
-    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
-        body = b"".join([chunk async for chunk in request.stream])
-        found = _BOOKING.search(body)
-        if found is not None:
-            booking = found.group(1).decode()
-
-            def on_sent() -> None:
-                self.sent[booking] = _monotonic()
-
-            request.stream = _SentBody(body, on_sent)
-        return await self.inner.handle_async_request(request)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
-
-
 async def _serve(port: int, timings_path: Path | None, slow_s: float = 0.0) -> None:
     """The 予約システム in this process until stdin closes; timings saved."""
     timings: dict[str, ServerTiming] = {}
     for noisy in ("mcp", "httpx2", "uvicorn", "uvicorn.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    wrap = slow_start(slow_s) if slow_s else _timing_wrap(timings)
+    wrap = slow_start(slow_s) if slow_s else timing_wrap(timings)
     async with serve_mcp(demo_mcp_server(Bookings.demo()), port=port, wrap=wrap):
         print("ready", flush=True)
         # Nothing else on stdout: nobody reads the pipe after this line.
@@ -393,7 +305,7 @@ async def overhead_run(
         text=True,
     )
     sent: dict[str, float] = {}
-    pool = McpPool(allow_private=True, transport=lambda: _StampedTransport(sent))
+    pool = McpPool(allow_private=True, transport=lambda: StampedTransport(sent))
     entry = {
         "name": "booking",
         "url": f"http://127.0.0.1:{port}/mcp",
@@ -424,11 +336,11 @@ async def overhead_run(
             ctx = ToolContext(call_id=index, organization_id=1)
             for r in range(rounds):
                 booking = f"B-{index}-{r}"
-                began = _monotonic()
+                began = monotonic_ms()
                 outcome = await call_tools.run(
                     "lookup_booking", json.dumps({"booking_id": booking}), ctx
                 )
-                totals[booking] = _monotonic() - began
+                totals[booking] = monotonic_ms() - began
                 if not outcome.ok:
                     errors += 1
                 # A call's model asks for a tool now and then: the calls' tool calls
@@ -462,47 +374,6 @@ async def overhead_run(
         errors=errors + len(totals) - len(shares),
         connects=connects,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class CallShares:
-    """One tool call's time split between us and the server (ms)."""
-
-    total: float  # function call in → output JSON ready
-    sent: float  # our request's last byte written (the machine's monotonic clock)
-    at_server: ServerTiming
-
-    @property
-    def server(self) -> float:
-        """Request written → answer written: the server's share."""
-        return self.at_server.answer_out - self.sent
-
-    @property
-    def ours(self) -> float:
-        return self.total - self.server
-
-    @property
-    def server_app(self) -> float:
-        return self.at_server.answer_out - self.at_server.app_in
-
-    @property
-    def server_queue(self) -> float:
-        return self.at_server.app_in - self.sent
-
-    @property
-    def ours_asgi(self) -> float:
-        return self.total - self.server_app
-
-
-def pair_shares(
-    totals: dict[str, float], sent: dict[str, float], timings: dict[str, ServerTiming]
-) -> list[CallShares]:
-    """The calls seen on both sides (by booking number), with their shares."""
-    return [
-        CallShares(totals[k], sent[k], timings[k])
-        for k in totals
-        if k in sent and k in timings
-    ]
 
 
 _CTX: Any = None

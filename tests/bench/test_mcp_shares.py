@@ -1,15 +1,15 @@
-"""bench/mcp_tools.py's split of a tool call's time between us and the MCP server."""
+"""bench/mcp_shares.py: the split of a tool call's time between us and the MCP server."""
 
 from __future__ import annotations
 
 import pytest
 
-from bench.mcp_tools import (
+from bench.mcp_shares import (
     ServerTiming,
-    _monotonic,
-    _StampedTransport,
-    _timing_wrap,
+    StampedTransport,
+    monotonic_ms,
     pair_shares,
+    timing_wrap,
 )
 from realtime.emulators.demo_mcp import Bookings, demo_mcp_server, serve_mcp
 from realtime.mcp_pool import McpPool, McpServer
@@ -34,16 +34,16 @@ async def test_the_stamps_bracket_the_server_work():
     start on the headers, before the body is written: its start is not ordered.)"""
     timings: dict[str, ServerTiming] = {}
     sent: dict[str, float] = {}
-    pool = McpPool(allow_private=True, transport=lambda: _StampedTransport(sent))
+    pool = McpPool(allow_private=True, transport=lambda: StampedTransport(sent))
     try:
         async with serve_mcp(
-            demo_mcp_server(Bookings.demo()), wrap=_timing_wrap(timings)
+            demo_mcp_server(Bookings.demo()), wrap=timing_wrap(timings)
         ) as url:
             server = McpServer.from_entry({"name": "booking", "url": url})
             await pool.tools(server)
-            began = _monotonic()
+            began = monotonic_ms()
             result = await pool.call(server, "lookup_booking", {"booking_id": "B-1"})
-            ended = _monotonic()
+            ended = monotonic_ms()
     finally:
         await pool.aclose()
     assert not result.is_error
