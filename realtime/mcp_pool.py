@@ -42,7 +42,7 @@ from mcp_types import CONNECTION_CLOSED, CallToolResult, TextContent
 from mcp_types import Tool as McpTool
 
 from agents.mcp_config import SSE, STREAMABLE_HTTP
-from notifications.urlsafety import Resolver, Target, UnsafeURL, resolve_target
+from notifications.urlsafety import Target, UnsafeURL, resolve_target
 from realtime.pinned_http import PinnedTransport
 
 log = logging.getLogger(__name__)
@@ -221,17 +221,15 @@ class McpPool:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         allow_private: bool = False,
         trusted_urls: frozenset[str] = frozenset(),
-        resolver: Resolver | None = None,
         transport: TransportFactory = http_transport,
     ) -> None:
-        """`resolver` (socket.getaddrinfo's shape) and `transport` (the HTTP
-        transport under the pinning) are seams for tests and the benchmark."""
+        """`transport` (the HTTP transport under the pinning) is the benchmark's
+        seam: it stamps when requests go out."""
         self.ttl_s = ttl_s
         self.retry_s = retry_s
         self.connect_timeout_s = connect_timeout_s
         self.allow_private = allow_private
         self.trusted_urls = trusted_urls
-        self.resolver = resolver
         self.transport = transport
         self._conns: dict[str, _Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -243,9 +241,7 @@ class McpPool:
         SSRF rule, ALLOW_PRIVATE_URLS; the demo's own server is trusted)."""
         allow_private = self.allow_private or server.url in self.trusted_urls
         try:
-            return resolve_target(
-                server.url, allow_private=allow_private, resolver=self.resolver
-            )
+            return resolve_target(server.url, allow_private=allow_private)
         except UnsafeURL as exc:
             raise McpUnavailable(f"{server.label}: {exc}") from exc
 
