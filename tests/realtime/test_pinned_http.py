@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 from typing import Any
 
 import httpx2
@@ -14,6 +15,7 @@ from notifications.urlsafety import Target
 from realtime.emulators.demo_mcp import serve_mcp
 from realtime.mcp_pool import McpPool, McpServer, McpUnavailable
 from realtime.pinned_http import PinnedTransport
+from tests.notifications.test_https import NAME, self_signed
 from tests.realtime.mcp_servers import booking_server, entry
 
 pytestmark = pytest.mark.timeout(30)
@@ -42,14 +44,16 @@ class HostSpy:
         return spy
 
 
-def dns(monkeypatch: pytest.MonkeyPatch, answers: list[str]) -> list[str]:
-    """Resolve `booking.test` to `answers` one lookup after the other (the last
-    one from then on), other names as usual; returns the lookups made."""
+def dns(
+    monkeypatch: pytest.MonkeyPatch, answers: list[str], name: str = "booking.test"
+) -> list[str]:
+    """Resolve `name` to `answers` one lookup after the other (the last one from
+    then on), other names as usual; returns the lookups made."""
     real = socket.getaddrinfo
     lookups: list[str] = []
 
     def resolver(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
-        if host not in ("booking.test", b"booking.test"):  # anyio asks in bytes
+        if host not in (name, name.encode()):  # anyio asks in bytes
             return real(host, port, *args, **kwargs)
         address = answers[min(len(lookups), len(answers) - 1)]
         lookups.append(address)
@@ -168,3 +172,28 @@ async def test_an_sse_server_is_listed_and_called_through_the_pinned_address(
     assert lookups == ["127.0.0.1"]
     assert len(spy.hosts) >= 3 and set(spy.hosts) == {f"booking.test:{port}"}
     assert server.key != McpServer.from_entry(entry(server.url)).key
+
+
+async def test_https_through_the_pinned_address_verifies_the_name(
+    monkeypatch, tmp_path
+):
+    """TLS checks the certificate against the name (it has no IP in it): pinning
+    the address keeps https working and verified."""
+    cert, key, pem = self_signed(tmp_path)
+    lookups = dns(monkeypatch, ["127.0.0.1", "192.0.2.1"], name=NAME)
+    trusted = ssl.create_default_context(cadata=pem.decode())
+    pool = McpPool(
+        allow_private=True,
+        transport=lambda: httpx2.AsyncHTTPTransport(verify=trusted, trust_env=False),
+    )
+    async with serve_mcp(
+        booking_server(), wrap=HostSpy(), tls=(str(cert), str(key))
+    ) as url:
+        port = url.split(":")[2].split("/")[0]
+        server = McpServer.from_entry(entry(f"https://{NAME}:{port}/mcp"))
+        try:
+            result = await pool.call(server, "lookup_booking", {"booking_id": "B-2"})
+        finally:  # before the server stops: it waits for open TLS connections
+            await pool.aclose()
+    assert not result.is_error
+    assert lookups == ["127.0.0.1"]
