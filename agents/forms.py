@@ -193,7 +193,8 @@ HELP = {
         "サーバーの再起動などで音声が途切れた通話が戻ったときに言います。空欄なら何も言いません。"
     ),
     "mcp_servers": _(
-        '[{"name", "url", "headers", "allowed_tools", "timeout_s"}] の形の一覧です。'
+        '[{"name", "url", "headers", "allowed_tools", "timeout_s", "transport"}] の形の'
+        "一覧です。transport は streamable-http (既定) か、古い SSE 方式のサーバーなら sse。"
         "ヘッダーの値は ******** と表示され、******** のままなら保存済みの値を使います。"
         "allowed_tools が空ならサーバーのすべてのツールを使います。"
     ),

@@ -1,7 +1,9 @@
 """An agent profile's MCP servers (issue 18): the shape, checked and normalised.
 
-Each entry is `{"name", "url", "headers", "allowed_tools", "timeout_s"}` — the API's
-shape, stored as is in `AgentProfile.mcp_servers`. `headers` may carry secrets (an
+Each entry is `{"name", "url", "headers", "allowed_tools", "timeout_s", "transport"}`
+— the API's shape, stored as is in `AgentProfile.mcp_servers`. `transport` is
+"streamable-http" (the current MCP transport, the default; an entry saved before
+the field existed means it) or "sse" (the older HTTP+SSE transport). `headers` may carry secrets (an
 `Authorization` token): they are sent to the server only, never logged nor put in
 events; the API and the pages mask them (the serializer's job).
 """
@@ -22,7 +24,10 @@ MAX_ALLOWED_TOOLS = 100
 DEFAULT_TIMEOUT_S = 10.0
 MIN_TIMEOUT_S = 0.5
 MAX_TIMEOUT_S = 60.0
-FIELDS = ("name", "url", "headers", "allowed_tools", "timeout_s")
+FIELDS = ("name", "url", "headers", "allowed_tools", "timeout_s", "transport")
+STREAMABLE_HTTP = "streamable-http"
+SSE = "sse"
+TRANSPORTS = (STREAMABLE_HTTP, SSE)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
 # An HTTP header name (RFC 9110 token).
@@ -103,6 +108,7 @@ def mcp_servers_clean(value: Any) -> list[dict[str, Any]]:
                 "headers": _headers(index, name, entry.get("headers")),
                 "allowed_tools": _allowed(index, name, entry.get("allowed_tools")),
                 "timeout_s": _timeout(index, name, entry.get("timeout_s")),
+                "transport": _transport(index, name, entry.get("transport")),
             }
         )
     return cleaned
@@ -176,3 +182,13 @@ def _timeout(index: int, name: str, timeout: Any) -> float:
             f"must be from {MIN_TIMEOUT_S} to {MAX_TIMEOUT_S} seconds.",
         )
     return float(timeout)
+
+
+def _transport(index: int, name: str, transport: Any) -> str:
+    if transport in (None, ""):
+        return STREAMABLE_HTTP
+    if transport not in TRANSPORTS:
+        raise _error(
+            index, name, "transport", f"must be one of {', '.join(TRANSPORTS)}."
+        )
+    return str(transport)

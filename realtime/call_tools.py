@@ -87,9 +87,15 @@ def _validator(parameters_json: str) -> Draft202012Validator | None:
     return Draft202012Validator(schema)
 
 
-def _arguments_problem(tool: FunctionTool, args: dict[str, Any]) -> str | None:
+def _arguments_validator(tool: FunctionTool) -> Draft202012Validator | None:
+    """The tool's argument validator (one per distinct schema in the process)."""
+    return _validator(json.dumps(tool.parameters, sort_keys=True))
+
+
+def _arguments_problem(
+    validator: Draft202012Validator | None, args: dict[str, Any]
+) -> str | None:
     """Why ``args`` fail the tool's schema, in a line; None when they pass."""
-    validator = _validator(json.dumps(tool.parameters, sort_keys=True))
     if validator is None:
         return None
     error = next(iter(validator.iter_errors(args)), None)
@@ -115,6 +121,8 @@ class CallTools:
         self.builtin_timeout_s = builtin_timeout_s
         self._clock = clock
         self._routes: dict[str, tuple[ToolProvider, FunctionTool]] = {}
+        # Found when a tool is added (discovery, off the call's path), not per call.
+        self._validators: dict[str, Draft202012Validator | None] = {}
 
     @property
     def dynamic(self) -> list[FunctionTool]:
@@ -147,6 +155,7 @@ class CallTools:
             if taken is None:
                 added.append(tool)
             self._routes[tool.name] = (provider, tool)
+            self._validators[tool.name] = _arguments_validator(tool)
         return added
 
     async def _ask(self, provider: ToolProvider) -> list[FunctionTool] | None:
@@ -244,7 +253,7 @@ class CallTools:
             return _error("arguments are not valid JSON")
         if not isinstance(args, dict):
             return _error("arguments must be a JSON object")
-        problem = _arguments_problem(tool, args)
+        problem = _arguments_problem(self._validators[tool.name], args)
         if problem is not None:  # nothing is called with arguments its schema refuses
             return _error(f"invalid arguments: {problem}")
         try:

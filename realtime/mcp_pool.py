@@ -11,6 +11,10 @@ request connects again; a server found down is not tried again for `retry_s` (a
 burst of calls does not hammer it), after which a call's background retry sees it
 back. Header values (tokens) go to the server only: they are never logged, and
 errors name the server by its name and host, never the headers.
+
+Every connect resolves the server's name once, checks the addresses (the SSRF
+guard) and pins the session's HTTP connections to the checked address
+(realtime/pinned_http.py), so a later DNS answer cannot point it elsewhere.
 """
 
 from __future__ import annotations
@@ -24,18 +28,22 @@ import logging
 import ssl
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx2
 from mcp import Client
+from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CONNECTION_CLOSED, CallToolResult, TextContent
 from mcp_types import Tool as McpTool
 
-from notifications.urlsafety import UnsafeURL, resolve_target, url_parts
+from agents.mcp_config import SSE, STREAMABLE_HTTP
+from notifications.urlsafety import Target, UnsafeURL, resolve_target
+from realtime.pinned_http import PinnedTransport
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,11 @@ DEFAULT_RETRY_S = 2.0
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 MAX_OUTPUT_CHARS = 8000
 MAX_DESCRIPTION_CHARS = 1000
+# Above httpx2's 20: a burst of concurrent tool calls on one session would otherwise
+# close its connections beyond 20 after each answer and connect anew on the next.
+MAX_KEEPALIVE_CONNECTIONS = 64
+
+TransportFactory = Callable[[], httpx2.AsyncBaseTransport]
 
 
 class McpUnavailable(Exception):
@@ -63,6 +76,7 @@ class McpServer:
     headers: tuple[tuple[str, str], ...] = ()
     allowed_tools: tuple[str, ...] = ()
     timeout_s: float = 10.0
+    transport: str = STREAMABLE_HTTP  # or SSE
 
     @classmethod
     def from_entry(cls, entry: dict[str, Any]) -> McpServer:
@@ -72,13 +86,15 @@ class McpServer:
             headers=tuple(sorted((entry.get("headers") or {}).items())),
             allowed_tools=tuple(entry.get("allowed_tools") or ()),
             timeout_s=float(entry.get("timeout_s") or 10.0),
+            transport=str(entry.get("transport") or STREAMABLE_HTTP),
         )
 
     @property
     def key(self) -> str:
-        """The pool key: URL and a digest of the headers (never the headers)."""
+        """The pool key: transport, URL and a digest of the headers (never the
+        headers)."""
         digest = hashlib.sha256(json.dumps(self.headers).encode()).hexdigest()[:16]
-        return f"{self.url}#{digest}"
+        return f"{self.transport}:{self.url}#{digest}"
 
     @property
     def label(self) -> str:
@@ -110,20 +126,45 @@ class _Connection:
             and not self.task.done()
         )
 
-    async def hold(self, connect_timeout_s: float) -> None:
-        headers = dict(self.server.headers)
+    async def hold(
+        self, connect_timeout_s: float, target: Target, transport: TransportFactory
+    ) -> None:
         timeout = httpx2.Timeout(connect_timeout_s, read=300.0)
+
+        def pinned_client(
+            headers: dict[str, str] | None = None,
+            timeout: httpx2.Timeout | None = timeout,
+            auth: httpx2.Auth | None = None,
+        ) -> httpx2.AsyncClient:
+            return httpx2.AsyncClient(
+                headers=headers,
+                timeout=timeout,
+                auth=auth,
+                transport=PinnedTransport(target, transport()),
+                trust_env=False,  # no proxy from the environment: pinned
+            )
+
+        headers = dict(self.server.headers)
         try:
-            async with (
-                httpx2.AsyncClient(
-                    headers=headers, timeout=timeout, verify=_tls_context()
-                ) as http,
-                Client(
-                    streamable_http_client(self.server.url, http_client=http),
-                    read_timeout_seconds=max(self.server.timeout_s, connect_timeout_s),
-                ) as client,
-            ):
-                self.client = client
+            async with contextlib.AsyncExitStack() as stack:
+                if self.server.transport == SSE:
+                    streams = sse_client(
+                        self.server.url,
+                        headers=headers,
+                        timeout=connect_timeout_s,
+                        httpx_client_factory=pinned_client,
+                    )
+                else:
+                    http = await stack.enter_async_context(pinned_client(headers))
+                    streams = streamable_http_client(self.server.url, http_client=http)
+                self.client = await stack.enter_async_context(
+                    Client(
+                        streams,
+                        read_timeout_seconds=max(
+                            self.server.timeout_s, connect_timeout_s
+                        ),
+                    )
+                )
                 self.ready.set()
                 await self.stop.wait()
         except asyncio.CancelledError:
@@ -142,6 +183,15 @@ def _tls_context() -> ssl.SSLContext:
 
 
 _tls_context()  # at the server's start, not in a call's first connect
+
+
+def http_transport() -> httpx2.AsyncBaseTransport:
+    """The HTTP transport under a session's pinning."""
+    return httpx2.AsyncHTTPTransport(
+        verify=_tls_context(),
+        trust_env=False,
+        limits=httpx2.Limits(max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS),
+    )
 
 
 def _words(exc: BaseException) -> str:
@@ -171,24 +221,27 @@ class McpPool:
         connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S,
         allow_private: bool = False,
         trusted_urls: frozenset[str] = frozenset(),
+        transport: TransportFactory = http_transport,
     ) -> None:
+        """`transport` (the HTTP transport under the pinning) is the benchmark's
+        seam: it stamps when requests go out."""
         self.ttl_s = ttl_s
         self.retry_s = retry_s
         self.connect_timeout_s = connect_timeout_s
         self.allow_private = allow_private
         self.trusted_urls = trusted_urls
+        self.transport = transport
         self._conns: dict[str, _Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._down: dict[str, tuple[float, str]] = {}  # key → (until, reason)
         self.connects = 0  # sessions opened, for tests and the bench
 
-    def _check_url(self, server: McpServer) -> None:
-        """SSRF guard at call time, after DNS (F-77's rule, ALLOW_PRIVATE_URLS)."""
+    def _target(self, server: McpServer) -> Target:
+        """The address to connect to: the name resolved once and checked (F-77's
+        SSRF rule, ALLOW_PRIVATE_URLS; the demo's own server is trusted)."""
+        allow_private = self.allow_private or server.url in self.trusted_urls
         try:
-            if self.allow_private or server.url in self.trusted_urls:
-                url_parts(server.url)
-            else:
-                resolve_target(server.url, allow_private=False)
+            return resolve_target(server.url, allow_private=allow_private)
         except UnsafeURL as exc:
             raise McpUnavailable(f"{server.label}: {exc}") from exc
 
@@ -207,11 +260,12 @@ class McpPool:
                 raise McpUnavailable(f"{server.label}: {down[1]}")
             if conn is not None:
                 await self._close(conn)
-            await asyncio.to_thread(self._check_url, server)
+            target = await asyncio.to_thread(self._target, server)
             conn = _Connection(server)
             self.connects += 1
             conn.task = asyncio.create_task(
-                conn.hold(self.connect_timeout_s), name=f"mcp-{server.name}"
+                conn.hold(self.connect_timeout_s, target, self.transport),
+                name=f"mcp-{server.name}",
             )
             try:
                 await asyncio.wait_for(conn.ready.wait(), self.connect_timeout_s)

@@ -111,9 +111,10 @@ TIMEOUT_SCHEMA = {"type": "number", "minimum": 0.5, "default": 10}
     {
         "type": "array",
         "maxItems": 10,
-        "description": "MCP servers (streamable HTTP) whose tools the AI may call "
-        f"(F-78). Header values are write-only: reads show `{MASK}`; sending "
-        f"`{MASK}` keeps the stored value. Empty `allowed_tools`: all tools.",
+        "description": "MCP servers whose tools the AI may call (F-78), over "
+        "streamable HTTP or (`transport`: `sse`) the older HTTP+SSE transport. "
+        f"Header values are write-only: reads show `{MASK}`; sending `{MASK}` keeps "
+        "the stored value. Empty `allowed_tools`: all tools.",
         "items": {
             "type": "object",
             "required": ["name", "url"],
@@ -127,6 +128,11 @@ TIMEOUT_SCHEMA = {"type": "number", "minimum": 0.5, "default": 10}
                 },
                 "allowed_tools": {"type": "array", "items": NAME_SCHEMA},
                 "timeout_s": {**TIMEOUT_SCHEMA, "maximum": 60},
+                "transport": {
+                    "type": "string",
+                    "enum": ["streamable-http", "sse"],
+                    "default": "streamable-http",
+                },
             },
         },
     }

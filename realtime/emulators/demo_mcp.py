@@ -27,6 +27,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 
 SERVER_NAME = "予約システム"
 MCP_PATH = "/mcp"
+SSE_PATH = "/sse"
 # The demo customer's number (agents/management/commands/seed_demo.py).
 DEMO_PHONE = "+819012345678"
 
@@ -144,15 +145,30 @@ async def serve_mcp(
     host: str = "127.0.0.1",
     port: int = 0,
     wrap: Callable[[Any], Any] | None = None,
+    sse: bool = False,
+    tls: tuple[str, str] | None = None,
 ) -> AsyncIterator[str]:
-    """Serve `server` over streamable HTTP on `host:port` (0: a free port); yields
-    its URL and stops it on exit. `wrap` wraps the ASGI app (a test's middleware)."""
+    """Serve `server` over streamable HTTP (`sse`: the older HTTP+SSE transport) on
+    `host:port` (0: a free port); yields its URL and stops it on exit. `wrap` wraps
+    the ASGI app (a test's middleware); `tls` (certificate and key files) serves
+    https."""
     port = port or _free_port(host)
-    app: Any = server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    app: Any = (
+        server.sse_app(sse_path=SSE_PATH, host=host)
+        if sse
+        else server.streamable_http_app(streamable_http_path=MCP_PATH, host=host)
+    )
     if wrap is not None:
         app = wrap(app)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="on", ws="none"
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        ws="none",
+        ssl_certfile=tls[0] if tls else None,
+        ssl_keyfile=tls[1] if tls else None,
     )
     web = uvicorn.Server(config)
     task = asyncio.create_task(web.serve(), name=f"mcp-server-{port}")
@@ -162,7 +178,8 @@ async def serve_mcp(
                 task.result()  # raises why it could not start
                 raise RuntimeError(f"the MCP server on port {port} did not start")
             await asyncio.sleep(0.02)
-        yield f"http://{host}:{port}{MCP_PATH}"
+        scheme = "https" if tls else "http"
+        yield f"{scheme}://{host}:{port}{SSE_PATH if sse else MCP_PATH}"
     finally:
         web.should_exit = True
         try:

@@ -50,9 +50,11 @@ def test_a_good_entry_is_normalised():
             "headers": {"Authorization": "Bearer x"},
             "allowed_tools": ["lookup_booking"],
             "timeout_s": 10.0,
+            "transport": "streamable-http",
         }
     ]
     assert mcp_servers_clean(None) == [] and mcp_servers_clean([]) == []
+    assert mcp_servers_clean([good(transport="sse")])[0]["transport"] == "sse"
 
 
 @pytest.mark.parametrize(
@@ -78,6 +80,8 @@ def test_a_good_entry_is_normalised():
         ([good(timeout_s="5")], "timeout_s: must be a number"),
         ([good(timeout_s=True)], "timeout_s: must be a number"),
         ([good(timeout_s=0.1)], "from 0.5 to 60.0 seconds"),
+        ([good(transport="stdio")], "transport: must be one of streamable-http, sse"),
+        ([good(transport=["sse"])], "transport: must be one of"),
         ([good(name=f"s{i}") for i in range(11)], "At most 10 MCP servers"),
     ],
 )

@@ -67,6 +67,7 @@ def test_tools_round_trip_with_secrets_write_only(
     assert agent.http_tools[0]["secret"] == SECRET
     assert agent.http_tools[0]["timeout_s"] == 5.0
     assert agent.mcp_servers[0]["headers"] == {"Authorization": "Bearer abc"}
+    assert body["mcp_servers"][0]["transport"] == "streamable-http"  # the default
 
     # What a read gives, written back, keeps the secrets.
     read = api.get(f"/api/agents/{agent.pk}/").json()
@@ -106,6 +107,7 @@ def test_tools_round_trip_with_secrets_write_only(
         ("http_tools", "nope", "must be a JSON list"),
         ("mcp_servers", [{**SERVER, "url": "http://127.0.0.1:8000/mcp"}], "private"),
         ("mcp_servers", [{**SERVER, "extra": 1}], "extra"),
+        ("mcp_servers", [{**SERVER, "transport": "websocket"}], "transport: must be"),
     ],
 )
 def test_bad_tools_are_400_with_the_reason(
@@ -152,5 +154,7 @@ def test_schema_documents_both_fields(api: APIClient) -> None:
         "headers",
         "allowed_tools",
         "timeout_s",
+        "transport",
     }
+    assert mcp_item["properties"]["transport"]["enum"] == ["streamable-http", "sse"]
     assert "write-only" in properties["http_tools"]["description"]

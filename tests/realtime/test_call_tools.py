@@ -80,3 +80,27 @@ async def test_a_schema_that_is_not_one_leaves_the_check_to_the_server():
     tools = await _tools(provider)
     await tools.run("lookup_booking", '{"booking_id": "B-1"}', CTX)
     assert provider.ran == [{"booking_id": "B-1"}]
+
+
+async def test_the_schema_is_looked_up_when_the_tool_is_added_not_per_call(
+    monkeypatch,
+):
+    """A tool call does no schema work beyond the check itself (issue 18's
+    tool-call overhead): the validator is found once, at discovery."""
+    import realtime.call_tools as call_tools
+
+    found: list[str] = []
+    real = call_tools._arguments_validator
+
+    def counting(tool: FunctionTool) -> Any:
+        found.append(tool.name)
+        return real(tool)
+
+    monkeypatch.setattr(call_tools, "_arguments_validator", counting)
+    provider = RecordingProvider([BOOKING])
+    tools = await _tools(provider)
+    for n in range(3):
+        await tools.run("lookup_booking", f'{{"booking_id": "B-{n}"}}', CTX)
+    bad = await tools.run("lookup_booking", '{"booking_id": "X"}', CTX)
+    assert found == ["lookup_booking"]
+    assert len(provider.ran) == 3 and bad.result.output["ok"] is False

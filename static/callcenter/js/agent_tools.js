@@ -6,7 +6,14 @@
   "use strict";
 
   var TEMPLATES = {
-    mcp: { name: "booking", url: "https://", headers: {}, allowed_tools: [], timeout_s: 10 },
+    mcp: {
+      name: "booking",
+      url: "https://",
+      headers: {},
+      allowed_tools: [],
+      timeout_s: 10,
+      transport: "streamable-http"
+    },
     http: {
       name: "lookup_order",
       description: "",
