@@ -6,8 +6,6 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.contrib.auth.models import Permission
 
 from agents.models import Operator
@@ -28,6 +26,7 @@ from calls.supervision import (
 )
 from tests.agents.factories import OperatorFactory
 from tests.calls.factories import CallSessionFactory
+from tests.calls.layer_inbox import group_inbox
 
 pytestmark = pytest.mark.django_db
 
@@ -38,21 +37,6 @@ def supervisor_of(call: CallSession, **fields: Any) -> Operator:
     return Operator.objects.get(pk=user.pk)  # no cached permissions
 
 
-def channel_in(group: str) -> Callable[[], list[dict[str, Any]]]:
-    """Join `group` on the in-memory layer; return a drain() of what arrived."""
-    layer = get_channel_layer()
-    channel = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(group, channel)
-
-    async def drain() -> list[dict[str, Any]]:
-        got = []
-        while layer.channels.get(channel):
-            got.append(await layer.receive(channel))
-        return got
-
-    return async_to_sync(drain)
-
-
 @pytest.fixture
 def live_call() -> CallSession:
     return CallSessionFactory(status=CallStatus.AI_RESPONDING)
@@ -60,12 +44,12 @@ def live_call() -> CallSession:
 
 @pytest.fixture
 def bridge(live_call: CallSession) -> Callable[[], list[dict[str, Any]]]:
-    return channel_in(call_control_group(live_call.pk))
+    return group_inbox(call_control_group(live_call.pk))
 
 
 @pytest.fixture
 def monitor(live_call: CallSession) -> Callable[[], list[dict[str, Any]]]:
-    return channel_in(call_monitor_group(live_call.pk))
+    return group_inbox(call_monitor_group(live_call.pk))
 
 
 ACTIONS: dict[str, Callable[..., Any]] = {
@@ -96,7 +80,7 @@ def test_without_the_permission_nothing_is_sent_or_recorded(
 @pytest.mark.parametrize("action", ACTIONS)
 def test_an_ended_call_is_409_not_live(action: str) -> None:
     call = CallSessionFactory(status=CallStatus.COMPLETED)
-    receive = channel_in(call_control_group(call.pk))
+    receive = group_inbox(call_control_group(call.pk))
     with pytest.raises(CallNotLive) as refused:
         ACTIONS[action](call, supervisor_of(call))
     assert refused.value.http_status == 409
@@ -107,7 +91,7 @@ def test_an_ended_call_is_409_not_live(action: str) -> None:
 @pytest.mark.parametrize("action", ACTIONS)
 def test_a_call_with_a_human_is_not_the_bridges(action: str) -> None:
     call = CallSessionFactory(status=CallStatus.HUMAN_CONNECTED)
-    receive = channel_in(call_control_group(call.pk))
+    receive = group_inbox(call_control_group(call.pk))
     with pytest.raises(CallNotSupervisable) as refused:
         ACTIONS[action](call, supervisor_of(call))
     assert refused.value.http_status == 409
