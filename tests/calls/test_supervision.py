@@ -265,3 +265,42 @@ def test_history_pairs_listen_start_and_stop() -> None:
     assert rows[0]["seconds"] == 12.5 and rows[0]["ended_at"] is not None
     assert rows[1]["ended_at"] is None  # still listening
     assert rows[2]["text"] == "急いで"
+
+
+def test_history_fragment_in_both_languages_with_the_organisations_time() -> None:
+    """Times show in Asia/Tokyo (named once); Japanese and English both read."""
+    from datetime import UTC, datetime
+
+    from django.template.loader import render_to_string
+    from django.utils import translation
+
+    call = CallSessionFactory(status=CallStatus.AI_RESPONDING)
+    who = {"by_id": 3, "by_name": "佐藤"}
+    start = call.events.create(
+        type="supervise-listen-start", payload={"listener": "A", **who}
+    )
+    stop = call.events.create(
+        type="supervise-listen-stop", payload={"listener": "A", "seconds": 30, **who}
+    )
+    call.events.create(type="supervise-take-over", payload=who)
+    call.events.filter(pk=start.pk).update(
+        created_at=datetime(2026, 1, 5, 2, 38, 0, tzinfo=UTC)
+    )
+    call.events.filter(pk=stop.pk).update(
+        created_at=datetime(2026, 1, 5, 2, 38, 30, tzinfo=UTC)
+    )
+    context = {"supervision_history": call_supervision_history(call=call)}
+    with translation.override("ja"):
+        ja = render_to_string("calls/_supervision_history.html", context)
+    with translation.override("en"):
+        en = render_to_string("calls/_supervision_history.html", context)
+    assert "Asia/Tokyo" in ja and "11:38:00" in ja and "11:38:30" in ja
+    assert "監視と介入の記録" in ja and "通話を代わりました" in ja and "佐藤" in ja
+    assert "Listening and interventions" in en
+    assert "listened (until 11:38:30, 30 s)" in en
+    assert "took over the call" in en
+    with translation.override("en"):
+        empty = render_to_string(
+            "calls/_supervision_history.html", {"supervision_history": []}
+        )
+    assert "No one has listened to or stepped into this call." in empty
