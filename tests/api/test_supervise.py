@@ -144,3 +144,43 @@ def test_listen_phone_on_an_ai_call_is_409(
     )
     assert_error(response, 409, "call_not_supervisable")
     assert not live_call.events.exists()
+
+
+def test_listen_phone_rings_your_own_phone_by_default(
+    api: APIClient,
+    supervisor: Operator,
+    org: Organization,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No `phone`: the operator's own number, E.164; the event shows it masked."""
+    dialled: list[dict[str, Any]] = []
+
+    def participant_create(**kwargs: Any) -> str:
+        dialled.append(kwargs)
+        return "CA" + "e" * 32
+
+    monkeypatch.setattr(
+        "calls.twilio_client.twilio_participant_create", participant_create
+    )
+    supervisor.phone_number = "090-1234-5678"
+    supervisor.save()
+    call = CallSessionFactory(
+        organization=org,
+        status=CallStatus.HUMAN_CONNECTED,
+        handoff_conference_name="handoff-9",
+        handoff_agent_call_sid="CA" + "a" * 32,
+    )
+    response = api.post(
+        url(call), {"action": "listen_phone", "coaching": True}, format="json"
+    )
+    assert response.status_code == 200, response.content
+    assert dialled == [
+        {
+            "conference": "handoff-9",
+            "to": "+819012345678",
+            "muted": False,
+            "coach_call_sid": "CA" + "a" * 32,
+        }
+    ]
+    event = call.events.get(type="supervise-phone-listen")
+    assert (event.payload["to"], event.payload["coaching"]) == ("090****5678", True)
