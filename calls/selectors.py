@@ -8,6 +8,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -220,7 +221,14 @@ _MODE_AFTER = {
 }
 
 
-def call_supervision_state(*, call: CallSession) -> dict[str, object]:
+class SupervisionState(TypedDict):
+    holder: str  # "ai" or "supervisor"
+    mode: str | None  # None, "barge" or "take-over"
+    held_by: int | None
+    by_name: str | None
+
+
+def call_supervision_state(*, call: CallSession) -> SupervisionState:
     """Who holds the call now: {holder, mode, held_by, by_name}.
 
     `held_by` (a take-over) is the record; a barge leaves no holder on the row, so
