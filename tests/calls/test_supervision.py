@@ -304,3 +304,30 @@ def test_history_fragment_in_both_languages_with_the_organisations_time() -> Non
             "calls/_supervision_history.html", {"supervision_history": []}
         )
     assert "No one has listened to or stepped into this call." in empty
+
+
+def test_an_ended_call_is_held_by_no_one(live_call: CallSession) -> None:
+    from calls.services import call_session_end
+
+    supervision_take_over(call=live_call, user=supervisor_of(live_call))
+    call_session_end(call=live_call, reason="hangup")
+    live_call.refresh_from_db()
+    assert live_call.held_by_id is None
+    assert call_supervision_state(call=live_call)["holder"] == "ai"
+
+
+def test_the_admin_shows_who_holds_the_call(
+    client: Any, live_call: CallSession
+) -> None:
+    from django.urls import reverse
+
+    from tests.agents.factories import OperatorFactory as Factory
+
+    holder = supervisor_of(live_call, username="sato-supervisor")
+    supervision_take_over(call=live_call, user=holder)
+    client.force_login(Factory(is_superuser=True))
+    page = client.get(
+        reverse("admin:calls_callsession_change", args=[live_call.pk])
+    ).content.decode()
+    assert "sato-supervisor" in page
+    assert 'name="held_by"' not in page  # read-only
