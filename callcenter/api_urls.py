@@ -8,6 +8,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from agents.api.views import AgentProfileViewSet, AppointmentViewSet, CustomerViewSet
 from callcenter.errors import api_not_found
 from calls.api.summary_views import CallExtractApi
+from calls.api.supervision_views import CallSuperviseApi
 from calls.api.views import (
     CallDetailApi,
     CallEventsApi,
@@ -73,6 +74,11 @@ urlpatterns: list[URLPattern] = [
         "calls/<int:call_id>/instruct",
         CallInstructApi.as_view(),
         name="api-call-instruct",
+    ),
+    path(
+        "calls/<int:call_id>/supervise/",
+        CallSuperviseApi.as_view(),
+        name="api-call-supervise",
     ),
     path(
         "calls/<int:call_id>/extract", CallExtractApi.as_view(), name="api-call-extract"

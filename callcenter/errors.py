@@ -41,6 +41,7 @@ class ErrorCode(enum.StrEnum):
     ILLEGAL_TRANSITION = "illegal_status_transition"
     NO_AGENT_NUMBER = "no_agent_number"
     CALL_NOT_LIVE = "call_not_live"
+    CALL_NOT_SUPERVISABLE = "call_not_supervisable"
     UPSTREAM = "upstream_error"
     NOT_CONFIGURED = "not_configured"
     DISCLOSURE_INCOMPLETE = "disclosure_incomplete"

@@ -185,6 +185,10 @@ SPECTACULAR_SETTINGS = {
         "RecordingStatusEnum": "calls.models.Recording.Status",
         "CampaignStatusEnum": "calls.campaigns.models.Campaign.Status",
         "ContactStatusEnum": "calls.campaigns.models.Contact.Status",
+        "SupervisionActionEnum": "calls.api.supervision_views.ACTION_CHOICES",
+        "SupervisionHistoryActionEnum": (
+            "calls.api.supervision_views.HISTORY_ACTION_CHOICES"
+        ),
     },
     # Swagger UI from our own static files (drf-spectacular-sidecar), no CDN.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -119,6 +119,7 @@ class CallSessionAdmin(OrganizationScopedAdmin):
         "handoff_connected_at",
         "handoff_agent_call_sid",
         "handoff_conference_name",
+        "held_by",
         *SUMMARY_FIELDS,
     ]
     raw_id_fields = ["customer", "handoff_requested_by"]

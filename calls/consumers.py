@@ -2,8 +2,8 @@
 
 Both are adapters: check who is asking, join the monitor group, and forward every
 message broadcast to that group (`transcript.update`, `transcript.partial`,
-`call.status`, `call.event`, and whatever the handoff adds) to the browser as JSON,
-its `type` included. Nothing is received from the browser: control goes through
+`call.status`, `call.event`, `call.supervision` (who holds the call, F-75), and
+whatever the handoff adds) to the browser as JSON, its `type` included. Nothing is received from the browser: control goes through
 CSRF-protected HTTP views.
 
 A socket that is not logged in, or asks for a call of another organisation, is
@@ -95,8 +95,9 @@ class CallMonitorConsumer(MonitorConsumer):
     """`ws/calls/<call_id>/`: one call's transcript, partial text, status and events.
 
     `?after=<entry id>` (the newest line the page shows) asks for a catch-up: once
-    the socket is in the group, one `call.snapshot` {status, entries} brings the
-    lines saved after that one and the status now. So a line saved between the
+    the socket is in the group, one `call.snapshot` {status, entries, supervision}
+    brings the lines saved after that one, the status now and who holds the call
+    ({holder, mode, by_name}, as in `call.supervision`). So a line saved between the
     page's render and its socket joining, or while the socket was reconnecting,
     still shows; a line that also arrives live is shown once (the page keys lines
     by entry id).
@@ -156,9 +157,15 @@ def _catch_up_from(query_string: bytes) -> int | None:
 
 @db_sync_to_async
 def _snapshot(call_id: int, after_id: int) -> dict[str, Any]:
-    from calls.selectors import call_status, call_transcript_after
+    from calls.models import CallSession
+    from calls.selectors import (
+        call_status,
+        call_supervision_state,
+        call_transcript_after,
+    )
     from calls.services import transcript_update_message
 
+    state = call_supervision_state(call=CallSession.objects.get(pk=call_id))
     return {
         "type": "call.snapshot",
         "call_id": call_id,
@@ -167,4 +174,5 @@ def _snapshot(call_id: int, after_id: int) -> dict[str, Any]:
             transcript_update_message(entry)
             for entry in call_transcript_after(call_id=call_id, after_id=after_id)
         ],
+        "supervision": {k: state[k] for k in ("holder", "mode", "by_name")},
     }

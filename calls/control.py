@@ -37,7 +37,13 @@ def call_check_live(*, call: CallSession) -> None:
         )
 
 
-def _send(*, call: CallSession, command: str, **data: Any) -> None:
+def operator_name(user: Operator) -> str:
+    """The name other operators see: the full name, else the login."""
+    return user.get_full_name() or user.get_username()
+
+
+def send_control(*, call: CallSession, command: str, **data: Any) -> None:
+    """Send the bridge a command; a layer failure is a 502 ApplicationError."""
     try:
         call_control_send(call_id=call.pk, command=command, **data)
     except Exception as exc:  # the layer (Redis) is down: tell the client, not a 500
@@ -62,7 +68,7 @@ def call_hangup_request(
         payload={"requested_by": requested_by.pk if requested_by else None},
     )
     if call.status == CallStatus.AI_RESPONDING:
-        _send(call=call, command="hangup")
+        send_control(call=call, command="hangup")
     else:
         # No bridge holds the call (still ringing, or with a human): Twilio ends it.
         _hang_up_with_twilio(call=call)
@@ -78,17 +84,29 @@ def _hang_up_with_twilio(*, call: CallSession) -> None:
 
 
 def call_instruct(
-    *, call: CallSession, text: str, requested_by: Operator | None = None
+    *,
+    call: CallSession,
+    text: str,
+    requested_by: Operator | None = None,
+    event_type: str = "instruct-requested",
 ) -> CallSession:
-    """Inject an operator's instruction into a live call's AI conversation."""
+    """Inject an operator's instruction into a live call's AI conversation.
+
+    The supervisor's whisper (F-75) is this with `event_type="supervise-whisper"`.
+    The event and the command say who sent it (`by_id`, `by_name`).
+    """
     call_check_live(call=call)
+    by_id = requested_by.pk if requested_by else None
+    by_name = operator_name(requested_by) if requested_by else None
     call_event_record(
         call=call,
-        type="instruct-requested",
+        type=event_type,
         payload={
             "text": text,
-            "requested_by": requested_by.pk if requested_by else None,
+            "requested_by": by_id,
+            "by_id": by_id,
+            "by_name": by_name,
         },
     )
-    _send(call=call, command="instruct", text=text)
+    send_control(call=call, command="instruct", text=text, by_id=by_id, by_name=by_name)
     return call

@@ -126,6 +126,15 @@ class CallSession(models.Model):
     handoff_agent_call_sid = models.CharField(max_length=64, blank=True)
     handoff_conference_name = models.CharField(max_length=80, blank=True)
     handoff_connected_at = models.DateTimeField(null=True, blank=True)
+    # Supervision (F-75): the supervisor who took the call over; null = the AI holds it.
+    held_by = models.ForeignKey(
+        "agents.Operator",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("held by"),
+    )
     # What the AI is told when the caller comes back to it (F-33, F-34).
     ai_resume_note = models.TextField(blank=True)
     # Resume (F-68): when the stream was lost with the call still on the AI (cleared
@@ -159,6 +168,7 @@ class CallSession(models.Model):
         verbose_name = _("call")
         ordering = ["-created_at"]
         indexes = [models.Index(fields=["organization", "status"])]
+        permissions = [("supervise_call", "Can supervise live calls")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.direction} {self.from_number}→{self.to_number}"

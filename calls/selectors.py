@@ -8,6 +8,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
@@ -197,3 +198,99 @@ def health_check() -> Health:
         live_calls_in_process=live_calls_in_process(),
         draining=is_draining(),
     )
+
+
+# Supervision (F-75) ---------------------------------------------------------------
+
+SUPERVISION_EVENTS = (
+    "supervise-listen-start",
+    "supervise-listen-stop",
+    "supervise-phone-listen",
+    "supervise-whisper",
+    "supervise-barge",
+    "supervise-barge-end",
+    "supervise-take-over",
+    "supervise-hand-back",
+)
+# Events that change who holds the call, and the mode each leaves it in.
+_MODE_AFTER = {
+    "supervise-barge": "barge",
+    "supervise-take-over": "take-over",
+    "supervise-barge-end": None,
+    "supervise-hand-back": None,
+}
+
+
+class SupervisionState(TypedDict):
+    holder: str  # "ai" or "supervisor"
+    mode: str | None  # None, "barge" or "take-over"
+    held_by: int | None
+    by_name: str | None
+
+
+def call_supervision_state(*, call: CallSession) -> SupervisionState:
+    """Who holds the call now: {holder, mode, held_by, by_name}.
+
+    `held_by` (a take-over) is the record; a barge leaves no holder on the row, so
+    its mode comes from the latest barge / take-over / end / hand-back event.
+    """
+    last = (
+        call.events.filter(type__in=_MODE_AFTER)
+        .order_by("-created_at", "-id")
+        .values("type", "payload")
+        .first()
+    )
+    mode = _MODE_AFTER[last["type"]] if last else None
+    held_by = call.held_by_id
+    if held_by is not None:
+        mode = "take-over"
+    elif mode == "take-over":
+        mode = None  # held_by cleared by the bridge (supervisor lost) or a hand-back
+    by_name = (last or {}).get("payload", {}).get("by_name") if mode else None
+    return {
+        "holder": "supervisor" if mode else "ai",
+        "mode": mode,
+        "held_by": held_by,
+        "by_name": by_name,
+    }
+
+
+def call_supervision_history(*, call: CallSession) -> list[dict[str, object]]:
+    """Who listened to or stepped into the call, and when, oldest first.
+
+    One row per action; a listen is one row from its start to its stop (`ended_at`
+    and `seconds` None while it lasts). Times are aware datetimes; templates show
+    them in the organisation's zone (settings.TIME_ZONE).
+    """
+    rows: list[dict[str, object]] = []
+    open_listens: dict[str, dict[str, object]] = {}
+    for event in call.events.filter(type__in=SUPERVISION_EVENTS).order_by(
+        "created_at", "id"
+    ):
+        payload = event.payload or {}
+        listener = str(payload.get("listener") or "")
+        if event.type == "supervise-listen-stop" and listener in open_listens:
+            row = open_listens.pop(listener)
+            row["ended_at"] = event.created_at
+            row["seconds"] = payload.get("seconds")
+            continue
+        listen = event.type.startswith("supervise-listen-")
+        row = {
+            "action": "listen" if listen else event.type.removeprefix("supervise-"),
+            "by_id": payload.get("by_id"),
+            "by_name": payload.get("by_name") or "",
+            "at": event.created_at,
+            "ended_at": None,
+            "seconds": None,
+            "text": payload.get("text", ""),
+            "to": payload.get("to", ""),
+            "coaching": bool(payload.get("coaching", False)),
+            "reason": payload.get("reason", ""),
+        }
+        if event.type == "supervise-listen-start" and listener:
+            open_listens[listener] = row
+        elif event.type == "supervise-listen-stop":
+            # A stop whose start we never saw: a listen that ended here.
+            row["ended_at"], row["seconds"] = event.created_at, payload.get("seconds")
+        rows.append(row)
+    return rows

@@ -125,6 +125,9 @@ def call_session_transition(
         locked.ended_at = now
         locked.end_reason = (reason or locked.end_reason or to)[:200]
         fields += ["ended_at", "end_reason"]
+        if locked.held_by_id is not None:  # no one holds an ended call (F-75)
+            locked.held_by = None
+            fields.append("held_by")
     locked.save(update_fields=fields)
     CallEvent.objects.create(
         call=locked,

@@ -8,7 +8,8 @@ failure (an error reply, a refused connection, a timeout) becomes `TwilioError`,
 Outbound calls go through `dial_outbound(call)`, the default `settings.TWILIO_DIALER`;
 campaign calls through `campaign_dial(call)` and, to find a call whose create may have
 happened, `twilio_calls_list(to=…)`; the handoff service uses `twilio_call_create` and
-`twilio_call_update` directly; the call pages play recordings through
+`twilio_call_update` directly, the supervisor's phone listen
+`twilio_participant_create`; the call pages play recordings through
 `twilio_recording_fetch`.
 """
 
@@ -99,6 +100,33 @@ def twilio_call_update(*, call_sid: str, **params: Any) -> None:
         twilio_rest_client().calls(call_sid).update(**params)
     except (TwilioException, requests.RequestException, OSError) as exc:
         raise _upstream_error("update the call", exc) from exc
+
+
+def twilio_participant_create(
+    *, conference: str, to: str, muted: bool, coach_call_sid: str | None = None
+) -> str:
+    """Dial `to` into the conference `conference` (its name or SID); return the leg's SID.
+
+    For a supervisor listening from a phone (F-75): `muted`, or coaching the leg
+    `coach_call_sid` (heard by that participant only). No beep, so the people in the
+    room are not told; the supervisor leaving does not end the room.
+    """
+    params: dict[str, Any] = {
+        "from_": settings.TWILIO_FROM_NUMBER,
+        "to": to,
+        "muted": muted,
+        "beep": "false",
+        "end_conference_on_exit": False,
+    }
+    if coach_call_sid:
+        params.update(coaching=True, call_sid_to_coach=coach_call_sid)
+    try:
+        created = (
+            twilio_rest_client().conferences(conference).participants.create(**params)
+        )
+    except (TwilioException, requests.RequestException, OSError) as exc:
+        raise _upstream_error("add the participant", exc) from exc
+    return str(created.call_sid)
 
 
 def dial_outbound(call: CallSession) -> str:

@@ -39,7 +39,8 @@ Where things live: this module is the emulator itself (the ASGI app, the
 Calls API, CPS queueing, the call lifecycle, AMD, webhooks and status
 callbacks); ``twilio_interpreter`` runs TwiML (``TwimlInterpreter``, with
 Media Streams and ``<Dial>``), ``twilio_conferences`` keeps rooms and
-recordings (``ConferenceRules``); both are mixed into ``TwilioEmulator``.
+recordings (``ConferenceRules``), ``twilio_participants`` the Participants
+resource (``ParticipantRules``); all are mixed into ``TwilioEmulator``.
 ``twilio_resources`` holds calls and rooms as REST resources and records,
 ``twilio_rest`` the REST plumbing (forms, errors, list filters, pages),
 ``twilio_far_ends`` far-end scripts, timings and REST faults. Every public
@@ -97,6 +98,7 @@ from realtime.emulators.twilio_interpreter import (
     TwimlInterpreter,
     default_caller,
 )
+from realtime.emulators.twilio_participants import PARTICIPANTS_PATH, ParticipantRules
 from realtime.emulators.twilio_resources import (
     API_VERSION,
     CALL_STATUSES,
@@ -229,7 +231,7 @@ class CallHandle:
 # The emulator
 
 
-class TwilioEmulator(TwimlInterpreter):
+class TwilioEmulator(TwimlInterpreter, ParticipantRules):
     """The Calls API, the telephone network behind it and the TwiML runtime.
 
     ``transport`` replaces the network for the emulator's own requests
@@ -296,6 +298,7 @@ class TwilioEmulator(TwimlInterpreter):
         self.conferences: dict[str, ConferenceRoom] = {}  # by ConferenceSid
         self.callbacks: list[Callback] = []
         self._rooms: dict[tuple[str, str], ConferenceRoom] = {}  # live, by name
+        self._participant_legs: dict[str, tuple[ConferenceRoom, twiml.Conference]] = {}
         self._transport = transport
         self.caller_factory = caller_factory
         self._http: httpx.AsyncClient | None = None
@@ -365,6 +368,7 @@ class TwilioEmulator(TwimlInterpreter):
         self.calls.clear()
         self.conferences.clear()
         self._rooms.clear()
+        self._participant_legs.clear()
         self.callbacks.clear()
         self.pending_faults.clear()
         self.faults.clear()
@@ -582,6 +586,8 @@ class TwilioEmulator(TwimlInterpreter):
         if path in ("/", "/health"):
             return 200, {"emulator": "twilio", "calls": len(self.calls)}
         self._authenticate(headers.get("authorization", ""))
+        if PARTICIPANTS_PATH.match(path):  # twilio_participants
+            return self._participants_route(method, path, body)
         match = CALL_PATH.match(path)
         if match is None or match["account"] != self.account_sid:
             raise RestError(404, 20404, f"The requested resource {path} was not found")

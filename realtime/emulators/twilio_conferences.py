@@ -176,12 +176,14 @@ class ConferenceRules:
                 CallSid=participant.call.sid,
                 Muted=str(settings.muted).lower(),
                 Hold="false",
-                Coaching="false",
+                Coaching=str(settings.coach is not None).lower(),
                 EndConferenceOnExit=str(settings.end_conference_on_exit).lower(),
                 StartConferenceOnEnter=str(settings.start_conference_on_enter).lower(),
             )
             if settings.participant_label:
                 params["ParticipantLabel"] = settings.participant_label
+            if settings.coach is not None:
+                params["CallSidToCoach"] = settings.coach
             if name == "participant-leave":
                 params["ReasonParticipantLeft"] = participant.reason_left
                 params["ParticipantCallStatus"] = participant.call.status

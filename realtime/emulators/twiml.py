@@ -154,6 +154,7 @@ class Conference:
     recording_status_callback_method: str = "POST"
     recording_status_callback_events: frozenset[str] = frozenset({"completed"})
     participant_label: str | None = None
+    coach: str | None = None  # the CallSid this participant coaches (heard by it only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -492,6 +493,7 @@ def _parse_conference(element: ET.Element) -> Conference:
         )
         or frozenset({"completed"}),
         participant_label=attrs.text("participantLabel"),
+        coach=attrs.url("coach"),
     )
 
 

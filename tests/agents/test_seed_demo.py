@@ -38,3 +38,21 @@ def test_seed_demo_is_idempotent_and_has_the_fixed_values(client):
     assert client.login(username="demo", password="demo")
     assert client.get("/admin/calls/callsession/").status_code == 200
     assert client.get("/admin/agents/agentprofile/").status_code == 200
+
+
+def test_seed_demo_puts_the_demo_user_in_supervisors_once():
+    """Group "Supervisors" holds calls.supervise_call; a second run adds nothing."""
+    from django.contrib.auth.models import Group
+
+    call_command("seed_demo")
+    call_command("seed_demo")
+    group = Group.objects.get(name="Supervisors")
+    assert list(group.permissions.values_list("codename", flat=True)) == [
+        "supervise_call"
+    ]
+    user = Operator.objects.get(username="demo")
+    assert list(user.groups.values_list("name", flat=True)) == ["Supervisors"]
+    # The permission comes through the group, not only the direct grants.
+    user.user_permissions.clear()
+    user = Operator.objects.get(pk=user.pk)  # no cached permissions
+    assert user.has_perm("calls.supervise_call")

@@ -11,7 +11,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from agents.models import Organization
+from agents.models import Operator, Organization
 from calls.groups import call_control_group
 from calls.models import CallEvent, CallSession
 from calls.status import CallStatus
@@ -172,7 +172,10 @@ def test_hangup_sends_command_to_the_bridge(api: APIClient, org: Organization) -
     assert call.events.filter(type="hangup-requested").exists()
 
 
-def test_instruct_sends_text_to_the_bridge(api: APIClient, org: Organization) -> None:
+def test_instruct_sends_text_to_the_bridge(
+    api: APIClient, org: Organization, operator: Operator
+) -> None:
+    """The command says who sent it (by_id, by_name), as the event does."""
     call = CallSessionFactory(organization=org, status=CallStatus.AI_RESPONDING)
     receive = listen(call.pk)
     response = api.post(
@@ -185,7 +188,11 @@ def test_instruct_sends_text_to_the_bridge(api: APIClient, org: Organization) ->
         "type": "call.control",
         "command": "instruct",
         "text": "料金プランを案内して",
+        "by_id": operator.pk,
+        "by_name": operator.username,
     }
+    event = call.events.get(type="instruct-requested")
+    assert event.payload["by_id"] == operator.pk
 
 
 @pytest.mark.parametrize(

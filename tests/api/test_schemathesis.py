@@ -17,6 +17,7 @@ from typing import Any
 import hypothesis
 import pytest
 import schemathesis
+from django.contrib.auth.models import Permission
 from django.core.signals import request_finished, request_started
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -107,6 +108,8 @@ def seeded(
         "DEFAULT_THROTTLE_RATES": {"mutations": "100000/min", "outbound": "100000/min"},
     }
     operator = OperatorFactory()
+    # A supervisor (F-75), so /supervise/ reaches its 200s and 409s, not only 403.
+    operator.user_permissions.add(Permission.objects.get(codename="supervise_call"))
     org = operator.organization
     agent = AgentProfileFactory(organization=org)
     customer = CustomerFactory(organization=org)

@@ -275,7 +275,7 @@ def test_hangup_sends_the_control_message(logged_in, live_call, control_listener
     assert control_listener() == {"type": "call.control", "command": "hangup"}
 
 
-def test_instruct_sends_the_text(logged_in, live_call, control_listener):
+def test_instruct_sends_the_text(logged_in, live_call, control_listener, operator):
     response = logged_in.post(
         reverse("calls:instruct", args=[live_call.pk]),
         {"text": "料金は担当者から折り返すと伝えて"},
@@ -285,6 +285,8 @@ def test_instruct_sends_the_text(logged_in, live_call, control_listener):
         "type": "call.control",
         "command": "instruct",
         "text": "料金は担当者から折り返すと伝えて",
+        "by_id": operator.pk,
+        "by_name": operator.username,
     }
 
 

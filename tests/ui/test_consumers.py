@@ -320,3 +320,51 @@ async def test_monitor_socket_says_try_again_while_the_channel_layer_is_down(
     closed = await communicator.receive_output(timeout=3)
     assert (closed["type"], closed["code"]) == ("websocket.close", 1013)
     await communicator.disconnect()
+
+
+@database_sync_to_async
+def _take_over(call):
+    from django.contrib.auth.models import Permission
+
+    from agents.models import Operator
+    from calls.supervision import supervision_take_over
+
+    supervisor = OperatorFactory(organization=call.organization, first_name="花子")
+    supervisor.user_permissions.add(Permission.objects.get(codename="supervise_call"))
+    supervisor = Operator.objects.get(pk=supervisor.pk)
+    supervision_take_over(call=call, user=supervisor)
+    return supervisor
+
+
+async def test_monitor_hears_who_holds_the_call_live_and_in_its_snapshot():
+    """A take-over reaches the page as call.supervision; a socket that (re)connects
+    later gets the holder in its call.snapshot."""
+    operator, _stranger, call = await _world()
+    communicator, connected, _ = await _connect(f"/ws/calls/{call.pk}/", operator)
+    assert connected
+    try:
+        await _take_over(call)
+        seen = []
+        while not seen or seen[-1]["type"] != "call.supervision":
+            seen.append(await communicator.receive_json_from(timeout=3))
+        assert seen[-1] == {
+            "type": "call.supervision",
+            "call_id": call.pk,
+            "holder": "supervisor",
+            "mode": "take-over",
+            "by_name": "花子",
+        }
+    finally:
+        await communicator.disconnect()
+    later, connected, _ = await _connect(f"/ws/calls/{call.pk}/?after=0", operator)
+    assert connected
+    try:
+        snapshot = await later.receive_json_from(timeout=3)
+        assert snapshot["type"] == "call.snapshot"
+        assert snapshot["supervision"] == {
+            "holder": "supervisor",
+            "mode": "take-over",
+            "by_name": "花子",
+        }
+    finally:
+        await later.disconnect()

@@ -5,7 +5,8 @@ password `demo` (local use only); inbound number +815012345678 routed to the dem
 agent; handoff number +818070239355; the outbound sales agent 営業デモ that
 `simulate_campaign` calls with; number +815012345679 routed to 受付デモ(従来経路),
 the same receptionist with a Realtime share of 0 %: every call takes the legacy
-Gather path (F-72, `simulate_call --legacy`).
+Gather path (F-72, `simulate_call --legacy`); group "Supervisors" (permission
+`calls.supervise_call`, F-75) with the demo operator in it.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import Permission
+from django.contrib.auth.models import Group, Permission
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -50,6 +51,8 @@ SALES_INSTRUCTIONS = """あなたは{{company_name}}の営業担当AIです。�
 SALES_GREETING = "{{customer_name}}様、今少しだけお時間よろしいでしょうか。"
 
 APP_LABELS = ("agents", "calls")
+SUPERVISORS_GROUP = "Supervisors"
+SUPERVISE_PERMISSION = ("calls", "supervise_call")
 
 
 def demo_mcp_servers() -> list[dict[str, Any]]:
@@ -65,6 +68,16 @@ def demo_mcp_servers() -> list[dict[str, Any]]:
             "timeout_s": 5.0,
         }
     ]
+
+
+def supervisors_group() -> Group:
+    """The "Supervisors" group, holding `calls.supervise_call` (F-75); idempotent."""
+    group, _ = Group.objects.get_or_create(name=SUPERVISORS_GROUP)
+    app_label, codename = SUPERVISE_PERMISSION
+    group.permissions.add(
+        Permission.objects.get(content_type__app_label=app_label, codename=codename)
+    )
+    return group
 
 
 class Command(BaseCommand):
@@ -156,6 +169,7 @@ class Command(BaseCommand):
                 content_type__model="operator"
             )
         )
+        user.groups.add(supervisors_group())
         self.stdout.write(
             self.style.SUCCESS(
                 f"Demo data ready: organisation '{org.name}', login {DEMO_USERNAME}/"
