@@ -71,6 +71,7 @@ from realtime.protocol.twilio_media import (
     Stop,
     parse_twilio_message,
 )
+from realtime.supervision import Supervision
 from realtime.tool_providers import FunctionTool as ProvidedTool
 from realtime.tools import ToolContext
 from realtime.ws_connections import ShortPathClientConnection
@@ -239,6 +240,8 @@ class CallBridge:
         self.model_failures = 0
         # Set while `drain` waits for a quiet moment: every frame in pokes it.
         self._drain_poke: asyncio.Event | None = None
+        # Supervisors listening (F-75): created at the first one's offer.
+        self.supervision: Supervision | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -299,6 +302,8 @@ class CallBridge:
                 for action in self.state.hangup(self._end_mode):
                     if isinstance(action, SaveTranscript):
                         self._save_transcript(action)
+            if self.supervision is not None:
+                await self.supervision.close()
             figures = self.state.figures()
             self._enqueue(lambda: self.store.save_figures(figures))
             if self._end_mode == "hangup" and self._stream_claimed:
@@ -419,6 +424,7 @@ class CallBridge:
         """One frame from Twilio's socket."""
         if self._finishing:
             return
+        arrived = self._clock() if self.supervision is not None else 0.0
         try:
             message = parse_twilio_message(frame)
         except TwilioProtocolError as exc:
@@ -442,6 +448,11 @@ class CallBridge:
                 type(message).__name__,
                 extra={"call_id": self.config.call_id},
             )
+        if self.supervision is not None:
+            if isinstance(message, Media):
+                self.supervision.caller_audio(message.payload_b64, arrived)
+            elif isinstance(message, Mark):
+                self.supervision.mark_played(message.name, self._clock())
         if isinstance(message, Stop):
             self._saw_stop = True
         if isinstance(message, Start):
@@ -515,6 +526,8 @@ class CallBridge:
         """Caller audio, base64 in the session's format (kept until the claim)."""
         if self._finishing:
             return
+        if self.supervision is not None:
+            self.supervision.caller_audio(payload_b64, self._clock())
         await self._perform(
             self.state.on_caller_audio(payload_b64, now_ms=self.now_ms())
         )
@@ -524,6 +537,8 @@ class CallBridge:
         if self._finishing or not self._stream_claimed:
             return
         played_ms = int((played_at - self._t0) * 1000)
+        if self.supervision is not None:
+            self.supervision.mark_played(name, played_at)
         await self._perform(
             self.state.on_playback_mark(
                 name, now_ms=self.now_ms(), played_at_ms=played_ms
@@ -557,6 +572,12 @@ class CallBridge:
                 )
                 await self.finish("superseded by a resumed stream")
             return
+        if command == "supervise-offer":
+            # Answered on the request's reply channel; the SDP is not an event.
+            from realtime.supervise_offer import supervise_offer_answer
+
+            await supervise_offer_answer(self, data)
+            return
         self._enqueue(
             lambda: self.store.record_event("control", {"command": command, **data})
         )
@@ -587,6 +608,37 @@ class CallBridge:
                 command,
                 extra={"call_id": self.config.call_id},
             )
+
+    @property
+    def live_for_supervision(self) -> bool:
+        """The caller's stream is up here and the call is not ending."""
+        return self._stream_claimed and not self._finishing
+
+    def supervision_start(self, *, ice_servers: list[dict[str, Any]]) -> Supervision:
+        """The call's supervision hub, created at the first listener's offer."""
+        if self.supervision is None:
+            self.supervision = Supervision(
+                audio=self.config.session.audio,
+                host=self,
+                record=lambda kind, payload: self._enqueue(
+                    lambda: self.store.record_event(kind, payload)
+                ),
+                ice_servers=ice_servers,
+                clock=self._clock,
+            )
+        return self.supervision
+
+    async def on_supervisor_audio(self, listener_id: str, pcm24: bytes) -> None:
+        """A supervisor's microphone: 20 ms of PCM16 24 kHz (960 bytes).
+
+        The supervision control (barge / take-over) routes it to the caller when
+        ``listener_id`` holds the microphone; until then it goes nowhere.
+        """
+        return None
+
+    async def on_supervisor_lost(self, listener_id: str) -> None:
+        """A listener's connection is gone; the supervision control decides."""
+        return None
 
     async def _say_goodbye(self, text: str) -> None:
         self._goodbye_deadline = self._clock() + HARD_STOP_GRACE_S
@@ -883,6 +935,8 @@ class CallBridge:
             if isinstance(action, CallerCommand):
                 if not self._audio_out.is_set() and isinstance(action, SendAudio):
                     self._audio_out.set()
+                if self.supervision is not None:
+                    self.supervision.caller_command(action, self._clock())
                 if self._send_caller_fn is not None:
                     await self._send_caller(action)
                 else:
