@@ -108,3 +108,67 @@ async def test_two_supervisors_hear_the_caller_and_the_ai_and_the_call_goes_on(
 
 async def _count(call: CallSession, kind: str, count: int) -> bool:
     return len(await events_of(call, kind)) >= count
+
+
+async def test_the_mic_reaches_the_bridge_and_a_silent_listener_is_dropped(
+    service, start_fake_realtime, twilio, inbound_agent, listen_settings, monkeypatch
+):
+    """Microphone packets reach ``on_supervisor_audio`` as 960-byte frames; a page
+    that stops pinging is dropped after 3 s: listen-stop, ``on_supervisor_lost``."""
+    from realtime.bridge import CallBridge
+
+    heard: list[tuple[str, int]] = []
+    lost: list[str] = []
+
+    async def on_audio(self: Any, listener_id: str, pcm24: bytes) -> None:
+        heard.append((listener_id, len(pcm24)))
+
+    async def on_lost(self: Any, listener_id: str) -> None:
+        lost.append(listener_id)
+
+    monkeypatch.setattr(CallBridge, "on_supervisor_audio", on_audio)
+    monkeypatch.setattr(CallBridge, "on_supervisor_lost", on_lost)
+    supervisor = await sync_to_async(OperatorFactory)(
+        organization=inbound_agent.organization, is_superuser=True
+    )
+    script = [WaitForAudio(ms=100, timeout_s=10), Pause(ms=60000), HangUp()]
+    client = SupervisorTestClient(mic_amplitude=8000)
+    async with start_fake_realtime():
+        handle = await twilio.inbound_call(
+            from_=CALLER_NUMBER,
+            to=INBOUND_NUMBER,
+            voice_url=f"{service}/api/twilio/voice/incoming",
+            caller_script=script,
+            status_callback=f"{service}/api/twilio/status",
+        )
+        call = await CallSession.objects.aget(twilio_call_sid=handle.sid)
+        await handle.wait_stream(timeout=10)
+        try:
+            listener = await offer_when_live(call, supervisor, client)
+
+            async def mic_heard() -> bool:
+                return len(heard) >= 25
+
+            assert await wait_until(mic_heard, within_s=10), heard
+            assert {h[0] for h in heard} == {listener}
+            assert {h[1] for h in heard} == {960}
+            with pytest.raises(ApplicationError) as refused:
+                await asupervise_listen_offer(
+                    call=call, user=supervisor, sdp="v=0\r\nnot an offer\r\n"
+                )
+            assert refused.value.http_status == 400
+            client.stop_pinging()
+
+            async def dropped() -> bool:
+                return await _count(call, "supervise-listen-stop", 1)
+
+            assert await wait_until(dropped, within_s=8)
+            assert lost == [listener]
+            stop = (await events_of(call, "supervise-listen-stop"))[0]
+            assert stop["listener"] == listener and stop["seconds"] > 0
+            await call.arefresh_from_db()
+            assert call.is_live  # the call goes on without its listener
+        finally:
+            await client.close()
+            await handle.hang_up()
+            await handle.wait_finished(timeout=20)
