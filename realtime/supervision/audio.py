@@ -2,8 +2,9 @@
 
 A call's audio comes in the session's format (``realtime/protocol/caller_audio``):
 μ-law 8 kHz for the phone, PCM16 24 kHz for the browser. ``SideEncoder`` turns
-each 20 ms of it into one Opus packet (libopus through PyAV) as it arrives, once
-per call side, whatever the number of listeners; ``MicDecoder`` turns a
+each 20 ms of it into one Opus packet (libopus through PyAV, fed at the call's
+rate: Opus's RTP clock is 48 kHz whatever the input) as it arrives, once per call
+side, whatever the number of listeners; ``MicDecoder`` turns a
 supervisor's Opus packets back into exact 960-byte PCM16 24 kHz frames.
 
 Nothing here imports Django.
@@ -18,7 +19,7 @@ from typing import Any, Final
 
 import av
 
-from realtime.protocol.caller_audio import CallerAudioFormat
+from realtime.protocol.caller_audio import FRAME_MS, CallerAudioFormat
 from realtime.transport.webrtc_audio import CallerAudioIn, _frame_from_pcm, _pcm_of
 
 __all__ = [
@@ -32,7 +33,6 @@ __all__ = [
 
 OPUS_RATE: Final = 48_000
 OPUS_FRAME_SAMPLES: Final = 960  # 20 ms at 48 kHz
-OPUS_FRAME_BYTES: Final = 2 * OPUS_FRAME_SAMPLES
 MIC_FRAME_BYTES: Final = 960  # 20 ms of PCM16 at 24 kHz: what the bridge takes
 _TIME_BASE: Final = fractions.Fraction(1, OPUS_RATE)
 
@@ -45,13 +45,15 @@ def opus_packet(payload: bytes, pts: int) -> Any:
     return packet
 
 
-def _opus_encoder() -> Any:
+def _opus_encoder(rate: int) -> Any:
+    """libopus for speech, fed at the call's own rate (it takes 8, 12, 16, 24 or
+    48 kHz as is: no resampling on our side), 20 ms packets, RTP clock 48 kHz."""
     encoder = av.CodecContext.create("libopus", "w")
-    encoder.sample_rate = OPUS_RATE
+    encoder.sample_rate = rate
     encoder.layout = "mono"
     encoder.format = "s16"
     encoder.bit_rate = 32_000
-    encoder.time_base = _TIME_BASE
+    encoder.time_base = fractions.Fraction(1, rate)
     encoder.options = {"application": "voip", "frame_duration": "20"}
     encoder.open()
     return encoder
@@ -60,43 +62,44 @@ def _opus_encoder() -> Any:
 class SideEncoder:
     """One call side's audio (the session's format) → one Opus payload per 20 ms.
 
-    Input may come in any size; output is one packet per whole 20 ms at 48 kHz
-    (the resampler keeps a few samples back, so the first frame is a little late).
+    Input may come in any size; output is one packet per whole 20 ms. μ-law is
+    expanded to PCM16 (a table look-up in libavcodec) and both formats are
+    encoded at their own rate: libopus needs no resampled input.
     """
 
     def __init__(self, audio: CallerAudioFormat) -> None:
         self.audio = audio
+        self.rate = audio.sample_rate
+        self._frame_samples = self.rate * FRAME_MS // 1000
         self._decoder: Any = None
         if audio.realtime_type == "audio/pcmu":
             self._decoder = av.CodecContext.create("pcm_mulaw", "r")
             self._decoder.sample_rate = audio.sample_rate
             self._decoder.layout = "mono"
-        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=OPUS_RATE)
-        self._encoder = _opus_encoder()
-        self._pending = bytearray()  # 48 kHz PCM16 not yet a whole frame
+        self._encoder = _opus_encoder(self.rate)
+        self._pending = bytearray()  # PCM16 at ``rate``, not yet a whole frame
         self._pts = 0
         self.errors = 0
         self.silence = self._silence_payload()
 
     def _silence_payload(self) -> bytes:
         """An Opus packet of silence, encoded once on an encoder of its own."""
-        encoder = _opus_encoder()
+        encoder = _opus_encoder(self.rate)
         payloads: list[bytes] = []
-        for pts in range(0, 3 * OPUS_FRAME_SAMPLES, OPUS_FRAME_SAMPLES):
-            frame = _frame_from_pcm(bytes(OPUS_FRAME_BYTES), rate=OPUS_RATE, pts=pts)
+        for index in range(3):
+            frame = _frame_from_pcm(
+                bytes(2 * self._frame_samples),
+                rate=self.rate,
+                pts=index * self._frame_samples,
+            )
             payloads += [bytes(p) for p in encoder.encode(frame)]
         return payloads[-1]
 
-    def pcm48(self, data: bytes) -> bytes:
-        """``data`` (the session's format) as PCM16 48 kHz mono."""
-        if self._decoder is not None:
-            frames = self._decoder.decode(av.Packet(data))
-        else:
-            frames = [_frame_from_pcm(data, rate=self.audio.sample_rate)]
-        out = bytearray()
-        for frame in frames:
-            out += _pcm_of(self._resampler.resample(frame))
-        return bytes(out)
+    def pcm16(self, data: bytes) -> bytes:
+        """``data`` (the session's format) as PCM16 at its own rate."""
+        if self._decoder is None:
+            return data
+        return b"".join(_pcm_of([f]) for f in self._decoder.decode(av.Packet(data)))
 
     def encode_b64(self, payload_b64: str) -> list[bytes]:
         """Opus payloads for base64 audio; none (counted) if it is not base64."""
@@ -112,21 +115,14 @@ class SideEncoder:
         if len(data) % self.audio.bytes_per_sample:
             self.errors += 1
             return []
-        self._pending += self.pcm48(data)
-        return self.encode_pending()
-
-    def encode_pcm48(self, pcm48: bytes) -> list[bytes]:
-        """Opus payloads of PCM16 48 kHz audio (already resampled)."""
-        self._pending += pcm48
-        return self.encode_pending()
-
-    def encode_pending(self) -> list[bytes]:
+        self._pending += self.pcm16(data)
         out: list[bytes] = []
-        while len(self._pending) >= OPUS_FRAME_BYTES:
-            chunk = bytes(self._pending[:OPUS_FRAME_BYTES])
-            del self._pending[:OPUS_FRAME_BYTES]
-            frame = _frame_from_pcm(chunk, rate=OPUS_RATE, pts=self._pts)
-            self._pts += OPUS_FRAME_SAMPLES
+        frame_bytes = 2 * self._frame_samples
+        while len(self._pending) >= frame_bytes:
+            chunk = bytes(self._pending[:frame_bytes])
+            del self._pending[:frame_bytes]
+            frame = _frame_from_pcm(chunk, rate=self.rate, pts=self._pts)
+            self._pts += self._frame_samples
             out += [bytes(p) for p in self._encoder.encode(frame)]
         return out
 

@@ -68,7 +68,8 @@ class FanoutTrack(MediaStreamTrack):
         if not self._queue:
             self._ready.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._ready.wait(), IDLE_S)
+                async with asyncio.timeout(IDLE_S):  # no task per packet
+                    await self._ready.wait()
         if self.readyState != "live":
             raise MediaStreamError
         if self._queue:
