@@ -357,7 +357,7 @@ def report(result: SuperviseResult) -> str:
         f"  verdict: listen p99 ≤ {TARGET_LISTEN_P99_MS:g} ms:"
         f" {_yes((result.listen_p99_ms or 1e9) <= TARGET_LISTEN_P99_MS)};"
         f" barge p99 ≤ {TARGET_BARGE_P99_MS:g} ms:"
-        f" {_yes((result.barge_p99_ms or 1e9) <= TARGET_BARGE_P99_MS)};"
+        f" {_barge_verdict(result)};"
         f" calls' added p99 ≤ {TARGET_ADDED_P99_MS:g} ms: "
         f"{_yes(listen_added <= TARGET_ADDED_P99_MS)};"
         f" CPU ≤ {TARGET_CPU_S_PER_CALL_MIN:g} s/call-min:"
@@ -369,6 +369,12 @@ def report(result: SuperviseResult) -> str:
 
 def _spread(values: dict[str, float]) -> str:
     return spread(Spread(**values))
+
+
+def _barge_verdict(result: SuperviseResult) -> str:
+    if result.barge_p99_ms is None:
+        return "not measured (--barge)"
+    return _yes(result.barge_p99_ms <= TARGET_BARGE_P99_MS)
 
 
 def _yes(ok: bool) -> str:

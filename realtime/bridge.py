@@ -31,7 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -76,6 +76,9 @@ from realtime.tool_providers import FunctionTool as ProvidedTool
 from realtime.tools import ToolContext
 from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
+
+if TYPE_CHECKING:
+    from realtime.supervision import Supervision
 
 log = logging.getLogger(__name__)
 
@@ -617,6 +620,9 @@ class CallBridge:
     def supervision_start(self, *, ice_servers: list[dict[str, Any]]) -> Supervision:
         """The call's supervision hub, created at the first listener's offer."""
         if self.supervision is None:
+            # aiortc and the codecs load with the first listener, not every bridge.
+            from realtime.supervision import Supervision
+
             self.supervision = Supervision(
                 audio=self.config.session.audio,
                 host=self,
