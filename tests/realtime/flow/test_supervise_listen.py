@@ -172,3 +172,40 @@ async def test_the_mic_reaches_the_bridge_and_a_silent_listener_is_dropped(
             await client.close()
             await handle.hang_up()
             await handle.wait_finished(timeout=20)
+
+
+async def test_a_supervisor_hears_both_sides_of_a_web_call(
+    service, start_fake_realtime, inbound_agent, listen_settings, tmp_path
+):
+    """The browser's call (PCM16 24 kHz, marks from the page's playback): the
+    supervisor hears the AI's greeting and the caller's voice."""
+    from tests.realtime.flow.test_web_call import logged_in_http, offer_to
+    from tests.realtime.transport.webrtc_client import WebRtcTestClient, eventually
+
+    listen_settings.MEDIA_ROOT = str(tmp_path / "media")
+    supervisor = await sync_to_async(OperatorFactory)(
+        organization=inbound_agent.organization, is_superuser=True
+    )
+    listener = SupervisorTestClient()
+    async with start_fake_realtime():
+        http = await logged_in_http(service, inbound_agent)
+        caller = WebRtcTestClient(amplitude=0)
+        signal = offer_to(http, f"/agents/{inbound_agent.pk}/try/offer/")
+        await caller.connect(signal)
+        call = await CallSession.objects.aget(pk=signal.reply["call_id"])
+        try:
+            await offer_when_live(call, supervisor, listener)
+            await eventually(lambda: listener.loud[1] > 10, what="the AI heard")
+            assert listener.loud[0] == 0  # the caller has said nothing yet
+            caller.mic.amplitude = 9000
+            await eventually(lambda: listener.loud[0] > 10, what="the caller heard")
+            caller.send({"type": "hangup"})
+
+            async def stopped() -> bool:
+                return await _count(call, "supervise-listen-stop", 1)
+
+            assert await wait_until(stopped, within_s=10)
+        finally:
+            await listener.close()
+            await caller.close()
+            await http.aclose()
