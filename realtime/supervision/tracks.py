@@ -23,7 +23,7 @@ from realtime.supervision.audio import OPUS_FRAME_SAMPLES, opus_packet
 
 __all__ = ["FanoutTrack"]
 
-IDLE_S: Final = 0.060  # no packet for this long: a silence packet instead
+IDLE_S: Final = 0.100  # no packet for this long: a silence packet instead
 MAX_QUEUED: Final = 25  # 0.5 s: a listener further behind loses its oldest packets
 
 
