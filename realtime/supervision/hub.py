@@ -232,11 +232,10 @@ class Supervision:
             elif delay < -3 * FRAME_S:
                 started, ticks = self._clock(), 0  # the loop stalled: no burst after
             frame = self.playout.next_frame(self._clock())
-            # Silence too, every 20 ms (encoded once for the call): the listener's
-            # player gets a steady stream to time the AI's next words by.
-            payloads = [self._ai.silence] if frame is None else self._ai.encode(frame)
-            self.ai_packets += len(payloads) if frame is not None else 0
-            for payload in payloads:
+            if frame is None:
+                continue  # silence: the tracks send a packet now and then
+            for payload in self._ai.encode(frame):
+                self.ai_packets += 1
                 for listener in self._listeners.values():
                     listener.peer.ai_track.push(payload, None)
 

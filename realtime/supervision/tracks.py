@@ -2,8 +2,10 @@
 
 Each call side is encoded once by the hub; every listener's ``FanoutTrack`` gets
 the same payloads and hands them to aiortc as ``av.Packet`` objects on its own
-RTP clock (aiortc sends a packet as is). A track that waited ``IDLE_S`` for
-audio sends a silence packet, so the listener's clock keeps going.
+RTP clock (aiortc sends a packet as is). Like Opus's DTX, nothing is sent while
+a side is silent but a silence packet every ``IDLE_S`` (a packet is a ``sendto``
+per listener: the listen path's largest cost); after such a gap the RTP
+timestamp jumps by the time that passed, so the listener's player stays on time.
 
 Nothing here imports Django.
 """
@@ -20,10 +22,12 @@ from typing import Any, Final
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from realtime.supervision.audio import OPUS_FRAME_SAMPLES, opus_packet
+from realtime.supervision.playout import FRAME_S
 
 __all__ = ["FanoutTrack"]
 
-IDLE_S: Final = 0.100  # no packet for this long: a silence packet instead
+IDLE_S: Final = 0.200  # no packet for this long: a silence packet instead
+GAP_FRAMES: Final = 3  # a pause this long (or longer) moves the RTP clock with it
 MAX_QUEUED: Final = 25  # 0.5 s: a listener further behind loses its oldest packets
 
 
@@ -46,6 +50,7 @@ class FanoutTrack(MediaStreamTrack):
         self._queue: deque[tuple[bytes, float | None]] = deque()
         self._ready = asyncio.Event()
         self._pts = 0
+        self._last_out: float | None = None  # when the last packet was handed out
         self._handed_at: float | None = None  # when the last packet's audio came in
         self.dropped = 0
         self.packets_out = 0
@@ -76,6 +81,12 @@ class FanoutTrack(MediaStreamTrack):
             payload, self._handed_at = self._queue.popleft()
         else:
             payload = self._silence
+        now = self._clock()
+        if self._last_out is not None:
+            frames = round((now - self._last_out) / FRAME_S)
+            if frames >= GAP_FRAMES:
+                self._pts += (frames - 1) * OPUS_FRAME_SAMPLES  # the pause's length
+        self._last_out = now
         packet = opus_packet(payload, self._pts)
         self._pts += OPUS_FRAME_SAMPLES
         self.packets_out += 1

@@ -64,3 +64,16 @@ async def test_a_stopped_track_ends() -> None:
     track.stop()
     with pytest.raises(MediaStreamError):
         await track.recv()
+
+
+async def test_after_a_pause_the_rtp_clock_moves_on_by_its_length() -> None:
+    clock = Clock()
+    track = FanoutTrack(silence=b"S", clock=clock)
+    track.push(b"a", None)
+    track.push(b"b", None)
+    assert (await track.recv()).pts == 0
+    clock.now += 0.001  # queued behind: the next 20 ms
+    assert (await track.recv()).pts == 960
+    clock.now += 0.200  # ten frames of silence, nothing sent
+    track.push(b"c", None)
+    assert (await track.recv()).pts == 960 + 10 * 960
