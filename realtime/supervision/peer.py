@@ -86,6 +86,7 @@ class SupervisorPeer:
         self.mic_frames = 0
         self.started_at = clock()
         self._last_message: float | None = None
+        self._channel: Any = None
         self._tasks: set[asyncio.Task[None]] = set()
         self.closed = False
         self.pc.on("datachannel", self._on_datachannel)
@@ -124,7 +125,7 @@ class SupervisorPeer:
         return str(self.pc.localDescription.sdp)
 
     def send_event(self, event: Mapping[str, Any]) -> None:
-        channel = getattr(self, "_channel", None)
+        channel = self._channel
         if channel is not None and channel.readyState == "open":
             with contextlib.suppress(Exception):
                 channel.send(json.dumps(event, ensure_ascii=False))
