@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from calls import views
+from calls import supervise_views, views
 from calls.summary.views import call_summary_fragment
 
 app_name = "calls"
@@ -17,6 +17,11 @@ urlpatterns = [
     path("calls/<int:pk>/summary/", call_summary_fragment, name="summary"),
     path("calls/<int:pk>/hangup", views.call_hangup, name="hangup"),
     path("calls/<int:pk>/instruct", views.call_instruct_view, name="instruct"),
+    path(
+        "calls/<int:pk>/supervise/offer/",
+        supervise_views.supervise_offer,
+        name="supervise-offer",
+    ),
     path("calls/<int:pk>/do-not-call", views.call_do_not_call, name="do-not-call"),
     path(
         "calls/<int:pk>/recordings/<int:rec_id>/audio",

@@ -31,7 +31,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
@@ -77,6 +77,9 @@ from realtime.tool_providers import FunctionTool as ProvidedTool
 from realtime.tools import ToolContext
 from realtime.ws_connections import ShortPathClientConnection
 from realtime.ws_send import write_text_now
+
+if TYPE_CHECKING:
+    from realtime.supervision.hub import Supervision
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +247,8 @@ class CallBridge:
         self._drain_poke: asyncio.Event | None = None
         # Barge, take-over, hand-back (F-75): made at the first supervise command.
         self.supervisor_control: SupervisorControl | None = None
+        # Supervisors listening (F-75): created at the first one's offer.
+        self.supervision: Supervision | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -306,6 +311,8 @@ class CallBridge:
                 for action in self.state.hangup(self._end_mode):
                     if isinstance(action, SaveTranscript):
                         self._save_transcript(action)
+            if self.supervision is not None:
+                await self.supervision.close()
             figures = self.state.figures()
             self._enqueue(lambda: self.store.save_figures(figures))
             if self._end_mode == "hangup" and self._stream_claimed:
@@ -426,6 +433,7 @@ class CallBridge:
         """One frame from Twilio's socket."""
         if self._finishing:
             return
+        arrived = self._clock() if self.supervision is not None else 0.0
         try:
             message = parse_twilio_message(frame)
         except TwilioProtocolError as exc:
@@ -449,6 +457,11 @@ class CallBridge:
                 type(message).__name__,
                 extra={"call_id": self.config.call_id},
             )
+        if self.supervision is not None:
+            if isinstance(message, Media):
+                self.supervision.caller_audio(message.payload_b64, arrived)
+            elif isinstance(message, Mark):
+                self.supervision.mark_played(message.name, self._clock())
         if isinstance(message, Stop):
             self._saw_stop = True
         if isinstance(message, Start):
@@ -522,6 +535,8 @@ class CallBridge:
         """Caller audio, base64 in the session's format (kept until the claim)."""
         if self._finishing:
             return
+        if self.supervision is not None:
+            self.supervision.caller_audio(payload_b64, self._clock())
         await self._perform(
             self.state.on_caller_audio(payload_b64, now_ms=self.now_ms())
         )
@@ -531,6 +546,8 @@ class CallBridge:
         if self._finishing or not self._stream_claimed:
             return
         played_ms = int((played_at - self._t0) * 1000)
+        if self.supervision is not None:
+            self.supervision.mark_played(name, played_at)
         await self._perform(
             self.state.on_playback_mark(
                 name, now_ms=self.now_ms(), played_at_ms=played_ms
@@ -563,6 +580,12 @@ class CallBridge:
                     )
                 )
                 await self.finish("superseded by a resumed stream")
+            return
+        if command == "supervise-offer":
+            # Answered on the request's reply channel; the SDP is not an event.
+            from realtime.supervise_offer import supervise_offer_answer
+
+            await supervise_offer_answer(self, data)
             return
         if not command.startswith("supervise-"):  # those are recorded with who (F-75)
             self._enqueue(
@@ -597,6 +620,29 @@ class CallBridge:
                 command,
                 extra={"call_id": self.config.call_id},
             )
+
+    @property
+    def live_for_supervision(self) -> bool:
+        """The caller's stream is up here and the call is not ending."""
+        return self._stream_claimed and not self._finishing
+
+    def supervision_start(self, *, ice_servers: list[dict[str, Any]]) -> Supervision:
+        """The call's supervision hub, created at the first listener's offer."""
+        if self.supervision is None:
+            # aiortc and the codecs load with the first listener, not every bridge.
+            from realtime.supervision.hub import Supervision
+
+            self.supervision = Supervision(
+                audio=self.config.session.audio,
+                host=self,
+                record=lambda kind, payload: self._enqueue(
+                    lambda: self.store.record_event(kind, payload)
+                ),
+                ice_servers=ice_servers,
+                clock=self._clock,
+            )
+        return self.supervision
+
 
     # ------------------------------------------------------------ supervisor (F-75)
 
@@ -934,6 +980,8 @@ class CallBridge:
             if isinstance(action, CallerCommand):
                 if not self._audio_out.is_set() and isinstance(action, SendAudio):
                     self._audio_out.set()
+                if self.supervision is not None:
+                    self.supervision.caller_command(action, self._clock())
                 if self._send_caller_fn is not None:
                     await self._send_caller(action)
                 else:
