@@ -643,7 +643,6 @@ class CallBridge:
             )
         return self.supervision
 
-
     # ------------------------------------------------------------ supervisor (F-75)
 
     def _supervisor(self) -> SupervisorControl:
