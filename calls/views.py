@@ -8,6 +8,7 @@ Twilio's audio (fetched with the account's credentials) to the page's `<audio>`.
 
 from __future__ import annotations
 
+import json
 import math
 import mimetypes
 import re
@@ -20,6 +21,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
@@ -47,9 +49,10 @@ from calls.campaigns.services import dnc_add_from_call
 from calls.control import CallNotLive, call_hangup_request, call_instruct
 from calls.models import CallSession, Recording
 from calls.path_figures import path_figures
-from calls.selectors import call_get, call_list
+from calls.selectors import call_get, call_list, calls_today
 from calls.status import LIVE, TERMINAL, CallStatus
 from calls.summary.views import summary_context
+from calls.timeline import event_text
 from calls.twilio_client import TwilioError, twilio_recording_fetch
 
 LATENCY_BIN_MS = 250
@@ -118,11 +121,6 @@ def _was_handed_off(call: CallSession) -> bool:
     }
 
 
-def today_start() -> datetime:
-    """Midnight today in the service's time zone."""
-    return timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
-
-
 def figures_for(calls: Iterable[CallSession]) -> tuple[Figures, dict[str, Any]]:
     """Today's figures and chart series for the given calls."""
     calls = list(calls)
@@ -189,7 +187,7 @@ def _live_calls(request: HttpRequest) -> QuerySet[CallSession]:
 
 
 def _today(request: HttpRequest) -> dict[str, Any]:
-    calls = call_list(user=request.user).filter(created_at__gte=today_start())
+    calls = calls_today(user=request.user)
     figures, charts = figures_for(calls)
     return {"figures": figures, "charts": charts, "paths": path_figures(calls)}
 
@@ -320,7 +318,9 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
         entry.offset_label = offset_label(entry.offset_ms)  # type: ignore[attr-defined]
     events = list(call.events.all())
     for event in events:
-        event.summary = event_summary(event.type, event.payload)  # type: ignore[attr-defined]
+        event.text = event_text(event.type, event.payload)  # type: ignore[attr-defined]
+        # The raw payload, behind the line's "details" toggle.
+        event.payload_json = json.dumps(event.payload, ensure_ascii=False, indent=2)  # type: ignore[attr-defined]
     latencies = [v for v in call.turn_latencies_ms or [] if isinstance(v, int | float)]
     mean, p95 = latency_mean_p95(latencies)
     return render(
@@ -335,6 +335,8 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "latency_p95_ms": p95,
             "terminal_statuses": " ".join(sorted(TERMINAL)),
             "status_labels": status_labels(),
+            # The supervisor console's Listen: the same ICE servers as web calls.
+            "ice_servers": settings.WEBRTC_ICE_SERVERS,
             **summary_context(call),
         },
     )
@@ -344,54 +346,6 @@ def offset_label(offset_ms: int) -> str:
     """`m:ss` of an offset in the call."""
     seconds = max(offset_ms, 0) // 1000
     return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-EVENT_VALUE_MAX_CHARS = 80
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    if len(text) <= EVENT_VALUE_MAX_CHARS:
-        return text
-    return text[: EVENT_VALUE_MAX_CHARS - 1] + "…"
-
-
-def event_summary(kind: str, payload: Any) -> str:
-    """One line for a timeline event: `from → to (reason)` for a status, else
-    key=value, leaving out empty values and cutting long ones (TwiML) short."""
-    if not isinstance(payload, dict):
-        return _short(payload or "")
-    if kind == "status":
-        text = f"{payload.get('from', '?')} → {payload.get('to', '?')}"
-        return f"{text} ({payload['reason']})" if payload.get("reason") else text
-    if kind == "tool-call":
-        return tool_call_summary(payload)
-    return ", ".join(
-        f"{k}={_short(v)}" for k, v in payload.items() if v not in ("", None)
-    )
-
-
-def tool_call_summary(payload: dict[str, Any]) -> str:
-    """`tool @ server: ok, 120 ms, 53 B` or `tool @ server: error (why), 12 ms` (F-78).
-
-    The same line as static/callcenter/js/monitor.js draws for a live call. Built-in,
-    MCP and HTTP tools alike; the event never holds secrets or headers.
-    """
-    name = str(payload.get("tool") or payload.get("name") or "?")
-    where = f"{name} @ {payload['server']}" if payload.get("server") else name
-    output = payload.get("output")
-    error = payload.get("error") or (
-        output.get("error") if isinstance(output, dict) else ""
-    )
-    parts = [
-        "ok" if payload.get("ok") else f"error ({_short(error)})" if error else "error"
-    ]
-    if isinstance(payload.get("ms"), int | float):
-        parts.append(f"{payload['ms']:g} ms")
-    size = payload.get("output_bytes")
-    if isinstance(size, int):
-        parts.append(f"{size} B")
-    return f"{where}: {', '.join(parts)}"
 
 
 def _wants_json(request: HttpRequest) -> bool:
