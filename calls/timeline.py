@@ -18,7 +18,7 @@ from django.utils.translation import gettext_lazy
 VALUE_MAX_CHARS = 80
 
 # What happened, per event type; the payload's facts follow. Types not listed show
-# their name and facts.
+# their facts alone (the line shows the type too).
 EVENT_SENTENCES: dict[str, Promise] = {
     "stream-start": gettext_lazy("音声ストリームが始まりました"),
     "stream-ended": gettext_lazy("音声ストリームが終わりました"),
@@ -101,7 +101,8 @@ def event_text(kind: str, payload: Any) -> str:
         return f"{text} ({payload['reason']})" if payload.get("reason") else text
     if kind == "tool-call" and isinstance(payload, dict):
         return tool_call_summary(payload)
-    sentence = str(EVENT_SENTENCES.get(kind, kind))
+    # The line shows the type beside this text: an unknown type's name is not repeated.
+    sentence = str(EVENT_SENTENCES[kind]) if kind in EVENT_SENTENCES else ""
     if isinstance(payload, dict):
         facts = [
             _value_in_words(k, v)
@@ -110,7 +111,7 @@ def event_text(kind: str, payload: Any) -> str:
         ]
     else:
         facts = [_short(payload)] if payload else []
-    return " · ".join([sentence, *facts])
+    return " · ".join(part for part in (sentence, *facts) if part)
 
 
 def tool_call_summary(payload: dict[str, Any]) -> str:

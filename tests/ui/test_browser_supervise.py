@@ -67,7 +67,7 @@ BARGE = re.compile("割り込む|Barge")
 END_BARGE = re.compile("割り込みを終える|End barge")
 TAKE_OVER = re.compile("代わる|Take over")
 HAND_BACK = re.compile("AIに戻す|Hand back")
-SUPERVISORS = {"demo": "demo", "sup2": "pw-sup2"}
+PASSWORDS = {"demo": "demo", "sup2": "pw-sup2", "plain": "pw-plain"}
 PLAIN = ("plain", "pw-plain")
 # The caller: hears the greeting, then speaks every 3.7 s for about two minutes.
 CALLER_SCRIPT: list[dict[str, Any]] = [
@@ -309,7 +309,7 @@ def open_monitor(context: Any, service: ServiceProcess, call_id: int, user: str)
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.errors = errors  # checked by the tests
-    login(page, service.base_url, username=user, password=SUPERVISORS.get(user, ""))
+    login(page, service.base_url, username=user, password=PASSWORDS[user])
     page.goto(f"{service.base_url}/calls/{call_id}/")
     return page
 
@@ -503,3 +503,40 @@ def test_a_supervisor_page_closing_mid_take_over_leaves_the_call_with_the_ai(
         "select held_by_id from calls_callsession where id = ?", call.id
     )
     assert held_by is None
+
+
+def test_live_timeline_lines_read_like_saved_ones_in_a_utc_browser(service, call):
+    """A browser in UTC: a line added live shows the organisation's time (as the
+    saved line does after a reload), in words, with its raw payload behind 詳細."""
+    from playwright.sync_api import expect
+
+    with chromium_context(timezone_id="UTC") as context:
+        page = open_monitor(context, service, call.id, PLAIN[0])
+        expect(page.get_by_test_id("time-zone")).to_have_text(
+            "時刻は Asia/Tokyo の時刻です"
+        )
+        expect(page.locator("[data-socket-state]")).to_have_attribute(
+            "data-state", "open"
+        )
+        page.get_by_label("AIへの指示").fill("料金の話は担当者から")
+        page.get_by_role("button", name="指示を送る").click()
+        live = page.locator("#timeline li.event-instruct-requested")
+        expect(live).to_have_count(1, timeout=5000)
+        expect(live.locator(".event-summary")).to_contain_text(
+            "オペレーターがAIに指示しました"
+        )
+        live_time = live.locator("time").inner_text()
+        live_text = live.locator(".event-summary").inner_text()
+        iso = live.locator("time").get_attribute("datetime") or ""
+        utc_clock = page.evaluate(
+            "iso => new Date(iso).toLocaleTimeString('en-GB', {timeZone: 'UTC', hourCycle: 'h23'})",
+            iso,
+        )
+        assert live_time != utc_clock  # Tokyo is 9 hours ahead of UTC
+        live.locator("summary").click()
+        expect(live.locator("pre")).to_contain_text("料金の話は担当者から")
+        page.reload()
+        saved = page.locator("#timeline li.event-instruct-requested")
+        expect(saved.locator("time")).to_have_text(live_time)
+        expect(saved.locator(".event-summary")).to_have_text(live_text)
+        assert not page.errors, page.errors

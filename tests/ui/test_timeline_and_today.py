@@ -54,7 +54,7 @@ def test_an_event_with_twiml_is_a_sentence():
         "「担当者におつなぎします」と読み上げる → 会議 handoff-7 に参加する"
     )
     assert "<?xml" not in line
-    assert event_text("some-new-kind", {"a": 1, "b": ""}) == "some-new-kind · a: 1"
+    assert event_text("some-new-kind", {"a": 1, "b": ""}) == "a: 1"
 
 
 @pytest.mark.django_db
