@@ -41,9 +41,11 @@ from realtime.emulators.audio import decode_ulaw
 from realtime.emulators.fake_realtime import FakeRealtimeServer
 from realtime.emulators.run import Options, build_twilio
 from tests.ui.browser import (
+    CHROMIUM_ARGS,
     ServiceProcess,
     chromium_context,
     chromium_missing_reason,
+    find_chromium,
     free_port,
     login,
     screenshot,
@@ -448,29 +450,64 @@ def test_without_the_permission_no_buttons_and_the_offer_is_refused(service, cal
     assert not call.events("supervise-take-over")
 
 
+@contextlib.contextmanager
+def two_browser_contexts(extra_args: tuple[str, ...]) -> Iterator[list[Any]]:
+    """Two separate sessions (cookies) in one Chromium: two people logged in."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=find_chromium(),
+            headless=True,
+            args=[*CHROMIUM_ARGS, *extra_args],
+        )
+        try:
+            contexts = [
+                browser.new_context(
+                    locale="ja-JP", viewport={"width": 1280, "height": 900}
+                )
+                for _ in range(2)
+            ]
+            for context in contexts:
+                context.set_default_timeout(10_000)
+            yield contexts
+        finally:
+            browser.close()
+
+
 def test_two_supervisors_listen_at_once(service, call, tmp_path):
-    with chromium_context(extra_args=media_args(tmp_path)) as context:
-        first = open_monitor(context, service, call.id, "demo")
+    with two_browser_contexts(media_args(tmp_path)) as (one, other):
+        first = open_monitor(one, service, call.id, "demo")
+        second = open_monitor(other, service, call.id, "sup2")
         listen(first)
-        with chromium_context(extra_args=media_args(tmp_path)) as other:
-            second = open_monitor(other, service, call.id, "sup2")
-            listen(second)
-            for page in (first, second):
-                meter_above(page, "caller", 0.01)
-                meter_above(page, "ai", 0.01)
-            listeners = {
-                first.evaluate("window.__supervise.listener"),
-                second.evaluate("window.__supervise.listener"),
-            }
-            assert len(listeners) == 2 and None not in listeners
-            assert len(call.events("supervise-listen-start")) >= 2
-            # One whispers; the other still hears both sides.
-            second.get_by_label(re.compile("ささやき|Whisper")).fill(
-                "次はお届け日を確認してください"
+        listen(second)
+        for page in (first, second):
+            meter_above(page, "caller", 0.01)
+            meter_above(page, "ai", 0.01)
+        listeners = {
+            first.evaluate("window.__supervise.listener"),
+            second.evaluate("window.__supervise.listener"),
+        }
+        assert len(listeners) == 2 and None not in listeners
+        assert len(call.events("supervise-listen-start")) >= 2
+        # One whispers; both still hear both sides.
+        second.get_by_label(re.compile("ささやき|Whisper")).fill(
+            "次はお届け日を確認してください"
+        )
+        second.get_by_role("button", name=WHISPER).click()
+        wait_for("the whisper event", lambda: call.events("supervise-whisper"))
+        first.evaluate(
+            "window.__supervise.callerLevelMax = window.__supervise.aiLevelMax = 0"
+        )
+        second.evaluate(
+            "window.__supervise.callerLevelMax = window.__supervise.aiLevelMax = 0"
+        )
+        for page in (first, second):
+            page.wait_for_function(
+                "window.__supervise.callerLevelMax > 0.01 && window.__supervise.aiLevelMax > 0.01",
+                timeout=20_000,
             )
-            second.get_by_role("button", name=WHISPER).click()
-            wait_for("the whisper event", lambda: call.events("supervise-whisper"))
-            assert not first.errors and not second.errors
+        assert not first.errors and not second.errors
 
 
 def test_a_supervisor_page_closing_mid_take_over_leaves_the_call_with_the_ai(
