@@ -5,7 +5,7 @@ OpenAI Realtime server and the Twilio emulator, both in this process (a thread w
 its own loop), so the test can see what the model received and what the simulated
 caller heard. The caller speaks every few seconds (1.2 s of speech, 2.5 s quiet),
 whoever holds the call. The supervisor's microphone is Chromium's fake device
-playing a 16-bit PCM WAV in a loop (bursts of a 300 Hz tone: a 24-bit or μ-law file
+playing a 16-bit PCM WAV in a loop (1 s bursts of a 300 Hz tone: a 24-bit or μ-law file
 would play silence without an error, so the tests check the energy that arrives).
 WebRTC stays on loopback: --allow-loopback-in-peer-connection in Chromium,
 WEBRTC_HOST_ADDRESSES=127.0.0.1 for aiortc.
@@ -173,20 +173,21 @@ def service(emulators: Emulators) -> Iterator[ServiceProcess]:
 
 
 def supervisor_wav(path: Path) -> Path:
-    """16-bit PCM mono 48 kHz, looped by Chromium: 0.8 s of a 300 Hz tone, 0.2 s quiet."""
+    """16-bit PCM mono 48 kHz, looped by Chromium: 1 s of a 300 Hz tone, 1.2 s quiet
+    (pauses long enough for a transcription turn to end)."""
     rate = 48_000
     tone = array(
         "h",
         (
             int(12_000 * math.sin(2 * math.pi * 300 * n / rate))
-            for n in range(int(0.8 * rate))
+            for n in range(rate)
         ),
     )
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
         wav.setsampwidth(2)
         wav.setframerate(rate)
-        wav.writeframes(tone.tobytes() + bytes(int(0.2 * rate) * 2))
+        wav.writeframes(tone.tobytes() + bytes(int(1.2 * rate) * 2))
     return path
 
 
@@ -403,9 +404,22 @@ def test_listen_barge_take_over_and_hand_back(service, call, tmp_path):
             lambda: call.responses() > responses,
             timeout=15,
         )
+        # The supervisor's own words were transcribed and saved as the agent's.
+        agent_lines = wait_for(
+            "the supervisor's speech saved as speaker agent",
+            lambda: service.query(
+                "select text from calls_transcriptentry where call_id = ?"
+                " and speaker = 'agent'",
+                call.id,
+            ),
+        )
         notes = call.system_notes()[notes_before:]
         assert notes, "no system note reached the model at hand-back"
         assert any(line in notes[-1] for line in said), (notes[-1], said)
+        assert any(text in notes[-1] for (text,) in agent_lines), (
+            notes[-1],
+            agent_lines,
+        )
         wait_for(
             "the AI's voice at the caller again",
             lambda: call.heard_rms_since(mark) > 500,
