@@ -7,8 +7,9 @@
  *                      (the socket adds it, as the page renders saved events)
  *   call.supervision   {holder, mode, by_name}: handed to the supervisor console
  *                      (supervise.js) as a `cc:supervision` event on #call
- *   call.snapshot      {status, entries: [transcript.update…]}, once per (re)connect:
- *                      what was saved after the newest line shown (`?after=`)
+ *   call.snapshot      {status, entries: [transcript.update…], supervision}, once per
+ *                      (re)connect: what was saved after the newest line shown
+ *                      (`?after=`), the status and who holds the call now
  * Any other type (handoff steps…) is shown on the timeline. */
 (function () {
   "use strict";
@@ -212,6 +213,8 @@
         if (msg.status && msg.status !== root.dataset.callStatus) {
           setStatus(msg.status, window.CC.statusLabel(msg.status));
         }
+        // Who holds the call now (it may have changed while the socket was away).
+        if (msg.supervision) root.dispatchEvent(new CustomEvent("cc:supervision", { detail: msg.supervision }));
         break;
       case "call.status":
         setStatus(msg.status, window.CC.statusLabel(msg.status));
