@@ -178,10 +178,7 @@ def supervisor_wav(path: Path) -> Path:
     rate = 48_000
     tone = array(
         "h",
-        (
-            int(12_000 * math.sin(2 * math.pi * 300 * n / rate))
-            for n in range(rate)
-        ),
+        (int(12_000 * math.sin(2 * math.pi * 300 * n / rate)) for n in range(rate)),
     )
     with wave.open(str(path), "wb") as wav:
         wav.setnchannels(1)
