@@ -518,6 +518,14 @@ def test_two_supervisors_listen_at_once(service, call, tmp_path):
                 "window.__supervise.callerLevelMax > 0.01 && window.__supervise.aiLevelMax > 0.01",
                 timeout=20_000,
             )
+        # The caller hangs up: both consoles stop listening and can do nothing more.
+        call.hang_up()
+        for page in (first, second):
+            page.wait_for_function(
+                "window.__supervise.state === 'idle'", timeout=10_000
+            )
+            for name in (LISTEN, BARGE, TAKE_OVER):
+                assert page.get_by_role("button", name=name).first.is_disabled()
         assert not first.errors and not second.errors
 
 

@@ -68,6 +68,7 @@
     buttons.handBack.disabled = figures.holder !== "supervisor" || figures.mode === "barge";
     buttons.listen.disabled = figures.state === "connecting";
     if (!listening) meters.caller.value = meters.ai.value = 0;
+    if (root.dataset.live !== "true") Object.values(buttons).forEach((b) => { b.disabled = true; });
   }
 
   function showHolder(holder, mode, name) {
@@ -103,7 +104,6 @@
   }
 
   function measure() {
-    if (root.dataset.live !== "true") { stopListening("stopped"); return; }
     for (const side of ["caller", "ai"]) {
       const s = sides[side];
       const value = s ? level(s.analyser, s.buffer) : 0;
@@ -270,6 +270,12 @@
     const msg = event.detail || {};
     showHolder(msg.holder, msg.mode, msg.by_name);
   });
+  // The call ended (monitor.js sets data-live): nothing here can act any more.
+  new MutationObserver(() => {
+    if (root.dataset.live === "true") return;
+    if (pc) stopListening("stopped");
+    panel.querySelectorAll("button, input").forEach((el) => { el.disabled = true; });
+  }).observe(root, { attributes: true, attributeFilter: ["data-live"] });
   // Leaving the page ends this listener at once (the server's grace period runs
   // from here when it held the call).
   window.addEventListener("pagehide", () => { if (pc) pc.close(); });
