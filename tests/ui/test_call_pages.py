@@ -12,15 +12,15 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from calls.groups import call_control_group
-from calls.models import CallEvent, Recording
-from calls.status import CallStatus
-from calls.timeline import event_text
-from calls.views import (
+from calls.figures import (
     figures_for,
     latency_histogram,
     latency_mean_p95,
 )
+from calls.groups import call_control_group
+from calls.models import CallEvent, Recording
+from calls.status import CallStatus
+from calls.timeline import event_text
 from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
