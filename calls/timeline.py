@@ -16,6 +16,8 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 VALUE_MAX_CHARS = 80
+# In the sentence already (by_name), or ids that tell an operator nothing.
+HIDDEN_KEYS = frozenset({"by_id", "by_name", "listener"})
 
 # What happened, per event type; the payload's facts follow. Types not listed show
 # their facts alone (the line shows the type too).
@@ -36,14 +38,14 @@ EVENT_SENTENCES: dict[str, Promise] = {
     "hangup-requested": gettext_lazy("オペレーターが切断を指示しました"),
     "instruct-requested": gettext_lazy("オペレーターがAIに指示しました"),
     "twilio-status": gettext_lazy("Twilio から通話の状態が届きました"),
-    "supervise-listen-start": gettext_lazy("スーパーバイザーが聴き始めました"),
-    "supervise-listen-stop": gettext_lazy("スーパーバイザーが聴くのをやめました"),
-    "supervise-whisper": gettext_lazy("スーパーバイザーがAIにささやきました"),
-    "supervise-barge": gettext_lazy("スーパーバイザーが割り込みました"),
-    "supervise-barge-end": gettext_lazy("スーパーバイザーが割り込みを終えました"),
-    "supervise-take-over": gettext_lazy("スーパーバイザーが通話を代わりました"),
+    "supervise-listen-start": gettext_lazy("%(name)s が聴き始めました"),
+    "supervise-listen-stop": gettext_lazy("%(name)s が聴くのをやめました"),
+    "supervise-whisper": gettext_lazy("%(name)s がAIにささやきました"),
+    "supervise-barge": gettext_lazy("%(name)s が割り込みました"),
+    "supervise-barge-end": gettext_lazy("%(name)s が割り込みを終えました"),
+    "supervise-take-over": gettext_lazy("%(name)s が通話を代わりました"),
     "supervise-hand-back": gettext_lazy("通話をAIに戻しました"),
-    "supervise-phone-listen": gettext_lazy("スーパーバイザーが電話で聴き始めました"),
+    "supervise-phone-listen": gettext_lazy("%(name)s が電話で聴き始めました"),
 }
 
 
@@ -104,10 +106,12 @@ def event_text(kind: str, payload: Any) -> str:
     # The line shows the type beside this text: an unknown type's name is not repeated.
     sentence = str(EVENT_SENTENCES[kind]) if kind in EVENT_SENTENCES else ""
     if isinstance(payload, dict):
+        if "%(name)s" in sentence:  # who did it, by name (F-75's supervise-* events)
+            sentence = sentence % {"name": payload.get("by_name") or "?"}
         facts = [
             _value_in_words(k, v)
             for k, v in payload.items()
-            if v not in ("", None) and k not in ("by_id",)
+            if v not in ("", None) and k not in HIDDEN_KEYS
         ]
     else:
         facts = [_short(payload)] if payload else []

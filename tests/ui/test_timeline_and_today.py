@@ -57,6 +57,22 @@ def test_an_event_with_twiml_is_a_sentence():
     assert event_text("some-new-kind", {"a": 1, "b": ""}) == "a: 1"
 
 
+def test_supervision_events_say_who_did_it():
+    from django.utils import translation
+
+    payload = {"by_id": 3, "by_name": "佐藤", "listener": "l-1"}
+    assert event_text("supervise-take-over", payload) == "佐藤 が通話を代わりました"
+    assert event_text("supervise-whisper", {**payload, "text": "急いで"}) == (
+        "佐藤 がAIにささやきました · text: 急いで"
+    )
+    lost = {"by_id": None, "reason": "supervisor-lost"}
+    assert event_text("supervise-hand-back", lost) == (
+        "通話をAIに戻しました · reason: supervisor-lost"
+    )
+    with translation.override("en"):
+        assert event_text("supervise-barge", payload) == "佐藤 barged in"
+
+
 @pytest.mark.django_db
 def test_the_timeline_shows_words_one_zone_and_the_raw_payload_behind_details(
     logged_in, live_call
