@@ -47,7 +47,13 @@ from calls.control import CallNotLive, call_hangup_request, call_instruct
 from calls.figures import figures_for, latency_mean_p95
 from calls.models import CallSession, Recording
 from calls.path_figures import path_figures
-from calls.selectors import call_get, call_list, calls_today
+from calls.selectors import (
+    call_get,
+    call_list,
+    call_supervision_history,
+    call_supervision_state,
+    calls_today,
+)
 from calls.status import LIVE, TERMINAL, CallStatus
 from calls.summary.views import summary_context
 from calls.timeline import event_text
@@ -221,6 +227,9 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "status_labels": status_labels(),
             # The supervisor console's Listen: the same ICE servers as web calls.
             "ice_servers": settings.WEBRTC_ICE_SERVERS,
+            # Who holds the call now, and who listened or stepped in (F-75).
+            "supervision": call_supervision_state(call=call),
+            "supervision_history": call_supervision_history(call=call),
             **summary_context(call),
         },
     )

@@ -112,3 +112,35 @@ def test_an_ended_call_has_no_console(client, supervisor, ended_call):
     html = client.get(reverse("calls:detail", args=[ended_call.pk])).content.decode()
     assert "data-supervise" not in html
     assert "supervise.js" not in html
+
+
+def test_the_page_says_who_holds_the_call_and_who_listened(
+    client, supervisor, live_call
+):
+    """Taken over by 佐藤: the console names them and offers the hand-back; the
+    history shows who listened and stepped in (B2's fragment)."""
+    from calls.models import CallEvent
+
+    CallEvent.objects.create(
+        call=live_call,
+        type="supervise-listen-start",
+        payload={"listener": "L1", "by_id": supervisor.pk, "by_name": "佐藤"},
+    )
+    CallEvent.objects.create(
+        call=live_call,
+        type="supervise-take-over",
+        payload={"listener": "L1", "by_id": supervisor.pk, "by_name": "佐藤"},
+    )
+    live_call.held_by = supervisor
+    live_call.save(update_fields=["held_by"])
+    client.force_login(supervisor)
+    html = client.get(reverse("calls:detail", args=[live_call.pk])).content.decode()
+    console = panel(html)
+    assert "佐藤 が対応しています" in console
+    hand_back = re.search(r"<button[^>]*hand-back[^>]*>", console).group(0)
+    assert "disabled" not in hand_back
+    history = html[html.index('data-testid="supervision-history"') :]
+    history = history[: history.index("</section>")]
+    assert "佐藤" in history
+    assert 'data-action="listen"' in history
+    assert 'data-action="take-over"' in history
