@@ -17,13 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from http.cookies import SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
+from django.utils import translation
+from django.utils.translation.trans_real import parse_accept_lang_header
 
 from callcenter.db import db_sync_to_async
 from calls.groups import call_monitor_group, org_monitor_group
+from calls.timeline import event_text
 
 CLOSE_FORBIDDEN = 4403
 CLOSE_TRY_AGAIN = 1013  # RFC 6455 "try again later": the channel layer is down
@@ -94,6 +99,9 @@ class MonitorConsumer(AsyncJsonWebsocketConsumer):
 class CallMonitorConsumer(MonitorConsumer):
     """`ws/calls/<call_id>/`: one call's transcript, partial text, status and events.
 
+    A `call.event` gets `text`: the event in words, in the page's language, as the
+    page renders saved events (calls/timeline.py).
+
     `?after=<entry id>` (the newest line the page shows) asks for a catch-up: once
     the socket is in the group, one `call.snapshot` {status, entries, supervision}
     brings the lines saved after that one, the status now and who holds the call
@@ -104,11 +112,19 @@ class CallMonitorConsumer(MonitorConsumer):
     """
 
     async def connect(self) -> None:
+        self.language = _socket_language(self.scope)
         await super().connect()
         after_id = _catch_up_from(self.scope.get("query_string", b""))
         if self.groups_joined and after_id is not None:
             call_id = self.scope["url_route"]["kwargs"]["call_id"]
             await self.send_json(await _snapshot(call_id, after_id))
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") == "call.event" and "text" not in message:
+            with translation.override(self.language):
+                text = event_text(str(message.get("event", "")), message.get("payload"))
+            message = {**message, "text": text}
+        await super().dispatch(message)
 
     async def monitor_groups(self, user: Any) -> list[str] | None:
         call_id = self.scope["url_route"]["kwargs"]["call_id"]
@@ -145,6 +161,25 @@ def _user_organization_ids(user: Any) -> list[int]:
         return list(Organization.objects.values_list("pk", flat=True))
     org_id = user_organization_id(user)
     return [org_id] if org_id is not None else []
+
+
+def _socket_language(scope: dict[str, Any]) -> str:
+    """The page's language: the language cookie, else Accept-Language, else the default."""
+    headers = {
+        k.decode("latin-1").lower(): v.decode("latin-1")
+        for k, v in scope.get("headers", [])
+    }
+    cookies = SimpleCookie(headers.get("cookie", ""))
+    candidates = []
+    if settings.LANGUAGE_COOKIE_NAME in cookies:
+        candidates.append(cookies[settings.LANGUAGE_COOKIE_NAME].value)
+    candidates += [
+        code for code, _ in parse_accept_lang_header(headers.get("accept-language", ""))
+    ]
+    for code in candidates:
+        with contextlib.suppress(LookupError):
+            return translation.get_supported_language_variant(code)
+    return settings.LANGUAGE_CODE
 
 
 def _catch_up_from(query_string: bytes) -> int | None:

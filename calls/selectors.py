@@ -7,13 +7,14 @@ import importlib
 import logging
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, time
 from typing import TypedDict
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import DatabaseError, connection
 from django.db.models import Q, QuerySet
+from django.utils import timezone
 
 from agents.selectors import organization_scope
 from callcenter.draining import is_draining
@@ -31,6 +32,19 @@ def call_list(*, user: object) -> QuerySet[CallSession]:
     """Calls the user may see, newest first."""
     return organization_scope(
         CallSession.objects.select_related("agent", "organization"), user=user
+    )
+
+
+def today_start() -> datetime:
+    """Midnight today in the organisation's time zone (TIME_ZONE)."""
+    return timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
+
+
+def calls_today(*, user: object) -> QuerySet[CallSession]:
+    """Today's calls: those that started since midnight, and those live now (a call
+    that started before midnight and is still going counts today too)."""
+    return call_list(user=user).filter(
+        Q(created_at__gte=today_start()) | Q(status__in=LIVE)
     )
 
 

@@ -8,18 +8,17 @@ Twilio's audio (fetched with the account's credentials) to the page's `<audio>`.
 
 from __future__ import annotations
 
-import math
+import json
 import mimetypes
 import re
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, time, timedelta
-from decimal import Decimal
 from pathlib import PurePosixPath
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.files.storage import default_storage
@@ -45,138 +44,27 @@ from callcenter.errors import ApplicationError
 from calls.campaigns.models import DoNotCall
 from calls.campaigns.services import dnc_add_from_call
 from calls.control import CallNotLive, call_hangup_request, call_instruct
+from calls.figures import figures_for, latency_mean_p95
 from calls.models import CallSession, Recording
 from calls.path_figures import path_figures
-from calls.selectors import call_get, call_list
+from calls.selectors import (
+    call_get,
+    call_list,
+    call_supervision_history,
+    call_supervision_state,
+    calls_today,
+)
 from calls.status import LIVE, TERMINAL, CallStatus
 from calls.summary.views import summary_context
+from calls.timeline import event_text
 from calls.twilio_client import TwilioError, twilio_recording_fetch
 
-LATENCY_BIN_MS = 250
-LATENCY_BINS = 10  # the last bin holds everything from 2250 ms up
 INSTRUCTION_MAX_CHARS = 2000
 FILE_CHUNK_BYTES = 64 * 1024
 RECORDING_CACHE_CONTROL = "private, max-age=300"
 
 
-# --- Today's figures (F-36) -------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Figures:
-    calls: int
-    answered: int
-    handed_off: int
-    ended: int
-    completed: int
-    latency_mean_ms: float | None
-    latency_p95_ms: float | None
-    cost_usd: Decimal
-
-    @property
-    def handoff_pct(self) -> float | None:
-        """Handed-off calls per answered call, in percent."""
-        return 100 * self.handed_off / self.answered if self.answered else None
-
-    @property
-    def completion_pct(self) -> float | None:
-        """Completed calls per ended call, in percent."""
-        return 100 * self.completed / self.ended if self.ended else None
-
-
-def latency_mean_p95(
-    latencies_ms: Sequence[float],
-) -> tuple[float | None, float | None]:
-    """Mean and 95th percentile (nearest rank) of response latencies."""
-    if not latencies_ms:
-        return None, None
-    ordered = sorted(latencies_ms)
-    rank = math.ceil(0.95 * len(ordered))
-    return sum(ordered) / len(ordered), float(ordered[rank - 1])
-
-
-def latency_histogram(latencies_ms: Iterable[float]) -> list[int]:
-    """Counts per LATENCY_BIN_MS bin; the last bin is open-ended."""
-    counts = [0] * LATENCY_BINS
-    for value in latencies_ms:
-        counts[min(int(max(value, 0) // LATENCY_BIN_MS), LATENCY_BINS - 1)] += 1
-    return counts
-
-
-def latency_bin_labels() -> list[str]:
-    labels = [
-        f"{i * LATENCY_BIN_MS}–{(i + 1) * LATENCY_BIN_MS}"
-        for i in range(LATENCY_BINS - 1)
-    ]
-    return [*labels, f"{(LATENCY_BINS - 1) * LATENCY_BIN_MS}+"]
-
-
-def _was_handed_off(call: CallSession) -> bool:
-    return bool(call.handoff_requested_at or call.handoff_trigger) or call.status in {
-        CallStatus.TRANSFERRING,
-        CallStatus.HUMAN_CONNECTED,
-    }
-
-
-def today_start() -> datetime:
-    """Midnight today in the service's time zone."""
-    return timezone.make_aware(datetime.combine(timezone.localdate(), time.min))
-
-
-def figures_for(calls: Iterable[CallSession]) -> tuple[Figures, dict[str, Any]]:
-    """Today's figures and chart series for the given calls."""
-    calls = list(calls)
-    latencies = [
-        float(v)
-        for call in calls
-        for v in (call.turn_latencies_ms or [])
-        if isinstance(v, int | float)
-    ]
-    mean, p95 = latency_mean_p95(latencies)
-    per_hour = [0] * 24
-    outcome = {"ai": 0, "handoff": 0, "unanswered": 0, "live": 0}
-    for call in calls:
-        per_hour[timezone.localtime(call.created_at).hour] += 1
-        if _was_handed_off(call):
-            outcome["handoff"] += 1
-        elif call.status in LIVE:
-            outcome["live"] += 1
-        elif call.answered_at:
-            outcome["ai"] += 1
-        else:
-            outcome["unanswered"] += 1
-    figures = Figures(
-        calls=len(calls),
-        answered=sum(1 for c in calls if c.answered_at),
-        handed_off=outcome["handoff"],
-        ended=sum(1 for c in calls if c.status in TERMINAL),
-        completed=sum(1 for c in calls if c.status == CallStatus.COMPLETED),
-        latency_mean_ms=mean,
-        latency_p95_ms=p95,
-        cost_usd=sum((c.cost_usd for c in calls), Decimal(0)),
-    )
-    charts = {
-        "perHour": {"labels": [f"{h}:00" for h in range(24)], "counts": per_hour},
-        "latency": {
-            "labels": latency_bin_labels(),
-            "counts": latency_histogram(latencies),
-        },
-        "outcome": {
-            "labels": [
-                _("AIで完結"),
-                _("担当者へ引き継ぎ"),
-                _("未応答・失敗"),
-                _("通話中"),
-            ],
-            "counts": [
-                outcome["ai"],
-                outcome["handoff"],
-                outcome["unanswered"],
-                outcome["live"],
-            ],
-        },
-    }
-    return figures, charts
+# --- Dashboard (F-36) ---------------------------------------------------------------
 
 
 def status_labels() -> dict[str, str]:
@@ -189,7 +77,7 @@ def _live_calls(request: HttpRequest) -> QuerySet[CallSession]:
 
 
 def _today(request: HttpRequest) -> dict[str, Any]:
-    calls = call_list(user=request.user).filter(created_at__gte=today_start())
+    calls = calls_today(user=request.user)
     figures, charts = figures_for(calls)
     return {"figures": figures, "charts": charts, "paths": path_figures(calls)}
 
@@ -320,7 +208,9 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
         entry.offset_label = offset_label(entry.offset_ms)  # type: ignore[attr-defined]
     events = list(call.events.all())
     for event in events:
-        event.summary = event_summary(event.type, event.payload)  # type: ignore[attr-defined]
+        event.text = event_text(event.type, event.payload)  # type: ignore[attr-defined]
+        # The raw payload, behind the line's "details" toggle.
+        event.payload_json = json.dumps(event.payload, ensure_ascii=False, indent=2)  # type: ignore[attr-defined]
     latencies = [v for v in call.turn_latencies_ms or [] if isinstance(v, int | float)]
     mean, p95 = latency_mean_p95(latencies)
     return render(
@@ -335,6 +225,11 @@ def call_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "latency_p95_ms": p95,
             "terminal_statuses": " ".join(sorted(TERMINAL)),
             "status_labels": status_labels(),
+            # The supervisor console's Listen: the same ICE servers as web calls.
+            "ice_servers": settings.WEBRTC_ICE_SERVERS,
+            # Who holds the call now, and who listened or stepped in (F-75).
+            "supervision": call_supervision_state(call=call),
+            "supervision_history": call_supervision_history(call=call),
             **summary_context(call),
         },
     )
@@ -344,54 +239,6 @@ def offset_label(offset_ms: int) -> str:
     """`m:ss` of an offset in the call."""
     seconds = max(offset_ms, 0) // 1000
     return f"{seconds // 60}:{seconds % 60:02d}"
-
-
-EVENT_VALUE_MAX_CHARS = 80
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    if len(text) <= EVENT_VALUE_MAX_CHARS:
-        return text
-    return text[: EVENT_VALUE_MAX_CHARS - 1] + "…"
-
-
-def event_summary(kind: str, payload: Any) -> str:
-    """One line for a timeline event: `from → to (reason)` for a status, else
-    key=value, leaving out empty values and cutting long ones (TwiML) short."""
-    if not isinstance(payload, dict):
-        return _short(payload or "")
-    if kind == "status":
-        text = f"{payload.get('from', '?')} → {payload.get('to', '?')}"
-        return f"{text} ({payload['reason']})" if payload.get("reason") else text
-    if kind == "tool-call":
-        return tool_call_summary(payload)
-    return ", ".join(
-        f"{k}={_short(v)}" for k, v in payload.items() if v not in ("", None)
-    )
-
-
-def tool_call_summary(payload: dict[str, Any]) -> str:
-    """`tool @ server: ok, 120 ms, 53 B` or `tool @ server: error (why), 12 ms` (F-78).
-
-    The same line as static/callcenter/js/monitor.js draws for a live call. Built-in,
-    MCP and HTTP tools alike; the event never holds secrets or headers.
-    """
-    name = str(payload.get("tool") or payload.get("name") or "?")
-    where = f"{name} @ {payload['server']}" if payload.get("server") else name
-    output = payload.get("output")
-    error = payload.get("error") or (
-        output.get("error") if isinstance(output, dict) else ""
-    )
-    parts = [
-        "ok" if payload.get("ok") else f"error ({_short(error)})" if error else "error"
-    ]
-    if isinstance(payload.get("ms"), int | float):
-        parts.append(f"{payload['ms']:g} ms")
-    size = payload.get("output_bytes")
-    if isinstance(size, int):
-        parts.append(f"{size} B")
-    return f"{where}: {', '.join(parts)}"
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -12,9 +12,9 @@ environment). Two ways to run it:
   the server's sockets).
 - `DemoService`: `manage.py serve` in demo mode, as `make run` starts it: the fake
   OpenAI Realtime server and the Twilio emulator (with its `/_emulator/` control API)
-  as children, then Daphne, wired by URL. A simulated call is placed through the
-  control API (`place_call`); bridge and monitor sockets share Daphne's in-memory
-  channel layer, so no Redis is needed.
+  as children, then the ASGI server (uvicorn by default), wired by URL. A simulated
+  call is placed through the control API (`place_call`); bridge and monitor sockets
+  share the server's in-memory channel layer, so no Redis is needed.
 
 Then `chromium_context()`, `login()`, `screenshot()`; `TRANSCRIPT_TIMING_JS` times
 when each transcript line appears on a monitor page.
@@ -209,7 +209,7 @@ class ServiceProcess:
 
 
 class DemoService(ServiceProcess):
-    """`manage.py serve` in demo mode: emulators and Daphne, as `make run` starts them."""
+    """`manage.py serve` in demo mode: emulators and the server, as `make run` starts them."""
 
     def __init__(self, *, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env=env)

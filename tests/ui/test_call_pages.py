@@ -12,15 +12,15 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from calls.groups import call_control_group
-from calls.models import CallEvent, Recording
-from calls.status import CallStatus
-from calls.views import (
-    event_summary,
+from calls.figures import (
     figures_for,
     latency_histogram,
     latency_mean_p95,
 )
+from calls.groups import call_control_group
+from calls.models import CallEvent, Recording
+from calls.status import CallStatus
+from calls.timeline import event_text
 from tests.calls.factories import CallSessionFactory, TranscriptEntryFactory
 
 pytestmark = pytest.mark.django_db
@@ -365,15 +365,12 @@ def test_unreachable_bridge_is_reported(logged_in, live_call, monkeypatch):
     }
 
 
-def test_event_summary_leaves_out_empty_values_and_cuts_long_ones():
-    assert event_summary("status", {"from": "a", "to": "b", "reason": "r"}) == (
+def test_event_text_leaves_out_empty_values_and_cuts_long_ones():
+    assert event_text("status", {"from": "a", "to": "b", "reason": "r"}) == (
         "a → b (r)"
     )
-    twiml = "<Response>" + "x" * 200 + "</Response>"
-    line = event_summary(
-        "handoff-caller-moved", {"twiml": twiml, "participant": "", "n": 0}
-    )
-    assert line.startswith("twiml=<Response>xxx")
-    assert line.endswith("…, n=0")
-    assert len(line) < 100
+    line = event_text("handoff-refused", {"why": "x" * 200, "participant": "", "n": 0})
+    assert line.startswith("引き継ぎは行いませんでした · why: xxx")
+    assert line.endswith("… · n: 0")
+    assert len(line) < 130
     assert "participant" not in line

@@ -8,7 +8,7 @@ import pytest
 from django.urls import reverse
 
 from calls.models import CallEvent, CallSession
-from calls.views import tool_call_summary
+from calls.timeline import tool_call_summary
 
 pytestmark = pytest.mark.django_db
 

@@ -170,7 +170,7 @@ def demo_environment(
     responses_port: int = 8767,
     summaries_port: int | None = None,
 ) -> dict[str, str]:
-    """Daphne's environment in demo mode: every external URL points at an emulator."""
+    """The server's environment in demo mode: every external URL points at an emulator."""
     local = _local_host(host)
     token = settings.TWILIO_AUTH_TOKEN or secrets.token_hex(16)
     summaries = {}
@@ -203,7 +203,8 @@ def simulate_call_hint(*, host: str, port: int, twilio_port: int) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Serve HTTP and WebSockets with Daphne (PORT and HOST from the environment); "
+        "Serve HTTP and WebSockets with uvicorn, or Daphne with SERVER=daphne (PORT and "
+        "HOST from the environment); "
         "without an OpenAI key, also run the emulators (demo mode)."
     )
 

@@ -3,9 +3,13 @@
  *   transcript.partial {speaker, item_id, delta}
  *   transcript.update  {entry_id, speaker, text, item_id, offset_ms, interrupted, final}
  *   call.status        {status, previous, reason}
- *   call.event         {event, payload, at}
- *   call.snapshot      {status, entries: [transcript.update…]}, once per (re)connect:
- *                      what was saved after the newest line shown (`?after=`)
+ *   call.event         {event, payload, at, text}: `text` is the event in words
+ *                      (the socket adds it, as the page renders saved events)
+ *   call.supervision   {holder, mode, by_name}: handed to the supervisor console
+ *                      (supervise.js) as a `cc:supervision` event on #call
+ *   call.snapshot      {status, entries: [transcript.update…], supervision}, once per
+ *                      (re)connect: what was saved after the newest line shown
+ *                      (`?after=`), the status and who holds the call now
  * Any other type (handoff steps…) is shown on the timeline. */
 (function () {
   "use strict";
@@ -109,40 +113,36 @@
     placeFinal(li, msg.offset_ms || 0);
   }
 
-  function summary(kind, payload) {
-    if (!payload || typeof payload !== "object") return payload ? String(payload) : "";
-    if (kind === "status") {
-      var text = (payload.from || "?") + " → " + (payload.to || "?");
-      return payload.reason ? text + " (" + payload.reason + ")" : text;
-    }
-    if (kind === "tool-call") {
-      // As calls.views.tool_call_summary renders it.
-      var name = String(payload.tool || payload.name || "?");
-      var where = payload.server ? name + " @ " + payload.server : name;
-      var output = payload.output;
-      var error = payload.error || (output && typeof output === "object" ? output.error : "");
-      var parts = [payload.ok ? "ok" : (error ? "error (" + String(error).slice(0, 80) + ")" : "error")];
-      if (typeof payload.ms === "number") parts.push(payload.ms + " ms");
-      if (typeof payload.output_bytes === "number") parts.push(payload.output_bytes + " B");
-      return where + ": " + parts.join(", ");
-    }
-    // As the server renders it: no empty values, long ones (TwiML) cut short.
+  function statusText(msg) {
+    var text = (msg.previous || "?") + " → " + (msg.status || "?");
+    return msg.reason ? text + " (" + msg.reason + ")" : text;
+  }
+
+  /* `key: value · …` of a message the server sent no words for. */
+  function facts(payload) {
     return Object.keys(payload).filter(function (k) {
-      return payload[k] !== "" && payload[k] !== null && payload[k] !== undefined;
+      return payload[k] !== "" && payload[k] !== null && payload[k] !== undefined && k !== "at";
     }).map(function (k) {
       var v = payload[k];
       v = typeof v === "object" ? JSON.stringify(v) : String(v);
-      return k + "=" + (v.length > 80 ? v.slice(0, 79) + "…" : v);
-    }).join(", ");
+      return k + ": " + (v.length > 80 ? v.slice(0, 79) + "…" : v);
+    }).join(" · ");
   }
 
-  function addTimeline(kind, text, at) {
+  /* The organisation's zone for every time on the page (named once, above the
+   * timeline), as the server renders saved events: never the browser's. */
+  var clock = new Intl.DateTimeFormat("en-GB", {
+    timeZone: root.dataset.timeZone || undefined,
+    hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23",
+  });
+
+  function addTimeline(kind, text, at, payload) {
     var li = document.createElement("li");
     li.className = "event event-" + kind;
     var when = at ? new Date(at) : new Date();
     var time = document.createElement("time");
     time.dateTime = when.toISOString();
-    time.textContent = when.toLocaleTimeString([], { hour12: false });
+    time.textContent = clock.format(when);
     var type = document.createElement("span");
     type.className = "event-type";
     type.textContent = kind;
@@ -150,6 +150,17 @@
     body.className = "event-summary";
     body.textContent = text;
     li.append(time, " ", type, " ", body);
+    if (payload && typeof payload === "object" && Object.keys(payload).length) {
+      // The raw payload, behind a toggle, as on the saved lines.
+      var details = document.createElement("details");
+      details.className = "event-details";
+      var label = document.createElement("summary");
+      label.textContent = timeline.dataset.textDetails;
+      var raw = document.createElement("pre");
+      raw.textContent = JSON.stringify(payload, null, 2);
+      details.append(label, raw);
+      li.append(" ", details);
+    }
     var stick = nearBottom(timeline);
     timeline.appendChild(li);
     if (stick) timeline.scrollTop = timeline.scrollHeight;
@@ -202,19 +213,24 @@
         if (msg.status && msg.status !== root.dataset.callStatus) {
           setStatus(msg.status, window.CC.statusLabel(msg.status));
         }
+        // Who holds the call now (it may have changed while the socket was away).
+        if (msg.supervision) root.dispatchEvent(new CustomEvent("cc:supervision", { detail: msg.supervision }));
         break;
       case "call.status":
         setStatus(msg.status, window.CC.statusLabel(msg.status));
-        addTimeline("status", summary("status", { from: msg.previous, to: msg.status, reason: msg.reason }));
+        addTimeline("status", statusText(msg));
         break;
       case "call.event":
-        addTimeline(msg.event, summary(msg.event, msg.payload), msg.at);
+        addTimeline(msg.event, msg.text || msg.event, msg.at, msg.payload);
+        break;
+      case "call.supervision":
+        root.dispatchEvent(new CustomEvent("cc:supervision", { detail: msg }));
         break;
       default: {
         var rest = Object.assign({}, msg);
         delete rest.type;
         delete rest.call_id;
-        addTimeline(msg.type, summary(msg.type, rest), msg.at);
+        addTimeline(msg.type, msg.text || facts(rest), msg.at, rest);
       }
     }
   }

@@ -25,7 +25,8 @@
   const transcript = document.getElementById("transcript");
   const customerSelect = document.getElementById("web-call-customer");
   const monitorLink = root.querySelector("[data-monitor-link]");
-  const iceServers = JSON.parse(document.getElementById("web-call-ice-servers").textContent || "[]");
+  const { iceServers: readIceServers, iceGathered, openMicrophone, level } = window.CCWebRTC;
+  const iceServers = readIceServers("web-call-ice-servers");
   const csrf = (root.querySelector("input[name=csrfmiddlewaretoken]") || {}).value || "";
 
   const figures = (window.__webCall = {
@@ -99,13 +100,6 @@
     else if (event.type === "ended") { end(false); }
   }
 
-  function level(analyser, buffer) {
-    analyser.getFloatTimeDomainData(buffer);
-    let sum = 0;
-    for (let i = 0; i < buffer.length; i++) sum += buffer[i] * buffer[i];
-    return Math.sqrt(sum / buffer.length);
-  }
-
   function startMeters(localStream) {
     const micAnalyser = audioContext.createAnalyser();
     audioContext.createMediaStreamSource(localStream).connect(micAnalyser);
@@ -136,15 +130,6 @@
     figures.reports += 1;
   }
 
-  function iceGathered(connection) {
-    if (connection.iceGatheringState === "complete") return Promise.resolve();
-    return new Promise((resolve) => {
-      const done = () => { if (connection.iceGatheringState === "complete") resolve(); };
-      connection.addEventListener("icegatheringstatechange", done);
-      setTimeout(resolve, 3000);  // use what was gathered
-    });
-  }
-
   async function start() {
     clearError();
     startButton.disabled = true;
@@ -153,23 +138,16 @@
     audioContext = new (window.AudioContext || window.webkitAudioContext)();
     audioContext.resume().catch(() => {});
     remoteAudio.play().catch(() => {});
-    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || !window.RTCPeerConnection) {
-      showError("unsupported"); startButton.disabled = false; return;
-    }
     setState("mic");
     try {
-      mic = await navigator.mediaDevices.getUserMedia({
-        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
-      });
+      mic = await openMicrophone();
     } catch (error) {
-      const name = error && error.name;
-      showError(name === "NotAllowedError" || name === "SecurityError" ? "denied" : "no-device");
+      showError(error.kind || "no-device");
       setState("idle"); startButton.disabled = false;
       if (audioContext) { audioContext.close().catch(() => {}); audioContext = null; }
       return;
     }
     const track = mic.getAudioTracks()[0];
-    if (!track) { showError("no-device"); setState("idle"); startButton.disabled = false; return; }
     track.addEventListener("ended", () => { if (live || pc) { showError("device-lost"); hangUp(); } });
     setState("connecting");
     startMeters(mic);
