@@ -144,3 +144,28 @@ def test_the_page_says_who_holds_the_call_and_who_listened(
     assert "佐藤" in history
     assert 'data-action="listen"' in history
     assert 'data-action="take-over"' in history
+
+
+def test_a_call_with_a_human_offers_listening_from_the_supervisors_phone(
+    client, supervisor, live_call
+):
+    """With a human in the conference the bridge is gone: the console offers the
+    phone (prefilled with the supervisor's number), muted or coaching."""
+    supervisor.phone_number = "+819012345678"
+    supervisor.save(update_fields=["phone_number"])
+    live_call.status = "human-connected"
+    live_call.save(update_fields=["status"])
+    client.force_login(supervisor)
+    html = client.get(reverse("calls:detail", args=[live_call.pk])).content.decode()
+    console = panel(html)
+    assert "data-supervise-phone" in console
+    assert 'value="+819012345678"' in console and 'name="coaching"' in console
+    # Not named like the Listen button (the contract's accessible names stay unique).
+    assert "自分の電話をつなぐ" in button_names(console)
+    assert not any("聴く" in name for name in button_names(console)[1:])
+
+
+def test_a_call_with_the_ai_offers_no_phone_listening(client, supervisor, live_call):
+    client.force_login(supervisor)
+    html = client.get(reverse("calls:detail", args=[live_call.pk])).content.decode()
+    assert "data-supervise-phone" not in panel(html)

@@ -258,6 +258,19 @@
       say("sent", true);
     });
   });
+  // A call with a human in the conference: the supervisor's phone joins it, muted
+  // or coaching the human (the API dials it).
+  const phoneForm = $("[data-supervise-phone]");
+  if (phoneForm) phoneForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    run(phoneForm.querySelector("button"), async () => {
+      const body = { action: "listen_phone", coaching: phoneForm.elements.coaching.checked };
+      if (phoneForm.elements.phone.value) body.phone = phoneForm.elements.phone.value;
+      const reply = await postJson(panel.dataset.apiUrl, body);
+      if (!reply.ok) { failure(reply); return; }
+      say("dialling", true);
+    });
+  });
   balance.addEventListener("input", () => {
     setGains();
     // Said as "<side> 40%" (the side heard louder), or the centre's word.
