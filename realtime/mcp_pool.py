@@ -206,6 +206,10 @@ def _words(exc: BaseException) -> str:
         return f"HTTP {exc.response.status_code}"
     if isinstance(exc, MCPError):
         return f"MCP error: {exc}"[:200]
+    if isinstance(exc, RuntimeError) and "task_status.started" in str(exc):
+        # anyio's words when the SDK's SSE reader ends before the `endpoint` event:
+        # the server closed the stream (shutting down, or no MCP SSE server there).
+        return "the SSE stream ended before its endpoint event"
     text = str(exc).strip()
     return (f"{type(exc).__name__}: {text}" if text else type(exc).__name__)[:200]
 

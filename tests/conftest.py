@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import socket
+import sys
 from typing import Any
 
 import pytest
@@ -53,6 +54,19 @@ def _block_network() -> Any:
     yield
     socket.socket.connect = _real_connect  # type: ignore[method-assign]
     socket.socket.connect_ex = _real_connect_ex  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _sse_streams_not_ended() -> None:
+    """sse-starlette (under the MCP SDK's servers) replaces uvicorn's
+    `Server.handle_exit` on import with one that also sets `AppStatus.should_exit`,
+    process-wide and never reset: it ends every SSE response at once. A test that
+    calls a server's handle_exit (test_draining's second signal) would leave it set,
+    and the SDK's SSE server of a later test would close its stream before sending
+    the `endpoint` event. Each test starts with it clear."""
+    sse = sys.modules.get("sse_starlette.sse")
+    if sse is not None:
+        sse.AppStatus.should_exit = False
 
 
 @pytest.fixture(autouse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from typing import Any
 
 import pytest
 
@@ -155,6 +156,48 @@ async def test_a_broken_session_is_replaced_on_the_next_request(pool):
         result = await pool.call(server, "greet", {"name": "x"})
         assert not result.is_error
     assert pool.connects == 2
+
+
+def sse_cut(cut: list[bool]) -> Any:
+    """A `serve_mcp` wrap: while `cut[0]`, the SSE GET is answered with an event
+    stream that ends at once, before the SDK's `endpoint` event (a server shutting
+    down; sse-starlette does this on its exit signal)."""
+
+    def wrap(app: Any) -> Any:
+        async def maybe_cut(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["method"] == "GET" and cut[0]:
+                headers = [(b"content-type", b"text/event-stream")]
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": headers}
+                )
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await app(scope, receive, send)
+
+        return maybe_cut
+
+    return wrap
+
+
+async def test_an_sse_stream_ended_before_its_endpoint_is_unavailable_then_retried():
+    """No `endpoint` event, no session: McpUnavailable in words, the server not
+    tried again within `retry_s`, and found back after it."""
+    cut = [True]
+    pool = McpPool(allow_private=True, retry_s=0.5, connect_timeout_s=3.0)
+    try:
+        async with serve_mcp(booking_server(), sse=True, wrap=sse_cut(cut)) as url:
+            server = McpServer.from_entry(entry(url, transport="sse"))
+            with pytest.raises(McpUnavailable, match="ended before its endpoint"):
+                await pool.tools(server)
+            cut[0] = False
+            with pytest.raises(McpUnavailable, match="ended before its endpoint"):
+                await pool.tools(server)
+            assert pool.connects == 1
+            await asyncio.sleep(0.5)
+            assert "greet" in {t.name for t in await pool.tools(server)}
+            assert pool.connects == 2
+    finally:
+        await pool.aclose()
 
 
 async def test_twenty_calls_share_one_session_and_one_tool_list(url, pool):
