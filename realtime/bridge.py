@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
+from realtime.bridge_writes import BridgeWrites
 from realtime.call_setup import APOLOGY_LINE, GOODBYE_LINE, IDLE_PROMPT, BridgeConfig
 from realtime.call_tools import CallTools
 from realtime.protocol.bridge_state import (
@@ -100,12 +101,6 @@ HEARTBEAT_EVERY_S = 15.0
 SESSION_ROTATE_AFTER_S = 55 * 60  # before the 60-minute cap (PROTOCOL C11)
 HARD_STOP_GRACE_S = 30.0  # after a polite goodbye, hang up regardless
 MAX_PENDING_MODEL_FRAMES = 500
-MAX_PENDING_WRITES = 1000
-# A failed write (database down or locked) is tried again after these pauses, the
-# last one repeating, while the writes behind it wait in order (F-71).
-WRITE_RETRY_DELAYS_S = (0.1, 0.25, 0.5, 1.0)
-# Once the call ends, its remaining writes are retried this long, then dropped.
-FINISH_WRITE_RETRY_S = 60.0
 MAX_RESEED_LINES = 200
 NOT_RETRYABLE_CODES = {"invalid_api_key", "beta_api_shape_disabled"}
 
@@ -138,18 +133,6 @@ class CallStore(Protocol):
     async def move_caller_to_handoff(self) -> None: ...
     async def fall_back_to_legacy(self, *, reason: str) -> bool: ...
     async def release_supervisor_hold(self) -> None: ...
-
-
-class _BestEffort:
-    """A live-only write: tried once, never retried, skipped when behind."""
-
-    __slots__ = ("write",)
-
-    def __init__(self, write: Callable[[], Awaitable[None]]) -> None:
-        self.write = write
-
-    def __call__(self) -> Awaitable[None]:
-        return self.write()
 
 
 class ModelGaveUp(Exception):
@@ -195,7 +178,6 @@ class CallBridge:
         self._model: ClientConnection | None = None
         self._model_task: asyncio.Task[None] | None = None
         self._ticker_task: asyncio.Task[None] | None = None
-        self._writer_task: asyncio.Task[None] | None = None
         self._tool_tasks: set[asyncio.Task[None]] = set()
         # Tools beyond the built-ins (MCP, HTTP): found in the background (issue 18).
         self.tools = CallTools(
@@ -208,15 +190,10 @@ class CallBridge:
         # A resumed call's saved lines, read while its model socket opens (F-68).
         self._resume_lines: asyncio.Task[list[tuple[str, str]]] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self._writes: asyncio.Queue[Callable[[], Awaitable[None]] | None] = (
-            asyncio.Queue(MAX_PENDING_WRITES)
+        # Every database write, in order, never waited on (F-71).
+        self._write_queue = BridgeWrites(
+            call_id=config.call_id, clock=clock, retryable=self._write_retryable
         )
-        self._writes_failing = False
-        self._writes_failing_since = 0.0
-        self._writes_deadline: float | None = None
-        self.writes_dropped = 0  # essential writes lost (buffer full or given up)
-        self.writes_skipped = 0  # live-only writes skipped while behind
-        self.write_retries = 0
         self._pending_model: deque[str] = deque(maxlen=MAX_PENDING_MODEL_FRAMES)
         # What this call has said so far, to re-seed a new model session (F-25).
         self._lines: deque[tuple[str, str]] = deque(maxlen=MAX_RESEED_LINES)
@@ -257,7 +234,7 @@ class CallBridge:
 
     async def start(self) -> None:
         """Begin: writer and ticker tasks, and the model socket if allowed early."""
-        self._writer_task = asyncio.create_task(self._writer(), name="bridge-writer")
+        self._write_queue.start()
         self._ticker_task = asyncio.create_task(self._ticker(), name="bridge-ticker")
         if self._open_model_early:
             self._start_model()
@@ -322,7 +299,7 @@ class CallBridge:
                     "bridge-end", {"reason": reason, "mode": self._end_mode}
                 )
             )
-            await self._drain_writes()
+            await self._write_queue.drain()
         finally:
             with contextlib.suppress(Exception):
                 await self._close_twilio(1000)
@@ -1176,126 +1153,31 @@ class CallBridge:
     def _enqueue(
         self, write: Callable[[], Awaitable[None]], *, essential: bool = True
     ) -> None:
-        """Queue a write for the writer task; never waits (F-71).
+        """Queue a write; never waits (see `realtime/bridge_writes.py`).
 
         Essential writes (transcript lines, events, figures, the end of the call)
-        are kept and retried until the database takes them; live-only ones (partial
-        text for monitors) are dropped when the writer is behind, since their
-        content reaches the monitors with the saved line anyway.
+        are kept and retried until the database takes them; live-only ones
+        (partial text for monitors) are dropped when the writer is behind.
         """
-        if not essential:
-            if self._writes_failing or self._writes.qsize() >= MAX_PENDING_WRITES // 2:
-                self.writes_skipped += 1
-                return
-            write = _BestEffort(write)
-        try:
-            self._writes.put_nowait(write)
-        except asyncio.QueueFull:
-            self.writes_dropped += 1
-            if self.writes_dropped == 1 or self.writes_dropped % 100 == 0:
-                log.error(
-                    "write buffer full (%d writes waiting); %d dropped so far",
-                    MAX_PENDING_WRITES,
-                    self.writes_dropped,
-                    extra={"call_id": self.config.call_id},
-                )
+        self._write_queue.enqueue(write, essential=essential)
 
     def _write_retryable(self, exc: Exception) -> bool:
         retryable = getattr(self.store, "retryable", None)
         return True if retryable is None else bool(retryable(exc))
 
-    async def _writer(self) -> None:
-        """Carry out writes one at a time, in order; retry a failed one (F-71).
+    @property
+    def writes_dropped(self) -> int:
+        """Essential writes lost (buffer full, or given up after the call)."""
+        return self._write_queue.dropped
 
-        While the database is down or locked the failed write is tried again with
-        back-off and the others wait behind it in the bounded queue, so nothing is
-        lost and the order holds; the audio loops never wait on any of it. After
-        finish(), retries go on until `_writes_deadline`, then what is left is
-        counted and logged as dropped.
-        """
-        while True:
-            write = await self._writes.get()
-            try:
-                if write is None:
-                    return
-                await self._write_with_retry(write)
-            finally:
-                self._writes.task_done()
+    @property
+    def writes_skipped(self) -> int:
+        """Live-only writes skipped while the writer was behind."""
+        return self._write_queue.skipped
 
-    async def _write_with_retry(self, write: Callable[[], Awaitable[None]]) -> None:
-        attempt = 0
-        while True:
-            try:
-                await write()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if isinstance(write, _BestEffort):
-                    log.debug("live-only write failed", exc_info=True)
-                    return
-                deadline = self._writes_deadline
-                if not self._write_retryable(exc) or (
-                    deadline is not None and self._clock() >= deadline
-                ):
-                    self.writes_dropped += 1
-                    log.exception(
-                        "bridge write failed for good (%d dropped)",
-                        self.writes_dropped,
-                        extra={"call_id": self.config.call_id},
-                    )
-                    return
-                if not self._writes_failing:
-                    self._writes_failing = True
-                    self._writes_failing_since = self._clock()
-                    log.warning(
-                        "bridge writes failing (%s); retrying, %d waiting",
-                        f"{type(exc).__name__}: {exc}"[:300],
-                        self._writes.qsize(),
-                        extra={"call_id": self.config.call_id},
-                    )
-                self.write_retries += 1
-                delay = WRITE_RETRY_DELAYS_S[
-                    min(attempt, len(WRITE_RETRY_DELAYS_S) - 1)
-                ]
-                attempt += 1
-                await asyncio.sleep(delay)
-                continue
-            if self._writes_failing:
-                self._writes_failing = False
-                outage_ms = int((self._clock() - self._writes_failing_since) * 1000)
-                log.warning(
-                    "bridge writes back after %d ms; %d waiting, %d dropped",
-                    outage_ms,
-                    self._writes.qsize(),
-                    self.writes_dropped,
-                    extra={"call_id": self.config.call_id},
-                )
-            return
-
-    async def _drain_writes(self) -> None:
-        """Let the writer finish what is queued, retrying for a bounded time."""
-        self._writes_deadline = self._clock() + FINISH_WRITE_RETRY_S
-        self._enqueue_stop()
-        if self._writer_task is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(
-                    asyncio.shield(self._writer_task), timeout=FINISH_WRITE_RETRY_S + 5
-                )
-        if self.writes_dropped:
-            log.error(
-                "bridge ended with %d writes dropped",
-                self.writes_dropped,
-                extra={"call_id": self.config.call_id},
-            )
-
-    def _enqueue_stop(self) -> None:
-        try:
-            self._writes.put_nowait(None)
-        except asyncio.QueueFull:
-            # Full of writes waiting for the database: stop once they are done.
-            task = asyncio.get_running_loop().create_task(self._writes.put(None))
-            self._background.add(task)  # referenced until done
-            task.add_done_callback(self._background.discard)
+    @property
+    def write_retries(self) -> int:
+        return self._write_queue.retries
 
     async def _ticker(self) -> None:
         """Once a second: heartbeat, limits, idle prompt, session rotation (F-24)."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from realtime import bridge as bridge_module
+from realtime import bridge_writes
 from realtime.bridge import CallBridge
 from tests.realtime.test_bridge_unit import MemoryStore, _config
 
@@ -89,7 +89,7 @@ def _line(bridge: CallBridge, store: MemoryStore, n: int) -> None:
 
 @pytest.fixture
 def quick_retries(monkeypatch):
-    monkeypatch.setattr(bridge_module, "WRITE_RETRY_DELAYS_S", (0.01, 0.02, 0.05))
+    monkeypatch.setattr(bridge_writes, "WRITE_RETRY_DELAYS_S", (0.01, 0.02, 0.05))
 
 
 async def test_writes_during_an_outage_are_kept_in_order(quick_retries):
@@ -113,7 +113,7 @@ async def test_writes_during_an_outage_are_kept_in_order(quick_retries):
 
 
 async def test_a_full_buffer_counts_what_it_drops(quick_retries, monkeypatch):
-    monkeypatch.setattr(bridge_module, "MAX_PENDING_WRITES", 10)
+    monkeypatch.setattr(bridge_writes, "MAX_PENDING_WRITES", 10)
     store = FlakyStore()
     store.down = True
     bridge = _bridge(store)
@@ -198,7 +198,7 @@ async def test_finish_keeps_retrying_until_the_database_is_back(quick_retries):
 async def test_finish_gives_up_after_its_grace_and_says_how_many(
     quick_retries, monkeypatch
 ):
-    monkeypatch.setattr(bridge_module, "FINISH_WRITE_RETRY_S", 0.3)
+    monkeypatch.setattr(bridge_writes, "FINISH_WRITE_RETRY_S", 0.3)
     store = FlakyStore()
     bridge = _bridge(store)
     await bridge.start()
