@@ -14,7 +14,9 @@ from calls.models import CallSession
 from calls.status import CallStatus
 from tests.api.conftest import assert_error
 from tests.calls.factories import CallSessionFactory
-from tests.calls.layer_inbox import group_inbox
+from tests.calls.layer_inbox import group_inbox, in_memory_layer  # noqa: F401 (a fixture)
+
+pytestmark = pytest.mark.usefixtures("in_memory_layer")
 
 
 @pytest.fixture

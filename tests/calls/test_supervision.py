@@ -26,9 +26,9 @@ from calls.supervision import (
 )
 from tests.agents.factories import OperatorFactory
 from tests.calls.factories import CallSessionFactory
-from tests.calls.layer_inbox import group_inbox
+from tests.calls.layer_inbox import group_inbox, in_memory_layer  # noqa: F401 (a fixture)
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("in_memory_layer")]
 
 
 def supervisor_of(call: CallSession, **fields: Any) -> Operator:
